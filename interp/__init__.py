@@ -1,0 +1,2 @@
+"""Everything that needs a model or text: corpora, tokenizer, models, hook capture,
+splicing an SAE into the model, feature analysis, labels, neurons, search and reports."""

@@ -1,0 +1,5 @@
+import sys
+
+from sae.cli import main
+
+sys.exit(main())

@@ -1,0 +1,19 @@
+"""SAE architectures, one file each, registered by name (see `base.register`)."""
+
+from sae.architectures.base import (
+    ARCHITECTURES,
+    SAE,
+    SAEConfig,
+    TrainState,
+    TrainStep,
+    build_sae,
+    get_architecture,
+    register,
+)
+
+# Importing each architecture module registers it; list every architecture file here.
+ARCHITECTURE_MODULES: list[str] = []
+for _name in ARCHITECTURE_MODULES:
+    __import__(f"sae.architectures.{_name}")
+
+__all__ = ["ARCHITECTURES", "SAE", "SAEConfig", "TrainState", "TrainStep", "build_sae", "get_architecture", "register"]

@@ -1,0 +1,161 @@
+"""What every SAE architecture shares: the config, the parameters, the training contract, the registry.
+
+Shapes: x [n, d_in] activations; f [n, d_sae] feature activations; x_hat [n, d_in].
+Parameter names follow SAELens so saved files interoperate:
+W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class SAEConfig:
+    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...)."""
+
+    d_in: int
+    d_sae: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SAEConfig":
+        """Build from a dict, refusing unknown keys by name (a typo never passes silently)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(names)}")
+        return cls(**d)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field when a value is out of range."""
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+
+
+@dataclass
+class TrainStep:
+    """What one training forward pass returns to the trainer.
+
+    total: the scalar loss to backpropagate.
+    terms: every loss term by name (detached floats are taken by the trainer for logs).
+    x_hat: [n, d_in] reconstruction.
+    fired: [d_sae] number of tokens in the batch on which each latent was non-zero.
+    l0: mean number of non-zero latents per token in this batch.
+    """
+
+    total: Tensor
+    terms: dict[str, Tensor]
+    x_hat: Tensor
+    fired: Tensor
+    l0: Tensor
+
+
+@dataclass
+class TrainState:
+    """What the trainer tells the architecture at each step.
+
+    step: 0-based optimizer step; total_steps: the run's length (for warm-ups);
+    dead_mask: [d_sae] bool, latents that have not fired within the dead window.
+    """
+
+    step: int
+    total_steps: int
+    dead_mask: Tensor | None = None
+
+
+class SAE(nn.Module):
+    """Base class. An architecture overrides `encode`, `train_step` and whatever hooks it needs."""
+
+    arch: ClassVar[str]
+    config_class: ClassVar[type[SAEConfig]] = SAEConfig
+
+    def __init__(self, cfg: SAEConfig):
+        super().__init__()
+        cfg.validate()
+        self.cfg = cfg
+        d_in, d_sae = cfg.d_in, cfg.d_sae
+        self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
+        self.b_enc = nn.Parameter(torch.zeros(d_sae))
+        self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
+        self.b_dec = nn.Parameter(torch.zeros(d_in))
+
+    # --- inference -------------------------------------------------------------------
+    def encode(self, x: Tensor) -> Tensor:
+        """[..., d_in] -> [..., d_sae] feature activations (dense)."""
+        raise NotImplementedError
+
+    def decode(self, f: Tensor) -> Tensor:
+        """[..., d_sae] -> [..., d_in]."""
+        return f @ self.W_dec + self.b_dec
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.decode(self.encode(x))
+
+    # --- training --------------------------------------------------------------------
+    def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
+        """One forward pass with every loss term; the trainer calls backward on `.total`."""
+        raise NotImplementedError
+
+    def after_backward(self) -> None:
+        """Called between backward and the optimizer step (e.g. decoder-gradient projection)."""
+
+    def after_step(self) -> None:
+        """Called after the optimizer step (e.g. renormalise decoder rows)."""
+
+    def init_from_data(self, b_dec: Tensor) -> None:
+        """Set the decoder bias from the data (geometric median or mean), [d_in]."""
+        with torch.no_grad():
+            self.b_dec.copy_(b_dec.to(self.b_dec))
+
+    def fold_activation_scale(self, scale: float) -> None:
+        """The SAE was trained on x * scale; rewrite weights so it takes raw x and returns raw x_hat."""
+        with torch.no_grad():
+            self.W_enc.mul_(scale)  # encoder sees raw x: x @ (scale * W_enc) == (scale x) @ W_enc
+            self.W_dec.div_(scale)
+            self.b_dec.div_(scale)
+            # b_enc unchanged: pre-activations are identical. Thresholds live in f-space: unchanged.
+
+    def inference_form(self) -> "SAE":
+        """The architecture a saved file holds (BatchTopK -> JumpReLU). Default: itself."""
+        return self
+
+
+ARCHITECTURES: dict[str, type[SAE]] = {}
+
+
+def register(cls: type[SAE]) -> type[SAE]:
+    """Class decorator: make an architecture available by its `arch` name."""
+    ARCHITECTURES[cls.arch] = cls
+    return cls
+
+
+def get_architecture(name: str) -> type[SAE]:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(sorted(ARCHITECTURES))}")
+    return ARCHITECTURES[name]
+
+
+def build_sae(arch: str, **fields: Any) -> SAE:
+    """build_sae("topk", d_in=256, d_sae=4096, k=32)."""
+    cls = get_architecture(arch)
+    return cls(cls.config_class.from_dict(fields))
+
+
+__all__ = [
+    "ARCHITECTURES",
+    "SAE",
+    "SAEConfig",
+    "TrainState",
+    "TrainStep",
+    "build_sae",
+    "get_architecture",
+    "register",
+]
