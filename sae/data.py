@@ -266,9 +266,10 @@ class ActivationWriter:
         elif positions.shape != (n,):
             raise ValueError(f"positions must have shape [{n}] to match acts, got {list(positions.shape)}.")
         stored = acts.detach().to("cpu", self.torch_dtype).contiguous()
-        finite = torch.isfinite(stored).all(dim=1)
-        if not bool(finite.all()):
-            row = int((~finite).nonzero()[0, 0])
+        # a finite sum proves every value finite (NaN/Inf propagate); only then is the row search needed
+        finite = torch.isfinite(stored.sum(dtype=torch.float32)) or torch.isfinite(stored).all()
+        if not finite:
+            row = int((~torch.isfinite(stored).all(dim=1)).nonzero()[0, 0])
             index = start + row
             tps = self.manifest["tokens_per_shard"]
             overflow = "" if not torch.isfinite(acts[row]).all() else f" (finite in the input, overflows {self.manifest['dtype']})"
