@@ -3,6 +3,10 @@
 Shapes: x [n, d_in] activations; f [n, d_sae] feature activations; x_hat [n, d_in].
 Parameter names follow SAELens so saved files interoperate:
 W_enc [d_in, d_sae], b_enc [d_sae], W_dec [d_sae, d_in], b_dec [d_in].
+
+Loss convention shared by every architecture: `mse` is the squared error summed over the d_in
+dimensions and averaged over tokens, E_x ||x - x_hat||^2; sparsity terms are per-token means too.
+`TrainStep.terms` holds each term unweighted; `TrainStep.total` is their weighted sum.
 """
 
 from __future__ import annotations
@@ -17,10 +21,14 @@ from torch import Tensor, nn
 
 @dataclass
 class SAEConfig:
-    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...)."""
+    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...).
+
+    apply_b_dec_to_input: the encoder sees x - b_dec (pre-encoder bias subtraction).
+    """
 
     d_in: int
     d_sae: int
+    apply_b_dec_to_input: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -32,12 +40,19 @@ class SAEConfig:
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(names)}")
+        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in d and _has_no_default(f))
+        if missing:
+            raise ValueError(f"{cls.__name__}: missing required field(s) {missing}")
         return cls(**d)
 
     def validate(self) -> None:
         """Raise ValueError naming the field when a value is out of range."""
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+
+
+def _has_no_default(f: dataclasses.Field) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 @dataclass
@@ -72,10 +87,16 @@ class TrainState:
 
 
 class SAE(nn.Module):
-    """Base class. An architecture overrides `encode`, `train_step` and whatever hooks it needs."""
+    """Base class. An architecture overrides `encode`, `train_step` and whatever hooks it needs.
+
+    unit_norm_decoder: when True, decoder rows are kept at unit norm during training: the part of
+    each row's gradient parallel to the row is removed (`after_backward`) and rows are rescaled to
+    norm 1 after every optimizer step (`after_step`).
+    """
 
     arch: ClassVar[str]
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
+    unit_norm_decoder: ClassVar[bool] = False
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
@@ -86,8 +107,20 @@ class SAE(nn.Module):
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
+        self.init_tied(decoder_row_norm=1.0)
+
+    def init_tied(self, decoder_row_norm: float) -> None:
+        """Decoder rows: random directions of the given norm; encoder: the decoder's transpose."""
+        with torch.no_grad():
+            directions = torch.randn(self.cfg.d_sae, self.cfg.d_in)
+            self.W_dec.copy_(directions / directions.norm(dim=1, keepdim=True) * decoder_row_norm)
+            self.W_enc.copy_(self.W_dec.t())
 
     # --- inference -------------------------------------------------------------------
+    def encoder_input(self, x: Tensor) -> Tensor:
+        """What the encoder multiplies: x - b_dec when `apply_b_dec_to_input`, else x."""
+        return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
     def encode(self, x: Tensor) -> Tensor:
         """[..., d_in] -> [..., d_sae] feature activations (dense)."""
         raise NotImplementedError
@@ -106,9 +139,13 @@ class SAE(nn.Module):
 
     def after_backward(self) -> None:
         """Called between backward and the optimizer step (e.g. decoder-gradient projection)."""
+        if self.unit_norm_decoder and self.W_dec.grad is not None:
+            remove_parallel_gradient(self.W_dec)
 
     def after_step(self) -> None:
         """Called after the optimizer step (e.g. renormalise decoder rows)."""
+        if self.unit_norm_decoder:
+            normalize_rows_(self.W_dec)
 
     def init_from_data(self, b_dec: Tensor) -> None:
         """Set the decoder bias from the data (geometric median or mean), [d_in]."""
@@ -126,6 +163,29 @@ class SAE(nn.Module):
     def inference_form(self) -> "SAE":
         """The architecture a saved file holds (BatchTopK -> JumpReLU). Default: itself."""
         return self
+
+    # --- files -----------------------------------------------------------------------
+    def file_tensors(self) -> dict[str, Tensor]:
+        """Tensors as a saved file names them (SAELens names). Default: the state dict."""
+        return {name: t.detach() for name, t in self.state_dict().items()}
+
+    def load_file_tensors(self, tensors: dict[str, Tensor]) -> None:
+        """Inverse of `file_tensors`: copy file tensors into this SAE (names and shapes must match)."""
+        self.load_state_dict(tensors, strict=True)
+
+
+def remove_parallel_gradient(W_dec: nn.Parameter) -> None:
+    """In place: W_dec.grad[i] -= (W_dec.grad[i] . w_i) w_i / ||w_i||^2, for every row i."""
+    with torch.no_grad():
+        w, g = W_dec.data, W_dec.grad
+        parallel = (g * w).sum(dim=1, keepdim=True) / (w * w).sum(dim=1, keepdim=True).clamp_min(1e-30)
+        g.sub_(parallel * w)
+
+
+def normalize_rows_(W: nn.Parameter) -> None:
+    """In place: every row of W rescaled to unit L2 norm."""
+    with torch.no_grad():
+        W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-30))
 
 
 ARCHITECTURES: dict[str, type[SAE]] = {}
@@ -157,5 +217,7 @@ __all__ = [
     "TrainStep",
     "build_sae",
     "get_architecture",
+    "normalize_rows_",
     "register",
+    "remove_parallel_gradient",
 ]

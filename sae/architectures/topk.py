@@ -1,0 +1,117 @@
+"""TopK SAE (Gao et al. 2024, "Scaling and evaluating sparse autoencoders").
+
+f = ReLU(TopK_k((x - b_dec) @ W_enc + b_enc)): the k largest pre-activations per token are kept.
+x_hat = f @ W_dec + b_dec. Decoder rows stay unit norm (gradient projection + renormalisation);
+W_enc = W_dec^T at initialisation.
+
+Loss = mse + aux_coefficient * auxk, where auxk (the AuxK loss) reconstructs the residual
+e = x - x_hat (no gradient into x_hat) from the aux_k largest pre-activations among the dead
+latents: auxk = E ||e - ReLU(TopK_aux_k(dead pre-acts)) @ W_dec||^2. It gives dead latents a
+gradient towards the error the live ones leave.
+
+Training uses the sparse kernels (`sae.kernels`): nothing after the encoder matmul touches more
+than the k chosen latents per token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register
+from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
+
+
+@dataclass
+class TopKConfig(SAEConfig):
+    """k: latents kept per token. aux_k: dead latents used by AuxK (None: d_in // 2).
+    aux_coefficient: weight of the AuxK loss."""
+
+    k: int = 32
+    aux_k: int | None = None
+    aux_coefficient: float = 1 / 32
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k must be in 1..d_sae, got k={self.k} with d_sae={self.d_sae}; lower k or widen d_sae")
+        if self.aux_k is not None and self.aux_k <= 0:
+            raise ValueError(f"aux_k must be positive (or null for d_in // 2), got aux_k={self.aux_k}")
+        if self.aux_coefficient < 0:
+            raise ValueError(f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
+
+    @property
+    def resolved_aux_k(self) -> int:
+        return self.aux_k if self.aux_k is not None else max(1, self.d_in // 2)
+
+
+def auxk_loss(
+    sae: SAE, x: Tensor, pre_acts: Tensor, residual: Tensor, dead_mask: Tensor | None, aux_k: int
+) -> Tensor:
+    """E ||residual - ReLU(TopK_aux_k over dead latents of pre_acts) @ W_dec||^2; 0 with no dead latents.
+
+    x [n, d_in]; pre_acts [n, d_sae] (no grad); residual [n, d_in] (detached x - x_hat);
+    dead_mask [d_sae] bool. Gradients reach W_enc, b_enc, b_dec and W_dec of the chosen dead latents.
+    """
+    num_dead = int(dead_mask.sum()) if dead_mask is not None else 0
+    if num_dead == 0:
+        return torch.zeros((), dtype=x.dtype, device=x.device)
+    dead_pre = pre_acts.masked_fill(~dead_mask.to(pre_acts.device), float("-inf"))
+    indices = dead_pre.topk(min(aux_k, num_dead), dim=1, sorted=False).indices
+    values = F.relu(gather_preacts(pre_acts, indices, x, sae.W_enc, sae.b_enc, sae.encoder_bias_input()))
+    residual_hat = sparse_decode(values, indices, sae.W_dec)
+    return (residual - residual_hat).pow(2).sum(-1).mean()
+
+
+def code_statistics(values: Tensor, indices: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
+    """(fired [d_sae] token counts per latent, l0 = mean non-zero latents per token) of a sparse code."""
+    active = values > 0
+    fired = torch.bincount(indices[active], minlength=d_sae)
+    return fired, active.sum(1).to(values.dtype).mean()
+
+
+@register
+class TopKSAE(SAE):
+    arch = "topk"
+    config_class = TopKConfig
+    unit_norm_decoder = True
+    cfg: TopKConfig
+
+    def encoder_bias_input(self) -> Tensor | None:
+        """The bias the encoder subtracts from x (b_dec, or None without pre-encoder subtraction)."""
+        return self.b_dec if self.cfg.apply_b_dec_to_input else None
+
+    def preacts(self, x: Tensor) -> Tensor:
+        """[n, d_in] -> [n, d_sae] pre-activations, no autograd."""
+        return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input())
+
+    def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """[n, d_in] -> (values [n, k], indices [n, k]); values are ReLU'd (zeros possible)."""
+        top = self.preacts(x).topk(self.cfg.k, dim=1, sorted=False)
+        return F.relu(top.values), top.indices
+
+    def encode(self, x: Tensor) -> Tensor:
+        flat = x.reshape(-1, self.cfg.d_in)
+        values, indices = self.encode_sparse(flat)
+        return densify(values, indices, self.cfg.d_sae).reshape(*x.shape[:-1], self.cfg.d_sae)
+
+    def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
+        cfg = self.cfg
+        pre = self.preacts(x)
+        indices = pre.topk(cfg.k, dim=1, sorted=False).indices
+        layout = CodeLayout(indices, cfg.d_sae)
+        values = F.relu(gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input(), layout))
+        x_hat = sparse_decode(values, indices, self.W_dec, layout) + self.b_dec
+        mse = (x - x_hat).pow(2).sum(-1).mean()
+        auxk = auxk_loss(self, x, pre, (x - x_hat).detach(), state.dead_mask, cfg.resolved_aux_k)
+        fired, l0 = code_statistics(values.detach(), indices, cfg.d_sae)
+        return TrainStep(
+            total=mse + cfg.aux_coefficient * auxk,
+            terms={"mse": mse, "auxk": auxk},
+            x_hat=x_hat,
+            fired=fired,
+            l0=l0,
+        )
