@@ -429,6 +429,16 @@ class ActivationDataset:
             out[torch.from_numpy(sel[order])] = self._tensors_of(int(s))["acts"][torch.from_numpy(local[order])]
         return out
 
+    def sequential(self, batch_size: int, *, max_tokens: int | None = None,
+                   dtype: torch.dtype = torch.float32) -> Iterator[Tensor]:
+        """Batches [<= batch_size, d_in] in file order, every row once (the last batch may be
+        shorter), stopping after max_tokens rows: for evaluation, where nothing may be dropped."""
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {batch_size}.")
+        stop = self.num_tokens if max_tokens is None else min(max_tokens, self.num_tokens)
+        for start in range(0, stop, batch_size):
+            yield self.rows(np.arange(start, min(start + batch_size, stop))).to(dtype)
+
     def fingerprint(self) -> str:
         """Short hash of the shard hashes: identifies this dataset's content in a stream state."""
         return hashlib.sha256("".join(s["sha256"] for s in self.manifest["shards"]).encode()).hexdigest()[:16]

@@ -307,3 +307,12 @@ def test_shard_reads_are_memory_mapped(tmp_path):
     a, b = ds.shard(1)["acts"], ds.shard(1)["acts"]
     assert a.data_ptr() == b.data_ptr()  # one mapping, no copies
     assert np.isclose(a.untyped_storage().nbytes(), (tmp_path / "acts-00001.safetensors").stat().st_size)
+
+
+def test_sequential_reads_every_row_in_order(tmp_path):
+    acts = indexed(300)
+    ds = ActivationDataset(write(tmp_path, acts))
+    batches = list(ds.sequential(64))
+    assert [len(b) for b in batches] == [64, 64, 64, 64, 44]
+    assert torch.equal(torch.cat(batches), acts)
+    assert torch.equal(torch.cat(list(ds.sequential(64, max_tokens=100))), acts[:100])
