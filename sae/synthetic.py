@@ -1,0 +1,175 @@
+"""Planted ground truth: activations built from known features, and how well a dictionary recovers them.
+
+The generative model: N unit feature directions G [N, d]. A sample activates feature i with
+probability p_i that decays with the index as a power law, p_i = min(1, c (i + 1)^-firing_exponent);
+c is calibrated so that the expected number of active features per sample, counting the rule
+below, equals `mean_active` (exactly for independent features). Each active feature gets a
+magnitude drawn uniformly from [magnitude_min, magnitude_max]; a sample with no active feature gets
+one, drawn with weights proportional to (i + 1)^-firing_exponent. x = coefficients @ G + noise.
+
+Correlations use a Gaussian copula: z = sqrt(rho) U g + sqrt(1 - rho) e with g ~ N(0, I_r), e ~ N(0, I_N)
+and U [N, r] of unit rows, so z_i ~ N(0, 1) and corr(z_i, z_j) = rho <U_i, U_j>; feature i is
+active when z_i < Phi^-1(p_i), which keeps every marginal firing probability at p_i.
+
+Recovery (DESIGN.md): MMCS(G, D) = mean over ground-truth features g of max over dictionary rows d
+of cos(g, d); a feature counts as recovered at threshold t when that max exceeds t.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+
+@dataclass
+class SyntheticConfig:
+    """d: activation dimension. num_features: ground-truth features N. mean_active: expected active
+    features per sample (>= 1). firing_exponent: p_i ~ (i + 1)^-firing_exponent (0: all equal).
+    correlation: copula strength rho in [0, 1) (0: independent); correlation_rank: factors r.
+    magnitude_min/max: uniform range of an active feature's coefficient. noise_std: isotropic
+    Gaussian noise per dimension. seed: features, correlations and the batch stream."""
+
+    d: int = 256
+    num_features: int = 512
+    mean_active: float = 5.0
+    firing_exponent: float = 0.5
+    correlation: float = 0.0
+    correlation_rank: int = 8
+    magnitude_min: float = 0.5
+    magnitude_max: float = 1.5
+    noise_std: float = 0.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        if self.d <= 0 or self.num_features <= 0:
+            raise ValueError(f"d and num_features must be positive, got d={self.d}, num_features={self.num_features}")
+        if not 1 <= self.mean_active <= self.num_features:
+            raise ValueError(f"mean_active must be in [1, num_features={self.num_features}] (every sample has at least "
+                             f"one active feature), got {self.mean_active}")
+        if not 0 <= self.correlation < 1 or self.correlation_rank <= 0:
+            raise ValueError(f"correlation must be in [0, 1) and correlation_rank positive, got correlation="
+                             f"{self.correlation}, correlation_rank={self.correlation_rank}")
+        if not 0 < self.magnitude_min <= self.magnitude_max:
+            raise ValueError(f"need 0 < magnitude_min <= magnitude_max, got {self.magnitude_min}, {self.magnitude_max}")
+        if self.noise_std < 0 or self.firing_exponent < 0:
+            raise ValueError(f"noise_std and firing_exponent must be >= 0, got {self.noise_std}, {self.firing_exponent}")
+
+
+def _seed(*parts: int) -> int:
+    return int(np.random.SeedSequence(list(parts)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+def _calibrate(weights: np.ndarray, mean_active: float) -> np.ndarray:
+    """p = min(1, c * weights) with sum p + prod (1 - p) = mean_active (bisection on c; the left
+    side, the expected active count with the at-least-one rule, increases with c)."""
+
+    def expected(c: float) -> float:
+        p = np.minimum(1.0, c * weights)
+        return p.sum() + np.prod(1.0 - p)
+
+    lo, hi = 0.0, 1.0 / weights.min()  # at hi every p is 1
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if expected(mid) < mean_active else (lo, mid)
+    return np.minimum(1.0, hi * weights)
+
+
+class SyntheticActivations:
+    """The generator of the module docstring. features [N, d] unit rows; probabilities [N]."""
+
+    def __init__(self, cfg: SyntheticConfig | None = None, **overrides):
+        cfg = cfg or SyntheticConfig(**overrides)
+        cfg.validate()
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(_seed(cfg.seed, 0))
+        feats = torch.randn(cfg.num_features, cfg.d, generator=g, dtype=torch.float64)
+        self.features = (feats / feats.norm(dim=1, keepdim=True)).float()  # [N, d]
+        self.weights = np.arange(1, cfg.num_features + 1, dtype=np.float64) ** -cfg.firing_exponent  # [N]
+        self.probabilities = torch.from_numpy(_calibrate(self.weights, cfg.mean_active))  # [N] float64
+        factors = torch.randn(cfg.num_features, cfg.correlation_rank, generator=g, dtype=torch.float64)
+        self.factors = (factors / factors.norm(dim=1, keepdim=True)).float()  # U [N, r]
+        self.thresholds = torch.special.ndtri(self.probabilities).float()  # Phi^-1(p) [N]
+
+    @property
+    def copula_correlation(self) -> Tensor:
+        """[N, N] correlation of the latent Gaussians z (identity when correlation = 0)."""
+        c = self.cfg.correlation * (self.factors @ self.factors.T)
+        c.fill_diagonal_(1.0)
+        return c
+
+    def marginal_probabilities(self) -> Tensor:
+        """[N] float64 P(feature i active) including the at-least-one rule, exact for independent features."""
+        p = self.probabilities
+        none = torch.prod(1 - p)
+        w = torch.from_numpy(self.weights)
+        return p + none * w / w.sum()
+
+    def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """n samples: (x [n, d], coefficients [n, N]); x = coefficients @ features + noise."""
+        cfg, N = self.cfg, self.cfg.num_features
+        if cfg.correlation > 0:
+            shared = torch.randn(n, cfg.correlation_rank, generator=generator) @ self.factors.T
+            z = math.sqrt(cfg.correlation) * shared + math.sqrt(1 - cfg.correlation) * torch.randn(n, N, generator=generator)
+            active = z < self.thresholds
+        else:
+            active = torch.rand(n, N, generator=generator, dtype=torch.float64) < self.probabilities
+        silent = (~active.any(dim=1)).nonzero().squeeze(1)
+        if len(silent):
+            chosen = torch.multinomial(torch.from_numpy(self.weights), len(silent), replacement=True, generator=generator)
+            active[silent, chosen] = True
+        spread = cfg.magnitude_max - cfg.magnitude_min
+        magnitudes = cfg.magnitude_min + spread * torch.rand(n, N, generator=generator)
+        coefficients = magnitudes * active
+        x = coefficients @ self.features
+        if cfg.noise_std > 0:
+            x = x + cfg.noise_std * torch.randn(n, cfg.d, generator=generator)
+        return x, coefficients
+
+    def batches(self, batch_size: int, num_batches: int | None = None, start: int = 0) -> Iterator[Tensor]:
+        """Batches x [batch_size, d]; batch b depends only on (seed, b), so a stream started at
+        `start` equals the tail of one started at 0. num_batches None: forever."""
+        b = start
+        while num_batches is None or b < start + num_batches:
+            yield self.sample(batch_size, torch.Generator().manual_seed(_seed(self.cfg.seed, 1, b)))[0]
+            b += 1
+
+
+# --- recovery -----------------------------------------------------------------------------------
+
+
+def max_cosines(ground_truth: Tensor, dictionary: Tensor) -> tuple[Tensor, Tensor]:
+    """For each ground-truth row [N, d], the best cosine with a dictionary row [d_sae, d] and its index.
+    Returns (cosines [N] float64, indices [N] int64). Pass an SAE's decoder W_dec as the dictionary."""
+    if ground_truth.ndim != 2 or dictionary.ndim != 2 or ground_truth.shape[1] != dictionary.shape[1]:
+        raise ValueError(f"ground_truth [N, d] and dictionary [d_sae, d] must share d, got "
+                         f"{list(ground_truth.shape)} and {list(dictionary.shape)}")
+    g = ground_truth.detach().cpu().double()
+    d = dictionary.detach().cpu().double()
+    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-12)
+    return (g @ d.T).max(dim=1)
+
+
+def mmcs(ground_truth: Tensor, dictionary: Tensor) -> float:
+    """Mean max cosine similarity: mean over ground-truth features of their best cosine in the dictionary."""
+    return float(max_cosines(ground_truth, dictionary)[0].mean())
+
+
+def recovered_fraction(ground_truth: Tensor, dictionary: Tensor, threshold: float = 0.9) -> float:
+    """Fraction of ground-truth features whose best dictionary cosine exceeds `threshold`."""
+    return float((max_cosines(ground_truth, dictionary)[0] > threshold).double().mean())
+
+
+def match_table(ground_truth: Tensor, dictionary: Tensor, probabilities: Tensor | None = None) -> list[dict]:
+    """One row per ground-truth feature: feature, best_latent, cosine (and firing_probability if given)."""
+    cos, idx = max_cosines(ground_truth, dictionary)
+    rows = [{"feature": i, "best_latent": int(idx[i]), "cosine": float(cos[i])} for i in range(len(cos))]
+    if probabilities is not None:
+        for row, p in zip(rows, probabilities.tolist()):
+            row["firing_probability"] = p
+    return rows
