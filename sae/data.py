@@ -25,12 +25,12 @@ import json
 import os
 import struct
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 import torch
-from safetensors.torch import save as safetensors_bytes
 from torch import Tensor
 from tqdm import tqdm
 
@@ -188,9 +188,11 @@ class ActivationWriter:
             "shards": [],
             "metadata": dict(metadata or {}),
         }
-        self._buffer: list[tuple[Tensor, Tensor, Tensor]] = []
+        self._buffer: list[tuple[Tensor, Tensor, Tensor]] = []  # (acts, tokens, positions) pieces not yet in a shard
         self._buffered = 0
         self._closed = False
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
+        self._in_flight: Future | None = None  # the shard being written in the background
         self.path.mkdir(parents=True, exist_ok=True)
         if resume and (self.path / MANIFEST).is_file():
             self._resume(metadata or {})
@@ -205,6 +207,7 @@ class ActivationWriter:
                 )
             self._remove_strays()
             self._write_manifest()
+        self._next_row = self.tokens_written  # dataset index of the next row add() receives
 
     # --- resume ------------------------------------------------------------------------
     def _resume(self, metadata: dict) -> None:
@@ -245,11 +248,13 @@ class ActivationWriter:
     # --- writing -----------------------------------------------------------------------
     @property
     def tokens_written(self) -> int:
+        """Tokens in shards complete on disk (shards still being written in the background excluded)."""
         return self.manifest["total_tokens"]
 
     def add(self, acts: Tensor, tokens: Tensor, positions: Tensor | None = None) -> None:
         """Append rows. acts [n, d_in] float; tokens [n] int; positions [n] int (default: the
-        row's index in the dataset modulo context_length, i.e. whole context windows in order)."""
+        row's index in the dataset modulo context_length, i.e. whole context windows in order).
+        Full shards are written by a background thread while the caller computes the next rows."""
         if self._closed:
             raise ValueError(f"ActivationWriter for {self.path} is closed; open a new one with resume=True to add more.")
         d_in = self.manifest["d_in"]
@@ -260,12 +265,14 @@ class ActivationWriter:
             raise ValueError(f"tokens must have shape [{n}] to match acts, got {list(tokens.shape)}.")
         if tokens.is_floating_point():
             raise ValueError(f"tokens must be integer token ids, got dtype {tokens.dtype}.")
-        start = self.tokens_written + self._buffered
+        start = self._next_row
         if positions is None:
             positions = torch.arange(start, start + n) % self.manifest["context_length"]
         elif positions.shape != (n,):
             raise ValueError(f"positions must have shape [{n}] to match acts, got {list(positions.shape)}.")
         stored = acts.detach().to("cpu", self.torch_dtype).contiguous()
+        if stored.data_ptr() == acts.data_ptr():
+            stored = stored.clone()  # never keep the caller's tensor: it may be reused or modified
         # a finite sum proves every value finite (NaN/Inf propagate); only then is the row search needed
         finite = torch.isfinite(stored.sum(dtype=torch.float32)) or torch.isfinite(stored).all()
         if not finite:
@@ -278,24 +285,64 @@ class ActivationWriter:
                 f"shard {index // tps} ({shard_name(index // tps)}) row {index % tps}. Nothing from this batch was written; "
                 f"check the model's numerics or capture with a wider dtype."
             )
-        self._buffer.append((stored, tokens.detach().to("cpu", torch.int32), positions.detach().to("cpu", torch.int32)))
+        self._buffer.append((stored, tokens.detach().to("cpu", torch.int32).clone(),
+                             positions.detach().to("cpu", torch.int32).clone()))
         self._buffered += n
+        self._next_row += n
         while self._buffered >= self.manifest["tokens_per_shard"]:
             self._flush(self.manifest["tokens_per_shard"])
 
     def _flush(self, n: int) -> None:
-        """Write the first n buffered rows as the next shard, then the manifest."""
-        acts, tokens, positions = (torch.cat(parts) for parts in zip(*self._buffer))
-        rest = acts[n:], tokens[n:], positions[n:]
-        self._buffer = [rest] if rest[0].shape[0] else []
+        """Hand the first n buffered rows to the background writer as the next shard."""
+        pieces, taken = [], 0
+        while taken < n:
+            acts, tokens, positions = self._buffer.pop(0)
+            take = min(n - taken, acts.shape[0])
+            pieces.append((acts[:take], tokens[:take], positions[:take]))
+            if take < acts.shape[0]:
+                self._buffer.insert(0, (acts[take:], tokens[take:], positions[take:]))
+            taken += take
         self._buffered -= n
-        data = safetensors_bytes({"acts": acts[:n].contiguous(), "tokens": tokens[:n].contiguous(),
-                                  "positions": positions[:n].contiguous()})
-        name = shard_name(len(self.manifest["shards"]))
-        _write_atomic(self.path / name, data)
-        self.manifest["shards"].append({"file": name, "tokens": n, "sha256": hashlib.sha256(data).hexdigest()})
+        self._wait()  # one shard in flight at most: memory stays at two shards
+        index = len(self.manifest["shards"])
+        self._in_flight = self._pool.submit(self._write_shard, index, n, pieces)
+
+    def _write_shard(self, index: int, n: int, pieces: list[tuple[Tensor, Tensor, Tensor]]) -> None:
+        """Write one safetensors shard from row pieces without concatenating them, hashing as it
+        goes (tokens, positions, then acts: every tensor aligned), then record it in the manifest."""
+        code = STORAGE_DTYPES[self.manifest["dtype"]][1]
+        row_bytes = self.manifest["d_in"] * self.torch_dtype.itemsize
+        header = {
+            "tokens": {"dtype": "I32", "shape": [n], "data_offsets": [0, 4 * n]},
+            "positions": {"dtype": "I32", "shape": [n], "data_offsets": [4 * n, 8 * n]},
+            "acts": {"dtype": code, "shape": [n, self.manifest["d_in"]], "data_offsets": [8 * n, 8 * n + n * row_bytes]},
+        }
+        header_bytes = json.dumps(header, separators=(",", ":")).encode()
+        header_bytes += b" " * (-len(header_bytes) % 8)
+        digest = hashlib.sha256()
+        name = shard_name(index)
+        tmp = self.path / (name + TMP_SUFFIX)
+        with open(tmp, "wb") as fh:
+            def emit(data: bytes | memoryview) -> None:
+                digest.update(data)
+                fh.write(data)
+
+            emit(struct.pack("<Q", len(header_bytes)) + header_bytes)
+            for key in (1, 2, 0):  # tokens, positions, acts
+                for piece in pieces:
+                    emit(memoryview(piece[key].view(torch.uint8).numpy()).cast("B"))
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path / name)
+        self.manifest["shards"].append({"file": name, "tokens": n, "sha256": digest.hexdigest()})
         self.manifest["total_tokens"] += n
         self._write_manifest()
+
+    def _wait(self) -> None:
+        """Block until the background shard write is done; re-raise its error here."""
+        if self._in_flight is not None:
+            future, self._in_flight = self._in_flight, None
+            future.result()
 
     def _write_manifest(self) -> None:
         _write_atomic(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode())
@@ -304,11 +351,15 @@ class ActivationWriter:
         """Write the buffered rows as a last (partial) shard and mark the dataset complete."""
         if self._closed:
             return
-        if self._buffered:
-            self._flush(self._buffered)
-        self.manifest["complete"] = True
-        self._write_manifest()
         self._closed = True
+        try:
+            if self._buffered:
+                self._flush(self._buffered)
+            self._wait()
+            self.manifest["complete"] = True
+            self._write_manifest()
+        finally:
+            self._pool.shutdown()
 
     def __enter__(self) -> "ActivationWriter":
         return self
@@ -316,8 +367,14 @@ class ActivationWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
             self.close()
-        else:
-            self._closed = True  # keep complete shards only; resume continues from them
+            return
+        self._closed = True  # keep complete shards only; resume continues from them
+        try:
+            self._wait()
+        except Exception:  # noqa: BLE001 - the exception already leaving the block is the one to report
+            pass
+        finally:
+            self._pool.shutdown()
 
 
 class ActivationDataset:

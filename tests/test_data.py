@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from sae.data import ActivationDataset, ActivationWriter
 
@@ -47,6 +48,8 @@ def test_round_trip_every_dtype(tmp_path, dtype, torch_dtype):
     assert torch.equal(torch.cat([s["acts"] for s in shards]), acts.to(torch_dtype))
     assert torch.equal(torch.cat([s["tokens"] for s in shards]), torch.arange(300, dtype=torch.int32))
     assert torch.equal(torch.cat([s["positions"] for s in shards]), torch.arange(300, dtype=torch.int32) % CTX)
+    official = load_file(tmp_path / "ds" / "acts-00001.safetensors")  # shards are plain safetensors files
+    assert torch.equal(official["acts"], acts[64:128].to(torch_dtype)) and official["tokens"].dtype == torch.int32
     # file order, converted to the requested dtype; the last partial batch is dropped
     batches = list(ds.batches(50, shuffle_buffer=0))
     assert len(batches) == 6 and batches[0].dtype == torch.float32
