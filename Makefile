@@ -23,6 +23,7 @@ demo: $(STAMP)
 	$(VENV)/bin/interp demo
 
 test: $(STAMP)
+	bash scripts/install_browser.sh
 	$(PY) -m pytest -q
 
 clean:
