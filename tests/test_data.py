@@ -319,3 +319,15 @@ def test_sequential_reads_every_row_in_order(tmp_path):
     assert [len(b) for b in batches] == [64, 64, 64, 64, 44]
     assert torch.equal(torch.cat(batches), acts)
     assert torch.equal(torch.cat(list(ds.sequential(64, max_tokens=100))), acts[:100])
+
+
+def test_background_write_errors_surface_in_the_caller(tmp_path, monkeypatch):
+    w = ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
+                         tokens_per_shard=16)
+    def disk_full(*args):
+        raise OSError("No space left on device")
+    monkeypatch.setattr("sae.data.os.replace", disk_full)
+    w.add(torch.randn(16, 4), torch.arange(16))  # the shard fails in the background...
+    with pytest.raises(OSError, match="No space left"):
+        w.close()  # ...and the error reaches the caller
+    assert w.tokens_written == 0
