@@ -117,7 +117,7 @@ def _read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
     """
     size = file.stat().st_size
     broken = f"shard {file} is truncated or corrupt"
-    fix = f"the manifest expects sha256 {expected_sha}; re-run the capture (with --resume it rewrites missing shards)"
+    fix = f"the manifest expects sha256 {expected_sha}; restore the file or re-capture the dataset"
     if size < 8:
         raise ValueError(f"{broken}: {size} bytes, too short for a safetensors header; {fix}.")
     with open(file, "rb") as fh:
@@ -128,6 +128,8 @@ def _read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
             header = json.loads(fh.read(header_len))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{broken}: unreadable header ({err}); {fix}.") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{broken}: its header is not a JSON object; {fix}.")
     header.pop("__metadata__", None)
     data_start = 8 + header_len
     try:
@@ -453,7 +455,7 @@ class ActivationDataset:
             if actual != entry["sha256"]:
                 raise ValueError(
                     f"shard {file} is corrupt: its sha256 is {actual} but {MANIFEST} expects {entry['sha256']}; "
-                    f"re-capture the dataset (or delete this shard and later ones and resume the capture)."
+                    f"restore the file or re-capture the dataset."
                 )
 
     def _tensors_of(self, i: int) -> dict[str, Tensor]:
