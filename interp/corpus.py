@@ -1,0 +1,282 @@
+"""Corpora: where text comes from, split into a training part and a held-out part.
+
+A corpus is an ordered stream of documents (str). Specs `load_corpus` understands:
+
+- `stdlib` — the running interpreter's standard-library `.py` files (no site-packages, no test
+  folders), one document per file, in sorted path order. Every machine has it; nothing downloads.
+- a path: a text file, a `.jsonl` file (one JSON object per line with a string `text` field), a
+  folder (every file below it), or a glob (`data/**/*.txt`). A plain text file is a stream with no
+  document structure of its own, so it is read as documents of at most `TEXT_PIECE_CHARS`
+  characters cut at line breaks.
+- `hf:NAME[:CONFIG[:SPLIT]]` — a Hugging Face dataset, streamed (`datasets.load_dataset(...,
+  streaming=True)`, SPLIT defaults to `train`), each record's `text` field one document.
+
+The split is fixed by position: document i (0-based, in the order above) is held out when
+i % heldout_every == heldout_every - 1, so evaluation never sees training text.
+
+`token_sequences` turns a corpus into packed token windows of one context length, each starting
+with BOS, documents separated by BOS, document order shuffled by seed.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import random
+import sysconfig
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from torch import Tensor
+
+HELDOUT_EVERY = 20
+TEXT_PIECE_CHARS = 8192
+SPLITS = ("train", "heldout", "all")
+# Standard-library folders that are not library source: installed packages and test suites.
+STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test"})
+
+
+@dataclass(frozen=True)
+class Corpus:
+    """One split of one source: iterating yields its documents (non-empty str) in a fixed order.
+
+    Iterating a corpus that turns out to hold no document raises ValueError naming the spec.
+    """
+
+    spec: str
+    split: str
+    documents_of_source: Callable[[], Iterator[str]]  # every document of the source, both splits
+    heldout_every: int = HELDOUT_EVERY
+
+    def __iter__(self) -> Iterator[str]:
+        count = 0
+        index = 0
+        for document in self.documents_of_source():
+            if not document:
+                continue
+            heldout = index % self.heldout_every == self.heldout_every - 1
+            index += 1
+            if self.split == "all" or heldout == (self.split == "heldout"):
+                count += 1
+                yield document
+        if count == 0:
+            raise ValueError(
+                f"corpus {self.spec!r} (split {self.split!r}) has no documents: its source gave "
+                f"{index} non-empty document(s) and every {self.heldout_every}th is held out; "
+                "point it at more text."
+            )
+
+    def describe(self) -> dict:
+        """JSON-serialisable identity of this corpus, for manifests and model folders."""
+        return {"spec": self.spec, "split": self.split, "heldout_every": self.heldout_every}
+
+
+def load_corpus(spec: str | Path, split: str = "train", *, text_field: str = "text",
+                heldout_every: int = HELDOUT_EVERY) -> Corpus:
+    """Open a corpus by spec (see module docstring). Missing paths fail here, not on first read."""
+    if split not in SPLITS:
+        raise ValueError(f"unknown corpus split {split!r}; choose one of {list(SPLITS)}.")
+    if heldout_every < 2:
+        raise ValueError(f"heldout_every must be at least 2, got {heldout_every}.")
+    spec = str(spec)
+    if spec == "stdlib":
+        files = stdlib_files()
+        source: Callable[[], Iterator[str]] = lambda: (read_text_file(f) for f in files)
+    elif spec.startswith("hf:"):
+        source = _hf_source(spec, text_field)
+    else:
+        files = _files_of_path_spec(spec)
+        source = lambda: _documents_of_files(files, text_field)
+    return Corpus(spec=spec, split=split, documents_of_source=source, heldout_every=heldout_every)
+
+
+def stdlib_files() -> list[Path]:
+    """The interpreter's standard-library `.py` files, sorted, without site-packages and tests."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    files = sorted(
+        path for path in root.rglob("*.py")
+        if not STDLIB_EXCLUDED_DIRS.intersection(path.relative_to(root).parts[:-1]) and path.is_file()
+    )
+    if not files:
+        raise ValueError(f"found no standard-library .py files under {root}; use a corpus path instead.")
+    return files
+
+
+def read_text_file(path: Path) -> str:
+    """The file's text as UTF-8; unreadable or non-UTF-8 files raise ValueError naming the path."""
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise ValueError(f"cannot read corpus file {path}: {err.strerror or err}.") from err
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"corpus file {path} is not UTF-8 text (byte {err.start} cannot be decoded); "
+            "convert it to UTF-8 or leave it out of the corpus."
+        ) from err
+
+
+def cut_at_line_breaks(text: str, max_chars: int = TEXT_PIECE_CHARS) -> Iterator[str]:
+    """Consecutive pieces of `text` of at most `max_chars` characters, cut after a newline where
+    one exists in the window (a single longer line is cut mid-line). Joined, they give `text` back."""
+    start = 0
+    while start < len(text):
+        end = min(start + max_chars, len(text))
+        if end < len(text):
+            newline = text.rfind("\n", start, end)
+            if newline >= start:
+                end = newline + 1
+        yield text[start:end]
+        start = end
+
+
+def _files_of_path_spec(spec: str) -> list[Path]:
+    if any(ch in spec for ch in "*?["):
+        files = sorted(Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file())
+        if not files:
+            raise FileNotFoundError(f"corpus glob {spec!r} matches no files; check the pattern.")
+        return files
+    path = Path(spec)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"corpus {spec!r} is neither 'stdlib', 'hf:NAME', nor an existing file, folder or glob."
+        )
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
+            part.startswith(".") for part in p.relative_to(path).parts))
+        if not files:
+            raise FileNotFoundError(f"corpus folder {path} holds no files.")
+        return files
+    return [path]
+
+
+def _documents_of_files(files: list[Path], text_field: str) -> Iterator[str]:
+    for path in files:
+        if path.suffix == ".jsonl":
+            yield from _jsonl_documents(path, text_field)
+        else:
+            yield from cut_at_line_breaks(read_text_file(path))
+
+
+def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
+    for line_number, line in enumerate(read_text_file(path).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}:{line_number}: not valid JSON ({err.msg}); each line must be one JSON object.") from err
+        text = record.get(text_field) if isinstance(record, dict) else None
+        if not isinstance(text, str):
+            found = sorted(record) if isinstance(record, dict) else type(record).__name__
+            raise ValueError(
+                f"{path}:{line_number}: record has no string field {text_field!r} (found {found}); "
+                f"each JSONL line must be an object with a {text_field!r} string."
+            )
+        yield text
+
+
+def _hf_source(spec: str, text_field: str) -> Callable[[], Iterator[str]]:
+    """Open `hf:NAME[:CONFIG[:SPLIT]]` now (so a bad name fails at load time), stream it lazily."""
+    parts = spec[len("hf:"):].split(":")
+    if not parts[0] or len(parts) > 3:
+        raise ValueError(f"Hugging Face corpus spec {spec!r} must look like hf:NAME[:CONFIG[:SPLIT]].")
+    name, config, hf_split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "train")
+    import datasets  # optional dependency, only for hf: corpora
+
+    try:
+        dataset = datasets.load_dataset(name, config, split=hf_split, streaming=True)
+    except Exception as err:  # datasets raises many types (connection, not found, offline)
+        raise ValueError(
+            f"cannot open Hugging Face dataset {name!r} (config {config!r}, split {hf_split!r}): {err}. "
+            "A dataset name needs network access; offline, pass a local folder or file instead."
+        ) from err
+
+    def documents() -> Iterator[str]:
+        for index, record in enumerate(dataset):
+            text = record.get(text_field)
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"Hugging Face dataset {name!r} record {index} has no string field {text_field!r} "
+                    f"(fields: {sorted(record)}); pass text_field= the column that holds the text."
+                )
+            yield text
+
+    return documents
+
+
+class TextEncoder(Protocol):
+    """What packing needs from a tokenizer (interp.tokenizer.Tokenizer is one)."""
+
+    bos_id: int
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+
+def shuffled(items: Iterable[str], seed: int, buffer_size: int) -> Iterator[str]:
+    """Items in a seeded random order, holding at most `buffer_size` of them in memory.
+
+    A corpus no larger than the buffer comes out as a uniform permutation."""
+    rng = random.Random(seed)
+    buffer: list[str] = []
+    for item in items:
+        if len(buffer) < buffer_size:
+            buffer.append(item)
+            continue
+        i = rng.randrange(buffer_size)
+        yield buffer[i]
+        buffer[i] = item
+    rng.shuffle(buffer)
+    yield from buffer
+
+
+def token_sequences(corpus: Iterable[str], tokenizer: TextEncoder, context_length: int, seed: int = 0, *,
+                    epochs: int | None = 1, shuffle_buffer: int = 4096,
+                    encode_batch_size: int = 64) -> Iterator[Tensor]:
+    """Packed token windows: each a LongTensor [context_length] whose first token is BOS.
+
+    The documents, in an order shuffled by `seed` (reshuffled each epoch), are tokenized and
+    concatenated as BOS doc1 BOS doc2 ...; the stream is cut into consecutive windows of
+    context_length tokens, and a window that does not begin at a document start gets BOS
+    prepended to its context_length - 1 stream tokens. The final partial window is dropped.
+    `epochs=None` repeats forever.
+    """
+    if context_length < 2:
+        raise ValueError(f"context_length must be at least 2, got {context_length}.")
+    bos = tokenizer.bos_id
+    stream: list[int] = []
+    cursor = 0  # stream[cursor:] is not yet emitted
+    epoch = 0
+    while epochs is None or epoch < epochs:
+        documents = shuffled(corpus, seed=seed * 1_000_003 + epoch, buffer_size=shuffle_buffer)
+        for batch in _batched(documents, encode_batch_size):
+            for ids in tokenizer.encode_batch(batch):
+                stream.append(bos)
+                stream.extend(ids)
+            while len(stream) - cursor >= context_length:
+                if stream[cursor] == bos:
+                    window = stream[cursor:cursor + context_length]
+                    cursor += context_length
+                else:
+                    window = [bos] + stream[cursor:cursor + context_length - 1]
+                    cursor += context_length - 1
+                yield torch.tensor(window, dtype=torch.long)
+            if cursor > 1 << 16:
+                del stream[:cursor]
+                cursor = 0
+        epoch += 1
+
+
+def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:
+    batch: list[str] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

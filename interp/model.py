@@ -1,0 +1,293 @@
+"""Models behind one loader: ours (a small TransformerLens-native transformer), a local Hugging
+Face checkpoint folder, or a Hugging Face model name — each returned as a TransformerBridge with
+hooks (`blocks.0.mlp.hook_post`, `blocks.0.hook_resid_post`, ...) and its tokenizer.
+
+Our model folder:
+  config.json        {"format": "monosemantic-native-model", "format_version": 1, "model": ModelConfig,
+                      "tokenizer_file": "tokenizer.json", "bos_id": int, "training": {...}}
+  model.safetensors  the NativeModel's state dict (tok_embed.weight [d_vocab, d_model], pos.weight,
+                      layers.{i}.attn.{q,k,v,o}.{weight,bias}, layers.{i}.mlp.fc_in.weight [d_mlp, d_model], ...)
+  tokenizer.json     interp.tokenizer.Tokenizer
+  training.json, training_tensors.safetensors   the training record (interp.training_record), optional
+
+transformer_lens is imported inside functions: it takes seconds, and `interp --help` should not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from interp.tokenizer import TOKENIZER_FILE, Tokenizer
+
+if TYPE_CHECKING:
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
+MODEL_FORMAT = "monosemantic-native-model"
+MODEL_FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+NATIVE_ARCHITECTURE = "TransformerLensNative"
+
+
+@dataclass
+class ModelConfig:
+    """Shape of our native transformer (pre-LN, learned positions, GELU MLP, untied unembedding)."""
+
+    n_layers: int = 1
+    d_model: int = 128
+    n_heads: int = 4
+    d_mlp: int = 512
+    context_length: int = 128
+    d_vocab: int = 4096
+    act_fn: str = "gelu"
+    normalization_type: str = "LN"
+    seed: int = 0  # weight initialisation
+
+    def validate(self) -> None:
+        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "context_length", "d_vocab"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"model config field {name} must be positive, got {getattr(self, name)}.")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
+
+    def tl_config(self) -> dict[str, Any]:
+        """The TransformerBridgeConfig fields of this model, for `TransformerBridge.boot_native`."""
+        return dict(
+            n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_model // self.n_heads,
+            d_mlp=self.d_mlp, n_ctx=self.context_length, d_vocab=self.d_vocab, act_fn=self.act_fn,
+            normalization_type=self.normalization_type, positional_embedding_type="standard", seed=self.seed,
+        )
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> "ModelConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"{source}: unknown model field(s) {unknown}; valid fields: {sorted(names)}.")
+        return cls(**d)
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for hooks: `bridge(tokens)` gives logits [batch, pos, d_vocab]."""
+
+    bridge: "TransformerBridge"
+    tokenizer: Tokenizer
+    name: str
+    context_length: int
+
+    @property
+    def bos_id(self) -> int:
+        return self.tokenizer.bos_id
+
+
+def build_native_model(cfg: ModelConfig) -> nn.Module:
+    """A freshly initialised NativeModel, exactly as `TransformerBridge.boot_native` builds it
+    (same init, same seed), but not yet wrapped in a bridge, so it trains without hook overhead."""
+    import transformer_lens.model_bridge.sources.native as native
+    from transformer_lens.config import TransformerBridgeConfig
+
+    cfg.validate()
+    tl_cfg = TransformerBridgeConfig.from_dict(cfg.tl_config())
+    with torch.random.fork_rng(devices=[]):
+        model = native.NativeModel(tl_cfg)
+        native.initialize_native_model(model, tl_cfg)
+    return model
+
+
+def native_to_bridge(model: nn.Module, cfg: ModelConfig, name: str = "native") -> "TransformerBridge":
+    """Wrap a NativeModel in a TransformerBridge. The bridge takes the module over in place (its
+    submodules become bridge components sharing the same parameters): save before wrapping."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
+
+    bridge = build_bridge_from_module(model, NATIVE_ARCHITECTURE, tl_config=TransformerBridgeConfig.from_dict(cfg.tl_config()),
+                                      model_name=name)
+    return bridge.eval()
+
+
+def save_model(model: nn.Module, cfg: ModelConfig, tokenizer: Tokenizer, folder: str | Path, *,
+               training: dict | None = None) -> Path:
+    """Write config.json, model.safetensors and tokenizer.json of an unwrapped NativeModel."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
+    tokenizer.save(folder)
+    config = {
+        "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "architecture": NATIVE_ARCHITECTURE,
+        "model": dataclasses.asdict(cfg), "tokenizer_file": TOKENIZER_FILE, "bos_id": tokenizer.bos_id,
+        "training": training or {},
+    }
+    _atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    return folder
+
+
+def load_model(spec: str | Path, device: str | torch.device | None = None) -> LoadedModel:
+    """Load by spec: a folder saved by `save_model`; a local Hugging Face checkpoint folder
+    (config.json + weights + tokenizer); or a Hugging Face model name (needs network)."""
+    path = Path(spec)
+    if path.is_dir():
+        config_path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"model folder {path} has no {CONFIG_FILE}; it is neither a model saved by "
+                                    "`interp model train` nor a Hugging Face checkpoint folder.")
+        config = _read_json(config_path)
+        if config.get("format") == MODEL_FORMAT:
+            return _load_native(path, config, device)
+        return _load_hugging_face(str(path), device)
+    if path.exists() or str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1:
+        raise FileNotFoundError(f"model {str(spec)!r} is not a folder; pass a model folder or a Hugging Face model name.")
+    return _load_hugging_face(str(spec), device)
+
+
+def _load_native(folder: Path, config: dict, device: str | torch.device | None) -> LoadedModel:
+    from safetensors.torch import load_file
+
+    if config.get("format_version") != MODEL_FORMAT_VERSION:
+        raise ValueError(f"{folder / CONFIG_FILE}: format_version {config.get('format_version')!r} is not "
+                         f"{MODEL_FORMAT_VERSION}; this toolkit cannot read it.")
+    cfg = ModelConfig.from_dict(config.get("model", {}), source=str(folder / CONFIG_FILE))
+    tokenizer_file = config.get("tokenizer_file", TOKENIZER_FILE)
+    for name in (WEIGHTS_FILE, tokenizer_file):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"model folder {folder} is missing {name}; re-save the model or copy the file back.")
+    tokenizer = Tokenizer.load(folder / tokenizer_file)
+    model = build_native_model(cfg)
+    state = load_file(str(folder / WEIGHTS_FILE))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        raise ValueError(f"{folder / WEIGHTS_FILE} does not match the model in {folder / CONFIG_FILE}: {err}") from err
+    if device is not None:
+        model = model.to(device)
+    bridge = native_to_bridge(model, cfg, name=folder.name)
+    return LoadedModel(bridge=bridge, tokenizer=tokenizer, name=folder.name, context_length=cfg.context_length)
+
+
+def _load_hugging_face(name_or_folder: str, device: str | torch.device | None) -> LoadedModel:
+    """One path for a local checkpoint folder and a hub name: `TransformerBridge.boot_transformers`."""
+    import transformer_lens.model_bridge.sources.transformers  # noqa: F401  (attaches boot_transformers)
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
+    try:
+        tokenizer = Tokenizer.from_pretrained(name_or_folder)
+        bridge = TransformerBridge.boot_transformers(name_or_folder, device=device)
+    except (OSError, ValueError, EnvironmentError) as err:
+        where = "folder" if Path(name_or_folder).is_dir() else "model name"
+        raise ValueError(f"cannot load Hugging Face {where} {name_or_folder!r}: {err} "
+                         "(a model name needs network access; offline, pass a local checkpoint folder).") from err
+    return LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name=name_or_folder, context_length=int(bridge.cfg.n_ctx))
+
+
+@torch.no_grad()
+def generate(model: nn.Module, tokens: Tensor, new_tokens: int, *, context_length: int,
+             temperature: float = 0.0, seed: int = 0) -> Tensor:
+    """Extend `tokens` [pos] by `new_tokens` ids: greedy when temperature is 0, else sampled from
+    softmax(logits / temperature) with a generator seeded by `seed`. `model(ids [1, pos])` must
+    return logits [1, pos, d_vocab] (a bridge or a NativeModel). Returns [pos + new_tokens]."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}.")
+    generator = torch.Generator().manual_seed(seed)
+    out = tokens.to(torch.long).cpu()
+    device = next(model.parameters()).device
+    for _ in range(new_tokens):
+        logits = model(out[-context_length:][None].to(device))[0, -1].float().cpu()
+        if temperature == 0:
+            next_id = logits.argmax()
+        else:
+            next_id = torch.multinomial(torch.softmax(logits / temperature, dim=-1), 1, generator=generator)[0]
+        out = torch.cat([out, next_id.view(1)])
+    return out
+
+
+def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, new_tokens: int, *, context_length: int,
+                temperature: float = 0.0, seed: int = 0) -> str:
+    """The prompt's continuation (without the prompt) from BOS + prompt."""
+    prompt_ids = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])
+    ids = generate(model, prompt_ids, new_tokens, context_length=context_length, temperature=temperature, seed=seed)
+    return tokenizer.decode(ids[len(prompt_ids):].tolist())
+
+
+def hook_shapes(loaded: LoadedModel) -> dict[str, tuple[int, ...] | None]:
+    """Every hook name with the shape of its activation for one [1, context_length] input;
+    None for hooks that do not fire on a plain forward pass (they need a bridge option such as
+    use_attn_result or use_split_qkv_input)."""
+    tokens = torch.randint(0, loaded.tokenizer.vocab_size, (1, loaded.context_length), generator=torch.Generator().manual_seed(0))
+    tokens[0, 0] = loaded.bos_id
+    device = next(loaded.bridge.parameters()).device
+    with torch.no_grad():
+        _, cache = loaded.bridge.run_with_cache(tokens.to(device))
+    return {name: tuple(cache[name].shape) if name in cache else None for name in loaded.bridge.hook_dict}
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON: {err}") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}.")
+    return data
+
+
+def _atomic(path: Path, write) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+# ---- command line -------------------------------------------------------------------------
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    from interp.model_training import add_train_arguments, run_train
+
+    model_parser = subparsers.add_parser("model", help="train a small transformer, or sample from a model")
+    model_commands = model_parser.add_subparsers(dest="model_command", required=True)
+
+    train = model_commands.add_parser("train", help="train the tokenizer and a small transformer on a corpus")
+    add_train_arguments(train)
+    train.set_defaults(run=run_train)
+
+    sample = model_commands.add_parser("sample", help="continue a prompt with a model")
+    sample.add_argument("--model", required=True, help="model folder or Hugging Face model name")
+    sample.add_argument("--prompt", required=True, help="text to continue")
+    sample.add_argument("--tokens", type=int, default=64, help="number of tokens to generate (default 64)")
+    sample.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default 0)")
+    sample.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    sample.add_argument("--device", default=None, help="torch device (default: the model's)")
+    sample.set_defaults(run=_run_sample)
+
+    hooks = subparsers.add_parser("hooks", help="list every hook name of a model with its activation shape")
+    hooks.add_argument("--model", required=True, help="model folder or Hugging Face model name")
+    hooks.add_argument("--device", default=None, help="torch device")
+    hooks.set_defaults(run=_run_hooks)
+
+
+def _run_sample(args: argparse.Namespace) -> int:
+    loaded = load_model(args.model, device=args.device)
+    text = sample_text(loaded.bridge, loaded.tokenizer, args.prompt, args.tokens, context_length=loaded.context_length,
+                       temperature=args.temperature, seed=args.seed)
+    print(args.prompt + text)
+    return 0
+
+
+def _run_hooks(args: argparse.Namespace) -> int:
+    loaded = load_model(args.model, device=args.device)
+    shapes = hook_shapes(loaded)
+    width = max(len(name) for name in shapes)
+    print(f"# {loaded.name}: {len(shapes)} hooks, activation shapes for a [1, {loaded.context_length}] input")
+    for name, shape in shapes.items():
+        print(f"{name:<{width}}  {list(shape) if shape is not None else '(does not fire on a plain forward pass)'}")
+    return 0

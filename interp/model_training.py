@@ -1,0 +1,257 @@
+"""Train our small transformer on a corpus: tokenizer first, then the model, then save both.
+
+The NativeModel trains unwrapped (no hooks: the same weights and forward as the bridge, faster);
+the bridge wraps it only for the hook-based parts of the training record and for the caller.
+Schedule: AdamW, linear warm-up over `warmup_steps`, then cosine decay to `min_lr_fraction * lr`
+over the budget's progress p = max(tokens seen / --tokens, training seconds / --minutes).
+The clock counts training steps only (evaluation and sampling pause it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from interp.corpus import Corpus, load_corpus, token_sequences
+from interp.model import LoadedModel, ModelConfig, build_native_model, native_to_bridge, sample_text, save_model
+from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
+from interp.training_record import Sample, TrainingRecord, mlp_activations
+
+DEFAULT_PROMPTS = {"stdlib": "def "}
+FALLBACK_PROMPT = "The "
+
+
+@dataclass
+class TrainConfig:
+    """How to train; every field is a `interp model train` option of the same name."""
+
+    corpus: str = field(default="stdlib", metadata={"help": "corpus spec: stdlib, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]"})
+    tokens: int | None = field(default=None, metadata={"help": "training budget in tokens"})
+    minutes: float | None = field(default=None, metadata={"help": "training budget in minutes of training steps (default 5 when --tokens is not given)"})
+    seed: int = field(default=0, metadata={"help": "seed of weights, data order and samples"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
+    lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of --lr"})
+    warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices only)"})
+    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
+    vocab_size: int = field(default=DEFAULT_VOCAB_SIZE, metadata={"help": "BPE vocabulary size"})
+    tokenizer: str | None = field(default=None, metadata={"help": "reuse this tokenizer.json instead of training one"})
+    tokenizer_chars: int = field(default=50_000_000, metadata={"help": "characters of training text the tokenizer learns from"})
+    eval_tokens: int = field(default=32_768, metadata={"help": "held-out tokens per evaluation"})
+    heldout_points: int = field(default=8, metadata={"help": "held-out evaluations spread over training (plus start and end)"})
+    prompt: str | None = field(default=None, metadata={"help": "fixed prompt of the training record (default per corpus)"})
+    sample_tokens: int = field(default=48, metadata={"help": "tokens sampled from the prompt at each record point"})
+    sample_temperature: float = field(default=0.8, metadata={"help": "temperature of the record's non-greedy samples"})
+    story_points: tuple[float, ...] = field(default=(0.02, 0.1, 0.3), metadata={"help": "progress fractions at which to sample text (besides start and end)"})
+    device: str = field(default="cpu", metadata={"help": "torch device"})
+
+    def validate(self) -> None:
+        if self.tokens is not None and self.minutes is not None:
+            raise ValueError("give either tokens or minutes as the training budget, not both.")
+        if self.tokens is not None and self.tokens <= 0 or self.minutes is not None and self.minutes <= 0:
+            raise ValueError(f"the training budget must be positive, got tokens={self.tokens}, minutes={self.minutes}.")
+        if self.batch_size <= 0 or self.lr <= 0:
+            raise ValueError(f"batch_size and lr must be positive, got {self.batch_size} and {self.lr}.")
+
+    def budget(self) -> tuple[int | None, float | None]:
+        """(tokens, seconds): the budget, 5 minutes when none was given."""
+        if self.tokens is None and self.minutes is None:
+            return None, 300.0
+        return self.tokens, None if self.minutes is None else self.minutes * 60
+
+
+def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, show_progress: bool = True) -> LoadedModel:
+    """Train the tokenizer (unless given) and the model; save model, tokenizer and training record
+    into `out`; return the trained model as a LoadedModel."""
+    cfg.validate()
+    torch.manual_seed(cfg.seed)
+    train_corpus, heldout_corpus = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "heldout")
+    tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else train_tokenizer(
+        _first_chars(train_corpus, cfg.tokenizer_chars), cfg.vocab_size, show_progress=show_progress)
+    model_cfg = dataclasses.replace(model_cfg, d_vocab=tokenizer.vocab_size, seed=cfg.seed)
+    ctx = model_cfg.context_length
+    model = build_native_model(model_cfg).to(cfg.device)
+    heldout = _first_windows(heldout_corpus, tokenizer, ctx, max(1, cfg.eval_tokens // ctx))
+    prompt = cfg.prompt if cfg.prompt is not None else DEFAULT_PROMPTS.get(cfg.corpus, FALLBACK_PROMPT)
+    prompt_tokens = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])[:ctx]
+    strings = tokenizer.token_strings()
+    record = TrainingRecord(
+        prompt=prompt, prompt_token_strings=[strings[i] for i in prompt_tokens.tolist()],
+        sample_temperature=cfg.sample_temperature, sample_seed=cfg.seed,
+        config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg),
+                "corpus": train_corpus.describe(), "heldout_corpus": heldout_corpus.describe()},
+        tensors={"prompt_tokens": prompt_tokens, "mlp_post.init": _mlp_post(model, model_cfg, prompt_tokens)},
+    )
+
+    optimizer = _adamw(model, cfg)
+    budget_tokens, budget_seconds = cfg.budget()
+    batches = _batches(token_sequences(train_corpus, tokenizer, ctx, cfg.seed, epochs=None), cfg.batch_size)
+    heldout_marks = [i / (cfg.heldout_points + 1) for i in range(1, cfg.heldout_points + 1)]
+    story_marks = sorted(cfg.story_points)
+
+    def checkpoint(step: int, seen: int, progress: float, with_sample: bool) -> float:
+        loss = evaluate(model, heldout)
+        record.add_heldout(step, seen, loss)
+        if with_sample:
+            record.samples.append(_sample(model, tokenizer, prompt, cfg, ctx, step, seen, progress))
+        return loss
+
+    checkpoint(0, 0, 0.0, with_sample=True)
+    bar = tqdm(total=budget_tokens or int(budget_seconds), unit="tok" if budget_tokens else "s",
+               unit_scale=bool(budget_tokens), disable=not show_progress, desc="training")
+    step, seen, train_seconds, progress = 0, 0, 0.0, 0.0
+    model.train()
+    while progress < 1.0:
+        start = time.perf_counter()
+        tokens = next(batches).to(cfg.device)
+        lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * _cosine(progress, cfg.min_lr_fraction)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = next_token_loss(model(tokens), tokens)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        optimizer.step()
+        loss_value = loss.item()
+        train_seconds += time.perf_counter() - start
+        step += 1
+        seen += tokens.numel()
+        record.add_train_step(step, seen, loss_value, lr)
+        before, progress = progress, min(1.0, max(seen / budget_tokens if budget_tokens else 0.0,
+                                                  train_seconds / budget_seconds if budget_seconds else 0.0))
+        bar.update((seen - bar.n) if budget_tokens else (int(train_seconds) - bar.n))
+        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{seen / train_seconds:,.0f}", lr=f"{lr:.2e}")
+        crossed = lambda marks: progress < 1.0 and any(before < m <= progress for m in marks)
+        if crossed(heldout_marks) or crossed(story_marks):
+            model.eval()
+            checkpoint(step, seen, progress, with_sample=crossed(story_marks))
+            model.train()
+    bar.close()
+    model.eval()
+    final_heldout = checkpoint(step, seen, 1.0, with_sample=True)
+    record.tensors["mlp_post.final"] = _mlp_post(model, model_cfg, prompt_tokens)
+    record.summary = {
+        "steps": step, "tokens": seen, "train_seconds": train_seconds, "tokens_per_second": seen / train_seconds,
+        "final_train_loss": sum(record.train_curve["loss"][-20:]) / len(record.train_curve["loss"][-20:]),
+        "heldout_loss": final_heldout, "heldout_tokens": heldout.numel(),
+    }
+    save_model(model, model_cfg, tokenizer, out, training={**record.summary, "corpus": cfg.corpus, "seed": cfg.seed})
+    record.save(out)
+    return LoadedModel(bridge=native_to_bridge(model, model_cfg, name=Path(out).name), tokenizer=tokenizer,
+                       name=Path(out).name, context_length=ctx)
+
+
+def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:
+    """Mean cross-entropy (nats) of predicting tokens[:, 1:] from logits[:, :-1]; logits [b, pos, vocab]."""
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), tokens[:, 1:].flatten())
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, windows: Tensor, batch_size: int = 32) -> float:
+    """Mean next-token cross-entropy (nats) over all windows [n, ctx], every prediction weighted equally."""
+    device = next(model.parameters()).device
+    total = 0.0
+    for i in range(0, len(windows), batch_size):
+        batch = windows[i:i + batch_size].to(device)
+        total += next_token_loss(model(batch), batch).item() * len(batch)
+    return total / len(windows)
+
+
+def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices (incl. embeddings), none on biases and norm gains."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+                             lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _cosine(progress: float, floor: float) -> float:
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _batches(windows: Iterator[Tensor], batch_size: int) -> Iterator[Tensor]:
+    while True:
+        yield torch.stack([next(windows) for _ in range(batch_size)])
+
+
+def _first_windows(corpus: Corpus, tokenizer: Tokenizer, ctx: int, n: int) -> Tensor:
+    """The first n packed windows [n, ctx] of a corpus (seed 0), fewer if it is short."""
+    windows = []
+    for window in token_sequences(corpus, tokenizer, ctx, seed=0):
+        windows.append(window)
+        if len(windows) == n:
+            break
+    if not windows:
+        raise ValueError(f"held-out split of corpus {corpus.spec!r} is shorter than one window of {ctx} tokens; "
+                         "use a larger corpus.")
+    return torch.stack(windows)
+
+
+def _first_chars(corpus: Corpus, max_chars: int) -> Iterator[str]:
+    total = 0
+    for document in corpus:
+        yield document
+        total += len(document)
+        if total >= max_chars:
+            return
+
+
+def _mlp_post(model: nn.Module, cfg: ModelConfig, tokens: Tensor) -> Tensor:
+    """`blocks.{i}.mlp.hook_post` of the model's current weights, through a bridge on a copy."""
+    return mlp_activations(native_to_bridge(copy.deepcopy(model), cfg), tokens)
+
+
+def _sample(model: nn.Module, tokenizer: Tokenizer, prompt: str, cfg: TrainConfig, ctx: int,
+            step: int, seen: int, progress: float) -> Sample:
+    greedy = sample_text(model, tokenizer, prompt, cfg.sample_tokens, context_length=ctx)
+    sampled = sample_text(model, tokenizer, prompt, cfg.sample_tokens, context_length=ctx,
+                          temperature=cfg.sample_temperature, seed=cfg.seed)
+    return Sample(step=step, tokens=seen, progress=progress, greedy=greedy, sampled=sampled)
+
+
+# ---- command line (the `interp model train` options are TrainConfig's and ModelConfig's fields) ----
+
+MODEL_OPTIONS = {"n_layers": "transformer blocks", "d_model": "residual width", "n_heads": "attention heads",
+                 "d_mlp": "MLP neurons per block", "context_length": "tokens per training window"}
+
+
+def add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", required=True, help="folder to write the model into")
+    defaults_model = ModelConfig()
+    budget = parser.add_mutually_exclusive_group()
+    for f in dataclasses.fields(TrainConfig):
+        target = budget if f.name in ("tokens", "minutes") else parser
+        flag = "--" + f.name.replace("_", "-")
+        kind = {"tokens": int, "minutes": float, "tokenizer": str, "prompt": str}.get(f.name, type(f.default))
+        if f.name == "story_points":
+            target.add_argument(flag, type=float, nargs="+", default=list(f.default), help=f.metadata["help"])
+        else:
+            target.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
+    for name, help_text in MODEL_OPTIONS.items():
+        default = getattr(defaults_model, name)
+        parser.add_argument("--" + name.replace("_", "-"), type=int, default=default, help=f"{help_text} (default {default})")
+
+
+def run_train(args: argparse.Namespace) -> int:
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    cfg.story_points = tuple(cfg.story_points)
+    model_cfg = ModelConfig(**{name: getattr(args, name) for name in MODEL_OPTIONS})
+    train_model(cfg, model_cfg, args.out)
+    summary = TrainingRecord.load(args.out).summary
+    print(f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s "
+          f"({summary['tokens_per_second']:,.0f} tokens/s), train loss {summary['final_train_loss']:.3f}, "
+          f"held-out loss {summary['heldout_loss']:.3f} nats/token")
+    return 0
