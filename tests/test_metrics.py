@@ -153,3 +153,45 @@ def test_bad_input_is_refused():
         m.compute()
     with pytest.raises(ValueError, match="no tokens were evaluated"):
         evaluate_sae(TinySAE(4, 8, 0), iter([]), progress=False)
+
+
+def test_sae_eval_cli_writes_flat_json(tmp_path, capsys):
+    import json
+
+    from sae.architectures import build_sae
+    from sae.cli import main
+    from sae.data import ActivationDataset, ActivationWriter
+    from sae.io import save_sae
+
+    g = torch.Generator().manual_seed(11)
+    sae = build_sae("topk", d_in=8, d_sae=32, k=4)
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    save_sae(sae, tmp_path / "sae", metadata={"hook_name": "blocks.0.hook_mlp_out"})
+    acts = torch.randn(300, 8, generator=g) + 0.5
+    with ActivationWriter(tmp_path / "acts", d_in=8, dtype="float32", hook_name="blocks.0.hook_mlp_out",
+                          model_id="toy", context_length=10, tokens_per_shard=100) as w:
+        w.add(acts, torch.arange(300))
+
+    assert main(["eval", "--acts", str(tmp_path / "acts"), "--sae", str(tmp_path / "sae"), "--json",
+                 str(tmp_path / "m.json"), "--batch-size", "64", "--tokens", "250", "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert "explained_variance" in out and "dead_fraction" in out
+    result = json.loads((tmp_path / "m.json").read_text())
+    with torch.no_grad():
+        f = sae.encode(acts[:250])
+        expected = reference(acts[:250].numpy(), sae.decode(f).numpy(), f.numpy())
+    assert result["num_tokens"] == 250 and result["hook_name"] == "blocks.0.hook_mlp_out"
+    for key, value in expected.items():
+        assert math.isclose(result[key], value, rel_tol=1e-5, abs_tol=1e-9), key
+    assert all(not isinstance(v, dict) for v in result.values())  # flat keys
+
+    wrong = build_sae("topk", d_in=6, d_sae=32, k=4)
+    with torch.no_grad():
+        for p in wrong.parameters():
+            p.copy_(torch.randn(p.shape, generator=g))
+    save_sae(wrong, tmp_path / "wrong")
+    assert main(["eval", "--acts", str(tmp_path / "acts"), "--sae", str(tmp_path / "wrong"), "--device", "cpu"]) == 2
+    assert "takes d_in=6 but the activations" in capsys.readouterr().err
+    ActivationDataset(tmp_path / "acts", verify=True)
