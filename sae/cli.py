@@ -10,6 +10,7 @@ import sys
 # Modules that add subcommands, in the order `sae --help` lists them.
 COMMAND_MODULES: list[str] = [
     "sae.metrics",
+    "sae.io",
 ]
 
 

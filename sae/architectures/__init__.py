@@ -12,7 +12,7 @@ from sae.architectures.base import (
 )
 
 # Importing each architecture module registers it; list every architecture file here.
-ARCHITECTURE_MODULES: list[str] = ["topk"]
+ARCHITECTURE_MODULES: list[str] = ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"]
 for _name in ARCHITECTURE_MODULES:
     __import__(f"sae.architectures.{_name}")
 

@@ -97,20 +97,26 @@ class SAE(nn.Module):
     arch: ClassVar[str]
     config_class: ClassVar[type[SAEConfig]] = SAEConfig
     unit_norm_decoder: ClassVar[bool] = False
+    supports_resampling: ClassVar[bool] = False
 
     def __init__(self, cfg: SAEConfig):
         super().__init__()
         cfg.validate()
         self.cfg = cfg
+        # What the SAE was trained on (hook_name, model_name, ...): written to and read from cfg.json.
+        self.metadata: dict[str, Any] = {}
         d_in, d_sae = cfg.d_in, cfg.d_sae
         self.W_enc = nn.Parameter(torch.empty(d_in, d_sae))
         self.b_enc = nn.Parameter(torch.zeros(d_sae))
         self.W_dec = nn.Parameter(torch.empty(d_sae, d_in))
         self.b_dec = nn.Parameter(torch.zeros(d_in))
-        self.init_tied(decoder_row_norm=1.0)
+        self.init_tied(decoder_row_norm=getattr(cfg, "decoder_init_norm", 1.0))
 
     def init_tied(self, decoder_row_norm: float) -> None:
-        """Decoder rows: random directions of the given norm; encoder: the decoder's transpose."""
+        """Decoder rows: random directions of the given norm; encoder: the decoder's transpose.
+
+        At construction the norm is the config's `decoder_init_norm` where it has one, else 1.
+        """
         with torch.no_grad():
             directions = torch.randn(self.cfg.d_sae, self.cfg.d_in)
             self.W_dec.copy_(directions / directions.norm(dim=1, keepdim=True) * decoder_row_norm)
@@ -120,6 +126,10 @@ class SAE(nn.Module):
     def encoder_input(self, x: Tensor) -> Tensor:
         """What the encoder multiplies: x - b_dec when `apply_b_dec_to_input`, else x."""
         return x - self.b_dec if self.cfg.apply_b_dec_to_input else x
+
+    def encoder_bias_input(self) -> Tensor | None:
+        """The bias the encoder subtracts from x: b_dec, or None without pre-encoder subtraction."""
+        return self.b_dec if self.cfg.apply_b_dec_to_input else None
 
     def encode(self, x: Tensor) -> Tensor:
         """[..., d_in] -> [..., d_sae] feature activations (dense)."""
@@ -146,6 +156,10 @@ class SAE(nn.Module):
         """Called after the optimizer step (e.g. renormalise decoder rows)."""
         if self.unit_norm_decoder:
             normalize_rows_(self.W_dec)
+
+    def resample_dead(self, dead_mask: Tensor, x: Tensor, optimizer: torch.optim.Optimizer | None) -> int:
+        """Reinitialise dead latents from the inputs `x` [n, d_in] (only where `supports_resampling`)."""
+        raise ValueError(f"architecture {self.arch!r} does not resample dead latents; only 'relu' does")
 
     def init_from_data(self, b_dec: Tensor) -> None:
         """Set the decoder bias from the data (geometric median or mean), [d_in]."""

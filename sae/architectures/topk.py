@@ -80,10 +80,6 @@ class TopKSAE(SAE):
     unit_norm_decoder = True
     cfg: TopKConfig
 
-    def encoder_bias_input(self) -> Tensor | None:
-        """The bias the encoder subtracts from x (b_dec, or None without pre-encoder subtraction)."""
-        return self.b_dec if self.cfg.apply_b_dec_to_input else None
-
     def preacts(self, x: Tensor) -> Tensor:
         """[n, d_in] -> [n, d_sae] pre-activations, no autograd."""
         return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input())

@@ -1,0 +1,128 @@
+"""BatchTopK SAE (Bussmann et al. 2024, "BatchTopK Sparse Autoencoders").
+
+Training keeps the k * n largest ReLU'd pre-activations over the whole batch of n tokens rather
+than k per token, so busy tokens may use more latents and quiet ones fewer (mean L0 = k).
+Decoder rows stay unit norm, W_enc = W_dec^T at initialisation, and the AuxK loss of the TopK
+SAE revives dead latents.
+
+A per-token rule is needed at inference: the SAE tracks theta, a running average
+(theta <- m theta + (1 - m) min_kept) of the smallest activation kept in each training batch,
+and `inference_form()` is a JumpReLU SAE with that threshold for every latent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.architectures.jumprelu import JumpReLUConfig, JumpReLUSAE
+from sae.architectures.topk import TopKConfig, auxk_loss, code_statistics
+from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
+
+
+@dataclass
+class BatchTopKConfig(TopKConfig):
+    """k: mean latents per token (k * batch size kept over the batch). threshold_momentum: m in the
+    running threshold average theta <- m theta + (1 - m) min_kept."""
+
+    threshold_momentum: float = 0.99
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.threshold_momentum < 1:
+            raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
+
+
+def batch_topk_indices(pre_acts: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The k * n largest ReLU'd pre-activations of a batch, as per-token slots.
+
+    pre_acts [n, d_sae] -> (indices [n, w], keep [n, w] bool) with w the most latents any token
+    keeps; token i's kept latents are indices[i][keep[i]] (zero activations are never kept).
+    """
+    n, d_sae = pre_acts.shape
+    acts = F.relu(pre_acts)
+    chosen = acts.reshape(-1).topk(min(k * n, acts.numel()), sorted=False).indices
+    per_token = torch.bincount(chosen // d_sae, minlength=n)
+    width = max(int(per_token.max()), 1)
+    top = acts.topk(width, dim=1)  # sorted: each token's kept latents are its first per_token[i]
+    slots = torch.arange(width, device=pre_acts.device)
+    keep = (slots[None, :] < per_token[:, None]) & (top.values > 0)
+    return top.indices, keep
+
+
+@register
+class BatchTopKSAE(SAE):
+    arch = "batchtopk"
+    config_class = BatchTopKConfig
+    unit_norm_decoder = True
+    cfg: BatchTopKConfig
+
+    def __init__(self, cfg: BatchTopKConfig):
+        super().__init__(cfg)
+        self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
+
+    def preacts(self, x: Tensor) -> Tensor:
+        """[n, d_in] -> [n, d_sae] pre-activations, no autograd."""
+        return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input())
+
+    def encode_batch(self, x: Tensor) -> Tensor:
+        """The training rule: dense [n, d_sae] code keeping the k * n largest activations of the batch."""
+        pre = self.preacts(x)
+        indices, keep = batch_topk_indices(pre, self.cfg.k)
+        return densify(F.relu(pre.gather(1, indices)) * keep, indices, self.cfg.d_sae)
+
+    def encode(self, x: Tensor) -> Tensor:
+        """Per-token rule f = pre * H(pre - theta) once theta is estimated; before that, `encode_batch`."""
+        if self.threshold < 0:
+            flat = x.reshape(-1, self.cfg.d_in)
+            return self.encode_batch(flat).reshape(*x.shape[:-1], self.cfg.d_sae)
+        pre = self.encoder_input(x) @ self.W_enc + self.b_enc
+        return pre * (pre > self.threshold).to(pre.dtype)
+
+    def sparse_code(self, x: Tensor, pre: Tensor) -> tuple[Tensor, Tensor, CodeLayout]:
+        """(values [n, w] differentiable, indices [n, w], layout) of the batch rule; also updates theta."""
+        indices, keep = batch_topk_indices(pre, self.cfg.k)
+        layout = CodeLayout(indices, self.cfg.d_sae)
+        values = F.relu(gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input(), layout))
+        values = values * keep
+        self.update_threshold(values.detach()[keep])
+        return values, indices, layout
+
+    def update_threshold(self, kept: Tensor) -> None:
+        """theta <- m theta + (1 - m) min(kept); the first estimate is min(kept) itself."""
+        if kept.numel() == 0:
+            return
+        smallest = kept.min().to(self.threshold)
+        m = self.cfg.threshold_momentum
+        self.threshold.copy_(smallest if self.threshold < 0 else m * self.threshold + (1 - m) * smallest)
+
+    def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
+        cfg = self.cfg
+        pre = self.preacts(x)
+        values, indices, layout = self.sparse_code(x, pre)
+        x_hat = sparse_decode(values, indices, self.W_dec, layout) + self.b_dec
+        mse = (x - x_hat).pow(2).sum(-1).mean()
+        auxk = auxk_loss(self, x, pre, (x - x_hat).detach(), state.dead_mask, cfg.resolved_aux_k)
+        fired, l0 = code_statistics(values.detach(), indices, cfg.d_sae)
+        return TrainStep(
+            total=mse + cfg.aux_coefficient * auxk, terms={"mse": mse, "auxk": auxk}, x_hat=x_hat, fired=fired, l0=l0
+        )
+
+    def inference_form(self) -> JumpReLUSAE:
+        """A JumpReLU SAE with the same weights and threshold theta for every latent."""
+        if self.threshold < 0:
+            raise ValueError(
+                f"{self.arch} SAE has no threshold estimate yet (it is learned during training); "
+                "train at least one step before saving or converting it"
+            )
+        cfg = self.cfg
+        jump = JumpReLUSAE(JumpReLUConfig(d_in=cfg.d_in, d_sae=cfg.d_sae, apply_b_dec_to_input=cfg.apply_b_dec_to_input))
+        jump.to(device=self.W_enc.device, dtype=self.W_enc.dtype)
+        tensors = {name: getattr(self, name).detach().clone() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
+        tensors["threshold"] = self.threshold.detach().to(self.W_enc.dtype).expand(cfg.d_sae).clone()
+        jump.load_file_tensors(tensors)
+        return jump
