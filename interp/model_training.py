@@ -129,7 +129,7 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
         train_seconds += time.perf_counter() - start
         step += 1
         seen += tokens.numel()
-        record.add_train_step(step, seen, loss_value, lr)
+        record.add_train_step(step, seen, loss_value, lr, train_seconds)
         before, progress = progress, min(1.0, max(seen / budget_tokens if budget_tokens else 0.0,
                                                   train_seconds / budget_seconds if budget_seconds else 0.0))
         bar.update((seen - bar.n) if budget_tokens else (int(train_seconds) - bar.n))

@@ -43,14 +43,15 @@ class TrainingRecord:
     sample_temperature: float
     sample_seed: int
     config: dict[str, Any] = field(default_factory=dict)  # model, training and corpus settings
-    train_curve: dict[str, list] = field(default_factory=lambda: {"step": [], "tokens": [], "loss": [], "lr": []})
+    # per step: step, tokens seen, loss (nats/token), learning rate, training seconds so far
+    train_curve: dict[str, list] = field(default_factory=lambda: {"step": [], "tokens": [], "loss": [], "lr": [], "seconds": []})
     heldout_curve: dict[str, list] = field(default_factory=lambda: {"step": [], "tokens": [], "loss": []})
     samples: list[Sample] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
     tensors: dict[str, Tensor] = field(default_factory=dict)  # prompt_tokens, mlp_post.init, mlp_post.final
 
-    def add_train_step(self, step: int, tokens: int, loss: float, lr: float) -> None:
-        for key, value in zip(("step", "tokens", "loss", "lr"), (step, tokens, loss, lr)):
+    def add_train_step(self, step: int, tokens: int, loss: float, lr: float, seconds: float) -> None:
+        for key, value in zip(("step", "tokens", "loss", "lr", "seconds"), (step, tokens, loss, lr, seconds)):
             self.train_curve[key].append(value)
 
     def add_heldout(self, step: int, tokens: int, loss: float) -> None:
