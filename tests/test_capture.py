@@ -1,0 +1,282 @@
+"""Hook capture: rows equal run_with_cache, several hooks per pass, early stop, kill-and-resume, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
+from transformer_lens.model_bridge import TransformerBridge
+
+from interp.capture import capture_to_disk, check_dtype, check_hook_names, plan_capture, stop_layer
+from sae.data import ActivationDataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CTX, VOCAB = 32, 300
+TINY = dict(d_model=64, d_head=16, n_layers=2, n_ctx=CTX, n_heads=4, d_vocab=VOCAB, d_mlp=128, act_fn="gelu",
+            seed=0, normalization_type="LN")
+
+
+def boot(**overrides) -> TransformerBridge:
+    bridge = TransformerBridge.boot_native({**TINY, **overrides})
+    bridge.eval()
+    return bridge
+
+
+@pytest.fixture(scope="module")
+def bridge() -> TransformerBridge:
+    return boot()
+
+
+def random_windows(n: int, seed: int) -> torch.Tensor:
+    """[n, CTX] random token ids."""
+    return torch.randint(0, VOCAB, (n, CTX), generator=torch.Generator().manual_seed(seed))
+
+
+def read_all(path: Path) -> dict[str, torch.Tensor]:
+    """Every shard of a dataset concatenated: acts, tokens, positions."""
+    ds = ActivationDataset(path, verify=True)
+    shards = [ds.shard(i) for i in range(ds.num_shards)]
+    return {key: torch.cat([s[key] for s in shards]) for key in ("acts", "tokens", "positions")}
+
+
+def cached_rows(bridge, windows: torch.Tensor, name: str) -> torch.Tensor:
+    """The reference: run_with_cache's activation at `name`, one row per (window, position)."""
+    with torch.inference_mode():
+        _, cache = bridge.run_with_cache(windows, names_filter=[name])
+    act = cache[name]
+    if name.endswith("hook_pattern"):  # [b, heads, q, k] -> one row per query position
+        act = act.permute(0, 2, 1, 3)
+    return act.reshape(windows.numel(), -1)
+
+
+# --- known answers --------------------------------------------------------------------------
+
+def test_stop_layer_is_deepest_block_plus_one_and_none_after_the_blocks():
+    assert stop_layer(["blocks.0.mlp.hook_post"], 4) == 1
+    assert stop_layer(["blocks.0.hook_resid_pre", "blocks.2.attn.hook_z"], 4) == 3
+    assert stop_layer(["blocks.3.hook_resid_post"], 4) == 4
+    assert stop_layer(["hook_embed", "pos_embed.hook_out"], 4) == 0
+    assert stop_layer(["blocks.0.mlp.hook_post", "ln_final.hook_normalized"], 4) is None
+    assert stop_layer(["unembed.hook_out"], 4) is None
+
+
+# --- equality with run_with_cache -----------------------------------------------------------
+
+def test_rows_equal_run_with_cache_exactly_for_float32_with_several_hooks_in_one_pass(bridge, tmp_path):
+    windows = random_windows(20, seed=1)
+    hooks = ["blocks.0.mlp.hook_post", "blocks.0.attn.hook_z", "blocks.0.attn.hook_pattern", "blocks.1.hook_resid_post"]
+    total = 20 * CTX - 13  # the last window is cut short
+    embed_calls = []
+    bridge.hook_dict["hook_embed"].add_hook(lambda act, hook: embed_calls.append(1))
+    try:
+        paths = capture_to_disk(bridge, hooks, iter(windows), tmp_path, total_tokens=total, model_id="tiny",
+                                context_length=CTX, batch_size=6, tokens_per_shard=4 * CTX,
+                                metadata={"corpus": "random", "seed": 1}, progress=False)
+    finally:
+        bridge.hook_dict["hook_embed"].remove_hooks()
+    # one probe pass plus one pass per batch of 6 windows serves all four hooks
+    assert len(embed_calls) == 1 + 4
+    expected_shape = {"blocks.0.mlp.hook_post": [128], "blocks.0.attn.hook_z": [4, 16],
+                      "blocks.0.attn.hook_pattern": [4, CTX], "blocks.1.hook_resid_post": [64]}
+    for name in hooks:
+        assert paths[name] == tmp_path / name
+        got = read_all(paths[name])
+        want = cached_rows(bridge, windows, name)[:total]
+        assert got["acts"].dtype == torch.float32 and torch.equal(got["acts"], want), name
+        assert torch.equal(got["tokens"], windows.reshape(-1)[:total].to(torch.int32))
+        assert torch.equal(got["positions"], (torch.arange(total) % CTX).to(torch.int32))
+        manifest = json.loads((paths[name] / "manifest.json").read_text())
+        assert manifest["complete"] and manifest["total_tokens"] == total and manifest["hook_name"] == name
+        assert manifest["metadata"]["activation_shape"] == expected_shape[name]
+        assert manifest["metadata"]["corpus"] == "random" and manifest["metadata"]["hooks"] == hooks
+
+
+@pytest.mark.parametrize("dtype, torch_dtype", [("float16", torch.float16), ("bfloat16", torch.bfloat16)])
+def test_half_precision_rows_are_the_float32_rows_rounded(bridge, tmp_path, dtype, torch_dtype):
+    windows = random_windows(6, seed=2)
+    name = "blocks.1.mlp.hook_pre"
+    capture_to_disk(bridge, [name], iter(windows), tmp_path, total_tokens=windows.numel(), model_id="tiny",
+                    context_length=CTX, dtype=dtype, batch_size=4, tokens_per_shard=2 * CTX, progress=False)
+    got = read_all(tmp_path / name)["acts"]
+    want = cached_rows(bridge, windows, name)
+    assert got.dtype == torch_dtype
+    assert torch.equal(got, want.to(torch_dtype))
+    eps = torch.finfo(torch_dtype).eps
+    torch.testing.assert_close(got.float(), want, rtol=eps, atol=1e-5)
+
+
+def test_pass_stops_after_the_deepest_hook(bridge, tmp_path):
+    fired: dict[str, int] = {}
+    watched = ["blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post", "blocks.1.hook_in",
+               "blocks.1.mlp.hook_post", "ln_final.hook_normalized", "unembed.hook_out"]
+    for name in watched:
+        bridge.hook_dict[name].add_hook(lambda act, hook, name=name: fired.__setitem__(name, fired.get(name, 0) + 1))
+    try:
+        capture_to_disk(bridge, ["blocks.0.mlp.hook_post"], iter(random_windows(4, seed=3)), tmp_path,
+                        total_tokens=4 * CTX, model_id="tiny", context_length=CTX, batch_size=2,
+                        tokens_per_shard=CTX, progress=False)
+    finally:
+        for name in watched:
+            bridge.hook_dict[name].remove_hooks()
+    assert fired == {"blocks.0.mlp.hook_post": 1 + 2}  # probe + two batches; nothing after it ran
+    plan = plan_capture(bridge, ["blocks.0.mlp.hook_post"], CTX)
+    assert plan.stop_at_layer == 1
+
+
+# --- resume ---------------------------------------------------------------------------------
+
+KILL_HOOKS = ["blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"]
+KILL_WINDOWS = dict(n=40, seed=4)
+KILL_CAPTURE = dict(total_tokens=40 * CTX - 5, model_id="tiny", context_length=CTX, batch_size=3,
+                    tokens_per_shard=4 * CTX, metadata={"seed": 4}, progress=False)
+SLOW_CAPTURE = textwrap.dedent(f"""
+    import sys, time, torch
+    import transformer_lens.model_bridge.sources.native
+    from transformer_lens.model_bridge import TransformerBridge
+    from interp.capture import capture_to_disk
+    bridge = TransformerBridge.boot_native({TINY!r})
+    bridge.eval()
+    windows = torch.randint(0, {VOCAB}, ({KILL_WINDOWS['n']}, {CTX}),
+                            generator=torch.Generator().manual_seed({KILL_WINDOWS['seed']}))
+    def slow_windows():  # the corpus arrives slowly, so the parent can kill the capture midway
+        for w in windows:
+            time.sleep(0.05)
+            yield w
+    capture_to_disk(bridge, {KILL_HOOKS!r}, slow_windows(), sys.argv[1], **{KILL_CAPTURE!r})
+""")
+
+
+def shards_on_disk(path: Path) -> int:
+    try:
+        return len(json.loads((path / "manifest.json").read_text())["shards"])
+    except (FileNotFoundError, json.JSONDecodeError):
+        return 0
+
+
+def test_sigkilled_capture_resumes_to_the_same_bytes_as_an_uninterrupted_one(tmp_path):
+    killed = tmp_path / "killed"
+    victim = subprocess.Popen([sys.executable, "-c", SLOW_CAPTURE, str(killed)], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        windows = random_windows(**KILL_WINDOWS)
+        capture_to_disk(boot(), KILL_HOOKS, iter(windows), tmp_path / "whole", **KILL_CAPTURE)
+        deadline = time.monotonic() + 120
+        while shards_on_disk(killed / KILL_HOOKS[1]) < 2 and victim.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert victim.poll() is None, "the capture ended before it could be killed: " + victim.stderr.read().decode()
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait()
+    manifests = [json.loads((killed / name / "manifest.json").read_text()) for name in KILL_HOOKS]
+    assert not any(m["complete"] for m in manifests) and all(m["shards"] for m in manifests)
+    capture_to_disk(boot(), KILL_HOOKS, iter(windows), killed, resume=True, **KILL_CAPTURE)
+    for name in KILL_HOOKS:
+        a, b = read_all(tmp_path / "whole" / name), read_all(killed / name)
+        assert a["acts"].shape[0] == KILL_CAPTURE["total_tokens"]
+        for key in ("acts", "tokens", "positions"):
+            assert torch.equal(a[key], b[key]), (name, key)
+        sha = [[s["sha256"] for s in json.loads((p / name / "manifest.json").read_text())["shards"]]
+               for p in (tmp_path / "whole", killed)]
+        assert sha[0] == sha[1]
+
+
+def test_resume_continues_datasets_that_stopped_at_different_shards(bridge, tmp_path):
+    """A kill can land between two hooks' shard writes: each dataset continues from its own end."""
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post"]
+    windows = random_windows(17, seed=5)
+    kwargs = dict(total_tokens=windows.numel(), model_id="tiny", context_length=CTX, batch_size=4,
+                  tokens_per_shard=2 * CTX, metadata={"seed": 5}, progress=False)
+    capture_to_disk(bridge, hooks, iter(windows), tmp_path / "whole", **kwargs)
+
+    def interrupted_windows():
+        yield from windows[:11]
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        capture_to_disk(bridge, hooks, interrupted_windows(), tmp_path / "cut", **kwargs)
+    # drop the last two shards of the second hook, as if the kill came before it caught up
+    lagging = tmp_path / "cut" / hooks[1]
+    manifest = json.loads((lagging / "manifest.json").read_text())
+    assert len(manifest["shards"]) == 4 and not manifest["complete"]
+    for entry in manifest["shards"][2:]:
+        (lagging / entry["file"]).unlink()
+    manifest["shards"] = manifest["shards"][:2]
+    manifest["total_tokens"] = 4 * CTX
+    (lagging / "manifest.json").write_text(json.dumps(manifest))
+
+    capture_to_disk(bridge, hooks, iter(windows), tmp_path / "cut", resume=True, **kwargs)
+    for name in hooks:
+        a, b = read_all(tmp_path / "whole" / name), read_all(tmp_path / "cut" / name)
+        for key in ("acts", "tokens", "positions"):
+            assert torch.equal(a[key], b[key]), (name, key)
+
+
+def test_resume_with_another_seed_is_refused(bridge, tmp_path):
+    kwargs = dict(total_tokens=4 * CTX, model_id="tiny", context_length=CTX, batch_size=2, tokens_per_shard=CTX,
+                  progress=False)
+    capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter(random_windows(4, 6)), tmp_path, metadata={"seed": 6}, **kwargs)
+    with pytest.raises(ValueError, match="seed"):
+        capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter(random_windows(4, 7)), tmp_path,
+                        metadata={"seed": 7}, resume=True, **kwargs)
+
+
+# --- bad input ------------------------------------------------------------------------------
+
+def test_unknown_hook_lists_valid_names_and_the_closest_match(bridge, tmp_path):
+    with pytest.raises(ValueError) as err:
+        capture_to_disk(bridge, ["blocks.0.mlp.hook_psot"], iter(random_windows(2, 8)), tmp_path,
+                        total_tokens=CTX, model_id="tiny", context_length=CTX, progress=False)
+    message = str(err.value)
+    assert "unknown hook name 'blocks.0.mlp.hook_psot'" in message
+    assert "did you mean 'blocks.0.mlp.hook_post'?" in message
+    assert "blocks.{0..1}.hook_resid_post" in message and "hook_embed" in message
+    assert not any(tmp_path.iterdir()), "nothing is written for a bad hook name"
+
+
+def test_repeated_or_missing_hook_names_are_refused():
+    with pytest.raises(ValueError, match="more than once"):
+        check_hook_names(["a", "b"], ["a", "a"])
+    with pytest.raises(ValueError, match="no hook given"):
+        check_hook_names(["a"], [])
+
+
+def test_invalid_dtype_names_the_choices(bridge, tmp_path):
+    with pytest.raises(ValueError, match="'float64' is not a storage dtype.*float32, float16, bfloat16"):
+        capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter(random_windows(2, 9)), tmp_path,
+                        total_tokens=CTX, model_id="tiny", context_length=CTX, dtype="float64", progress=False)
+    assert check_dtype("bfloat16") == "bfloat16"
+
+
+def test_empty_token_stream_is_refused_before_any_folder_is_made(bridge, tmp_path):
+    with pytest.raises(ValueError, match="no token sequences"):
+        capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter([]), tmp_path / "out", total_tokens=CTX,
+                        model_id="tiny", context_length=CTX, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_non_finite_activation_names_hook_shard_and_row(tmp_path):
+    bridge = boot()
+    poison = 7
+    with torch.no_grad():
+        bridge.W_E[poison] = float("nan")
+    windows = random_windows(12, seed=10)
+    windows[windows == poison] = poison + 1
+    windows[9, 12] = poison  # dataset token 9 * 32 + 12 = 300: shard 300 // 128 = 2, row 300 % 128 = 44
+    name = "blocks.0.hook_resid_pre"
+    with pytest.raises(ValueError) as err:
+        capture_to_disk(bridge, [name], iter(windows), tmp_path, total_tokens=windows.numel(), model_id="tiny",
+                        context_length=CTX, batch_size=2, tokens_per_shard=4 * CTX, progress=False)
+    message = str(err.value)
+    assert f"hook '{name}'" in message and str(tmp_path / name) in message
+    assert "NaN" in message and "shard 2" in message and "row 44" in message
+    kept = json.loads((tmp_path / name / "manifest.json").read_text())
+    assert not kept["complete"] and kept["total_tokens"] == 2 * 4 * CTX  # complete shards before the bad one
