@@ -23,6 +23,7 @@ from typing import Iterator
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 
@@ -94,6 +95,7 @@ class SyntheticActivations:
         factors = torch.randn(cfg.num_features, cfg.correlation_rank, generator=g, dtype=torch.float64)
         self.factors = (factors / factors.norm(dim=1, keepdim=True)).float()  # U [N, r]
         self.thresholds = torch.special.ndtri(self.probabilities).float()  # Phi^-1(p) [N]
+        self.rescue_weights = torch.from_numpy(self.weights).float()
 
     @property
     def copula_correlation(self) -> Tensor:
@@ -111,31 +113,68 @@ class SyntheticActivations:
 
     def sample(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
         """n samples: (x [n, d], coefficients [n, N]); x = coefficients @ features + noise."""
+        x, rows, cols, magnitudes = self._sample_sparse(n, generator)
+        coefficients = torch.zeros(n, self.cfg.num_features)
+        coefficients[rows, cols] = magnitudes
+        return x, coefficients
+
+    def _sample_sparse(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(x [n, d], rows [m], cols [m], magnitudes [m]) for the m (sample, feature) pairs active.
+        x is summed from the active features only: O(n * mean_active * d), not O(n * N * d)."""
         cfg, N = self.cfg, self.cfg.num_features
         if cfg.correlation > 0:
             shared = torch.randn(n, cfg.correlation_rank, generator=generator) @ self.factors.T
             z = math.sqrt(cfg.correlation) * shared + math.sqrt(1 - cfg.correlation) * torch.randn(n, N, generator=generator)
             active = z < self.thresholds
+            rows, cols = active.nonzero(as_tuple=True)
         else:
-            active = torch.rand(n, N, generator=generator, dtype=torch.float64) < self.probabilities
-        silent = (~active.any(dim=1)).nonzero().squeeze(1)
+            rows, cols = self._independent_active(n, generator)
+        silent = (torch.bincount(rows, minlength=n) == 0).nonzero().squeeze(1)
         if len(silent):
-            chosen = torch.multinomial(torch.from_numpy(self.weights), len(silent), replacement=True, generator=generator)
-            active[silent, chosen] = True
-        spread = cfg.magnitude_max - cfg.magnitude_min
-        magnitudes = cfg.magnitude_min + spread * torch.rand(n, N, generator=generator)
-        coefficients = magnitudes * active
-        x = coefficients @ self.features
+            chosen = torch.multinomial(self.rescue_weights, len(silent), replacement=True, generator=generator)
+            rows, cols = torch.cat([rows, silent]), torch.cat([cols, chosen])
+        magnitudes = cfg.magnitude_min + (cfg.magnitude_max - cfg.magnitude_min) * torch.rand(len(rows), generator=generator)
+        order = torch.argsort(rows, stable=True)  # group by sample for the bag sum
+        rows, cols, magnitudes = rows[order], cols[order], magnitudes[order]
+        offsets = torch.cumsum(torch.bincount(rows, minlength=n), 0) - torch.bincount(rows, minlength=n)
+        x = F.embedding_bag(cols, self.features, offsets, mode="sum", per_sample_weights=magnitudes)  # [n, d]
         if cfg.noise_std > 0:
-            x = x + cfg.noise_std * torch.randn(n, cfg.d, generator=generator)
-        return x, coefficients
+            x += cfg.noise_std * torch.randn(n, cfg.d, generator=generator)
+        return x, rows, cols, magnitudes
+
+    def _independent_active(self, n: int, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """(rows, cols) of independent Bernoulli(p_i) activations over n samples, drawn as geometric
+        gaps between a feature's active samples: about n * mean_active random numbers, not n * N."""
+        p = self.probabilities
+        expected = n * p
+        draws = (expected + 6 * (expected * (1 - p)).sqrt() + 8).ceil().long().clamp(max=n)  # [N] gaps per feature
+        feature = torch.repeat_interleave(torch.arange(len(p)), draws)
+        log_q = torch.log1p(-p)  # -inf where p = 1 (gap 1), 0 where p = 0 (gap beyond n)
+        u = 1 - torch.rand(len(feature), generator=generator, dtype=torch.float64)  # (0, 1]
+        gaps = (torch.log(u) / log_q[feature]).nan_to_num(nan=0.0).floor().clamp(max=n).long() + 1
+        ends = gaps.cumsum(0)
+        seg_end = draws.cumsum(0)
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), ends[seg_end[:-1] - 1]])
+        position = ends - offsets.repeat_interleave(draws) - 1  # [sum draws] 0-based sample index
+        last = position[seg_end - 1]
+        rows, cols = [position[position < n]], [feature[position < n]]
+        for i in (last < n).nonzero().squeeze(1).tolist():  # drew too few gaps (rare): continue the walk
+            at = int(last[i])
+            while True:
+                u = 1 - torch.rand(1, generator=generator, dtype=torch.float64)
+                at += int((torch.log(u) / log_q[i]).clamp(max=n)) + 1
+                if at >= n:
+                    break
+                rows.append(torch.tensor([at]))
+                cols.append(torch.tensor([i]))
+        return torch.cat(rows), torch.cat(cols)
 
     def batches(self, batch_size: int, num_batches: int | None = None, start: int = 0) -> Iterator[Tensor]:
         """Batches x [batch_size, d]; batch b depends only on (seed, b), so a stream started at
         `start` equals the tail of one started at 0. num_batches None: forever."""
         b = start
         while num_batches is None or b < start + num_batches:
-            yield self.sample(batch_size, torch.Generator().manual_seed(_seed(self.cfg.seed, 1, b)))[0]
+            yield self._sample_sparse(batch_size, torch.Generator().manual_seed(_seed(self.cfg.seed, 1, b)))[0]
             b += 1
 
 
