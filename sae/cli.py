@@ -9,6 +9,7 @@ import sys
 
 # Modules that add subcommands, in the order `sae --help` lists them.
 COMMAND_MODULES: list[str] = [
+    "sae.train_cli",
     "sae.metrics",
     "sae.io",
 ]

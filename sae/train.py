@@ -1,0 +1,572 @@
+"""The trainer: one stream of activation batches trains one SAE or a sweep of them.
+
+Each batch is read once and fed to every SAE of the sweep. Per step and SAE:
+`train_step` -> backward -> `after_backward` -> clip -> Adam -> `after_step`, with the learning
+rate from a warm-up + decay schedule. Before the first step the trainer looks at the first
+`init_tokens` tokens to set the activation scale (E||x * scale||^2 = d_in) and the decoder bias
+(geometric median or mean of the scaled activations); those batches are then trained on like
+any other. Saved SAEs take raw activations: the scale is folded into their weights.
+
+Files under `out`:
+    train_config.json          the resolved config of the run (train fields + every SAE config)
+    log.jsonl                  one line per logged step and SAE: loss terms, L0, FVU, dead fraction
+    checkpoint/latest.json     names the newest complete checkpoint folder
+    checkpoint/step-NNNNNNNN/  state.json (step, data position, scale, optimizer scalars, config)
+                               + tensors.safetensors (weights, Adam moments, dead counters, RNG)
+    cfg.json + sae_weights.safetensors   (one SAE) or NAME/cfg.json ... (one folder per sweep member)
+
+Data parallelism: `Ranks` says which process this is. Only the main rank writes files; each rank
+reads its slice of the global batch from an ActivationDataset. The gradient all-reduce belongs
+between backward and `after_backward` in `_Member.step`; it is not implemented yet.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Literal, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+from tqdm import tqdm
+
+from sae.architectures import SAE, SAEConfig, TrainState, get_architecture
+from sae.config import from_dict, sweep_names, write_json_atomic
+from sae.data import ActivationDataset
+from sae.io import save_sae
+
+CHECKPOINT_FORMAT = 1
+CHECKPOINT_DIR = "checkpoint"
+TRAIN_CONFIG = "train_config.json"
+LOG_FILE = "log.jsonl"
+# TrainConfig fields a resumed run may change: they do not alter the trained weights.
+RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every"})
+
+
+@dataclass
+class TrainConfig:
+    """How to train (shared by every SAE of a sweep). Sizes in tokens are counts of activation rows."""
+
+    batch_size: int = field(default=4096, metadata={"help": "Tokens per optimizer step: the global batch, split across ranks."})
+    steps: int | None = field(default=None, metadata={"help": "Optimizer steps; none: one pass over the dataset."})
+    lr: float | None = field(default=None, metadata={"help": "Adam learning rate; none: 2e-4 / sqrt(d_sae / 2^14) per SAE."})
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Steps of linear learning-rate warm-up from 0."})
+    lr_decay: Literal["none", "linear", "cosine"] = field(default="linear", metadata={"help": "Learning-rate decay to 0 over the last lr_decay_fraction of the steps."})
+    lr_decay_fraction: float = field(default=0.2, metadata={"help": "Fraction of the run (at its end) over which the learning rate decays."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2."})
+    adam_eps: float = field(default=1e-8, metadata={"help": "Adam epsilon."})
+    grad_clip_norm: float | None = field(default=None, metadata={"help": "Clip each SAE's gradient to this global L2 norm; none: no clipping."})
+    seed: int = field(default=0, metadata={"help": "Seed of the SAE initialisation and of the data shuffle."})
+    device: str = field(default="auto", metadata={"help": "torch device; auto: cuda when present, else cpu."})
+    dtype: Literal["float32", "float64", "bfloat16"] = field(default="float32", metadata={"help": "Parameter and activation dtype."})
+    autocast: Literal["none", "bfloat16"] = field(default="none", metadata={"help": "Autocast dtype of the training forward pass."})
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(default="geometric_median", metadata={"help": "Decoder-bias initialisation from the first init_tokens tokens."})
+    normalize_activations: bool = field(default=True, metadata={"help": "Train on x * s with s set so that E||x s||^2 = d_in; s is folded into the saved weights."})
+    init_tokens: int = field(default=65536, metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."})
+    dead_window_tokens: int = field(default=10_000_000, metadata={"help": "A latent is dead when it has not fired in this many tokens."})
+    resample_steps: list[int] = field(default_factory=list, metadata={"help": "Steps at which dead latents are resampled (architectures with resample_dead: relu)."})
+    checkpoint_every: int = field(default=1000, metadata={"help": "Write a checkpoint every this many steps (0: only at the end)."})
+    log_every: int = field(default=10, metadata={"help": "Log metrics every this many steps."})
+    shuffle_buffer: int = field(default=2**18, metadata={"help": "Rows of the activation dataset shuffled together (0: file order)."})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads; none: torch's default."})
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field when a value is out of range."""
+        positive = {"batch_size": self.batch_size, "log_every": self.log_every, "init_tokens": self.init_tokens,
+                    "dead_window_tokens": self.dead_window_tokens, "steps": self.steps or 1, "lr": self.lr or 1,
+                    "threads": self.threads or 1}
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {value}")
+        for name in ("lr_warmup_steps", "checkpoint_every", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.lr_decay_fraction <= 1:
+            raise ValueError(f"TrainConfig.lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ValueError(f"TrainConfig.grad_clip_norm must be positive or none, got {self.grad_clip_norm}")
+
+
+# --- small pieces ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Ranks:
+    """Which process of a data-parallel job this is (rank 0 of 1 without torch.distributed)."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def local_batch(self, batch_size: int) -> int:
+        if batch_size % self.world_size:
+            raise ValueError(f"batch_size {batch_size} is not divisible by the {self.world_size} ranks")
+        return batch_size // self.world_size
+
+
+def default_lr(d_sae: int) -> float:
+    """2e-4 / sqrt(d_sae / 2^14): the learning-rate scaling with width of Gao et al. (2024)."""
+    return 2e-4 / math.sqrt(d_sae / 2**14)
+
+
+def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Multiplier of the base learning rate at 0-based `step`: linear warm-up, then decay to 0."""
+    factor = min(1.0, (step + 1) / cfg.lr_warmup_steps) if cfg.lr_warmup_steps else 1.0
+    decay_steps = round(cfg.lr_decay_fraction * total_steps)
+    decay_start = total_steps - decay_steps
+    if cfg.lr_decay != "none" and decay_steps and step >= decay_start:
+        progress = (step - decay_start) / decay_steps  # in [0, 1)
+        factor *= 1 - progress if cfg.lr_decay == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+    return factor
+
+
+def geometric_median(x: Tensor, iters: int = 200, tol: float = 1e-9) -> Tensor:
+    """argmin_m sum_i ||x_i - m|| of x [n, d] by Weiszfeld's iteration, in float64 -> [d]."""
+    x = x.double()
+    median = x.mean(0)
+    for _ in range(iters):
+        inv_dist = 1 / (x - median).norm(dim=1).clamp_min(1e-12)
+        new = (inv_dist[:, None] * x).sum(0) / inv_dist.sum()
+        moved = (new - median).norm()
+        median = new
+        if moved <= tol * (1 + median.norm()):
+            break
+    return median
+
+
+def activation_scale(x: Tensor) -> float:
+    """s such that E||s x||^2 = d_in over the rows of x [n, d_in]."""
+    mean_sq = x.double().pow(2).sum(1).mean().item()
+    if mean_sq == 0:
+        raise ValueError("the first activations are all zero; cannot normalise them (set normalize_activations false)")
+    return math.sqrt(x.shape[1] / mean_sq)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+# --- one SAE of the sweep ----------------------------------------------------------------
+class _Member:
+    """One SAE with its optimizer and dead-latent counters."""
+
+    def __init__(self, name: str, arch: str, sae_cfg: SAEConfig, cfg: TrainConfig, device: torch.device):
+        self.name, self.arch = name, arch
+        with torch.random.fork_rng(devices=[]):  # every member starts as a lone run with this seed would
+            torch.manual_seed(cfg.seed)
+            self.sae: SAE = get_architecture(arch)(sae_cfg)
+        self.sae.to(device=device, dtype=getattr(torch, cfg.dtype))
+        self.base_lr = cfg.lr if cfg.lr is not None else default_lr(sae_cfg.d_sae)
+        self.params = [p for p in self.sae.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=self.base_lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
+                                          eps=cfg.adam_eps, **_fast_adam(device))
+        self.tokens_since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.int64, device=device)
+        if cfg.resample_steps and not hasattr(self.sae, "resample_dead"):
+            raise ValueError(f"resample_steps is set but architecture {arch!r} has no resample_dead; "
+                             "clear resample_steps or use an architecture that resamples (relu)")
+
+    def dead_mask(self, window: int) -> Tensor:
+        return self.tokens_since_fired >= window
+
+    def step(self, x: Tensor, step: int, cfg: TrainConfig, total_steps: int, autocast: torch.autocast | None) -> dict[str, Any]:
+        """One optimizer step on x [n, d_in]; returns the step's detached outputs for logging."""
+        lr = self.base_lr * lr_factor(step, cfg, total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        state = TrainState(step=step, total_steps=total_steps, dead_mask=self.dead_mask(cfg.dead_window_tokens))
+        if autocast is not None:
+            with autocast:
+                out = self.sae.train_step(x, state)
+        else:
+            out = self.sae.train_step(x, state)
+        if not torch.isfinite(out.total):
+            raise ValueError(f"the loss of SAE {self.name or self.arch!r} became {out.total.item()} at step {step}; "
+                                     "lower the learning rate (--lr) or set --grad-clip-norm")
+        out.total.backward()
+        self.sae.after_backward()
+        if cfg.grad_clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip_norm, foreach=True)
+        self.optimizer.step()
+        self.sae.after_step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.tokens_since_fired += x.shape[0]
+        self.tokens_since_fired.masked_fill_(out.fired > 0, 0)
+        if step + 1 in cfg.resample_steps:
+            dead = self.dead_mask(cfg.dead_window_tokens)
+            self.sae.resample_dead(dead, x, self.optimizer)  # type: ignore[attr-defined]
+            self.tokens_since_fired.masked_fill_(dead, 0)
+        return {"out": out, "lr": lr}
+
+    def metrics(self, x: Tensor, result: dict[str, Any], window: int) -> dict[str, Any]:
+        """Loss terms, L0, FVU on the batch (sum (x - x_hat)^2 / sum (x - mean x)^2) and dead fraction."""
+        out = result["out"]
+        with torch.no_grad():
+            x64, x_hat64 = x.double(), out.x_hat.detach().double()
+            fvu = (x64 - x_hat64).pow(2).sum() / (x64 - x64.mean(0)).pow(2).sum()
+        return {
+            "sae": self.name, "lr": result["lr"], "loss": out.total.item(),
+            "terms": {k: float(v.detach()) for k, v in out.terms.items()}, "l0": float(out.l0.detach()), "fvu": fvu.item(),
+            "dead_fraction": self.dead_mask(window).double().mean().item(),
+        }
+
+
+def _fast_adam(device: torch.device) -> dict[str, bool]:
+    """Adam's single-kernel implementation where this torch has one for the device."""
+    return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+
+
+# --- the batch stream --------------------------------------------------------------------
+class _Feed:
+    """Batches for this rank with the data position after each, and look-ahead for initialisation.
+
+    From an ActivationDataset the position is the BatchStream state (exact resume). From any other
+    iterable it is the count of batches read, and a resumed run re-reads and skips that many.
+    """
+
+    def __init__(self, source: ActivationDataset | Iterable[Tensor], cfg: TrainConfig, ranks: Ranks,
+                 position: dict | None):
+        self.read = position["batches"] if position else 0
+        if isinstance(source, ActivationDataset):
+            self.stream = source.batches(ranks.local_batch(cfg.batch_size), shuffle_buffer=cfg.shuffle_buffer,
+                                         seed=cfg.seed, epochs=None, rank=ranks.rank, world_size=ranks.world_size,
+                                         state=position["stream"] if position else None)
+            self.iterator: Iterator[Tensor] = self.stream
+        else:
+            self.stream = None
+            self.iterator = iter(source)
+            for _ in tqdm(range(self.read), desc="skipping trained batches", disable=self.read < 100):
+                next(self.iterator)
+        self.ahead: list[tuple[Tensor, dict]] = []
+        self.position = self._position()
+
+    def _position(self) -> dict:
+        return {"batches": self.read, "stream": self.stream.state_dict() if self.stream is not None else None}
+
+    def _next(self) -> tuple[Tensor, dict] | None:
+        try:
+            batch = next(self.iterator)
+        except StopIteration:
+            return None
+        self.read += 1
+        return batch, self._position()
+
+    def peek(self, n: int) -> list[Tensor]:
+        """Read up to n batches ahead (they are still returned by `next` later)."""
+        while len(self.ahead) < n and (item := self._next()) is not None:
+            self.ahead.append(item)
+        return [b for b, _ in self.ahead[:n]]
+
+    def next(self) -> Tensor | None:
+        """The next batch (None at the end of the data); `self.position` is then the position after it."""
+        item = self.ahead.pop(0) if self.ahead else self._next()
+        if item is None:
+            return None
+        batch, self.position = item
+        return batch
+
+
+# --- checkpoints -------------------------------------------------------------------------
+def _flatten(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """Fields (dotted paths) whose values differ between two resolved configs, with both values."""
+    a, b = _flatten("", saved), _flatten("", current)
+    return [f"{k}: checkpoint has {a.get(k)!r}, this run has {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+
+
+def resolved_config(cfg: TrainConfig, members: Sequence[_Member]) -> dict[str, Any]:
+    """What a resumed run must share with the run it continues."""
+    return {
+        "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES},
+        "saes": {str(i): {"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for i, m in enumerate(members)},
+    }
+
+
+def _split_optimizer_state(prefix: str, state: dict) -> tuple[dict[str, Tensor], dict]:
+    """Optimizer.state_dict()['state'] -> (tensors by key, JSON scalars)."""
+    tensors, scalars = {}, {}
+    for idx, entries in state.items():
+        for key, value in entries.items():
+            if isinstance(value, Tensor):
+                tensors[f"{prefix}.{idx}.{key}"] = value.detach().cpu().contiguous()
+            else:
+                scalars[f"{idx}.{key}"] = value
+    return tensors, scalars
+
+
+def save_checkpoint(out: Path, step: int, tokens: int, position: dict, scale: float, cfg: TrainConfig,
+                    members: Sequence[_Member]) -> Path:
+    """Write checkpoint/step-NNNNNNNN atomically (temp folder + rename), point latest.json at it,
+    and delete older checkpoints. Returns the new folder."""
+    root = out / CHECKPOINT_DIR
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    tmp = root / f".{name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    tensors: dict[str, Tensor] = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = s
+    optimizer_scalars = []
+    for i, m in enumerate(members):
+        for pname, p in m.sae.state_dict().items():
+            tensors[f"sae{i}.param.{pname}"] = p.detach().cpu().contiguous()
+        t, s = _split_optimizer_state(f"sae{i}.optim", m.optimizer.state_dict()["state"])
+        tensors.update(t)
+        optimizer_scalars.append(s)
+        tensors[f"sae{i}.tokens_since_fired"] = m.tokens_since_fired.cpu()
+    save_file(tensors, str(tmp / "tensors.safetensors"))
+    state = {"format_version": CHECKPOINT_FORMAT, "step": step, "tokens": tokens, "data_position": position,
+             "activation_scale": scale, "optimizer_scalars": optimizer_scalars, "config": resolved_config(cfg, members)}
+    write_json_atomic(tmp / "state.json", state)
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    write_json_atomic(root / "latest.json", {"checkpoint": name})
+    for old in root.iterdir():
+        if old.is_dir() and old.name != name:
+            shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(out: str | os.PathLike) -> Path | None:
+    """The newest complete checkpoint folder of a run, or None."""
+    pointer = Path(out) / CHECKPOINT_DIR / "latest.json"
+    if not pointer.is_file():
+        return None
+    folder = pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+    if not (folder / "state.json").is_file():
+        raise ValueError(f"{pointer} names {folder.name}, which is missing or incomplete; the checkpoint is damaged.")
+    return folder
+
+
+def load_checkpoint(folder: Path, cfg: TrainConfig, members: Sequence[_Member]) -> dict[str, Any]:
+    """Restore weights, optimizer and dead counters into `members` and the RNG; returns state.json.
+
+    Refuses (ValueError listing the fields) when the checkpoint was written with another config."""
+    state = json.loads((folder / "state.json").read_text())
+    differ = config_differences(state["config"], resolved_config(cfg, members))
+    if differ:
+        raise ValueError(f"cannot resume from {folder}: the config differs from the checkpoint's in "
+                         f"{len(differ)} field(s): " + "; ".join(differ) + ". Resume with the original settings "
+                         "or start a new run in another --out folder.")
+    tensors = load_file(str(folder / "tensors.safetensors"))
+    for i, m in enumerate(members):
+        device = m.tokens_since_fired.device
+        m.sae.load_state_dict({k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"sae{i}.param.")})
+        opt_state = m.optimizer.state_dict()
+        opt_state["state"] = {}
+        for key, value in state["optimizer_scalars"][i].items():
+            idx, name = key.split(".", 1)
+            opt_state["state"].setdefault(int(idx), {})[name] = value
+        for key, value in tensors.items():
+            if key.startswith(f"sae{i}.optim."):
+                idx, name = key.split(".", 3)[2:]
+                opt_state["state"].setdefault(int(idx), {})[name] = value.to(device)
+        m.optimizer.load_state_dict(opt_state)
+        m.tokens_since_fired.copy_(tensors[f"sae{i}.tokens_since_fired"])
+    torch.set_rng_state(tensors["rng.torch"])
+    if torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")])
+    return state
+
+
+# --- the loop ----------------------------------------------------------------------------
+def train_sae(
+    sae_configs: Sequence[tuple[str, SAEConfig]],
+    batches: ActivationDataset | Iterable[Tensor],
+    cfg: TrainConfig,
+    out: str | os.PathLike | None,
+    *,
+    names: Sequence[str] | None = None,
+    resume: bool = False,
+    run_info: dict[str, Any] | None = None,
+    progress: bool = True,
+    ranks: Ranks = Ranks(),
+) -> list[SAE]:
+    """Train every (architecture name, config) pair on one stream of [batch, d_in] batches.
+
+    batches: an ActivationDataset (the trainer streams it shuffled, resumes exactly, and passes its
+    hook/model names to the saved files) or any iterable of tensors (a resumed run re-reads and
+    skips the batches already trained on, so it must yield the same sequence again).
+    out: run folder (None: train in memory only). names: folder per SAE (default: "" for one SAE,
+    else the varying fields, e.g. "k16"). resume: continue from out/checkpoint.
+    run_info: extra entries for train_config.json (the CLI records the dataset path and sweep).
+    Returns the trained SAEs in inference form with the activation scale folded in (raw inputs).
+    """
+    cfg.validate()
+    if not sae_configs:
+        raise ValueError("train_sae needs at least one SAE config")
+    for _, c in sae_configs:
+        c.validate()
+    names = list(names) if names is not None else sweep_names([c.to_dict() for _, c in sae_configs])
+    if len(set(names)) != len(names):
+        raise ValueError(f"SAE names must be distinct, got {names}")
+    if isinstance(batches, ActivationDataset):
+        for name, (_, c) in zip(names, sae_configs):
+            if c.d_in != batches.d_in:
+                raise ValueError(f"the dataset {batches.path} has d_in={batches.d_in} (its manifest.json) but SAE "
+                                 f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the command line)")
+    steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    members = [_Member(n, arch, c, cfg, device) for n, (arch, c) in zip(names, sae_configs)]
+    out_dir = Path(out) if out is not None else None
+    writes = out_dir is not None and ranks.is_main
+
+    position, scale, start = None, 1.0, 0
+    torch.manual_seed(cfg.seed)
+    folder = latest_checkpoint(out_dir) if out_dir is not None else None
+    if resume:
+        if folder is None:
+            raise FileNotFoundError(f"cannot resume: {out_dir}/{CHECKPOINT_DIR} holds no checkpoint; start the run without --resume")
+        state = load_checkpoint(folder, cfg, members)
+        position, scale, start = state["data_position"], state["activation_scale"], state["step"]
+    elif folder is not None:
+        raise ValueError(f"{out_dir} already holds a run (checkpoint at {folder.name}); resume it with --resume "
+                         "or choose another --out folder")
+    if writes:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out_dir / TRAIN_CONFIG, {"format_version": CHECKPOINT_FORMAT, **(run_info or {}),
+                                                   "train": dataclasses.asdict(cfg),
+                                                   "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members]})
+    feed = _Feed(batches, cfg, ranks, position)
+    dtype = getattr(torch, cfg.dtype)
+    if start == 0:
+        scale = _initialise(feed, members, cfg, dtype, device, names)
+    if start >= steps:
+        warnings.warn(f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.autocast == "bfloat16" else None
+    log = open(out_dir / LOG_FILE, "a") if writes else None
+    last_saved = start
+    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
+    clock, clock_step = time.perf_counter(), start
+    try:
+        for step in range(start, steps):
+            x = feed.next()
+            if x is None:
+                warnings.warn(f"the data ran out after {step} of {steps} steps; saving the SAEs as they are")
+                steps = step
+                break
+            x = _check_batch(x, step, members, out_dir, last_saved).to(device=device, dtype=dtype, non_blocking=True) * scale
+            results = [m.step(x, step, cfg, steps, autocast) for m in members]
+            bar.update(1)
+            done = step + 1
+            if done % cfg.log_every == 0 or done == steps:
+                rows = [m.metrics(x, r, cfg.dead_window_tokens) for m, r in zip(members, results)]
+                now = time.perf_counter()
+                rate = (done - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
+                clock, clock_step = now, done
+                bar.set_postfix_str(" | ".join(f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f}" for r in rows)
+                                    + f" | {rate:,.0f} tok/s")
+                if log is not None:
+                    for r in rows:
+                        log.write(json.dumps({"step": done, "tokens": done * cfg.batch_size, "tokens_per_s": rate, **r}) + "\n")
+                    log.flush()
+            if writes and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+                save_checkpoint(out_dir, done, done * cfg.batch_size, feed.position, scale, cfg, members)
+                last_saved = done
+    finally:
+        bar.close()
+        if log is not None:
+            log.close()
+    trained = [_saveable(m.sae, scale) for m in members]
+    if writes:
+        metadata = _metadata(batches, scale, steps * cfg.batch_size)
+        for m, sae in zip(members, trained):
+            save_sae(sae, out_dir / m.name if m.name else out_dir, metadata=metadata)
+    return trained
+
+
+def _steps_of(batches: Any, cfg: TrainConfig) -> int:
+    if isinstance(batches, ActivationDataset):
+        steps = batches.num_tokens // cfg.batch_size
+        if steps == 0:
+            raise ValueError(f"the dataset {batches.path} holds {batches.num_tokens} tokens, fewer than one batch of {cfg.batch_size}")
+        return steps
+    if hasattr(batches, "__len__"):
+        return len(batches)
+    raise ValueError("TrainConfig.steps is required when batches is a plain iterator (its length is unknown)")
+
+
+def _check_batch(x: Tensor, step: int, members: Sequence[_Member], out: Path | None, last_saved: int) -> Tensor:
+    """Refuse a batch of the wrong shape or with NaN/Inf, naming the batch and the last good checkpoint."""
+    d_in = members[0].sae.cfg.d_in
+    if x.ndim != 2 or x.shape[1] != d_in:
+        raise ValueError(f"batch {step} has shape {tuple(x.shape)} but the SAE config has d_in={d_in}; "
+                         f"the data and the config disagree on d_in")
+    if not torch.isfinite(x).all():
+        row = int((~torch.isfinite(x)).any(1).nonzero()[0])
+        where = (f"the last good checkpoint (step {last_saved}) is kept in {out / CHECKPOINT_DIR}"
+                 if out is not None and last_saved else "no checkpoint was written before it")
+        raise ValueError(f"batch {step} (0-based, the batch of step {step + 1}) contains NaN or Inf values "
+                         f"(first at row {row}); training stopped and {where}. Fix or remove the bad activations.")
+    return x
+
+
+def _initialise(feed: _Feed, members: Sequence[_Member], cfg: TrainConfig, dtype: torch.dtype,
+                device: torch.device, names: Sequence[str]) -> float:
+    """Activation scale and decoder bias from the first init_tokens tokens; returns the scale."""
+    first = feed.peek(max(1, math.ceil(cfg.init_tokens / cfg.batch_size)))
+    if not first:
+        raise ValueError("the batch stream is empty: nothing to train on")
+    for i, b in enumerate(first):
+        _check_batch(b, i, members, None, 0)
+    x = torch.cat(first)[: cfg.init_tokens].to(device=device, dtype=torch.float64)
+    scale = activation_scale(x) if cfg.normalize_activations else 1.0
+    x = x * scale
+    if cfg.b_dec_init != "zeros":
+        b_dec = geometric_median(x) if cfg.b_dec_init == "geometric_median" else x.mean(0)
+        for m in members:
+            m.sae.init_from_data(b_dec.to(dtype))
+    return scale
+
+
+def _saveable(sae: SAE, scale: float) -> SAE:
+    """A copy in inference form that takes raw activations (the scale folded into the weights)."""
+    final = copy.deepcopy(sae).inference_form()
+    final.fold_activation_scale(scale)
+    return final
+
+
+def _metadata(batches: Any, scale: float, tokens: int) -> dict[str, Any]:
+    meta: dict[str, Any] = {"training_tokens": tokens, "activation_scale_folded": scale}
+    if isinstance(batches, ActivationDataset):
+        meta.update(hook_name=batches.hook_name, model_name=batches.model_id, context_size=batches.context_length,
+                    dataset_path=str(batches.path))
+    return meta
+
+
+__all__ = [
+    "Ranks",
+    "TrainConfig",
+    "activation_scale",
+    "config_differences",
+    "default_lr",
+    "geometric_median",
+    "latest_checkpoint",
+    "lr_factor",
+    "train_sae",
+]

@@ -1,0 +1,405 @@
+"""sae.train and `sae train`: schedules, data initialisation, sweeps, dead latents, checkpoints,
+exact resume after SIGKILL, and every bad-input path."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import sae.architectures as architectures
+from sae.architectures.topk import TopKConfig, TopKSAE
+from sae.cli import main as sae_main
+from sae.data import ActivationDataset, ActivationWriter
+from sae.train import (
+    TrainConfig,
+    activation_scale,
+    config_differences,
+    geometric_median,
+    latest_checkpoint,
+    lr_factor,
+    train_sae,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+D_IN, D_SAE, K, BATCH = 16, 64, 4, 128
+
+
+def planted(n: int, seed: int, d_in: int = D_IN, n_features: int = 48) -> torch.Tensor:
+    """[n, d_in] sums of a few of n_features random directions, with an offset and scale far from 1."""
+    g = torch.Generator().manual_seed(seed)
+    directions = torch.randn(n_features, d_in, generator=torch.Generator().manual_seed(1234))
+    codes = torch.rand(n, n_features, generator=g) * (torch.rand(n, n_features, generator=g) < 4 / n_features)
+    return 5.0 * (codes @ directions) + 2.0
+
+
+def batch_list(num: int, seed: int = 0) -> list[torch.Tensor]:
+    return list(planted(num * BATCH, seed).split(BATCH))
+
+
+def small_cfg(**overrides) -> TrainConfig:
+    base = dict(batch_size=BATCH, steps=12, log_every=4, checkpoint_every=4, init_tokens=2 * BATCH, threads=1)
+    return TrainConfig(**{**base, **overrides})
+
+
+def topk(k: int = K, d_sae: int = D_SAE, d_in: int = D_IN) -> tuple[str, TopKConfig]:
+    return "topk", TopKConfig(d_in=d_in, d_sae=d_sae, k=k)
+
+
+def write_dataset(path: Path, n: int, d_in: int = D_IN, seed: int = 0) -> ActivationDataset:
+    with ActivationWriter(path, d_in=d_in, dtype="float32", hook_name="blocks.0.hook_mlp_out", model_id="test-model",
+                          context_length=16, tokens_per_shard=512) as writer:
+        writer.add(planted(n, seed, d_in), torch.arange(n, dtype=torch.int32) % 50)
+    return ActivationDataset(path)
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "sae_weights.safetensors"))
+
+
+# --- schedule and data initialisation ---------------------------------------------------------
+def test_lr_schedule_known_values():
+    cfg = TrainConfig(lr_warmup_steps=4, lr_decay="linear", lr_decay_fraction=0.5)
+    assert [lr_factor(s, cfg, 10) for s in range(10)] == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
+    cos = TrainConfig(lr_decay="cosine", lr_decay_fraction=0.5)
+    assert [lr_factor(s, cos, 8) for s in range(8)] == pytest.approx(
+        [1, 1, 1, 1, 1, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))])
+    assert lr_factor(9, TrainConfig(lr_decay="none"), 10) == 1
+
+
+def test_geometric_median_of_collinear_points_is_the_middle_one():
+    g = torch.Generator().manual_seed(0)
+    center, direction = torch.randn(8, generator=g), torch.randn(8, generator=g)
+    t = torch.tensor([-3.0, -1.2, 0.4, 2.5, 7.0])
+    points = center + t[:, None] * direction
+    assert torch.allclose(geometric_median(points), (center + 0.4 * direction).double(), atol=1e-6)
+
+
+def test_geometric_median_is_the_minimum_of_summed_distances():
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(500, 6, generator=g, dtype=torch.float64) * torch.tensor([1, 2, 3, 0.5, 1, 4.0]) + 3
+    m = geometric_median(x)
+    unit = (x - m) / (x - m).norm(dim=1, keepdim=True)
+    assert unit.sum(0).norm() < 1e-6 * len(x)  # first-order optimality: the unit vectors cancel
+    objective = lambda c: (x - c).norm(dim=1).sum()  # noqa: E731
+    for _ in range(20):
+        assert objective(m) <= objective(m + 1e-3 * torch.randn(6, generator=g, dtype=torch.float64))
+    assert not torch.allclose(m, x.mean(0), atol=1e-2)  # skewed cloud: median is not the mean
+
+
+def test_activation_scale_gives_mean_squared_norm_d_in():
+    x = torch.randn(300, 12) * 7 + 1
+    s = activation_scale(x)
+    assert (s * x.double()).pow(2).sum(1).mean().item() == pytest.approx(12, rel=1e-9)
+
+
+# --- training ---------------------------------------------------------------------------------
+def test_training_learns_and_writes_log_config_checkpoint_and_sae(tmp_path):
+    trained = train_sae([topk()], batch_list(12), small_cfg(), tmp_path / "run", progress=False)
+    run = tmp_path / "run"
+    assert (run / "cfg.json").is_file() and (run / "sae_weights.safetensors").is_file()
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [4, 8, 12]
+    assert set(rows[0]) >= {"step", "tokens", "sae", "lr", "loss", "terms", "l0", "fvu", "dead_fraction", "tokens_per_s"}
+    assert set(rows[0]["terms"]) == {"mse", "auxk"} and rows[-1]["l0"] == pytest.approx(K, abs=0.5)
+    assert rows[-1]["fvu"] < rows[0]["fvu"] < 1.5
+    config = json.loads((run / "train_config.json").read_text())
+    assert config["train"]["batch_size"] == BATCH and config["members"][0]["config"]["k"] == K
+    assert latest_checkpoint(run).name == "step-00000012"
+    assert [p.name for p in (run / "checkpoint").iterdir() if p.is_dir()] == ["step-00000012"]  # older ones removed
+    # the returned SAE takes raw activations: its held-out FVU is that of a trained model
+    x = planted(2048, seed=99)
+    fvu = (x - trained[0](x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum()
+    assert fvu < 0.9
+
+
+def test_saved_sae_is_the_trained_one_with_the_scale_folded(tmp_path):
+    cfg = small_cfg(steps=6)
+    trained = train_sae([topk()], batch_list(6), cfg, tmp_path / "run", progress=False)[0]
+    folder = latest_checkpoint(tmp_path / "run")
+    state = json.loads((folder / "state.json").read_text())
+    scale = state["activation_scale"]
+    x0 = torch.cat(batch_list(6)[:2])
+    assert scale == pytest.approx(math.sqrt(D_IN / x0.double().pow(2).sum(1).mean().item()), rel=1e-12)
+    raw = TopKSAE(TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))
+    raw.load_state_dict({k.split(".", 2)[2]: v for k, v in load_file(str(folder / "tensors.safetensors")).items()
+                         if k.startswith("sae0.param.")})
+    x = planted(512, seed=5)
+    with torch.no_grad():
+        expected = raw(x * scale) / scale  # the training-form SAE on scaled inputs, outputs rescaled
+        assert torch.allclose(trained(x), expected, atol=1e-4, rtol=1e-4)
+        assert torch.allclose(trained.encode(x), raw.encode(x * scale), atol=1e-4, rtol=1e-4)
+
+
+def test_b_dec_initialisation_from_the_first_tokens(tmp_path):
+    batches = batch_list(3)
+    cfg = small_cfg(steps=1, lr=1e-12, b_dec_init="mean", normalize_activations=False, checkpoint_every=0)
+    sae = train_sae([topk()], batches, cfg, None, progress=False)[0]
+    assert torch.allclose(sae.b_dec, torch.cat(batches[:2]).mean(0), atol=1e-4)
+    cfg = small_cfg(steps=1, lr=1e-12, normalize_activations=False, checkpoint_every=0)
+    sae = train_sae([topk()], batches, cfg, None, progress=False)[0]
+    assert torch.allclose(sae.b_dec.double(), geometric_median(torch.cat(batches[:2])), atol=1e-4)
+
+
+def test_sweep_reads_each_batch_once_and_each_member_equals_its_lone_run(tmp_path):
+    reads = []
+
+    def counted(batches):
+        for i, b in enumerate(batches):
+            reads.append(i)
+            yield b
+
+    cfg = small_cfg(steps=8)
+    sweep = train_sae([topk(k=2), topk(k=6)], counted(batch_list(8)), cfg, tmp_path / "sweep", progress=False)
+    assert reads == list(range(8))
+    assert sorted(p.name for p in (tmp_path / "sweep").iterdir() if (p / "cfg.json").is_file()) == ["k2", "k6"]
+    lone = train_sae([topk(k=6)], batch_list(8), cfg, tmp_path / "lone", progress=False)[0]
+    for name, tensor in lone.state_dict().items():
+        assert torch.equal(tensor, sweep[1].state_dict()[name]), name
+    assert not torch.equal(sweep[0].W_enc, sweep[1].W_enc)
+
+
+class PlantedFiring(TopKSAE):
+    """TopK whose reported firing is planted: latent l fires at 0-based step s iff l % 4 == s % 4,
+    except latents 60..63, which never fire. Records the dead mask the trainer hands each step."""
+
+    arch = "planted_firing"
+    seen: list[torch.Tensor] = []
+
+    def train_step(self, x, state):
+        out = super().train_step(x, state)
+        PlantedFiring.seen.append(state.dead_mask.clone())
+        latent = torch.arange(self.cfg.d_sae)
+        out.fired = ((latent % 4 == state.step % 4) & (latent < 60)).long()
+        return out
+
+    def inference_form(self):
+        plain = TopKSAE(self.cfg)
+        plain.load_state_dict(self.state_dict())
+        return plain
+
+
+def test_dead_latents_are_those_silent_for_the_window(monkeypatch):
+    monkeypatch.setitem(architectures.ARCHITECTURES, "planted_firing", PlantedFiring)
+    PlantedFiring.seen = []
+    cfg = small_cfg(steps=10, dead_window_tokens=3 * BATCH, checkpoint_every=0, log_every=1)
+    train_sae([("planted_firing", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))], batch_list(10), cfg, None, progress=False)
+    assert len(PlantedFiring.seen) == 10
+
+    def batches_silent(latent: int, step: int) -> int:
+        """Batches since `latent` last fired, as counted before 0-based `step`."""
+        fired = [t for t in range(step) if latent < 60 and t % 4 == latent % 4]
+        return step - 1 - fired[-1] if fired else step
+
+    for step, dead in enumerate(PlantedFiring.seen):
+        expected = torch.tensor([batches_silent(latent, step) >= 3 for latent in range(D_SAE)])
+        assert torch.equal(dead, expected), step
+    assert PlantedFiring.seen[5].sum() == 4 + 15  # never-firing ones, and l % 4 == 1 (last fired at step 1)
+
+
+def test_dead_fraction_is_logged(tmp_path, monkeypatch):
+    monkeypatch.setitem(architectures.ARCHITECTURES, "planted_firing", PlantedFiring)
+    cfg = small_cfg(steps=8, dead_window_tokens=2 * BATCH, checkpoint_every=0, log_every=8)
+    train_sae([("planted_firing", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))], batch_list(8), cfg, tmp_path / "r", progress=False)
+    row = json.loads((tmp_path / "r" / "log.jsonl").read_text())
+    # after step 8 (0-based 7): latents with l % 4 == 3 fired at step 7, l % 4 == 2 at step 6: alive;
+    # l % 4 in (0, 1) last fired 3 and 2 steps earlier: dead; and the 4 never-firing latents
+    assert row["dead_fraction"] == pytest.approx((2 * 15 + 4) / D_SAE)
+
+
+# --- bad input --------------------------------------------------------------------------------
+def test_nan_batch_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_path):
+    batches = batch_list(12)
+    batches[6] = batches[6].clone()
+    batches[6][17, 3] = float("nan")
+    with pytest.raises(ValueError) as err:
+        train_sae([topk()], batches, small_cfg(), tmp_path / "run", progress=False)
+    message = str(err.value)
+    assert "batch 6" in message and "NaN or Inf" in message and "row 17" in message
+    assert "step 4" in message and str(tmp_path / "run" / "checkpoint") in message
+    assert latest_checkpoint(tmp_path / "run").name == "step-00000004"
+    batches[6][17, 3] = float("inf")
+    with pytest.raises(ValueError, match="batch 6"):
+        train_sae([topk()], batches, small_cfg(), None, progress=False)
+
+
+def test_nan_in_the_first_batches_is_named_too():
+    batches = batch_list(4)
+    batches[1] = torch.full_like(batches[1], float("inf"))
+    with pytest.raises(ValueError, match="batch 1 .* NaN or Inf .* no checkpoint was written"):
+        train_sae([topk()], batches, small_cfg(steps=4), None, progress=False)
+
+
+def test_d_in_mismatch_names_both(tmp_path):
+    dataset = write_dataset(tmp_path / "acts", 1024)
+    with pytest.raises(ValueError) as err:
+        train_sae([topk(d_in=24)], dataset, small_cfg(), tmp_path / "run", progress=False)
+    assert "d_in=16" in str(err.value) and "d_in=24" in str(err.value) and "manifest.json" in str(err.value)
+    with pytest.raises(ValueError, match=r"batch 0 has shape \(128, 16\) but the SAE config has d_in=24"):
+        train_sae([topk(d_in=24)], batch_list(2), small_cfg(), None, progress=False)
+
+
+def test_k_larger_than_d_sae_is_refused():
+    with pytest.raises(ValueError, match="k=65 with d_sae=64"):
+        train_sae([topk(k=65)], batch_list(2), small_cfg(), None, progress=False)
+
+
+def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path):
+    train_sae([topk()], batch_list(4), small_cfg(steps=4), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="already holds a run .* --resume"):
+        train_sae([topk()], batch_list(4), small_cfg(steps=4), tmp_path / "run", progress=False)
+    with pytest.raises(FileNotFoundError, match="holds no checkpoint"):
+        train_sae([topk()], batch_list(4), small_cfg(steps=4), tmp_path / "new", resume=True, progress=False)
+
+
+def test_resume_with_a_different_config_lists_the_fields(tmp_path):
+    train_sae([topk()], batch_list(12), small_cfg(steps=12), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError) as err:
+        train_sae([topk(k=5)], batch_list(12), small_cfg(steps=12, lr=1e-3), tmp_path / "run", resume=True, progress=False)
+    message = str(err.value)
+    assert "2 field(s)" in message and "saes.0.config.k: checkpoint has 4, this run has 5" in message
+    assert "train.lr: checkpoint has None, this run has 0.001" in message
+    assert config_differences({"a": {"b": 1}}, {"a": {"b": 1}}) == []
+
+
+def test_resume_of_a_plain_iterator_run_matches_the_uninterrupted_run(tmp_path):
+    cfg = small_cfg(steps=12, checkpoint_every=4)
+    full = train_sae([topk()], batch_list(12), cfg, tmp_path / "full", progress=False)[0]
+
+    def dies_at(n):
+        for i, b in enumerate(batch_list(12)):
+            if i == n:
+                raise KeyboardInterrupt
+            yield b
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sae([topk()], dies_at(10), cfg, tmp_path / "cut", progress=False)
+    assert latest_checkpoint(tmp_path / "cut").name == "step-00000008"
+    resumed = train_sae([topk()], batch_list(12), cfg, tmp_path / "cut", resume=True, progress=False)[0]
+    for name, tensor in full.state_dict().items():
+        assert torch.allclose(tensor, resumed.state_dict()[name], atol=1e-6, rtol=0), name
+    steps = [json.loads(line)["step"] for line in (tmp_path / "cut" / "log.jsonl").read_text().splitlines()]
+    assert steps == [4, 8, 12]
+
+
+def test_checkpoint_holds_no_pickle_and_restores_adam(tmp_path):
+    train_sae([topk()], batch_list(4), small_cfg(steps=4), tmp_path / "run", progress=False)
+    folder = latest_checkpoint(tmp_path / "run")
+    assert sorted(p.name for p in folder.iterdir()) == ["state.json", "tensors.safetensors"]
+    tensors = load_file(str(folder / "tensors.safetensors"))
+    assert {"sae0.param.W_enc", "sae0.optim.0.exp_avg", "sae0.optim.0.exp_avg_sq", "sae0.optim.0.step",
+            "sae0.tokens_since_fired", "rng.torch"} <= set(tensors)
+    assert tensors["sae0.optim.0.step"].item() == 4
+
+
+# --- command line -----------------------------------------------------------------------------
+def cli_args(acts: Path, out: Path, *extra: str) -> list[str]:
+    return ["train", "--acts", str(acts), "--arch", "topk", "--d-sae", str(D_SAE), "--k", str(K), "--batch-size",
+            str(BATCH), "--steps", "12", "--out", str(out), "--init-tokens", "256", "--shuffle-buffer", "256",
+            "--threads", "1", "--log-every", "4", "--checkpoint-every", "4", *extra]
+
+
+def test_cli_sweep_config_file_and_resolved_config(tmp_path, capsys):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 2048)
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"arch": "topk", "sae": {"d_sae": D_SAE, "k": [2, 3]}, "train": {"lr": 1e-3, "steps": 3}}))
+    out = tmp_path / "sweep"
+    code = sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(out), "--batch-size", "128",
+                     "--init-tokens", "128", "--steps", "4", "--threads", "1"])
+    assert code == 0, capsys.readouterr().err
+    assert (out / "k2" / "cfg.json").is_file() and (out / "k3" / "sae_weights.safetensors").is_file()
+    resolved = json.loads((out / "train_config.json").read_text())
+    assert resolved["acts"] == str(acts) and resolved["arch"] == "topk" and resolved["sae"]["k"] == [2, 3]
+    assert resolved["train"]["lr"] == 1e-3 and resolved["train"]["steps"] == 4  # file, then flag
+    assert [m["name"] for m in resolved["members"]] == ["k2", "k3"]
+    assert json.loads((out / "k2" / "cfg.json").read_text())["d_in"] == D_IN
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--arch", "nope"], "unknown architecture 'nope'; registered: "),
+        (["--k", "65"], "k=65 with d_sae=64"),
+        (["--d-in", "24"], "has d_in=16 (its manifest.json) but SAE config has d_in=24"),
+    ],
+)
+def test_cli_bad_input_is_reported(tmp_path, capsys, extra, message):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 512)
+    assert sae_main(cli_args(acts, tmp_path / "out", *extra)) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    if "registered" in message:
+        assert "topk" in err.split("registered: ")[1]
+
+
+def test_cli_resume_with_changed_flags_is_refused(tmp_path, capsys):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 2048)
+    assert sae_main(cli_args(acts, tmp_path / "run")) == 0
+    assert sae_main(["train", "--resume", str(tmp_path / "run"), "--k", "5", "--lr", "0.01"]) == 2
+    err = capsys.readouterr().err
+    assert "saes.0.config.k: checkpoint has 4, this run has 5" in err and "train.lr" in err
+
+
+def test_cli_help_lists_the_architecture_options(capsys):
+    with pytest.raises(SystemExit):
+        sae_main(["train", "--arch", "topk", "--help"])
+    text = capsys.readouterr().out
+    assert "--d-sae" in text and "--k" in text and "--batch-size" in text and "--checkpoint-every" in text
+
+
+KILLED_RUN = textwrap.dedent("""
+    import runpy, sys, time
+    from pathlib import Path
+    import sae.data
+    marker, stop_at = Path(sys.argv[1]), int(sys.argv[2])
+    sys.argv = ["sae", *sys.argv[3:]]
+    plain_next = sae.data.BatchStream.__next__
+    served = [0]
+    def next_then_hang(self):
+        if served[0] == stop_at:  # the step after a checkpoint and a few more: wait to be killed
+            marker.write_text("waiting")
+            time.sleep(600)
+        served[0] += 1
+        return plain_next(self)
+    sae.data.BatchStream.__next__ = next_then_hang
+    runpy.run_module("sae", run_name="__main__")  # as `python -m sae ...`
+""")
+
+
+def test_sigkill_after_a_checkpoint_then_resume_ends_with_the_uninterrupted_weights(tmp_path):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 2048)
+    assert sae_main(cli_args(acts, tmp_path / "ref")) == 0
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    marker = tmp_path / "marker"
+    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(marker), "10", *cli_args(acts, tmp_path / "cut")],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    child.stderr.close()
+    assert child.returncode == -signal.SIGKILL
+    assert latest_checkpoint(tmp_path / "cut").name == "step-00000008"
+    assert not (tmp_path / "cut" / "sae_weights.safetensors").exists()
+    assert sae_main(["train", "--resume", str(tmp_path / "cut")]) == 0
+    expected, got = weights(tmp_path / "ref"), weights(tmp_path / "cut")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        assert torch.allclose(expected[name], got[name], atol=1e-6, rtol=0), name
