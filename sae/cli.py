@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "sae.train_cli",
     "sae.metrics",
+    "sae.bench_synthetic",
     "sae.io",
 ]
 

@@ -1,0 +1,168 @@
+"""`sae bench-synthetic`: train an SAE on planted ground truth and measure how much of it it finds.
+
+    sae bench-synthetic --arch topk [--json FILE] [--steps 1500 --lr 1e-3 --k 5 --d 256 ...]
+
+The data is `sae.synthetic.SyntheticActivations` (default: d 256, 512 ground-truth features, ~5
+active per sample), streamed fresh batch by batch; the SAE is trained by `sae.train.train_sae`, the
+code path of `sae train`. Reported (DESIGN.md, "Metrics"): MMCS (mean over ground-truth features
+of the best cosine with a decoder row), the fraction recovered at cos > 0.9 and > 0.99, and FVU and
+L0 on held-out batches (the batches after the last one trained on), with every setting used and
+the wall-clock and CPU seconds of training (generating the planted batches included).
+
+Options come from three dataclasses: SyntheticConfig (the planted set; its seed is --data-seed),
+TrainConfig (the trainer) and the architecture's config. BENCH_TRAIN and BENCH_SAE hold the
+defaults tuned for the default planted set; any option overrides them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import sae.architectures as architectures
+from sae.config import DataclassOptions
+from sae.metrics import evaluate_sae
+from sae.synthetic import SyntheticActivations, SyntheticConfig, match_table, max_cosines
+from sae.train import TrainConfig, train_sae
+
+RECOVERY_THRESHOLDS = (0.9, 0.99)
+EVAL_TOKENS = 65536
+
+# Trainer settings of the benchmark: one CPU thread, a fresh batch per step, no checkpoints.
+BENCH_TRAIN: dict[str, Any] = {
+    "batch_size": 1024, "steps": 1500, "device": "cpu", "threads": 1, "init_tokens": 16384,
+    "checkpoint_every": 0, "log_every": 100,
+}
+# Per-architecture defaults for the default planted set (d 256, 512 features, 5 active per sample).
+BENCH_SAE: dict[str, dict[str, Any]] = {
+    "topk": {"d_sae": 1024, "k": 5},
+    "batchtopk": {"d_sae": 1024, "k": 5},
+    "matryoshka": {"d_sae": 1024, "k": 5},
+    "jumprelu": {"d_sae": 1024},
+    "relu": {"d_sae": 1024},
+    "gated": {"d_sae": 1024},
+}
+
+
+def run_benchmark(arch: str, sae_cfg: architectures.SAEConfig, train_cfg: TrainConfig,
+                  data_cfg: SyntheticConfig, *, eval_tokens: int = EVAL_TOKENS, out: str | Path | None = None,
+                  with_match_table: bool = False, progress: bool = True) -> dict[str, Any]:
+    """Train `arch` on the planted set and measure recovery; returns the JSON-ready result.
+
+    Training reads batches 0 .. steps - 1 of the planted stream; FVU and L0 come from the next
+    ceil(eval_tokens / batch_size) batches, which training never saw."""
+    if sae_cfg.d_in != data_cfg.d:
+        raise ValueError(f"the SAE config has d_in={sae_cfg.d_in} but the planted set has d={data_cfg.d}; "
+                         "they must be equal (leave d_in unset to take --d).")
+    if train_cfg.steps is None:
+        raise ValueError("TrainConfig.steps must be set: the planted stream never ends (pass --steps N).")
+    data = SyntheticActivations(data_cfg)
+    start, start_cpu = time.perf_counter(), time.process_time()
+    trained = train_sae([(arch, sae_cfg)], data.batches(train_cfg.batch_size), train_cfg, out, progress=progress,
+                        run_info={"benchmark": "synthetic", "synthetic": dataclasses.asdict(data_cfg)})[0]
+    train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
+    trained.eval()
+    dictionary = trained.W_dec.detach()  # [d_sae, d] decoder rows
+    cosines, _ = max_cosines(data.features, dictionary)
+    eval_batches = -(-eval_tokens // train_cfg.batch_size)
+    device = next(trained.parameters()).device
+    held_out = (x.to(device) for x in data.batches(train_cfg.batch_size, eval_batches, start=train_cfg.steps))
+    reconstruction = evaluate_sae(trained, held_out, progress=False)
+    result: dict[str, Any] = {
+        "arch": arch,
+        "mmcs": float(cosines.mean()),
+        **{f"recovered_{t}": float((cosines > t).double().mean()) for t in RECOVERY_THRESHOLDS},
+        "fvu": reconstruction["fvu"],
+        "l0": reconstruction["l0"],
+        "dead_fraction": reconstruction["dead_fraction"],
+        "eval_tokens": int(reconstruction["num_tokens"]),
+        "train_seconds": round(train_seconds, 2),  # wall clock
+        "train_cpu_seconds": round(train_cpu_seconds, 2),  # CPU time of this process, all threads
+        "train_tokens": train_cfg.steps * train_cfg.batch_size,
+        "sae": sae_cfg.to_dict(),
+        "train": dataclasses.asdict(train_cfg),
+        "synthetic": dataclasses.asdict(data_cfg),
+    }
+    if with_match_table:
+        result["match_table"] = match_table(data.features, dictionary, data.marginal_probabilities())
+    return result
+
+
+# --- CLI ---------------------------------------------------------------------------------------
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    # The real parser is built once --arch is known (`parse_bench_args`); this one passes every
+    # argument through ('+' prefixes: no '-' option is claimed here).
+    parser = subparsers.add_parser("bench-synthetic", prefix_chars="+", add_help=False,
+                                   help="Train an SAE on planted ground-truth features and report MMCS and recovery.")
+    parser.add_argument("argv", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=lambda args: run(args.argv))
+
+
+def parse_bench_args(argv: list[str]) -> dict[str, Any]:
+    """`sae bench-synthetic` arguments -> keyword arguments of `run_benchmark` (plus json)."""
+    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    first.add_argument("--arch")
+    known, _ = first.parse_known_args(argv)
+    parser = argparse.ArgumentParser(
+        prog="sae bench-synthetic", allow_abbrev=False,
+        description="Train an SAE with `sae train`'s trainer on planted ground-truth features and report MMCS, "
+                    "the fraction of features recovered at cos > 0.9 and > 0.99, FVU and L0, as JSON.",
+        epilog=None if known.arch else "Give --arch NAME --help to list that architecture's options.")
+    parser.add_argument("--arch", required=True,
+                        help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.")
+    parser.add_argument("--json", help="Write the full result to this file (then only a one-line summary is printed).")
+    parser.add_argument("--out", help="Also save the trained SAE (and the run's log) in this folder.")
+    parser.add_argument("--data-seed", type=int, default=SyntheticConfig.seed,
+                        help=f"Seed of the planted features and of the batch stream (default {SyntheticConfig.seed}).")
+    parser.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS,
+                        help=f"Held-out samples for FVU and L0 (default {EVAL_TOKENS}).")
+    parser.add_argument("--match-table", action="store_true",
+                        help="Include the per-feature match table (best latent and cosine of every planted feature).")
+    data_options = DataclassOptions(parser.add_argument_group("planted set"), SyntheticConfig, skip=("seed",))
+    train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig, defaults=BENCH_TRAIN,
+                                     source="sae.bench_synthetic.BENCH_TRAIN")
+    if known.arch is None:
+        parser.parse_args(argv)  # prints the help, or the error that --arch is required
+        raise ValueError("--arch is required")
+    config_class = architectures.get_architecture(known.arch).config_class
+    sae_options = DataclassOptions(parser.add_argument_group(f"{known.arch} SAE"), config_class,
+                                   defaults=BENCH_SAE.get(known.arch, {}), source="sae.bench_synthetic.BENCH_SAE",
+                                   skip=("d_in",))
+    args = parser.parse_args(argv)
+    if args.eval_tokens <= 0:
+        raise ValueError(f"--eval-tokens must be positive, got {args.eval_tokens}")
+    data_cfg = SyntheticConfig(**data_options.values(args), seed=args.data_seed)
+    data_cfg.validate()
+    return {
+        "arch": args.arch,
+        "sae_cfg": config_class.from_dict({"d_in": data_cfg.d, **sae_options.values(args)}),
+        "train_cfg": TrainConfig(**train_options.values(args)),
+        "data_cfg": data_cfg,
+        "eval_tokens": args.eval_tokens,
+        "out": args.out,
+        "with_match_table": args.match_table,
+        "json": args.json,
+    }
+
+
+def run(argv: list[str]) -> int:
+    request = parse_bench_args(argv)
+    json_path = request.pop("json")
+    result = run_benchmark(**request)
+    text = json.dumps(result, indent=1)
+    summary = {k: result[k] for k in ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds",
+                                            "train_cpu_seconds")}
+    print(json.dumps(summary) if json_path else text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text + "\n")
+        print(f"wrote {json_path}")
+    return 0
+
+
+__all__ = ["BENCH_SAE", "BENCH_TRAIN", "parse_bench_args", "register_cli", "run", "run_benchmark"]
