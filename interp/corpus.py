@@ -236,7 +236,7 @@ def shuffled(items: Iterable[str], seed: int, buffer_size: int) -> Iterator[str]
 
 def token_sequences(corpus: Iterable[str], tokenizer: TextEncoder, context_length: int, seed: int = 0, *,
                     epochs: int | None = 1, shuffle_buffer: int = 4096,
-                    encode_batch_size: int = 64) -> Iterator[Tensor]:
+                    encode_batch_size: int = 16) -> Iterator[Tensor]:
     """Packed token windows: each a LongTensor [context_length] whose first token is BOS.
 
     The documents, in an order shuffled by `seed` (reshuffled each epoch), are tokenized and

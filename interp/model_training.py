@@ -28,8 +28,8 @@ from interp.model import LoadedModel, ModelConfig, build_native_model, native_to
 from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
 from interp.training_record import Sample, TrainingRecord, mlp_activations
 
-DEFAULT_PROMPTS = {"stdlib": "def "}
-FALLBACK_PROMPT = "The "
+STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
+PROMPT_CHARS = 80
 
 
 @dataclass
@@ -51,11 +51,12 @@ class TrainConfig:
     tokenizer_chars: int = field(default=50_000_000, metadata={"help": "characters of training text the tokenizer learns from"})
     eval_tokens: int = field(default=32_768, metadata={"help": "held-out tokens per evaluation"})
     heldout_points: int = field(default=8, metadata={"help": "held-out evaluations spread over training (plus start and end)"})
-    prompt: str | None = field(default=None, metadata={"help": "fixed prompt of the training record (default per corpus)"})
+    prompt: str | None = field(default=None, metadata={"help": "fixed prompt of the training record (default: see default_prompt)"})
     sample_tokens: int = field(default=48, metadata={"help": "tokens sampled from the prompt at each record point"})
     sample_temperature: float = field(default=0.8, metadata={"help": "temperature of the record's non-greedy samples"})
     story_points: tuple[float, ...] = field(default=(0.02, 0.1, 0.3), metadata={"help": "progress fractions at which to sample text (besides start and end)"})
     device: str = field(default="cpu", metadata={"help": "torch device"})
+    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
     def validate(self) -> None:
         if self.tokens is not None and self.minutes is not None:
@@ -77,6 +78,8 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
     into `out`; return the trained model as a LoadedModel."""
     cfg.validate()
     torch.manual_seed(cfg.seed)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     train_corpus, heldout_corpus = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "heldout")
     tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else train_tokenizer(
         _first_chars(train_corpus, cfg.tokenizer_chars), cfg.vocab_size, show_progress=show_progress)
@@ -84,7 +87,7 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
     ctx = model_cfg.context_length
     model = build_native_model(model_cfg).to(cfg.device)
     heldout = _first_windows(heldout_corpus, tokenizer, ctx, max(1, cfg.eval_tokens // ctx))
-    prompt = cfg.prompt if cfg.prompt is not None else DEFAULT_PROMPTS.get(cfg.corpus, FALLBACK_PROMPT)
+    prompt = cfg.prompt if cfg.prompt is not None else default_prompt(cfg.corpus, heldout_corpus)
     prompt_tokens = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])[:ctx]
     strings = tokenizer.token_strings()
     record = TrainingRecord(
@@ -152,6 +155,15 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
     record.save(out)
     return LoadedModel(bridge=native_to_bridge(model, model_cfg, name=Path(out).name), tokenizer=tokenizer,
                        name=Path(out).name, context_length=ctx)
+
+
+def default_prompt(spec: str, heldout: Corpus) -> str:
+    """The record's prompt when none is given: a hand-written function opening for `stdlib`; for
+    other corpora the opening lines (up to PROMPT_CHARS characters) of the first held-out document."""
+    if spec == "stdlib":
+        return STDLIB_PROMPT
+    opening = next(iter(heldout))[:PROMPT_CHARS]
+    return opening[:opening.rfind("\n") + 1] or opening
 
 
 def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -235,7 +247,7 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         target = budget if f.name in ("tokens", "minutes") else parser
         flag = "--" + f.name.replace("_", "-")
-        kind = {"tokens": int, "minutes": float, "tokenizer": str, "prompt": str}.get(f.name, type(f.default))
+        kind = {"tokens": int, "minutes": float, "tokenizer": str, "prompt": str, "threads": int}.get(f.name, type(f.default))
         if f.name == "story_points":
             target.add_argument(flag, type=float, nargs="+", default=list(f.default), help=f.metadata["help"])
         else:

@@ -23,7 +23,7 @@ from interp.model import (
     load_model,
     sample_text,
 )
-from interp.model_training import TrainConfig, evaluate, next_token_loss, train_model
+from interp.model_training import STDLIB_PROMPT, TrainConfig, default_prompt, evaluate, next_token_loss, train_model
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
 from interp.training_record import RECORD_FILE, TENSORS_FILE, TrainingRecord
 
@@ -147,6 +147,17 @@ def test_minutes_budget_stops_on_the_training_clock(tmp_path, tokenizer_file):
     assert clock[-1] == record.summary["train_seconds"] >= 0.6  # stopped at the first step past 0.6 s
     assert len(clock) == 1 or clock[-2] < 0.6
     assert record.summary["tokens"] == record.summary["steps"] * 2 * 16
+
+
+def test_default_prompt_is_fixed_per_corpus(tmp_path):
+    assert default_prompt("stdlib", load_corpus("stdlib", "heldout")) == STDLIB_PROMPT
+    path = tmp_path / "poem.txt"
+    lines = [f"line {i} of a poem that goes on for a while\n" for i in range(5000)]
+    path.write_text("".join(lines))
+    heldout = load_corpus(str(path), "heldout")
+    first = next(iter(heldout))
+    prompt = default_prompt(str(path), heldout)  # 80 characters hold one whole 44-character line
+    assert prompt == first.splitlines(keepends=True)[0] and prompt in lines
 
 
 def test_budget_options_are_validated():
