@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 from tqdm import tqdm
-from transformer_lens.model_bridge.exceptions import StopAtLayerException
 
+from interp.corpus import load_corpus, token_sequences
+from interp.model import load_model
 from sae.data import STORAGE_DTYPES, ActivationWriter
 
 SHARD_BYTES = 64 * 2**20  # default shard size: about 64 MiB of activations
@@ -131,6 +132,10 @@ class CapturePlan:
         return tuple(h.name for h in self.hooks)
 
 
+class _PassComplete(Exception):
+    """Raised by the last hook of a pass to end the forward pass early."""
+
+
 class ActivationHooks:
     """Forward hooks that keep the requested activations of one pass and end the pass right after
     the last of them fires. A context manager: the hooks stay attached across many `run` calls."""
@@ -144,7 +149,7 @@ class ActivationHooks:
         def keep(activation: Tensor, hook) -> None:
             self._acts[name] = activation.detach()
             if len(self._acts) == len(self.hook_names):
-                raise StopAtLayerException(activation)  # caught by the bridge's forward: the pass ends here
+                raise _PassComplete  # nothing after this point runs; `run` catches it
 
         return keep
 
@@ -159,8 +164,11 @@ class ActivationHooks:
     def run(self, tokens: Tensor) -> dict[str, Tensor]:
         """tokens [batch, pos] -> {hook name: activation as the hook saw it}."""
         self._acts = {}
-        with torch.inference_mode():
-            self.bridge(tokens, stop_at_layer=self.stop_at_layer)
+        try:
+            with torch.inference_mode():
+                self.bridge(tokens, stop_at_layer=self.stop_at_layer)
+        except _PassComplete:
+            pass
         missing = [n for n in self.hook_names if n not in self._acts]
         if missing:
             raise ValueError(f"hook(s) {missing} never fired in the forward pass; this model's backend does not run them.")
@@ -342,7 +350,9 @@ def capture_to_disk(
     sequences = iter(sequences)
     first = next(sequences, None)  # corpus errors surface here, before any folder is made
     if first is None:
-        raise ValueError("the corpus yielded no token sequences; nothing to capture.")
+        corpus = (metadata or {}).get("corpus", "the corpus")
+        raise ValueError(f"no token sequences to capture: {corpus} holds less than one window of {context_length} tokens; "
+                         "use a larger corpus.")
     sequences = itertools.chain([first], sequences)
     out = Path(out)
     paths = {spec.name: out / spec.name for spec in plan.hooks}
@@ -392,9 +402,6 @@ def run_capture(
     progress: bool = True,
 ) -> dict[str, Path]:
     """`interp capture`: load the model and corpus by spec, then `capture_to_disk`."""
-    from interp.corpus import load_corpus, token_sequences
-    from interp.model import load_model
-
     check_dtype(dtype)
     loaded = load_model(model, device=device)
     model_spec = str(Path(model).resolve()) if Path(model).exists() else str(model)

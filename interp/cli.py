@@ -10,6 +10,7 @@ import sys
 # Modules that add subcommands, in the order `interp --help` lists them.
 COMMAND_MODULES: list[str] = [
     "interp.model",
+    "interp.capture",
     "interp.evaluate",
 ]
 

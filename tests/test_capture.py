@@ -17,9 +17,14 @@ import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers bo
 from transformer_lens.model_bridge import TransformerBridge
 
 from interp.capture import capture_to_disk, check_dtype, check_hook_names, plan_capture, stop_layer
+from interp.cli import main as interp_main
+from interp.corpus import cut_at_line_breaks, load_corpus, token_sequences
+from interp.model import ModelConfig, build_native_model, load_model, save_model
+from interp.tokenizer import train_tokenizer
 from sae.data import ActivationDataset
 
 ROOT = Path(__file__).resolve().parents[1]
+SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
 CTX, VOCAB = 32, 300
 TINY = dict(d_model=64, d_head=16, n_layers=2, n_ctx=CTX, n_heads=4, d_vocab=VOCAB, d_mlp=128, act_fn="gelu",
             seed=0, normalization_type="LN")
@@ -134,24 +139,48 @@ def test_pass_stops_after_the_deepest_hook(bridge, tmp_path):
 
 # --- resume ---------------------------------------------------------------------------------
 
-KILL_HOOKS = ["blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"]
-KILL_WINDOWS = dict(n=40, seed=4)
-KILL_CAPTURE = dict(total_tokens=40 * CTX - 5, model_id="tiny", context_length=CTX, batch_size=3,
-                    tokens_per_shard=4 * CTX, metadata={"seed": 4}, progress=False)
-SLOW_CAPTURE = textwrap.dedent(f"""
-    import sys, time, torch
-    import transformer_lens.model_bridge.sources.native
-    from transformer_lens.model_bridge import TransformerBridge
-    from interp.capture import capture_to_disk
-    bridge = TransformerBridge.boot_native({TINY!r})
-    bridge.eval()
-    windows = torch.randint(0, {VOCAB}, ({KILL_WINDOWS['n']}, {CTX}),
-                            generator=torch.Generator().manual_seed({KILL_WINDOWS['seed']}))
-    def slow_windows():  # the corpus arrives slowly, so the parent can kill the capture midway
-        for w in windows:
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """A saved 2-layer native model (untrained) with a 300-token BPE tokenizer of Shakespeare."""
+    tokenizer = train_tokenizer(cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:50_000]), vocab_size=300,
+                                show_progress=False)
+    cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, context_length=CTX, d_vocab=tokenizer.vocab_size)
+    return save_model(build_native_model(cfg), cfg, tokenizer, tmp_path_factory.mktemp("model") / "tiny")
+
+
+def cli_args(model_dir: Path, out: Path, *extra: str, tokens: int = 40 * CTX - 5) -> list[str]:
+    return ["capture", "--model", str(model_dir), "--hook", "blocks.0.mlp.hook_post", "--hook", "blocks.1.hook_resid_pre",
+            "--corpus", SHAKESPEARE, "--tokens", str(tokens), "--out", str(out), "--batch-size", "3",
+            "--shard-tokens", str(4 * CTX), "--seed", "3", *extra]
+
+
+def test_cli_capture_writes_the_corpus_windows_and_their_activations(model_dir, tmp_path, capsys):
+    assert interp_main(cli_args(model_dir, tmp_path, "--split", "heldout", tokens=6 * CTX)) == 0
+    loaded = load_model(model_dir)
+    windows = torch.stack([w for w, _ in zip(token_sequences(load_corpus(SHAKESPEARE, "heldout"), loaded.tokenizer, CTX, 3), range(6))])
+    for name in ("blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"):
+        got = read_all(tmp_path / name)
+        assert torch.equal(got["tokens"], windows.reshape(-1).to(torch.int32))
+        assert torch.equal(got["acts"], cached_rows(loaded.bridge, windows, name))
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        assert manifest["model_id"] == "tiny" and manifest["context_length"] == CTX
+        assert manifest["metadata"]["model"] == str(model_dir.resolve())
+        assert {k: manifest["metadata"][k] for k in ("corpus", "split", "seed")} == {
+            "corpus": SHAKESPEARE, "split": "heldout", "seed": 3}
+    assert f"blocks.0.mlp.hook_post: {tmp_path / 'blocks.0.mlp.hook_post'}" in capsys.readouterr().out
+
+
+SLOW_CLI_CAPTURE = textwrap.dedent("""
+    import sys, time
+    import interp.capture
+    from interp.cli import main
+    fast = interp.capture.token_sequences
+    def slow(*args, **kwargs):  # the corpus arrives slowly, so the parent can kill the capture midway
+        for window in fast(*args, **kwargs):
             time.sleep(0.05)
-            yield w
-    capture_to_disk(bridge, {KILL_HOOKS!r}, slow_windows(), sys.argv[1], **{KILL_CAPTURE!r})
+            yield window
+    interp.capture.token_sequences = slow
+    sys.exit(main(sys.argv[1:]))
 """)
 
 
@@ -162,30 +191,29 @@ def shards_on_disk(path: Path) -> int:
         return 0
 
 
-def test_sigkilled_capture_resumes_to_the_same_bytes_as_an_uninterrupted_one(tmp_path):
-    killed = tmp_path / "killed"
-    victim = subprocess.Popen([sys.executable, "-c", SLOW_CAPTURE, str(killed)], cwd=ROOT,
+def test_sigkilled_cli_capture_resumes_to_the_same_bytes_as_an_uninterrupted_one(model_dir, tmp_path):
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    hooks = ["blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"]
+    victim = subprocess.Popen([sys.executable, "-c", SLOW_CLI_CAPTURE, *cli_args(model_dir, killed)], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        windows = random_windows(**KILL_WINDOWS)
-        capture_to_disk(boot(), KILL_HOOKS, iter(windows), tmp_path / "whole", **KILL_CAPTURE)
+        assert interp_main(cli_args(model_dir, whole)) == 0
         deadline = time.monotonic() + 120
-        while shards_on_disk(killed / KILL_HOOKS[1]) < 2 and victim.poll() is None and time.monotonic() < deadline:
+        while shards_on_disk(killed / hooks[1]) < 2 and victim.poll() is None and time.monotonic() < deadline:
             time.sleep(0.01)
         assert victim.poll() is None, "the capture ended before it could be killed: " + victim.stderr.read().decode()
     finally:
         victim.send_signal(signal.SIGKILL)
         victim.wait()
-    manifests = [json.loads((killed / name / "manifest.json").read_text()) for name in KILL_HOOKS]
+    manifests = [json.loads((killed / name / "manifest.json").read_text()) for name in hooks]
     assert not any(m["complete"] for m in manifests) and all(m["shards"] for m in manifests)
-    capture_to_disk(boot(), KILL_HOOKS, iter(windows), killed, resume=True, **KILL_CAPTURE)
-    for name in KILL_HOOKS:
-        a, b = read_all(tmp_path / "whole" / name), read_all(killed / name)
-        assert a["acts"].shape[0] == KILL_CAPTURE["total_tokens"]
+    assert interp_main(cli_args(model_dir, killed, "--resume")) == 0
+    for name in hooks:
+        a, b = read_all(whole / name), read_all(killed / name)
+        assert a["acts"].shape[0] == 40 * CTX - 5
         for key in ("acts", "tokens", "positions"):
             assert torch.equal(a[key], b[key]), (name, key)
-        sha = [[s["sha256"] for s in json.loads((p / name / "manifest.json").read_text())["shards"]]
-               for p in (tmp_path / "whole", killed)]
+        sha = [[s["sha256"] for s in json.loads((p / name / "manifest.json").read_text())["shards"]] for p in (whole, killed)]
         assert sha[0] == sha[1]
 
 
@@ -257,7 +285,7 @@ def test_invalid_dtype_names_the_choices(bridge, tmp_path):
 
 
 def test_empty_token_stream_is_refused_before_any_folder_is_made(bridge, tmp_path):
-    with pytest.raises(ValueError, match="no token sequences"):
+    with pytest.raises(ValueError, match="less than one window of 32 tokens"):
         capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter([]), tmp_path / "out", total_tokens=CTX,
                         model_id="tiny", context_length=CTX, progress=False)
     assert not (tmp_path / "out").exists()
@@ -280,3 +308,23 @@ def test_non_finite_activation_names_hook_shard_and_row(tmp_path):
     assert "NaN" in message and "shard 2" in message and "row 44" in message
     kept = json.loads((tmp_path / name / "manifest.json").read_text())
     assert not kept["complete"] and kept["total_tokens"] == 2 * 4 * CTX  # complete shards before the bad one
+
+
+def test_cli_reports_bad_dtype_unknown_hook_and_empty_corpus_as_errors(model_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert interp_main(cli_args(model_dir, out, "--dtype", "float64")) == 2
+    assert "interp capture: error: --dtype 'float64' is not a storage dtype" in capsys.readouterr().err
+    bad_hook = cli_args(model_dir, out)
+    bad_hook[bad_hook.index("blocks.1.hook_resid_pre")] = "blocks.1.hook_resid_psot"
+    assert interp_main(bad_hook) == 2
+    assert "did you mean 'blocks.1.hook_resid_post'?" in capsys.readouterr().err
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    args = cli_args(model_dir, out)
+    args[args.index(SHAKESPEARE)] = str(empty)
+    assert interp_main(args) == 2
+    assert f"interp capture: error: corpus {str(empty)!r} (split 'train') has no documents" in capsys.readouterr().err
+    empty.write_text("too short for a window\n")
+    assert interp_main(args) == 2
+    assert "holds less than one window of 32 tokens" in capsys.readouterr().err
+    assert not out.exists()
