@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -212,3 +213,54 @@ def test_hook_name_comes_from_the_sae_metadata():
         sae_hook_name(sae, None)
     sae.metadata = {"hook_name": RESID}
     assert sae_hook_name(sae, None) == RESID
+
+
+# --- `interp eval` end to end ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_folder(tmp_path_factory):
+    """A saved native model (random weights) whose training record names a small JSONL corpus."""
+    from interp.model import ModelConfig, build_native_model, save_model
+    from interp.tokenizer import train_tokenizer
+
+    root = tmp_path_factory.mktemp("eval")
+    text = root / "corpus.jsonl"
+    words = "the cat sat on a mat while dogs ran far and wide under blue skies".split()
+    g = torch.Generator().manual_seed(0)
+    lines = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (60,), generator=g)) for _ in range(60)]
+    text.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))
+    tokenizer = train_tokenizer(lines, vocab_size=280, show_progress=False)
+    cfg = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, context_length=16, d_vocab=300, seed=0)
+    return save_model(build_native_model(cfg), cfg, tokenizer, root / "model", training={"corpus": str(text)})
+
+
+def test_interp_eval_cli_on_a_saved_model_and_sae(model_folder, tmp_path, capsys):
+    from interp.cli import main
+    from sae.io import save_sae
+
+    sae = identity_sae(32)
+    sae.metadata = {"hook_name": RESID}
+    save_sae(sae, tmp_path / "sae")
+    out = tmp_path / "eval.json"
+    code = main(["eval", "--model", str(model_folder), "--sae", str(tmp_path / "sae"), "--tokens", "64",
+                 "--batch-size", "2", "--json", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = json.loads(out.read_text())
+    assert result["hook_name"] == RESID and result["split"] == "heldout"
+    assert result["corpus"].endswith("corpus.jsonl")  # the corpus the model folder records
+    assert result["num_tokens"] == 64 and result["num_predictions"] == 4 * 15
+    assert result["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-9)
+    assert result["kl_score"] == pytest.approx(1.0, abs=1e-9)
+    assert result["fvu"] < 1e-12
+    assert "ce_loss_recovered" in capsys.readouterr().out
+
+
+def test_interp_eval_cli_refuses_an_sae_of_another_width(model_folder, tmp_path, capsys):
+    from interp.cli import main
+    from sae.io import save_sae
+
+    save_sae(build_sae("topk", d_in=48, d_sae=64, k=4), tmp_path / "sae")
+    code = main(["eval", "--model", str(model_folder), "--sae", str(tmp_path / "sae"), "--hook", RESID,
+                 "--tokens", "32"])
+    assert code == 2
+    assert re.search(r"d_in=48.*blocks\.0\.hook_resid_post.*per-token size 32", capsys.readouterr().err)
