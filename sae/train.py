@@ -174,8 +174,8 @@ class _Member:
         self.optimizer = torch.optim.Adam(self.params, lr=self.base_lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                           eps=cfg.adam_eps, **_fast_adam(device))
         self.tokens_since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.int64, device=device)
-        if cfg.resample_steps and not hasattr(self.sae, "resample_dead"):
-            raise ValueError(f"resample_steps is set but architecture {arch!r} has no resample_dead; "
+        if cfg.resample_steps and type(self.sae).resample_dead is SAE.resample_dead:
+            raise ValueError(f"resample_steps is set but architecture {arch!r} does not resample dead latents; "
                              "clear resample_steps or use an architecture that resamples (relu)")
 
     def dead_mask(self, window: int) -> Tensor:
@@ -204,11 +204,12 @@ class _Member:
         self.optimizer.zero_grad(set_to_none=True)
         self.tokens_since_fired += x.shape[0]
         self.tokens_since_fired.masked_fill_(out.fired > 0, 0)
+        resampled = None
         if step + 1 in cfg.resample_steps:
             dead = self.dead_mask(cfg.dead_window_tokens)
-            self.sae.resample_dead(dead, x, self.optimizer)  # type: ignore[attr-defined]
+            resampled = self.sae.resample_dead(dead, x, self.optimizer)  # type: ignore[attr-defined]
             self.tokens_since_fired.masked_fill_(dead, 0)
-        return {"out": out, "lr": lr}
+        return {"out": out, "lr": lr, "resampled": resampled}
 
     def metrics(self, x: Tensor, result: dict[str, Any], window: int) -> dict[str, Any]:
         """Loss terms, L0, FVU on the batch (sum (x - x_hat)^2 / sum (x - mean x)^2) and dead fraction."""
@@ -474,6 +475,10 @@ def train_sae(
             results = [m.step(x, step, cfg, steps, autocast) for m in members]
             bar.update(1)
             done = step + 1
+            if log is not None:
+                for m, r in zip(members, results):
+                    if r["resampled"] is not None:
+                        log.write(json.dumps({"step": done, "sae": m.name, "resampled": r["resampled"]}) + "\n")
             if done % cfg.log_every == 0 or done == steps:
                 rows = [m.metrics(x, r, cfg.dead_window_tokens) for m, r in zip(members, results)]
                 now = time.perf_counter()

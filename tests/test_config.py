@@ -168,3 +168,18 @@ def test_real_architecture_config_parses_to_a_valid_config():
     members = expand_sweep(opts.values(parser.parse_args(["--d-sae", "64", "--k", "4,8", "--aux-k", "none"])))
     configs = [TopKConfig.from_dict({"d_in": 16, **m}) for m in members]
     assert [(c.d_sae, c.k, c.aux_k) for c in configs] == [(64, 4, None), (64, 8, None)]
+
+
+@dataclass
+class Documented:
+    """A class whose fields are described in its docstring. size: how many (None: all).
+    rate: how fast, per step. other: not a field name here: ignored."""
+
+    size: int | None = None
+    rate: float = field(default=1.0, metadata={"help": "From metadata."})
+    plain: str = "x"
+
+
+def test_help_falls_back_to_the_class_docstring():
+    specs = {s.name: s.help for s in field_specs(Documented)}
+    assert specs == {"size": "how many (None: all).", "rate": "From metadata.", "plain": ""}

@@ -403,3 +403,59 @@ def test_sigkill_after_a_checkpoint_then_resume_ends_with_the_uninterrupted_weig
     assert expected.keys() == got.keys()
     for name in expected:
         assert torch.allclose(expected[name], got[name], atol=1e-6, rtol=0), name
+
+
+@pytest.mark.parametrize("arch", sorted(architectures.ARCHITECTURES))
+def test_every_architecture_trains_and_its_saved_file_is_the_returned_sae(tmp_path, arch):
+    from sae.io import load_sae
+
+    config = architectures.get_architecture(arch).config_class.from_dict({"d_in": D_IN, "d_sae": D_SAE})
+    trained = train_sae([(arch, config)], batch_list(6), small_cfg(steps=6), tmp_path / arch, progress=False)[0]
+    loaded = load_sae(tmp_path / arch)
+    x = planted(256, seed=3)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), trained(x), atol=1e-5, rtol=1e-5)
+        assert torch.isfinite(trained(x)).all()
+
+
+def test_relu_resampling_runs_and_resume_restores_the_random_state(tmp_path, monkeypatch):
+    from sae.architectures.relu import ReLUConfig, ReLUSAE
+
+    class SilentTail(ReLUSAE):
+        """ReLU whose latents 48.. never count as fired, so they are dead and get resampled."""
+
+        arch = "silent_tail"
+
+        def train_step(self, x, state):
+            out = super().train_step(x, state)
+            out.fired[48:] = 0
+            return out
+
+        def inference_form(self):
+            plain = ReLUSAE(self.cfg)
+            plain.load_state_dict(self.state_dict())
+            return plain
+
+    monkeypatch.setitem(architectures.ARCHITECTURES, "silent_tail", SilentTail)
+    relu = ("silent_tail", ReLUConfig(d_in=D_IN, d_sae=D_SAE))
+    cfg = small_cfg(steps=12, checkpoint_every=4, dead_window_tokens=2 * BATCH, resample_steps=[6, 10])
+    full = train_sae([relu], batch_list(12), cfg, tmp_path / "full", progress=False)[0]
+    rows = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["resampled"]) for r in rows if "resampled" in r] == [(6, 16), (10, 16)]
+
+    def dies_at(n):
+        for i, b in enumerate(batch_list(12)):
+            if i == n:
+                raise KeyboardInterrupt
+            yield b
+
+    with pytest.raises(KeyboardInterrupt):
+        train_sae([relu], dies_at(9), cfg, tmp_path / "cut", progress=False)
+    resumed = train_sae([relu], batch_list(12), cfg, tmp_path / "cut", resume=True, progress=False)[0]
+    for name, tensor in full.state_dict().items():
+        assert torch.allclose(tensor, resumed.state_dict()[name], atol=1e-6, rtol=0), name
+
+
+def test_resample_steps_need_an_architecture_that_resamples():
+    with pytest.raises(ValueError, match="resample_steps is set but architecture 'topk' does not resample"):
+        train_sae([topk()], batch_list(2), small_cfg(resample_steps=[1]), None, progress=False)
