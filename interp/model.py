@@ -184,7 +184,7 @@ def _load_hugging_face(name_or_folder: str, device: str | torch.device | None) -
     try:
         tokenizer = Tokenizer.from_pretrained(name_or_folder)
         bridge = TransformerBridge.boot_transformers(name_or_folder, device=device)
-    except (OSError, ValueError, EnvironmentError) as err:
+    except (OSError, ValueError) as err:
         where = "folder" if Path(name_or_folder).is_dir() else "model name"
         raise ValueError(f"cannot load Hugging Face {where} {name_or_folder!r}: {err} "
                          "(a model name needs network access; offline, pass a local checkpoint folder).") from err

@@ -133,14 +133,14 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
         step += 1
         seen += tokens.numel()
         record.add_train_step(step, seen, loss_value, lr, train_seconds)
-        before, progress = progress, min(1.0, max(seen / budget_tokens if budget_tokens else 0.0,
-                                                  train_seconds / budget_seconds if budget_seconds else 0.0))
-        bar.update((seen - bar.n) if budget_tokens else (int(train_seconds) - bar.n))
+        before = progress
+        progress = min(1.0, seen / budget_tokens) if budget_tokens else min(1.0, train_seconds / budget_seconds)
+        bar.update((seen if budget_tokens else int(train_seconds)) - bar.n)
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{seen / train_seconds:,.0f}", lr=f"{lr:.2e}")
-        crossed = lambda marks: progress < 1.0 and any(before < m <= progress for m in marks)
-        if crossed(heldout_marks) or crossed(story_marks):
+        story_point = _crossed(story_marks, before, progress)
+        if story_point or _crossed(heldout_marks, before, progress):
             model.eval()
-            checkpoint(step, seen, progress, with_sample=crossed(story_marks))
+            checkpoint(step, seen, progress, with_sample=story_point)
             model.train()
     bar.close()
     model.eval()
@@ -188,6 +188,11 @@ def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                              lr=cfg.lr, betas=(0.9, 0.95))
+
+
+def _crossed(marks: list[float], before: float, now: float) -> bool:
+    """Whether progress passed a mark on this step (the end, 1.0, is handled on its own)."""
+    return now < 1.0 and any(before < mark <= now for mark in marks)
 
 
 def _cosine(progress: float, floor: float) -> float:
