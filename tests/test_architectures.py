@@ -1,0 +1,453 @@
+"""The six SAE architectures: planted-dictionary training, hand-computed losses in float64,
+straight-through and projected gradients, inference forms, activation-scale folding, configs."""
+
+import math
+
+import pytest
+import torch
+
+from sae.architectures import ARCHITECTURES, TrainState, build_sae, get_architecture
+from sae.architectures.batchtopk import batch_topk_indices
+
+D64 = torch.float64
+ALL = ["relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """These tensors are tiny: extra threads only add synchronisation on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# --- planted sparse dictionary -----------------------------------------------------------------
+
+
+class PlantedDictionary:
+    """x = c @ G: 64 unit-norm features in d=32, 3 active per token with magnitudes in [0.5, 2.5]."""
+
+    def __init__(self, d=32, m=64, active=3, seed=0):
+        self.g = torch.Generator().manual_seed(seed)
+        G = torch.randn(m, d, generator=self.g)
+        self.G, self.m, self.active = G / G.norm(dim=1, keepdim=True), m, active
+
+    def batch(self, n):
+        idx = torch.rand(n, self.m, generator=self.g).argsort(1)[:, : self.active]
+        c = torch.zeros(n, self.m).scatter_(1, idx, torch.rand(n, self.active, generator=self.g) * 2 + 0.5)
+        return c @ self.G
+
+
+TRAINING = {
+    "topk": dict(k=4),
+    "batchtopk": dict(k=4),
+    "matryoshka": dict(k=4, prefixes=[16, 64, 128]),
+    "relu": dict(l1_coefficient=1.0),
+    "jumprelu": dict(l0_coefficient=0.03, bandwidth=0.1, initial_threshold=0.3),
+    "gated": dict(l1_coefficient=1.0),
+}
+
+
+def fvu(x, x_hat):
+    return float(((x - x_hat) ** 2).sum() / ((x - x.mean(0)) ** 2).sum())
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_training_on_a_planted_dictionary_lowers_fvu(arch):
+    torch.manual_seed(0)
+    data = PlantedDictionary()
+    sae = build_sae(arch, d_in=32, d_sae=128, **TRAINING[arch])
+    held_out = data.batch(2048)
+    sae.init_from_data(held_out.mean(0))
+    opt = torch.optim.Adam(sae.parameters(), lr=5e-3)
+    steps, tokens_since_fired = 200, torch.zeros(128)
+    for step in range(steps):
+        x = data.batch(128)
+        out = sae.train_step(x, TrainState(step, steps, dead_mask=tokens_since_fired > 2048))
+        tokens_since_fired += 128
+        tokens_since_fired[out.fired > 0] = 0
+        opt.zero_grad()
+        out.total.backward()
+        sae.after_backward()
+        opt.step()
+        sae.after_step()
+    inference = sae.inference_form()
+    with torch.no_grad():
+        f = inference.encode(held_out)
+        score = fvu(held_out, inference.decode(f))
+    l0 = float((f > 0).sum(1).float().mean())
+    assert score < 0.25, (arch, score)  # predicting the mean scores 1
+    assert 1 <= l0 < 48, (arch, l0)
+    assert set(out.terms) >= {"mse"} and out.fired.shape == (128,) and out.l0.ndim == 0
+
+
+# --- hand-computed losses ----------------------------------------------------------------------
+
+N, D_IN, D_SAE = 6, 5, 8
+
+
+def randomized(arch, seed=0, **fields):
+    """A float64 SAE whose every parameter is random (biases included)."""
+    torch.manual_seed(seed)
+    sae = build_sae(arch, d_in=D_IN, d_sae=D_SAE, **fields).to(D64)
+    g = torch.Generator().manual_seed(seed + 100)
+    with torch.no_grad():
+        for name, p in sae.named_parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=D64) * (0.3 if name == "r_mag" else 1.0))
+        if arch == "jumprelu":
+            sae.log_threshold.copy_(torch.rand(D_SAE, generator=g, dtype=D64).mul(0.9).add(0.1).log())
+    return sae
+
+
+def tiny_batch(seed=1):
+    return torch.randn(N, D_IN, generator=torch.Generator().manual_seed(seed), dtype=D64) * 2
+
+
+def reference_preacts(sae, x):
+    return (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+
+
+def mse_of(x, x_hat):
+    return sum(float(((x[i] - x_hat[i]) ** 2).sum()) for i in range(len(x))) / len(x)
+
+
+def per_token_topk_code(pre, k, allowed=None):
+    """Explicit loop: each row's k largest pre-activations among `allowed` latents, ReLU'd."""
+    f = torch.zeros_like(pre)
+    for i in range(pre.shape[0]):
+        candidates = [l for l in range(pre.shape[1]) if allowed is None or allowed[l]]
+        for l in sorted(candidates, key=lambda l: -float(pre[i, l]))[:k]:
+            f[i, l] = max(float(pre[i, l]), 0.0)
+    return f
+
+
+def batch_topk_code(pre, k):
+    """Explicit loop: the n*k largest ReLU'd pre-activations of the whole batch."""
+    n, d_sae = pre.shape
+    entries = sorted(((float(pre[i, l]), i, l) for i in range(n) for l in range(d_sae)), reverse=True)[: n * k]
+    f = torch.zeros_like(pre)
+    for value, i, l in entries:
+        f[i, l] = max(value, 0.0)
+    return f
+
+
+def auxk_reference(sae, x, x_hat, pre, dead, aux_k):
+    f_aux = per_token_topk_code(pre, min(aux_k, int(dead.sum())), allowed=dead)
+    return mse_of(x - x_hat, f_aux @ sae.W_dec)
+
+
+@torch.no_grad()
+def check_terms(out, expected: dict, total: float):
+    assert set(out.terms) == set(expected)
+    for name, value in expected.items():
+        assert abs(float(out.terms[name]) - value) < 1e-12, (name, float(out.terms[name]), value)
+    assert abs(float(out.total) - total) < 1e-12
+
+
+def test_topk_loss_by_hand():
+    sae = randomized("topk", k=3, aux_k=2, aux_coefficient=0.25)
+    x, dead = tiny_batch(), torch.tensor([1, 0, 1, 1, 0, 0, 1, 0], dtype=torch.bool)
+    out = sae.train_step(x, TrainState(0, 10, dead_mask=dead))
+    with torch.no_grad():
+        pre = reference_preacts(sae, x)
+        f = per_token_topk_code(pre, 3)
+        x_hat = f @ sae.W_dec + sae.b_dec
+        mse, auxk = mse_of(x, x_hat), auxk_reference(sae, x, x_hat, pre, dead, 2)
+    assert auxk > 0
+    check_terms(out, {"mse": mse, "auxk": auxk}, mse + 0.25 * auxk)
+    assert torch.equal(out.fired, (f > 0).sum(0)) and abs(float(out.l0) - float((f > 0).sum(1).double().mean())) < 1e-12
+    assert (out.x_hat - x_hat).abs().max() < 1e-12
+
+
+def test_topk_without_dead_latents_has_zero_auxk_and_auxk_only_trains_dead_latents():
+    sae = randomized("topk", k=3, aux_k=2)
+    x = tiny_batch()
+    assert float(sae.train_step(x, TrainState(0, 10)).terms["auxk"]) == 0.0
+    dead = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0], dtype=torch.bool)
+    sae.train_step(x, TrainState(0, 10, dead_mask=dead)).terms["auxk"].backward()
+    assert sae.W_dec.grad[~dead].abs().max() == 0 and sae.W_dec.grad[dead].abs().max() > 0
+    assert sae.W_enc.grad[:, ~dead].abs().max() == 0
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_batchtopk_family_loss_by_hand(arch):
+    fields = dict(k=2, aux_k=3, aux_coefficient=0.5)
+    if arch == "matryoshka":
+        fields["prefixes"] = [2, 5, 8]
+    sae = randomized(arch, **fields)
+    x, dead = tiny_batch(), torch.tensor([0, 1, 1, 0, 1, 0, 0, 1], dtype=torch.bool)
+    out = sae.train_step(x, TrainState(0, 10, dead_mask=dead))
+    with torch.no_grad():
+        pre = reference_preacts(sae, x)
+        f = batch_topk_code(pre, 2)
+        x_hat = f @ sae.W_dec + sae.b_dec
+        mse, auxk = mse_of(x, x_hat), auxk_reference(sae, x, x_hat, pre, dead, 3)
+    assert (f > 0).sum(1).min() != (f > 0).sum(1).max()  # tokens really do use different numbers of latents
+    assert float(sae.threshold) == float(f[f > 0].min())  # first estimate: the smallest kept activation
+    if arch == "batchtopk":
+        check_terms(out, {"mse": mse, "auxk": auxk}, mse + 0.5 * auxk)
+    else:
+        with torch.no_grad():
+            prefix = [mse_of(x, f[:, :m] @ sae.W_dec[:m] + sae.b_dec) for m in (2, 5, 8)]
+        check_terms(out, {"mse": mse, "mse_prefixes": sum(prefix), "auxk": auxk}, sum(prefix) + 0.5 * auxk)
+    assert float(out.l0) == 2.0
+
+
+def test_relu_loss_by_hand_with_warmup():
+    sae = randomized("relu", l1_coefficient=3.0, l1_warmup_fraction=0.5)
+    x = tiny_batch()
+    with torch.no_grad():
+        f = torch.relu(reference_preacts(sae, x))
+        mse = mse_of(x, f @ sae.W_dec + sae.b_dec)
+        norms = [float(sae.W_dec[l].norm()) for l in range(D_SAE)]
+        l1 = sum(float(f[i, l]) * norms[l] for i in range(N) for l in range(D_SAE)) / N
+    # 20 steps, warm-up over the first 10: lambda = 3 * step / 10, then 3
+    for step, coefficient in [(0, 0.0), (2, 0.6), (10, 3.0), (15, 3.0)]:
+        check_terms(sae.train_step(x, TrainState(step, 20)), {"mse": mse, "l1": l1}, mse + coefficient * l1)
+
+
+@pytest.mark.parametrize("target", [None, 2.5])
+def test_jumprelu_loss_by_hand(target):
+    sae = randomized("jumprelu", l0_coefficient=0.7, l0_target=target)
+    x = tiny_batch()
+    with torch.no_grad():
+        pre, theta = reference_preacts(sae, x), sae.log_threshold.exp()
+        f = torch.where(pre > theta, pre, torch.zeros_like(pre))
+        mse = mse_of(x, f @ sae.W_dec + sae.b_dec)
+        l0 = sum(int(pre[i, l] > theta[l]) for i in range(N) for l in range(D_SAE)) / N
+    assert 0 < l0 < D_SAE
+    if target is None:
+        check_terms(sae.train_step(x, TrainState(0, 1)), {"mse": mse, "l0": l0}, mse + 0.7 * l0)
+    else:
+        penalty = (l0 / target - 1) ** 2
+        check_terms(sae.train_step(x, TrainState(0, 1)), {"mse": mse, "l0_target": penalty}, mse + 0.7 * penalty)
+
+
+def test_gated_loss_by_hand():
+    sae = randomized("gated", l1_coefficient=0.4)
+    x = tiny_batch()
+    with torch.no_grad():
+        x_in = x - sae.b_dec
+        pi_gate = x_in @ sae.W_enc + sae.b_gate
+        W_mag = torch.stack([sae.W_enc[:, l] * math.exp(float(sae.r_mag[l])) for l in range(D_SAE)], dim=1)
+        pi_mag = x_in @ W_mag + sae.b_mag
+        f = torch.where(pi_gate > 0, torch.relu(pi_mag), torch.zeros_like(pi_mag))
+        mse = mse_of(x, f @ sae.W_dec + sae.b_dec)
+        gate = torch.relu(pi_gate)
+        l1 = sum(float(gate[i, l] * sae.W_dec[l].norm()) for i in range(N) for l in range(D_SAE)) / N
+        aux = mse_of(x, gate @ sae.W_dec + sae.b_dec)
+    out = sae.train_step(x, TrainState(0, 1))
+    check_terms(out, {"mse": mse, "l1": l1, "aux_recon": aux}, mse + 0.4 * l1 + aux)
+    # aux_recon reaches the gate path only: the decoder gets no gradient from it
+    out.terms["aux_recon"].backward()
+    assert sae.W_dec.grad is None or sae.W_dec.grad.abs().max() == 0
+    assert sae.b_gate.grad.abs().max() > 0 and (sae.b_mag.grad is None or sae.b_mag.grad.abs().max() == 0)
+
+
+# --- straight-through and projected gradients -------------------------------------------------
+
+
+def test_jumprelu_threshold_gradient_is_the_straight_through_formula():
+    eps, lam = 1.5, 0.3
+    sae = randomized("jumprelu", l0_coefficient=lam, bandwidth=eps)
+    x = tiny_batch()
+    out = sae.train_step(x, TrainState(0, 1))
+    out.total.backward()
+    with torch.no_grad():
+        pre, theta = reference_preacts(sae, x), sae.log_threshold.exp()
+        f = torch.where(pre > theta, pre, torch.zeros_like(pre))
+        dL_df = (-2.0 / N) * (x - (f @ sae.W_dec + sae.b_dec)) @ sae.W_dec.t()  # d mse / d f
+        in_window = ((pre - theta) / eps).abs() < 0.5
+        expected = torch.zeros(D_SAE, dtype=D64)
+        for l in range(D_SAE):
+            for i in range(N):
+                if in_window[i, l]:
+                    d_theta = -(theta[l] / eps) * dL_df[i, l] - lam * (1.0 / eps) / N
+                    expected[l] += d_theta * theta[l]  # chain rule: theta = exp(log_threshold)
+    assert in_window.sum() >= 3 and (~in_window).sum() >= 3
+    assert (sae.log_threshold.grad - expected).abs().max() < 1e-12
+
+
+def test_decoder_gradient_projection_and_renormalisation():
+    sae = randomized("topk", k=3)
+    with torch.no_grad():
+        sae.W_dec.div_(sae.W_dec.norm(dim=1, keepdim=True))
+    grad = torch.randn(D_SAE, D_IN, dtype=D64, generator=torch.Generator().manual_seed(5))
+    sae.W_dec.grad = grad.clone()
+    sae.after_backward()
+    w = sae.W_dec.detach()
+    parallel = (grad * w).sum(1, keepdim=True) * w
+    assert (sae.W_dec.grad - (grad - parallel)).abs().max() < 1e-12
+    assert (sae.W_dec.grad * w).sum(1).abs().max() < 1e-12
+    torch.optim.SGD([sae.W_dec], lr=0.5).step()
+    assert (sae.W_dec.norm(dim=1) - 1).abs().max() > 1e-3  # a step leaves the sphere ...
+    sae.after_step()
+    assert (sae.W_dec.norm(dim=1) - 1).abs().max() < 1e-12  # ... and renormalisation returns to it
+
+
+def test_unit_norm_decoder_only_where_the_architecture_asks_for_it():
+    assert {a for a in ALL if get_architecture(a).unit_norm_decoder} == {"topk", "batchtopk", "matryoshka", "jumprelu"}
+    sae = randomized("relu")
+    before = sae.W_dec.detach().clone()
+    sae.W_dec.grad = torch.ones_like(sae.W_dec)
+    sae.after_backward()
+    sae.after_step()
+    assert torch.equal(sae.W_dec.grad, torch.ones_like(sae.W_dec)) and torch.equal(sae.W_dec, before)
+
+
+# --- inference forms -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ["batchtopk", "matryoshka"])
+def test_batchtopk_inference_form_is_jumprelu_with_the_learned_threshold(arch):
+    fields = dict(k=3) if arch == "batchtopk" else dict(k=3, prefixes=[4, 8])
+    sae = randomized(arch, **fields)
+    with pytest.raises(ValueError, match="no threshold estimate yet"):
+        sae.inference_form()
+    x = torch.randn(40, D_IN, dtype=D64, generator=torch.Generator().manual_seed(7)) * 2
+    f_batch = sae.encode_batch(x)
+    kept, dropped = f_batch[f_batch > 0], torch.relu(reference_preacts(sae, x))[f_batch == 0]
+    assert kept.min() > dropped.max()  # batch top-k: every kept activation beats every dropped one
+    with torch.no_grad():
+        sae.threshold.fill_(float(kept.min() + dropped.max()) / 2)
+    jump = sae.inference_form()
+    assert jump.arch == "jumprelu"
+    with torch.no_grad():
+        assert torch.equal(jump.encode(x), f_batch)
+        assert torch.equal(sae.encode(x), f_batch)
+        assert (jump.decode(jump.encode(x)) - sae.decode(f_batch)).abs().max() == 0
+
+
+def test_batchtopk_threshold_is_a_running_average_of_the_smallest_kept_activation():
+    sae = randomized("batchtopk", k=2, threshold_momentum=0.9)
+    minima = []
+    for seed in range(3):
+        x = tiny_batch(seed=seed + 10)
+        with torch.no_grad():
+            f = batch_topk_code(reference_preacts(sae, x), 2)
+        minima.append(float(f[f > 0].min()))
+        sae.train_step(x, TrainState(seed, 3))
+    expected = minima[0]
+    for m in minima[1:]:
+        expected = 0.9 * expected + 0.1 * m
+    assert abs(float(sae.threshold) - expected) < 1e-12
+
+
+def test_batch_topk_indices_keep_exactly_k_times_n():
+    pre = torch.randn(10, 30, generator=torch.Generator().manual_seed(3), dtype=D64) + 1
+    indices, keep = batch_topk_indices(pre, 4)
+    assert int(keep.sum()) == 40
+    dense = torch.zeros_like(pre).scatter(1, indices, torch.where(keep, pre.gather(1, indices), 0.0))
+    assert torch.equal(dense, batch_topk_code(pre, 4))
+
+
+# --- activation scale folding ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arch", ALL)
+def test_folding_the_activation_scale_gives_identical_raw_outputs(arch):
+    fields = {"topk": dict(k=3), "batchtopk": dict(k=3), "matryoshka": dict(k=3, prefixes=[4, 8])}.get(arch, {})
+    sae = randomized(arch, **fields)
+    scale = 3.7
+    x = tiny_batch()
+    sae.train_step(x * scale, TrainState(0, 1))  # batchtopk learns its threshold on scaled data
+    trained = sae.inference_form()
+    with torch.no_grad():
+        f_scaled = trained.encode(x * scale)
+        x_hat_raw = trained.decode(f_scaled) / scale
+    sae.fold_activation_scale(scale)
+    folded = sae.inference_form()
+    with torch.no_grad():
+        f = folded.encode(x)
+        assert torch.equal(f > 0, f_scaled > 0)
+        assert (f - f_scaled).abs().max() < 1e-12
+        assert (folded.decode(f) - x_hat_raw).abs().max() < 1e-12
+
+
+# --- dead-latent resampling ------------------------------------------------------------------
+
+
+def test_relu_resampling_points_dead_latents_at_inputs_and_resets_their_adam_state():
+    torch.manual_seed(0)
+    sae = randomized("relu")
+    opt = torch.optim.Adam(sae.parameters(), lr=1e-2)
+    x = tiny_batch()
+    sae.train_step(x, TrainState(0, 10)).total.backward()
+    opt.step()
+    dead = torch.tensor([0, 1, 0, 0, 1, 1, 0, 0], dtype=torch.bool)
+    before = {n: p.detach().clone() for n, p in sae.named_parameters()}
+    assert sae.resample_dead(dead, x, opt) == 3
+    directions = (x - sae.b_dec).detach()
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    for l in dead.nonzero().squeeze(1).tolist():
+        row = sae.W_dec[l].detach() / sae.W_dec[l].norm()
+        assert (directions @ row).max() > 1 - 1e-12  # parallel to one of the inputs
+        assert (sae.W_enc[:, l] / sae.W_enc[:, l].norm() - row).abs().max() < 1e-12
+        assert sae.b_enc[l] == 0
+    assert torch.equal(sae.W_dec[~dead], before["W_dec"][~dead]) and torch.equal(sae.b_dec, before["b_dec"])
+    state = opt.state[sae.W_dec]
+    assert state["exp_avg"][dead].abs().max() == 0 and state["exp_avg_sq"][dead].abs().max() == 0
+    assert state["exp_avg_sq"][~dead].abs().min() > 0
+    assert opt.state[sae.W_enc]["exp_avg"][:, dead].abs().max() == 0
+    assert opt.state[sae.b_enc]["exp_avg_sq"][dead].abs().max() == 0
+    assert sae.resample_dead(torch.zeros(D_SAE, dtype=torch.bool), x, opt) == 0
+
+
+def test_only_relu_resamples():
+    with pytest.raises(ValueError, match="does not resample dead latents"):
+        randomized("topk", k=2).resample_dead(torch.ones(D_SAE, dtype=torch.bool), tiny_batch(), None)
+
+
+# --- registry and configs --------------------------------------------------------------------
+
+
+def test_registry_lists_all_six_and_unknown_names_list_them():
+    assert set(ARCHITECTURES) == set(ALL)
+    with pytest.raises(ValueError, match="registered: batchtopk, gated, jumprelu, matryoshka, relu, topk"):
+        get_architecture("sparse")
+
+
+def test_encode_accepts_leading_dimensions():
+    for arch in ALL:
+        fields = {"topk": dict(k=3), "batchtopk": dict(k=3), "matryoshka": dict(k=3, prefixes=[4, 8])}.get(arch, {})
+        sae = randomized(arch, **fields)
+        x = torch.randn(2, 3, D_IN, dtype=D64)
+        with torch.no_grad():
+            assert sae.encode(x).shape == (2, 3, D_SAE) and sae(x).shape == (2, 3, D_IN)
+
+
+@pytest.mark.parametrize(
+    "arch, fields, message",
+    [
+        ("topk", dict(k=65), "k=65 with d_sae=64"),
+        ("batchtopk", dict(k=0), "k must be in 1..d_sae"),
+        ("topk", dict(aux_k=0), "aux_k must be positive"),
+        ("topk", dict(kk=3), r"unknown field\(s\) \['kk'\]"),
+        ("relu", dict(l1_warmup_fraction=1.5), "l1_warmup_fraction must be in"),
+        ("relu", dict(l1_coefficient=-1.0), "l1_coefficient must be >= 0"),
+        ("jumprelu", dict(bandwidth=0.0), "bandwidth must be positive"),
+        ("jumprelu", dict(l0_target=100.0), "l0_target must be in"),
+        ("jumprelu", dict(initial_threshold=-1.0), "initial_threshold must be positive"),
+        ("gated", dict(l1_coefficient=-0.1), "l1_coefficient must be >= 0"),
+        ("batchtopk", dict(threshold_momentum=1.0), "threshold_momentum must be in"),
+        ("matryoshka", dict(prefixes=[8, 4, 64]), "strictly increasing"),
+        ("matryoshka", dict(prefixes=[8, 32]), "must end at d_sae=64"),
+        ("matryoshka", dict(prefixes=[]), "non-empty list"),
+    ],
+)
+def test_bad_configs_are_refused_by_name(arch, fields, message):
+    with pytest.raises(ValueError, match=message):
+        build_sae(arch, d_in=16, d_sae=64, **fields)
+
+
+def test_missing_required_config_fields_are_named():
+    with pytest.raises(ValueError, match=r"missing required field\(s\) \['d_sae'\]"):
+        build_sae("topk", d_in=16)
+
+
+def test_matryoshka_default_prefixes_and_config_round_trip():
+    sae = build_sae("matryoshka", d_in=16, d_sae=64, k=4)
+    assert sae.cfg.resolved_prefixes == [4, 16, 64]
+    cls = get_architecture("matryoshka").config_class
+    assert cls.from_dict(sae.cfg.to_dict()) == sae.cfg
