@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import itertools
 import math
 import queue
@@ -209,6 +210,18 @@ def plan_capture(bridge, hook_names: Sequence[str], context_length: int) -> Capt
         shape = tuple(s for i, s in enumerate(act.shape) if i not in (0, position_dim))
         specs.append(HookSpec(name, shape or (1,), position_dim))
     return CapturePlan(tuple(specs), stop, context_length)
+
+
+def weights_fingerprint(bridge) -> str:
+    """Short hash of the model's parameters (names, shapes and up to 4096 evenly spaced values each):
+    a resumed capture must run the same weights as the one it continues."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(bridge.state_dict().items()):
+        flat = tensor.detach().flatten()
+        sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{list(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def default_tokens_per_shard(d_in: int, dtype: str, context_length: int) -> int:
@@ -406,7 +419,8 @@ def run_capture(
     loaded = load_model(model, device=device)
     model_spec = str(Path(model).resolve()) if Path(model).exists() else str(model)
     sequences = token_sequences(load_corpus(corpus, split=split), loaded.tokenizer, loaded.context_length, seed)
-    metadata = {"model": model_spec, "corpus": corpus, "split": split, "seed": seed}
+    metadata = {"model": model_spec, "weights": weights_fingerprint(loaded.bridge), "corpus": corpus, "split": split,
+                "seed": seed}
     return capture_to_disk(loaded.bridge, hooks, sequences, out, total_tokens=tokens, model_id=loaded.name,
                            context_length=loaded.context_length, dtype=dtype, batch_size=batch_size,
                            tokens_per_shard=tokens_per_shard, metadata=metadata, resume=resume, progress=progress)

@@ -12,6 +12,7 @@ COMMAND_MODULES: list[str] = [
     "interp.model",
     "interp.capture",
     "interp.evaluate",
+    "interp.demo",
 ]
 
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from interp.capture import capture_to_disk, check_dtype, check_hook_names, plan_
 from interp.cli import main as interp_main
 from interp.corpus import cut_at_line_breaks, load_corpus, token_sequences
 from interp.model import ModelConfig, build_native_model, load_model, save_model
-from interp.tokenizer import train_tokenizer
+from interp.tokenizer import Tokenizer, train_tokenizer
 from sae.data import ActivationDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -246,6 +247,18 @@ def test_resume_continues_datasets_that_stopped_at_different_shards(bridge, tmp_
         a, b = read_all(tmp_path / "whole" / name), read_all(tmp_path / "cut" / name)
         for key in ("acts", "tokens", "positions"):
             assert torch.equal(a[key], b[key]), (name, key)
+
+
+def test_cli_resume_on_a_retrained_model_is_refused(model_dir, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    assert interp_main(cli_args(model, tmp_path / "out", tokens=4 * CTX)) == 0
+    cfg = ModelConfig.from_dict(json.loads((model / "config.json").read_text())["model"])
+    retrained = build_native_model(dataclasses.replace(cfg, seed=cfg.seed + 1))
+    save_model(retrained, cfg, Tokenizer.load(model / "tokenizer.json"), model)
+    assert interp_main(cli_args(model, tmp_path / "out", "--resume", tokens=8 * CTX)) == 2
+    err = capsys.readouterr().err
+    assert "cannot resume" in err and "metadata['weights']" in err
 
 
 def test_resume_with_another_seed_is_refused(bridge, tmp_path):

@@ -1,0 +1,133 @@
+"""`interp demo`: the whole pipeline on the built-in corpus, as a list of named steps.
+
+    corpus (stdlib) -> tokenizer + model (`interp model train`) -> activations (`interp capture`) -> ...
+
+Each step writes one artifact folder under OUT (default artifacts/demo) by calling the same function
+as its CLI command. A step whose artifact exists and is complete is skipped ("reusing ..."); an
+incomplete one runs again (a capture resumes from its last complete shard). Once a step has run,
+every later step's artifact is stale and is rebuilt from scratch, as `make` would.
+
+To add a step: write `run(cfg)` and `is_complete(cfg)` for its artifact folder and append a
+`Step` to STEPS; put any settings it needs on DemoConfig.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from interp.capture import run_capture
+from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
+from interp.model_training import TrainConfig, train_model
+from interp.tokenizer import TOKENIZER_FILE
+from interp.training_record import RECORD_FILE, TENSORS_FILE
+
+DEFAULT_OUT = Path("artifacts/demo")
+DEFAULT_MINUTES = 3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes on 2 cores
+
+
+@dataclass
+class DemoConfig:
+    """Settings of every step. The defaults are the demo; tests shrink them."""
+
+    out: Path = DEFAULT_OUT
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(corpus="stdlib", minutes=DEFAULT_MINUTES))
+    model: ModelConfig = field(default_factory=ModelConfig)  # 1 layer, d_model 128, 512 MLP neurons, context 128
+    hooks: tuple[str, ...] = ("blocks.0.mlp.hook_post", "blocks.0.hook_resid_post")
+    capture_tokens: int = 2**18
+    capture_dtype: str = "float32"
+    progress: bool = True
+
+    @property
+    def model_dir(self) -> Path:
+        return self.out / "model"
+
+    @property
+    def activations_dir(self) -> Path:
+        """One activation dataset per hook inside: activations/<hook name>/."""
+        return self.out / "activations"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    artifact: Callable[[DemoConfig], Path]  # the folder the step writes
+    is_complete: Callable[[DemoConfig], bool]
+    run: Callable[[DemoConfig], None]
+
+
+def _model_is_complete(cfg: DemoConfig) -> bool:
+    files = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, RECORD_FILE, TENSORS_FILE)  # the record is written last
+    return all((cfg.model_dir / name).is_file() for name in files)
+
+
+def _train_model(cfg: DemoConfig) -> None:
+    train_model(cfg.train, cfg.model, cfg.model_dir, show_progress=cfg.progress)
+
+
+def _dataset_manifests(cfg: DemoConfig) -> list[dict | None]:
+    manifests = []
+    for hook in cfg.hooks:
+        file = cfg.activations_dir / hook / "manifest.json"
+        manifests.append(json.loads(file.read_text()) if file.is_file() else None)
+    return manifests
+
+
+def _capture_is_complete(cfg: DemoConfig) -> bool:
+    return all(m is not None and m["complete"] and m["total_tokens"] == cfg.capture_tokens for m in _dataset_manifests(cfg))
+
+
+def _capture(cfg: DemoConfig) -> None:
+    resume = any(m is not None for m in _dataset_manifests(cfg))
+    run_capture(cfg.model_dir, cfg.hooks, cfg.train.corpus, cfg.capture_tokens, cfg.activations_dir,
+                dtype=cfg.capture_dtype, resume=resume, seed=cfg.train.seed, split="train", progress=cfg.progress)
+
+
+STEPS: list[Step] = [
+    Step("model", lambda cfg: cfg.model_dir, _model_is_complete, _train_model),
+    Step("capture", lambda cfg: cfg.activations_dir, _capture_is_complete, _capture),
+]
+
+
+def run_demo(cfg: DemoConfig, steps: list[Step] | None = None) -> list[str]:
+    """Run the steps in order, skipping those whose artifact is complete; return the names of those that ran."""
+    ran: list[str] = []
+    for step in STEPS if steps is None else steps:
+        artifact = step.artifact(cfg)
+        if ran and artifact.exists():
+            print(f"[{step.name}] {artifact} is stale (step {ran[-1]!r} ran again); rebuilding it", flush=True)
+            shutil.rmtree(artifact)
+        elif step.is_complete(cfg):
+            print(f"[{step.name}] reusing {artifact}", flush=True)
+            continue
+        print(f"[{step.name}] building {artifact}", flush=True)
+        start = time.perf_counter()
+        step.run(cfg)
+        print(f"[{step.name}] done in {time.perf_counter() - start:.0f} s", flush=True)
+        ran.append(step.name)
+    return ran
+
+
+def _cli(args: argparse.Namespace) -> int:
+    cfg = DemoConfig(out=args.out, capture_tokens=args.capture_tokens)
+    cfg.train.minutes = args.minutes
+    run_demo(cfg)
+    print(f"demo artifacts in {cfg.out}")
+    return 0
+
+
+def register_cli(subparsers) -> None:
+    p = subparsers.add_parser("demo", help="run the end-to-end pipeline on the built-in corpus",
+                              description="corpus -> tokenizer -> model -> activations (-> later steps), "
+                                          "reusing every artifact that already exists and is complete.")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
+    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
+                   help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})")
+    p.add_argument("--capture-tokens", type=int, default=DemoConfig.capture_tokens,
+                   help=f"tokens of activations to capture per hook (default {DemoConfig.capture_tokens})")
+    p.set_defaults(run=_cli)

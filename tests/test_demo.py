@@ -1,0 +1,90 @@
+"""The demo pipeline on a tiny budget: every artifact appears, a second run reuses them all, a capture
+holding too few tokens is continued, and a rebuilt step makes the steps after it rebuild too."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from interp.capture import run_capture
+from interp.demo import STEPS, DemoConfig, run_demo
+from interp.model import ModelConfig, load_model
+from interp.model_training import TrainConfig
+from sae.data import ActivationDataset
+
+HOOK_WIDTHS = {"blocks.0.mlp.hook_post": 64, "blocks.0.hook_resid_post": 32}
+ALL_STEPS = [step.name for step in STEPS]
+
+
+def tiny_demo(out: Path, capture_tokens: int = 1000) -> DemoConfig:
+    """The demo shrunk to seconds: a 1-layer model of width 32 trained on 2048 stdlib tokens."""
+    train = TrainConfig(corpus="stdlib", tokens=2048, batch_size=8, warmup_steps=2, vocab_size=300,
+                        tokenizer_chars=200_000, eval_tokens=256, heldout_points=1, sample_tokens=4)
+    model = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, context_length=32)
+    return DemoConfig(out=out, train=train, model=model, hooks=tuple(HOOK_WIDTHS), capture_tokens=capture_tokens,
+                      progress=False)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory) -> DemoConfig:
+    """A finished tiny demo; tests that change it work on a copy (`copy_of`)."""
+    cfg = tiny_demo(tmp_path_factory.mktemp("built") / "demo")
+    assert run_demo(cfg) == ALL_STEPS
+    return cfg
+
+
+def copy_of(cfg: DemoConfig, where: Path) -> DemoConfig:
+    shutil.copytree(cfg.out, where)
+    return dataclasses.replace(cfg, out=where)
+
+
+def modification_times(folder: Path) -> dict[str, int]:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_demo_builds_every_artifact(built):
+    assert all(step.is_complete(built) for step in STEPS)
+    loaded = load_model(built.model_dir)
+    assert loaded.context_length == 32 and loaded.tokenizer.vocab_size == 300
+    for hook, width in HOOK_WIDTHS.items():
+        dataset = ActivationDataset(built.activations_dir / hook, verify=True)
+        assert (dataset.num_tokens, dataset.d_in, dataset.hook_name) == (1000, width, hook)
+        metadata = dataset.manifest["metadata"]
+        assert (metadata["corpus"], metadata["split"], metadata["model"]) == ("stdlib", "train", str(built.model_dir.resolve()))
+
+
+def test_second_run_reuses_every_artifact(built, capsys):
+    before = modification_times(built.out)
+    capsys.readouterr()
+    assert run_demo(built) == []
+    out = capsys.readouterr().out
+    for step in STEPS:
+        assert f"[{step.name}] reusing {step.artifact(built)}" in out
+    assert modification_times(built.out) == before
+
+
+def test_capture_holding_too_few_tokens_is_continued_to_the_same_bytes(tmp_path):
+    cfg = tiny_demo(tmp_path / "demo", capture_tokens=1000)
+    assert run_demo(cfg) == ALL_STEPS
+    cfg.capture_tokens = 2000  # the datasets now hold too few tokens: the step runs again and continues them
+    assert run_demo(cfg) == ["capture"]
+    fresh = run_capture(cfg.model_dir, cfg.hooks, "stdlib", 2000, tmp_path / "fresh", progress=False)
+    for hook in HOOK_WIDTHS:
+        continued, reference = ActivationDataset(cfg.activations_dir / hook, verify=True), ActivationDataset(fresh[hook])
+        assert continued.num_tokens == 2000 and continued.num_shards == reference.num_shards
+        for i in range(reference.num_shards):
+            for key, tensor in reference.shard(i).items():
+                assert torch.equal(continued.shard(i)[key], tensor), (hook, i, key)
+
+
+def test_rebuilt_step_rebuilds_every_later_step(built, tmp_path, capsys):
+    cfg = copy_of(built, tmp_path / "demo")
+    (cfg.model_dir / "training.json").unlink()  # the model folder's last-written file: an unfinished model
+    capsys.readouterr()
+    assert run_demo(cfg) == ALL_STEPS
+    assert f"[capture] {cfg.activations_dir} is stale" in capsys.readouterr().out
+    assert all(step.is_complete(cfg) for step in STEPS)
