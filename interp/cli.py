@@ -13,6 +13,8 @@ COMMAND_MODULES: list[str] = [
     "interp.capture",
     "interp.evaluate",
     "interp.demo",
+    "interp.analysis",
+    "interp.report",
 ]
 
 

@@ -1,0 +1,158 @@
+// The feature index: every feature in one table that sorts and filters in the browser. Only the
+// rows in view are in the DOM (fixed row height, absolute positions), so 16k features stay fast.
+"use strict";
+
+(function () {
+  var R = window.monoReport, el = R.el;
+  R.meta = R.readJSON("report-meta");
+  var meta = R.meta;
+  var rows = R.readJSON("report-rows").map(function (r) {
+    var row = {id: r[0], density: r[1], max: r[2], mean: r[3], fired: r[4], tokens: r[5], promoted: r[6], label: r[7], score: r[8]};
+    row.search = ("#" + row.id + " " + row.label + " " + row.tokens.join(" ") + " " + row.promoted.join(" ")).toLowerCase();
+    return row;
+  });
+  var ROW_HEIGHT = 34;
+  var columns = [
+    {key: "id", name: "Feature", num: true},
+    {key: "label", name: "Label"},
+    {key: "density", name: "Density", num: true},
+    {key: "max", name: "Max act.", num: true},
+    {key: "mean", name: "Mean act.", num: true},
+    {key: "tokens", name: "Top tokens"},
+    {key: "promoted", name: "Promotes"},
+  ];
+  var state = {sort: "density", dir: -1, filter: "", hideDead: false, view: rows.slice()};
+  var maxLogDensity = Math.log10(Math.max.apply(null, rows.map(function (r) { return r.density || 1e-12; })));
+
+  var app = document.getElementById("app");
+  app.appendChild(R.topbar("index"));
+  var main = el("main");
+  app.appendChild(main);
+
+  var alive = rows.length - meta.dead;
+  main.appendChild(el("h1", {text: meta.title}));
+  main.appendChild(el("div", {class: "stats"}, [
+    R.stat(R.int(rows.length), "features"),
+    R.stat(R.int(alive), "fired at least once"),
+    R.stat(R.int(meta.dead), "never fired (dead)"),
+    R.stat(R.fmt(meta.l0), "mean active per token (L0)"),
+    R.stat(R.int(meta.tokens), "tokens analysed", meta.corpus ? "corpus " + meta.corpus + " (" + meta.split + ")" : ""),
+  ]));
+
+  var plotPanel = el("div", {class: "panel"}, [
+    el("h2", {}, ["Feature density ", el("span", {class: "sub", text: "— log10 of the fraction of tokens each feature fires on (dead features left out)"})]),
+    el("div", {id: "density-plot", class: "plot"}),
+  ]);
+  main.appendChild(plotPanel);
+
+  var filterBox = el("input", {type: "search", id: "filter", placeholder: "Filter: #id, label or token text…", "aria-label": "filter features"});
+  var deadBox = el("input", {type: "checkbox", id: "hide-dead"});
+  var count = el("span", {class: "count", id: "row-count"});
+  main.appendChild(el("div", {class: "toolbar"}, [filterBox, el("label", {}, [deadBox, " hide dead features"]), count]));
+
+  var header = el("div", {class: "frow fhdr", role: "row"});
+  columns.forEach(function (c) {
+    var cell = el("div", {class: c.num ? "num" : "", "data-key": c.key, role: "columnheader", text: c.name,
+      title: "sort by " + c.name.toLowerCase()});
+    cell.addEventListener("click", function () { sortBy(c.key); });
+    header.appendChild(cell);
+  });
+  var body = el("div", {class: "fbody", id: "feature-rows", role: "rowgroup"});
+  var spacer = el("div", {style: "height: 0px"});
+  body.appendChild(spacer);
+  var hasLabels = rows.some(function (r) { return r.label; });
+  main.appendChild(el("div", {class: "ftable" + (hasLabels ? "" : " nolabels"), role: "table"}, [header, body]));
+
+  function compare(key, dir) {
+    return function (a, b) {
+      var x = a[key], y = b[key];
+      if (key === "tokens" || key === "promoted") { x = x.join(" "); y = y.join(" "); }
+      if (key === "label" || key === "tokens" || key === "promoted") {
+        if (!x && y) return 1;
+        if (x && !y) return -1;
+        return dir * String(x).localeCompare(String(y)) || a.id - b.id;
+      }
+      if (x === null) x = -Infinity;
+      if (y === null) y = -Infinity;
+      return dir * (x - y) || a.id - b.id;
+    };
+  }
+
+  function sortBy(key) {
+    if (state.sort === key) state.dir = -state.dir;
+    else { state.sort = key; state.dir = key === "id" || key === "label" || key === "tokens" || key === "promoted" ? 1 : -1; }
+    update();
+  }
+
+  function update() {
+    var q = state.filter.trim().toLowerCase();
+    var terms = q ? q.split(/\s+/) : [];
+    state.view = rows.filter(function (r) {
+      if (state.hideDead && !r.fired) return false;
+      for (var t = 0; t < terms.length; t++) if (r.search.indexOf(terms[t]) < 0) return false;
+      return true;
+    });
+    state.view.sort(compare(state.sort, state.dir));
+    Array.prototype.forEach.call(header.children, function (cell) {
+      cell.setAttribute("aria-sort", cell.dataset.key === state.sort ? (state.dir > 0 ? "ascending" : "descending") : "none");
+    });
+    count.textContent = "showing " + R.int(state.view.length) + " of " + R.int(rows.length);
+    spacer.style.height = state.view.length * ROW_HEIGHT + "px";
+    body.scrollTop = 0;
+    render(true);
+  }
+
+  var rendered = {first: -1, last: -1};
+  function render(force) {
+    var first = Math.max(0, Math.floor(body.scrollTop / ROW_HEIGHT) - 10);
+    var last = Math.min(state.view.length, Math.ceil((body.scrollTop + body.clientHeight) / ROW_HEIGHT) + 10);
+    if (!force && first === rendered.first && last === rendered.last) return;
+    rendered = {first: first, last: last};
+    while (body.lastChild !== spacer) body.removeChild(body.lastChild);
+    var fragment = document.createDocumentFragment();
+    for (var i = first; i < last; i++) fragment.appendChild(rowElement(state.view[i], i));
+    body.appendChild(fragment);
+  }
+
+  function tokenCell(list, cls) {
+    var cell = el("div");
+    if (!list.length) cell.appendChild(el("span", {class: "muted", text: "–"}));
+    list.forEach(function (s) { cell.appendChild(R.chip(s, cls)); });
+    return cell;
+  }
+
+  function rowElement(r, index) {
+    var densityWidth = r.density ? Math.max(2, 44 * (1 + (Math.log10(r.density) - maxLogDensity) / 6)) : 0;
+    var row = el("div", {class: "frow" + (r.fired ? "" : " dead"), role: "row", "data-id": r.id,
+      style: "top:" + index * ROW_HEIGHT + "px"}, [
+      el("div", {class: "num"}, [el("a", {href: "feature.html#" + r.id, text: String(r.id)})]),
+      el("div", {text: r.label || "", title: r.label ? r.label + (r.score !== null ? "  (score " + R.fmt(r.score) + ")" : "") : ""}),
+      el("div", {class: "num dcell", title: R.int(r.fired) + " firings"}, [
+        el("span", {class: "dtrack"}, [el("span", {class: "dbar", style: "width:" + Math.max(0, densityWidth) + "px"})]),
+        el("span", {text: R.pct(r.density)})]),
+      el("div", {class: "num", text: R.fmt(r.max)}),
+      el("div", {class: "num", text: R.fmt(r.mean)}),
+      tokenCell(r.tokens),
+      tokenCell(r.promoted, "pos"),
+    ]);
+    row.addEventListener("click", function (event) {
+      if (event.target.tagName !== "A") window.location.href = "feature.html#" + r.id;
+    });
+    return row;
+  }
+
+  var filterTimer = null;
+  filterBox.addEventListener("input", function () {
+    clearTimeout(filterTimer);
+    filterTimer = setTimeout(function () { state.filter = filterBox.value; update(); }, 60);
+  });
+  deadBox.addEventListener("change", function () { state.hideDead = deadBox.checked; update(); });
+  body.addEventListener("scroll", function () { window.requestAnimationFrame(function () { render(false); }); });
+  window.addEventListener("resize", function () { render(true); });
+  update();
+
+  var logs = rows.filter(function (r) { return r.density > 0; }).map(function (r) { return Math.log10(r.density); });
+  Plotly.newPlot("density-plot", [{type: "histogram", x: logs, nbinsx: 60, marker: {color: "#f08c4f"},
+    hovertemplate: "log10 density %{x}<br>%{y} features<extra></extra>"}],
+    R.plotLayout({xaxis: {title: {text: "log10(density)"}, zeroline: false}, yaxis: {title: {text: "features"}}}), R.plotConfig);
+})();

@@ -1,0 +1,127 @@
+// Shared helpers of the report's pages. Every piece of text reaches the DOM through textContent
+// (or a DOM property such as title), never through innerHTML: corpus text is untrusted.
+"use strict";
+
+var monoReport = window.monoReport || {};
+window.monoReport = monoReport;
+
+// el("div", {class: "x", title: "t", href: "#"}, [children or strings])
+// Token ids the analysis left out (BOS, chosen tokens): shown muted in examples.
+monoReport.special = {};
+monoReport.setSpecial = function (ids) {
+  (ids || []).forEach(function (id) { monoReport.special[id] = true; });
+};
+
+monoReport.el = function (tag, attrs, children) {
+  var node = document.createElement(tag);
+  if (attrs) {
+    for (var key in attrs) {
+      if (attrs[key] === undefined || attrs[key] === null) continue;
+      if (key === "class") node.className = attrs[key];
+      else if (key === "text") node.textContent = attrs[key];
+      else if (key === "style") node.style.cssText = attrs[key];
+      else if (key === "title") node.title = attrs[key];
+      else if (key.slice(0, 2) === "on") node.addEventListener(key.slice(2), attrs[key]);
+      else node.setAttribute(key, attrs[key]);
+    }
+  }
+  (children || []).forEach(function (child) {
+    if (child === null || child === undefined) return;
+    node.appendChild(typeof child === "string" || typeof child === "number" ? document.createTextNode(String(child)) : child);
+  });
+  return node;
+};
+
+// A token string as shown in running text: newlines, tabs and carriage returns made visible, runs of
+// more than 4 spaces shortened to 4 (the hover text has the exact string), empty shown as ∅.
+monoReport.showToken = function (s) {
+  if (s === "") return "∅";
+  return s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {5,}/g, "    ");
+};
+
+// A token string as a chip: the same, with spaces shown as · so that " the" and "the" differ.
+monoReport.chipText = function (s) {
+  if (s === "") return "∅";
+  return s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {9,}/g, "        ").replace(/ /g, "·");
+};
+
+monoReport.fmt = function (x, digits) {
+  if (x === null || x === undefined || !isFinite(x)) return "–";
+  digits = digits || 3;
+  var a = Math.abs(x);
+  if (a === 0) return "0";
+  if (a >= 1e5 || a < 1e-3) return x.toExponential(Math.max(0, digits - 1));
+  return String(Number(x.toPrecision(digits)));
+};
+
+monoReport.pct = function (x) {
+  if (x === null || x === undefined || !isFinite(x)) return "–";
+  if (x === 0) return "0%";
+  var p = x * 100;
+  if (p < 0.01) return p.toPrecision(2) + "%";
+  return (p < 1 ? p.toPrecision(2) : p.toFixed(p < 10 ? 2 : 1)) + "%";
+};
+
+monoReport.int = function (n) {
+  return Number(n).toLocaleString("en-US");
+};
+
+// A token chip: the token's visible text, its exact string (JSON-quoted) on hover.
+monoReport.chip = function (s, cls, extraTitle) {
+  return monoReport.el("span", {class: "chip" + (cls ? " " + cls : ""), text: monoReport.chipText(s),
+    title: JSON.stringify(s) + (extraTitle ? "  " + extraTitle : "")});
+};
+
+// One example: its tokens, each shaded by the feature's activation on it (thousandths of the max),
+// the value on hover, the peak outlined.
+monoReport.example = function (value, window, vocab, featureMax, scale, peakIndex, extra) {
+  var el = monoReport.el;
+  var tokens = window[0], acts = window[1];
+  var text = el("div", {class: "text"});
+  for (var k = 0; k < tokens.length; k++) {
+    if (tokens[k] < 0) continue;  // padding past the sequence's edge
+    var s = vocab[tokens[k]];
+    if (s === undefined) s = "<" + tokens[k] + ">";
+    var a = acts[k] / scale;
+    var span = el("span", {class: "tok", text: monoReport.showToken(s)});
+    if (a > 0) {
+      span.style.background = "rgba(240, 110, 30, " + (0.12 + 0.78 * a).toFixed(3) + ")";
+    }
+    span.title = JSON.stringify(s) + "  activation " + monoReport.fmt(a * featureMax);
+    span.dataset.act = String(a * featureMax);
+    if (k === peakIndex) span.classList.add("peak");
+    if (monoReport.special[tokens[k]]) span.classList.add("special");
+    text.appendChild(span);
+  }
+  return el("div", {class: "example"}, [el("div", {class: "val", text: monoReport.fmt(value), title: extra || ""}), text]);
+};
+
+monoReport.topbar = function (active) {
+  var el = monoReport.el, meta = monoReport.meta || {};
+  var link = function (href, name, key) { return el("a", {href: href, class: active === key ? "active" : "", text: name}); };
+  var where = [meta.model, meta.hook, meta.architecture ? meta.architecture + " SAE · " + monoReport.int(meta.d_sae) + " features" : null]
+    .filter(Boolean).join("  ·  ");
+  return el("header", {class: "topbar"}, [
+    el("span", {class: "brand", text: "monosemantic"}),
+    el("nav", {}, [link("index.html", "Features", "index"), link("feature.html", "Feature", "feature"), link("model.html", "Model", "model")]),
+    el("span", {class: "where", text: where, title: where}),
+  ]);
+};
+
+monoReport.stat = function (value, key, title) {
+  return monoReport.el("div", {class: "stat", title: title || ""}, [
+    monoReport.el("div", {class: "v", text: value}), monoReport.el("div", {class: "k", text: key})]);
+};
+
+monoReport.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"]};
+monoReport.plotLayout = function (extra) {
+  var base = {margin: {l: 48, r: 12, t: 8, b: 40}, paper_bgcolor: "#fff", plot_bgcolor: "#fff",
+    font: {family: "system-ui, -apple-system, Segoe UI, Roboto, Arial, sans-serif", size: 12, color: "#1d2330"},
+    bargap: 0.05, showlegend: false};
+  for (var k in extra) base[k] = extra[k];
+  return base;
+};
+
+monoReport.readJSON = function (id) {
+  return JSON.parse(document.getElementById(id).textContent);
+};
