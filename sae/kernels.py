@@ -67,6 +67,9 @@ def gather_rows_dot(indices: Tensor, table: Tensor, vectors: Tensor) -> Tensor:
     A sampled dense-dense product: only the n * k requested dot products are computed.
     """
     n, k = indices.shape
+    dtype = vectors.dtype
+    if dtype not in (torch.float32, torch.float64):  # the sampled product has no half-precision kernel
+        table, vectors = table.float(), vectors.float()
     crow = torch.arange(0, n * k + 1, k, device=indices.device, dtype=torch.int64)
     zeros = torch.zeros(n * k, dtype=vectors.dtype, device=vectors.device)
     with warnings.catch_warnings():
@@ -74,7 +77,8 @@ def gather_rows_dot(indices: Tensor, table: Tensor, vectors: Tensor) -> Tensor:
         pattern = torch.sparse_csr_tensor(
             crow, indices.reshape(-1), zeros, size=(n, table.shape[0]), check_invariants=False
         )
-        return torch.sparse.sampled_addmm(pattern, vectors, table.t(), beta=0.0).values().view(n, k)
+        dots = torch.sparse.sampled_addmm(pattern, vectors, table.t(), beta=0.0).values().view(n, k)
+    return dots.to(dtype)
 
 
 class _GatherPreacts(torch.autograd.Function):
@@ -87,21 +91,22 @@ class _GatherPreacts(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_values):  # type: ignore[override]
         indices, x, W_enc, b_dec = ctx.saved_tensors
-        d_sae = W_enc.shape[1]
-        grad_values = grad_values.contiguous()
+        d_sae, dtype = W_enc.shape[1], W_enc.dtype  # gradients are computed in the weights' dtype
+        grad_values = grad_values.to(dtype).contiguous()
         grad_x = grad_W_enc = grad_b_enc = grad_b_dec = None
         need_x, need_W, need_b_enc, need_b_dec = ctx.needs_input_grad[2:6]
         if need_b_enc or need_b_dec:
-            grad_b_enc = torch.zeros(d_sae, dtype=grad_values.dtype, device=grad_values.device)
+            grad_b_enc = torch.zeros(d_sae, dtype=dtype, device=grad_values.device)
             grad_b_enc.index_add_(0, indices.reshape(-1), grad_values.reshape(-1))
         if need_x:
             grad_x = F.embedding_bag(indices, W_enc.t().contiguous(), per_sample_weights=grad_values, mode="sum")
+            grad_x = grad_x.to(x.dtype)
         if need_W:
-            x_in = x - b_dec if b_dec is not None else x
+            x_in = (x - b_dec if b_dec is not None else x).to(dtype)
             layout = _layout(indices, d_sae, ctx.layout)
             grad_W_enc = layout.scatter_outer(grad_values, x_in).t()
         if need_b_dec:
-            grad_b_dec = -(W_enc @ grad_b_enc)  # = -sum_i grad_x[i]: x_in = x - b_dec for every token
+            grad_b_dec = -(W_enc @ grad_b_enc).to(b_dec.dtype)  # = -sum_i grad_x[i]: x_in = x - b_dec for every token
         return None, None, grad_x, grad_W_enc, grad_b_enc if need_b_enc else None, grad_b_dec, None
 
 
@@ -134,19 +139,20 @@ def gather_preacts(
 class _SparseDecode(torch.autograd.Function):
     @staticmethod
     def forward(ctx, values, indices, W_dec, layout):  # type: ignore[override]
-        ctx.save_for_backward(values, indices, W_dec)
-        ctx.layout = layout
-        return F.embedding_bag(indices, W_dec, per_sample_weights=values, mode="sum")
+        weights = values.to(W_dec.dtype)  # computed in the decoder's dtype (values may be autocast)
+        ctx.save_for_backward(weights, indices, W_dec)
+        ctx.layout, ctx.values_dtype = layout, values.dtype
+        return F.embedding_bag(indices, W_dec, per_sample_weights=weights, mode="sum")
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        values, indices, W_dec = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
+        weights, indices, W_dec = ctx.saved_tensors
+        grad_out = grad_out.to(W_dec.dtype).contiguous()
         grad_values = grad_W_dec = None
         if ctx.needs_input_grad[0]:
-            grad_values = gather_rows_dot(indices, W_dec, grad_out)
+            grad_values = gather_rows_dot(indices, W_dec, grad_out).to(ctx.values_dtype)
         if ctx.needs_input_grad[2]:
-            grad_W_dec = _layout(indices, W_dec.shape[0], ctx.layout).scatter_outer(values, grad_out)
+            grad_W_dec = _layout(indices, W_dec.shape[0], ctx.layout).scatter_outer(weights, grad_out)
         return grad_values, None, grad_W_dec, None
 
 

@@ -451,3 +451,17 @@ def test_matryoshka_default_prefixes_and_config_round_trip():
     assert sae.cfg.resolved_prefixes == [4, 16, 64]
     cls = get_architecture("matryoshka").config_class
     assert cls.from_dict(sae.cfg.to_dict()) == sae.cfg
+
+
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_topk_family_encode_is_differentiable_like_dense_autograd(arch):
+    sae = randomized(arch, k=3)
+    x = tiny_batch().requires_grad_()
+    upstream = torch.randn(N, D_SAE, dtype=D64, generator=torch.Generator().manual_seed(9))
+    f = sae.encode_batch(x) if arch == "batchtopk" else sae.encode(x)
+    grad_x, grad_W = torch.autograd.grad((f * upstream).sum(), (x, sae.W_enc))
+    pre = (x - sae.b_dec) @ sae.W_enc + sae.b_enc
+    mask = (f.detach() > 0).to(D64)
+    expected_x, expected_W = torch.autograd.grad((torch.relu(pre) * mask * upstream).sum(), (x, sae.W_enc))
+    assert (grad_x - expected_x).abs().max() < 1e-12 and (grad_W - expected_W).abs().max() < 1e-12
+    assert grad_x.abs().max() > 0

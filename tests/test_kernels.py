@@ -132,3 +132,18 @@ def test_decoder_and_backward_never_form_a_dense_code():
     with watcher:
         densify(values.detach(), indices, 256)
     assert watcher.seen
+
+
+def test_autocast_and_half_precision_give_gradients_in_the_parameters_dtype():
+    x, W_enc, b_enc, b_dec, W_dec, _ = random_problem(n=40, d_in=8, d_sae=64, seed=5)
+    params32 = [t.detach().float().requires_grad_() for t in (W_enc, b_enc, b_dec, W_dec)]
+    x32 = x.detach().float()
+    reference = torch.autograd.grad(sparse_topk_sae(x32, *params32[:3], params32[3], k=4).pow(2).sum(), params32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = sparse_topk_sae(x32, *params32[:3], params32[3], k=4)
+    grads = torch.autograd.grad(out.float().pow(2).sum(), params32)
+    for g, ref in zip(grads, reference):  # bf16 pre-activations may pick a different latent here and there
+        assert g.dtype == torch.float32 and F.cosine_similarity(g.flatten(), ref.flatten(), dim=0) > 0.97
+    params16 = [t.detach().bfloat16().requires_grad_() for t in params32]
+    grads16 = torch.autograd.grad(sparse_topk_sae(x32.bfloat16(), *params16, k=4).float().pow(2).sum(), params16)
+    assert all(g.dtype == torch.bfloat16 for g in grads16)

@@ -73,7 +73,8 @@ class BatchTopKSAE(SAE):
         """The training rule: dense [n, d_sae] code keeping the k * n largest activations of the batch."""
         pre = self.preacts(x)
         indices, keep = batch_topk_indices(pre, self.cfg.k)
-        return densify(F.relu(pre.gather(1, indices)) * keep, indices, self.cfg.d_sae)
+        values = gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input())
+        return densify(F.relu(values) * keep, indices, self.cfg.d_sae)
 
     def encode(self, x: Tensor) -> Tensor:
         """Per-token rule f = pre * H(pre - theta) once theta is estimated; before that, `encode_batch`."""

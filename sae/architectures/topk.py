@@ -85,9 +85,12 @@ class TopKSAE(SAE):
         return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input())
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """[n, d_in] -> (values [n, k], indices [n, k]); values are ReLU'd (zeros possible)."""
-        top = self.preacts(x).topk(self.cfg.k, dim=1, sorted=False)
-        return F.relu(top.values), top.indices
+        """[n, d_in] -> (values [n, k], indices [n, k]); values are ReLU'd (zeros possible) and
+        differentiable w.r.t. x and the encoder through the sparse kernel."""
+        pre = self.preacts(x)
+        indices = pre.topk(self.cfg.k, dim=1, sorted=False).indices
+        values = gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input())
+        return F.relu(values), indices
 
     def encode(self, x: Tensor) -> Tensor:
         flat = x.reshape(-1, self.cfg.d_in)
