@@ -295,8 +295,9 @@ def capture(
     """
     ctx = plan.context_length
     device = next(bridge.parameters()).device
+    held = {name: writer.tokens_written for name, writer in writers.items()}  # before the writes thread adds any
     done = start_token
-    bar = tqdm(total=total_tokens, initial=min(w.tokens_written for w in writers.values()), unit="tok",
+    bar = tqdm(total=total_tokens, initial=min(held.values()), unit="tok",
                unit_scale=True, desc="capture", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     writes = _BackgroundWrites()
     try:
@@ -311,11 +312,10 @@ def capture(
                 tokens = batch.reshape(-1)[:n].to("cpu", torch.int32)
                 positions = torch.arange(ctx, dtype=torch.int32).repeat(batch.shape[0])[:n]
                 for spec in plan.hooks:
-                    writer = writers[spec.name]
-                    skip = min(max(0, writer.tokens_written - done), n)
+                    skip = min(max(0, held[spec.name] - done), n)
                     if skip < n:
                         rows = spec.rows(acts[spec.name])[skip:n]
-                        writes.submit(spec.name, writer, rows, tokens[skip:], positions[skip:])
+                        writes.submit(spec.name, writers[spec.name], rows, tokens[skip:], positions[skip:])
                 bar.update(max(0, done + n - bar.n))
                 done += n
         writes.finish()
