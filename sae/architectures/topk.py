@@ -59,8 +59,8 @@ def auxk_loss(
     num_dead = int(dead_mask.sum()) if dead_mask is not None else 0
     if num_dead == 0:
         return torch.zeros((), dtype=x.dtype, device=x.device)
-    dead_pre = pre_acts.masked_fill(~dead_mask.to(pre_acts.device), float("-inf"))
-    indices = dead_pre.topk(min(aux_k, num_dead), dim=1, sorted=False).indices
+    dead = dead_mask.to(pre_acts.device).nonzero().squeeze(1)
+    indices = dead[pre_acts.index_select(1, dead).topk(min(aux_k, num_dead), dim=1, sorted=False).indices]
     values = F.relu(gather_preacts(pre_acts, indices, x, sae.W_enc, sae.b_enc, sae.encoder_bias_input()))
     residual_hat = sparse_decode(values, indices, sae.W_dec)
     return (residual - residual_hat).pow(2).sum(-1).mean()
