@@ -1,6 +1,7 @@
 """`interp demo`: the whole pipeline on the built-in corpus, as a list of named steps.
 
-    corpus (stdlib) -> tokenizer + model (`interp model train`) -> activations (`interp capture`) -> ...
+    corpus (stdlib) -> tokenizer + model (`interp model train`) -> activations (`interp capture`)
+    -> SAE (`sae train`) -> feature analysis (`interp analyze`) -> HTML report (`interp report`)
 
 Each step writes one artifact folder under OUT (default artifacts/demo) by calling the same function
 as its CLI command. A step whose artifact exists and is complete is skipped ("reusing ..."); an
@@ -21,13 +22,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from interp.analysis import META_FILE as ANALYSIS_FILE
+from interp.analysis import AnalysisConfig, run_analysis
 from interp.capture import run_capture
 from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from interp.model_training import TrainConfig, train_model
 from interp.tokenizer import TOKENIZER_FILE
 from interp.training_record import RECORD_FILE, TENSORS_FILE
+from sae.train import TrainConfig as SAETrainConfig
 
 DEFAULT_OUT = Path("artifacts/demo")
+DEFAULT_REPORT = Path("reports/demo")
 DEFAULT_MINUTES = 3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes on 2 cores
 
 
@@ -41,6 +46,13 @@ class DemoConfig:
     hooks: tuple[str, ...] = ("blocks.0.mlp.hook_post", "blocks.0.hook_resid_post")
     capture_tokens: int = 2**18
     capture_dtype: str = "float32"
+    sae_hook: str = "blocks.0.mlp.hook_post"
+    sae_arch: str = "topk"
+    sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # d_in comes from the dataset
+    sae_train: SAETrainConfig = field(default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu",
+                                                                             checkpoint_every=0))
+    analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
+    report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
     progress: bool = True
 
     @property
@@ -51,6 +63,18 @@ class DemoConfig:
     def activations_dir(self) -> Path:
         """One activation dataset per hook inside: activations/<hook name>/."""
         return self.out / "activations"
+
+    @property
+    def sae_dir(self) -> Path:
+        return self.out / "sae"
+
+    @property
+    def analysis_dir(self) -> Path:
+        return self.out / "analysis"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.report if self.report is not None else self.out / "report"
 
 
 @dataclass(frozen=True)
@@ -88,9 +112,40 @@ def _capture(cfg: DemoConfig) -> None:
                 dtype=cfg.capture_dtype, resume=resume, seed=cfg.train.seed, split="train", progress=cfg.progress)
 
 
+def _sae_is_complete(cfg: DemoConfig) -> bool:
+    return all((cfg.sae_dir / name).is_file() for name in ("cfg.json", "sae_weights.safetensors"))
+
+
+def _train_sae(cfg: DemoConfig) -> None:
+    from sae.architectures import get_architecture
+    from sae.data import ActivationDataset
+    from sae.train import latest_checkpoint, train_sae
+
+    dataset = ActivationDataset(cfg.activations_dir / cfg.sae_hook)
+    sae_cfg = get_architecture(cfg.sae_arch).config_class(d_in=dataset.d_in, **cfg.sae_fields)
+    resume = cfg.sae_dir.is_dir() and latest_checkpoint(cfg.sae_dir) is not None
+    if cfg.sae_dir.exists() and not resume:
+        shutil.rmtree(cfg.sae_dir)  # a run that stopped before its first checkpoint starts over
+    train_sae([(cfg.sae_arch, sae_cfg)], dataset, cfg.sae_train, cfg.sae_dir, resume=resume, progress=cfg.progress)
+
+
+def _analyze(cfg: DemoConfig) -> None:
+    run_analysis(str(cfg.model_dir), str(cfg.sae_dir), cfg.train.corpus, cfg.analysis_dir, cfg.analysis,
+                 hook_name=cfg.sae_hook, progress=cfg.progress)
+
+
+def _report(cfg: DemoConfig) -> None:
+    from interp.report import write_report
+
+    write_report(cfg.analysis_dir, cfg.report_dir, progress=cfg.progress)
+
+
 STEPS: list[Step] = [
     Step("model", lambda cfg: cfg.model_dir, _model_is_complete, _train_model),
     Step("capture", lambda cfg: cfg.activations_dir, _capture_is_complete, _capture),
+    Step("sae", lambda cfg: cfg.sae_dir, _sae_is_complete, _train_sae),
+    Step("analysis", lambda cfg: cfg.analysis_dir, lambda cfg: (cfg.analysis_dir / ANALYSIS_FILE).is_file(), _analyze),
+    Step("report", lambda cfg: cfg.report_dir, lambda cfg: (cfg.report_dir / "index.html").is_file(), _report),
 ]
 
 
@@ -114,20 +169,22 @@ def run_demo(cfg: DemoConfig, steps: list[Step] | None = None) -> list[str]:
 
 
 def _cli(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, capture_tokens=args.capture_tokens)
+    cfg = DemoConfig(out=args.out, capture_tokens=args.capture_tokens, report=args.report)
     cfg.train.minutes = args.minutes
     run_demo(cfg)
     print(f"demo artifacts in {cfg.out}")
+    print(f"report: {(cfg.report_dir / 'index.html').resolve()}")
     return 0
 
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser("demo", help="run the end-to-end pipeline on the built-in corpus",
-                              description="corpus -> tokenizer -> model -> activations (-> later steps), "
+                              description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
                                           "reusing every artifact that already exists and is complete.")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
     p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
                    help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})")
+    p.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"report folder (default {DEFAULT_REPORT})")
     p.add_argument("--capture-tokens", type=int, default=DemoConfig.capture_tokens,
                    help=f"tokens of activations to capture per hook (default {DemoConfig.capture_tokens})")
     p.set_defaults(run=_cli)

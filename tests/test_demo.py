@@ -10,11 +10,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from interp.analysis import AnalysisConfig
 from interp.capture import run_capture
 from interp.demo import STEPS, DemoConfig, run_demo
 from interp.model import ModelConfig, load_model
 from interp.model_training import TrainConfig
 from sae.data import ActivationDataset
+from sae.train import TrainConfig as SAETrainConfig
 
 HOOK_WIDTHS = {"blocks.0.mlp.hook_post": 64, "blocks.0.hook_resid_post": 32}
 ALL_STEPS = [step.name for step in STEPS]
@@ -25,7 +27,9 @@ def tiny_demo(out: Path, capture_tokens: int = 1000) -> DemoConfig:
     train = TrainConfig(corpus="stdlib", tokens=2048, batch_size=8, warmup_steps=2, vocab_size=300,
                         tokenizer_chars=200_000, eval_tokens=256, heldout_points=1, sample_tokens=4)
     model = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, context_length=32)
+    sae_train = SAETrainConfig(batch_size=200, device="cpu", checkpoint_every=0, init_tokens=400, shuffle_buffer=1000)
     return DemoConfig(out=out, train=train, model=model, hooks=tuple(HOOK_WIDTHS), capture_tokens=capture_tokens,
+                      sae_fields={"d_sae": 48, "k": 4}, sae_train=sae_train, analysis=AnalysisConfig(tokens=512),
                       progress=False)
 
 
@@ -71,7 +75,7 @@ def test_capture_holding_too_few_tokens_is_continued_to_the_same_bytes(tmp_path)
     cfg = tiny_demo(tmp_path / "demo", capture_tokens=1000)
     assert run_demo(cfg) == ALL_STEPS
     cfg.capture_tokens = 2000  # the datasets now hold too few tokens: the step runs again and continues them
-    assert run_demo(cfg) == ["capture"]
+    assert run_demo(cfg) == ["capture", "sae", "analysis", "report"]
     fresh = run_capture(cfg.model_dir, cfg.hooks, "stdlib", 2000, tmp_path / "fresh", progress=False)
     for hook in HOOK_WIDTHS:
         continued, reference = ActivationDataset(cfg.activations_dir / hook, verify=True), ActivationDataset(fresh[hook])
