@@ -15,9 +15,18 @@ Files under `out`:
                                + tensors.safetensors (weights, Adam moments, dead counters, RNG)
     cfg.json + sae_weights.safetensors   (one SAE) or NAME/cfg.json ... (one folder per sweep member)
 
-Data parallelism: `Ranks` says which process this is. Only the main rank writes files; each rank
-reads its slice of the global batch from an ActivationDataset. The gradient all-reduce belongs
-between backward and `after_backward` in `_Member.step`; it is not implemented yet.
+Sources: `batches` yields one tensor per step (every SAE trains on it) or a tuple of tensors, one
+per source (e.g. one per hook of one forward pass); `sources[i]` says which entry SAE i trains on.
+Each source has its own activation scale and b_dec estimate.
+
+Data parallelism (sae.distributed): `Ranks` says which process this is. Each rank reads its slice
+of every global batch, gradients are averaged over ranks between backward and `after_backward`,
+fired counts summed; only the main rank writes files. The data position in a checkpoint is that
+of the global stream, so a run resumes on any number of ranks.
+
+Devices and precision: `device` auto|cpu|cuda|cuda:N; `autocast` bfloat16 or float16 runs the
+training forward pass in that dtype (float16 with a gradient scaler, saved in checkpoints); on CUDA
+batches are read and pinned on a background thread and copied to the GPU without blocking.
 """
 
 from __future__ import annotations
@@ -27,9 +36,12 @@ import dataclasses
 import json
 import math
 import os
+import queue
 import shutil
+import threading
 import time
 import warnings
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Literal, Sequence
@@ -42,6 +54,7 @@ from tqdm import tqdm
 from sae.architectures import SAE, SAEConfig, TrainState, get_architecture
 from sae.config import from_dict, sweep_names, write_json_atomic
 from sae.data import ActivationDataset
+from sae.distributed import Ranks, resolve_device
 from sae.io import save_sae
 
 CHECKPOINT_FORMAT = 1
@@ -67,9 +80,9 @@ class TrainConfig:
     adam_eps: float = field(default=1e-8, metadata={"help": "Adam epsilon."})
     grad_clip_norm: float | None = field(default=None, metadata={"help": "Clip each SAE's gradient to this global L2 norm; none: no clipping."})
     seed: int = field(default=0, metadata={"help": "Seed of the SAE initialisation and of the data shuffle."})
-    device: str = field(default="auto", metadata={"help": "torch device; auto: cuda when present, else cpu."})
+    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK."})
     dtype: Literal["float32", "float64", "bfloat16"] = field(default="float32", metadata={"help": "Parameter and activation dtype."})
-    autocast: Literal["none", "bfloat16"] = field(default="none", metadata={"help": "Autocast dtype of the training forward pass."})
+    autocast: Literal["none", "bfloat16", "float16"] = field(default="none", metadata={"help": "Autocast dtype of the training forward pass (float16 adds a gradient scaler)."})
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(default="geometric_median", metadata={"help": "Decoder-bias initialisation from the first init_tokens tokens."})
     normalize_activations: bool = field(default=True, metadata={"help": "Train on x * s with s set so that E||x s||^2 = d_in; s is folded into the saved weights."})
     init_tokens: int = field(default=65536, metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."})
@@ -98,23 +111,6 @@ class TrainConfig:
 
 
 # --- small pieces ------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Ranks:
-    """Which process of a data-parallel job this is (rank 0 of 1 without torch.distributed)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def local_batch(self, batch_size: int) -> int:
-        if batch_size % self.world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the {self.world_size} ranks")
-        return batch_size // self.world_size
-
-
 def default_lr(d_sae: int) -> float:
     """2e-4 / sqrt(d_sae / 2^14): the learning-rate scaling with width of Gao et al. (2024)."""
     return 2e-4 / math.sqrt(d_sae / 2**14)
@@ -153,18 +149,13 @@ def activation_scale(x: Tensor) -> float:
     return math.sqrt(x.shape[1] / mean_sq)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 # --- one SAE of the sweep ----------------------------------------------------------------
 class _Member:
-    """One SAE with its optimizer and dead-latent counters."""
+    """One SAE with its optimizer, dead-latent counters and the index of the source it trains on."""
 
-    def __init__(self, name: str, arch: str, sae_cfg: SAEConfig, cfg: TrainConfig, device: torch.device):
-        self.name, self.arch = name, arch
+    def __init__(self, name: str, arch: str, sae_cfg: SAEConfig, cfg: TrainConfig, device: torch.device,
+                 source: int = 0):
+        self.name, self.arch, self.source = name, arch, source
         with torch.random.fork_rng(devices=[]):  # every member starts as a lone run with this seed would
             torch.manual_seed(cfg.seed)
             self.sae: SAE = get_architecture(arch)(sae_cfg)
@@ -174,6 +165,8 @@ class _Member:
         self.optimizer = torch.optim.Adam(self.params, lr=self.base_lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
                                           eps=cfg.adam_eps, **_fast_adam(device))
         self.tokens_since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.int64, device=device)
+        # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.autocast == "float16" else None
         if cfg.resample_steps and type(self.sae).resample_dead is SAE.resample_dead:
             raise ValueError(f"resample_steps is set but architecture {arch!r} does not resample dead latents; "
                              "clear resample_steps or use an architecture that resamples (relu)")
@@ -181,45 +174,69 @@ class _Member:
     def dead_mask(self, window: int) -> Tensor:
         return self.tokens_since_fired >= window
 
-    def step(self, x: Tensor, step: int, cfg: TrainConfig, total_steps: int, autocast: torch.autocast | None) -> dict[str, Any]:
-        """One optimizer step on x [n, d_in]; returns the step's detached outputs for logging."""
+    def step(self, x: Tensor, step: int, cfg: TrainConfig, total_steps: int, autocast: torch.autocast | None,
+             ranks: Ranks = Ranks()) -> dict[str, Any]:
+        """One optimizer step on this rank's x [n, d_in] (all ranks together: the global batch);
+        returns the step's detached outputs for logging."""
         lr = self.base_lr * lr_factor(step, cfg, total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         state = TrainState(step=step, total_steps=total_steps, dead_mask=self.dead_mask(cfg.dead_window_tokens))
-        if autocast is not None:
-            with autocast:
-                out = self.sae.train_step(x, state)
-        else:
+        with autocast if autocast is not None else nullcontext():
             out = self.sae.train_step(x, state)
-        if not torch.isfinite(out.total):
-            raise ValueError(f"the loss of SAE {self.name or self.arch!r} became {out.total.item()} at step {step}; "
+        fired, loss = out.fired, out.total.detach()
+        if ranks.distributed:  # one all-reduce: fired counts (exact in float64) and the loss
+            summed = ranks.sum_(torch.cat([fired.double(), loss.double().reshape(1)]))
+            fired, loss = summed[:-1], summed[-1] / ranks.world_size
+        if not torch.isfinite(loss):
+            raise ValueError(f"the loss of SAE {self.name or self.arch!r} became {loss.item()} at step {step}; "
                                      "lower the learning rate (--lr) or set --grad-clip-norm")
-        out.total.backward()
+        (self.scaler.scale(out.total) if self.scaler is not None else out.total).backward()
+        ranks.average_gradients(self.params)
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
         self.sae.after_backward()
         if cfg.grad_clip_norm is not None:
             torch.nn.utils.clip_grad_norm_(self.params, cfg.grad_clip_norm, foreach=True)
-        self.optimizer.step()
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)  # skipped when a gradient is Inf/NaN (the scale then shrinks)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
         self.sae.after_step()
+        ranks.average_buffers_(self.sae)
         self.optimizer.zero_grad(set_to_none=True)
-        self.tokens_since_fired += x.shape[0]
-        self.tokens_since_fired.masked_fill_(out.fired > 0, 0)
+        self.tokens_since_fired += x.shape[0] * ranks.world_size
+        self.tokens_since_fired.masked_fill_(fired > 0, 0)
         resampled = None
         if step + 1 in cfg.resample_steps:
             dead = self.dead_mask(cfg.dead_window_tokens)
-            resampled = self.sae.resample_dead(dead, x, self.optimizer)  # type: ignore[attr-defined]
+            # every rank resamples from the same global batch with the same RNG state: same result
+            resampled = self.sae.resample_dead(dead, ranks.gather_rows(x), self.optimizer)  # type: ignore[attr-defined]
             self.tokens_since_fired.masked_fill_(dead, 0)
         return {"out": out, "lr": lr, "resampled": resampled}
 
-    def metrics(self, x: Tensor, result: dict[str, Any], window: int) -> dict[str, Any]:
-        """Loss terms, L0, FVU on the batch (sum (x - x_hat)^2 / sum (x - mean x)^2) and dead fraction."""
+    def metrics(self, x: Tensor, result: dict[str, Any], window: int, ranks: Ranks = Ranks()) -> dict[str, Any]:
+        """Loss terms, L0, FVU (sum (x - x_hat)^2 / sum (x - mean x)^2) and dead fraction of the global batch.
+
+        Every rank must call it (it all-reduces). Per-rank sums combine exactly:
+        sum (x - mean)^2 = sum_r [sum (x - mean_r)^2 + n_r mean_r^2] - n mean^2 (per dimension)."""
         out = result["out"]
         with torch.no_grad():
             x64, x_hat64 = x.double(), out.x_hat.detach().double()
-            fvu = (x64 - x_hat64).pow(2).sum() / (x64 - x64.mean(0)).pow(2).sum()
+            local_mean = x64.mean(0)
+            means = torch.stack([out.total.detach().double(), *(v.detach().double() for v in out.terms.values()),
+                                 out.l0.detach().double()])
+            n = x.shape[0] * ranks.world_size
+            sums = ranks.sum_(torch.cat([means / ranks.world_size, (x64 - x_hat64).pow(2).sum().reshape(1),
+                                         (x64 - local_mean).pow(2).sum(0), x.shape[0] * local_mean.pow(2), x64.sum(0)]))
+            k, d = len(means), x.shape[1]
+            means, error = sums[:k].tolist(), sums[k]
+            centred, between, total = sums[k + 1:k + 1 + d], sums[k + 1 + d:k + 1 + 2 * d], sums[k + 1 + 2 * d:]
+            variance = (centred + between - n * (total / n).pow(2)).sum()
         return {
-            "sae": self.name, "lr": result["lr"], "loss": out.total.item(),
-            "terms": {k: float(v.detach()) for k, v in out.terms.items()}, "l0": float(out.l0.detach()), "fvu": fvu.item(),
+            "sae": self.name, "lr": result["lr"], "loss": means[0],
+            "terms": dict(zip(out.terms, means[1:-1])), "l0": means[-1], "fvu": (error / variance).item(),
             "dead_fraction": self.dead_mask(window).double().mean().item(),
         }
 
@@ -233,50 +250,98 @@ def _fast_adam(device: torch.device) -> dict[str, bool]:
 class _Feed:
     """Batches for this rank with the data position after each, and look-ahead for initialisation.
 
-    From an ActivationDataset the position is the BatchStream state (exact resume). From any other
-    iterable it is the count of batches read, and a resumed run re-reads and skips that many.
+    Each item is a tuple of tensors, one per source. From an ActivationDataset the position is the
+    BatchStream state (exact resume). From a seekable source (an iterable with `state_dict()` and
+    `load_state_dict(state)`, e.g. a stream from a model) it is that state, restored on resume
+    without replaying the skipped batches. From any other iterable it is the count of batches read,
+    and a resumed run re-reads and skips that many.
+    With `prefetch`, a background thread reads (and with `pin`, pins) up to two batches ahead.
     """
 
-    def __init__(self, source: ActivationDataset | Iterable[Tensor], cfg: TrainConfig, ranks: Ranks,
-                 position: dict | None):
+    def __init__(self, source: ActivationDataset | Iterable[Any], cfg: TrainConfig, ranks: Ranks,
+                 position: dict | None, *, prefetch: bool = False, pin: bool = False):
         self.read = position["batches"] if position else 0
         if isinstance(source, ActivationDataset):
             self.stream = source.batches(ranks.local_batch(cfg.batch_size), shuffle_buffer=cfg.shuffle_buffer,
                                          seed=cfg.seed, epochs=None, rank=ranks.rank, world_size=ranks.world_size,
                                          state=position["stream"] if position else None)
-            self.iterator: Iterator[Tensor] = self.stream
+            self.iterator: Iterator[Any] = self.stream
+        elif _seekable(source):
+            self.stream = source
+            if position:
+                source.load_state_dict(position["stream"])  # type: ignore[attr-defined]
+            self.iterator = iter(source)
         else:
             self.stream = None
             self.iterator = iter(source)
             for _ in tqdm(range(self.read), desc="skipping trained batches", disable=self.read < 100):
                 next(self.iterator)
-        self.ahead: list[tuple[Tensor, dict]] = []
+        self.ahead: list[tuple[tuple[Tensor, ...], dict]] = []
         self.position = self._position()
+        self.pin = pin
+        self._queue: queue.Queue | None = None
+        if prefetch:
+            self._queue = queue.Queue(maxsize=2)
+            self._stop = threading.Event()
+            threading.Thread(target=self._prefetch, name="batch-prefetch", daemon=True).start()
 
     def _position(self) -> dict:
         return {"batches": self.read, "stream": self.stream.state_dict() if self.stream is not None else None}
 
-    def _next(self) -> tuple[Tensor, dict] | None:
+    def _read(self) -> tuple[tuple[Tensor, ...], dict] | None:
         try:
             batch = next(self.iterator)
         except StopIteration:
             return None
         self.read += 1
-        return batch, self._position()
+        parts = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
+        if self.pin:
+            parts = tuple(t.pin_memory() for t in parts)
+        return parts, self._position()
 
-    def peek(self, n: int) -> list[Tensor]:
+    def _prefetch(self) -> None:
+        """Background reader: items (or the error that ended the stream) in order, None at the end."""
+        while not self._stop.is_set():
+            try:
+                item: Any = self._read()
+            except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+                item = err
+            self._queue.put(item)  # type: ignore[union-attr]
+            if item is None or isinstance(item, BaseException):
+                return
+
+    def _next(self) -> tuple[tuple[Tensor, ...], dict] | None:
+        if self._queue is None:
+            return self._read()
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    def close(self) -> None:
+        """Stop the background reader (it may finish the read in progress)."""
+        if self._queue is not None:
+            self._stop.set()
+            while not self._queue.empty():
+                self._queue.get_nowait()
+
+    def peek(self, n: int) -> list[tuple[Tensor, ...]]:
         """Read up to n batches ahead (they are still returned by `next` later)."""
         while len(self.ahead) < n and (item := self._next()) is not None:
             self.ahead.append(item)
         return [b for b, _ in self.ahead[:n]]
 
-    def next(self) -> Tensor | None:
+    def next(self) -> tuple[Tensor, ...] | None:
         """The next batch (None at the end of the data); `self.position` is then the position after it."""
         item = self.ahead.pop(0) if self.ahead else self._next()
         if item is None:
             return None
         batch, self.position = item
         return batch
+
+
+def _seekable(source: Any) -> bool:
+    return callable(getattr(source, "state_dict", None)) and callable(getattr(source, "load_state_dict", None))
 
 
 # --- checkpoints -------------------------------------------------------------------------
@@ -315,7 +380,7 @@ def _split_optimizer_state(prefix: str, state: dict) -> tuple[dict[str, Tensor],
     return tensors, scalars
 
 
-def save_checkpoint(out: Path, step: int, tokens: int, position: dict, scale: float, cfg: TrainConfig,
+def save_checkpoint(out: Path, step: int, tokens: int, position: dict, scales: Sequence[float], cfg: TrainConfig,
                     members: Sequence[_Member]) -> Path:
     """Write checkpoint/step-NNNNNNNN atomically (temp folder + rename), point latest.json at it,
     and delete older checkpoints. Returns the new folder."""
@@ -339,7 +404,10 @@ def save_checkpoint(out: Path, step: int, tokens: int, position: dict, scale: fl
         tensors[f"sae{i}.tokens_since_fired"] = m.tokens_since_fired.cpu()
     save_file(tensors, str(tmp / "tensors.safetensors"))
     state = {"format_version": CHECKPOINT_FORMAT, "step": step, "tokens": tokens, "data_position": position,
-             "activation_scale": scale, "optimizer_scalars": optimizer_scalars, "config": resolved_config(cfg, members)}
+             "activation_scale": scales[0], "activation_scales": list(scales), "optimizer_scalars": optimizer_scalars,
+             "config": resolved_config(cfg, members)}
+    if any(m.scaler is not None for m in members):
+        state["grad_scalers"] = [m.scaler.state_dict() if m.scaler is not None else None for m in members]
     write_json_atomic(tmp / "state.json", state)
     final = root / name
     shutil.rmtree(final, ignore_errors=True)
@@ -387,6 +455,8 @@ def load_checkpoint(folder: Path, cfg: TrainConfig, members: Sequence[_Member]) 
                 opt_state["state"].setdefault(int(idx), {})[name] = value.to(device)
         m.optimizer.load_state_dict(opt_state)
         m.tokens_since_fired.copy_(tensors[f"sae{i}.tokens_since_fired"])
+        if m.scaler is not None:
+            m.scaler.load_state_dict(state["grad_scalers"][i])
     torch.set_rng_state(tensors["rng.torch"])
     if torch.cuda.is_available():
         torch.cuda.set_rng_state_all([tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")])
@@ -396,7 +466,7 @@ def load_checkpoint(folder: Path, cfg: TrainConfig, members: Sequence[_Member]) 
 # --- the loop ----------------------------------------------------------------------------
 def train_sae(
     sae_configs: Sequence[tuple[str, SAEConfig]],
-    batches: ActivationDataset | Iterable[Tensor],
+    batches: ActivationDataset | Iterable[Tensor] | Iterable[tuple[Tensor, ...]],
     cfg: TrainConfig,
     out: str | os.PathLike | None,
     *,
@@ -405,15 +475,22 @@ def train_sae(
     run_info: dict[str, Any] | None = None,
     progress: bool = True,
     ranks: Ranks = Ranks(),
+    sources: Sequence[int] | None = None,
+    metadata: Sequence[dict[str, Any]] | None = None,
 ) -> list[SAE]:
     """Train every (architecture name, config) pair on one stream of [batch, d_in] batches.
 
     batches: an ActivationDataset (the trainer streams it shuffled, resumes exactly, and passes its
-    hook/model names to the saved files) or any iterable of tensors (a resumed run re-reads and
-    skips the batches already trained on, so it must yield the same sequence again).
+    hook/model names to the saved files); a seekable iterable (`state_dict()` / `load_state_dict()`:
+    resumed by restoring its state); or any iterable (a resumed run re-reads and skips the batches
+    already trained on, so it must yield the same sequence again). An iterable yields a tensor per
+    step, or a tuple of tensors (one per source) with `sources[i]` the entry SAE i trains on.
+    Under several ranks an iterable yields this rank's part of each global batch.
     out: run folder (None: train in memory only). names: folder per SAE (default: "" for one SAE,
     else the varying fields, e.g. "k16"). resume: continue from out/checkpoint.
     run_info: extra entries for train_config.json (the CLI records the dataset path and sweep).
+    metadata: per SAE, extra entries for its cfg.json metadata (hook_name, model_name, ...).
+    ranks: this process of a data-parallel job (sae.distributed).
     Returns the trained SAEs in inference form with the activation scale folded in (raw inputs).
     """
     cfg.validate()
@@ -424,6 +501,16 @@ def train_sae(
     names = list(names) if names is not None else sweep_names([c.to_dict() for _, c in sae_configs])
     if len(set(names)) != len(names):
         raise ValueError(f"SAE names must be distinct, got {names}")
+    sources = list(sources) if sources is not None else [0] * len(sae_configs)
+    if len(sources) != len(sae_configs) or (sources and min(sources) < 0):
+        raise ValueError(f"sources must give one non-negative source index per SAE config, got {sources} "
+                         f"for {len(sae_configs)} configs")
+    if metadata is not None and len(metadata) != len(sae_configs):
+        raise ValueError(f"metadata must hold one dict per SAE config, got {len(metadata)} for {len(sae_configs)}")
+    for s in set(sources):
+        widths = {c.d_in for (_, c), src in zip(sae_configs, sources) if src == s}
+        if len(widths) > 1:
+            raise ValueError(f"the SAEs trained on source {s} disagree on d_in ({sorted(widths)}); they read the same batches")
     if isinstance(batches, ActivationDataset):
         for name, (_, c) in zip(names, sae_configs):
             if c.d_in != batches.d_in:
@@ -432,47 +519,50 @@ def train_sae(
     steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    members = [_Member(n, arch, c, cfg, device) for n, (arch, c) in zip(names, sae_configs)]
+    device = resolve_device(cfg.device, ranks)
+    members = [_Member(n, arch, c, cfg, device, src) for n, (arch, c), src in zip(names, sae_configs, sources)]
     out_dir = Path(out) if out is not None else None
     writes = out_dir is not None and ranks.is_main
 
-    position, scale, start = None, 1.0, 0
+    position, scales, start = None, [1.0] * (max(sources) + 1), 0
     torch.manual_seed(cfg.seed)
     folder = latest_checkpoint(out_dir) if out_dir is not None else None
     if resume:
         if folder is None:
             raise FileNotFoundError(f"cannot resume: {out_dir}/{CHECKPOINT_DIR} holds no checkpoint; start the run without --resume")
         state = load_checkpoint(folder, cfg, members)
-        position, scale, start = state["data_position"], state["activation_scale"], state["step"]
+        position, start = state["data_position"], state["step"]
+        scales = state.get("activation_scales", [state["activation_scale"]])
     elif folder is not None:
         raise ValueError(f"{out_dir} already holds a run (checkpoint at {folder.name}); resume it with --resume "
                          "or choose another --out folder")
+    for m in members:
+        ranks.broadcast_(m.sae)  # the same seed builds the same weights; this makes it certain
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / TRAIN_CONFIG, {"format_version": CHECKPOINT_FORMAT, **(run_info or {}),
                                                    "train": dataclasses.asdict(cfg),
                                                    "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members]})
-    feed = _Feed(batches, cfg, ranks, position)
+    feed = _Feed(batches, cfg, ranks, position, prefetch=device.type == "cuda", pin=device.type == "cuda")
     dtype = getattr(torch, cfg.dtype)
-    if start == 0:
-        scale = _initialise(feed, members, cfg, dtype, device, names)
-    if start >= steps:
-        warnings.warn(f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs")
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if cfg.autocast == "bfloat16" else None
+    autocast = (torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None)
     log = open(out_dir / LOG_FILE, "a") if writes else None
     last_saved = start
     bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
     clock, clock_step = time.perf_counter(), start
     try:
+        if start == 0:
+            scales = _initialise(feed, members, cfg, dtype, device, ranks)
+        if start >= steps:
+            warnings.warn(f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs")
         for step in range(start, steps):
-            x = feed.next()
-            if x is None:
+            batch = _next_batch(feed, step, members, out_dir, last_saved, ranks)
+            if batch is None:
                 warnings.warn(f"the data ran out after {step} of {steps} steps; saving the SAEs as they are")
                 steps = step
                 break
-            x = _check_batch(x, step, members, out_dir, last_saved).to(device=device, dtype=dtype, non_blocking=True) * scale
-            results = [m.step(x, step, cfg, steps, autocast) for m in members]
+            xs = [b.to(device=device, dtype=dtype, non_blocking=True) * s for b, s in zip(batch, scales)]
+            results = [m.step(xs[m.source], step, cfg, steps, autocast, ranks) for m in members]
             bar.update(1)
             done = step + 1
             if log is not None:
@@ -480,7 +570,7 @@ def train_sae(
                     if r["resampled"] is not None:
                         log.write(json.dumps({"step": done, "sae": m.name, "resampled": r["resampled"]}) + "\n")
             if done % cfg.log_every == 0 or done == steps:
-                rows = [m.metrics(x, r, cfg.dead_window_tokens) for m, r in zip(members, results)]
+                rows = [m.metrics(xs[m.source], r, cfg.dead_window_tokens, ranks) for m, r in zip(members, results)]
                 now = time.perf_counter()
                 rate = (done - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
                 clock, clock_step = now, done
@@ -491,18 +581,42 @@ def train_sae(
                         log.write(json.dumps({"step": done, "tokens": done * cfg.batch_size, "tokens_per_s": rate, **r}) + "\n")
                     log.flush()
             if writes and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
-                save_checkpoint(out_dir, done, done * cfg.batch_size, feed.position, scale, cfg, members)
+                save_checkpoint(out_dir, done, done * cfg.batch_size, feed.position, scales, cfg, members)
                 last_saved = done
     finally:
         bar.close()
+        feed.close()
         if log is not None:
             log.close()
-    trained = [_saveable(m.sae, scale) for m in members]
+    trained = [_saveable(m.sae, scales[m.source]) for m in members]
     if writes:
-        metadata = _metadata(batches, scale, steps * cfg.batch_size)
-        for m, sae in zip(members, trained):
-            save_sae(sae, out_dir / m.name if m.name else out_dir, metadata=metadata)
+        for i, (m, sae) in enumerate(zip(members, trained)):
+            meta = {**_metadata(batches, scales[m.source], steps * cfg.batch_size), **(metadata[i] if metadata else {})}
+            save_sae(sae, out_dir / m.name if m.name else out_dir, metadata=meta)
+    ranks.barrier()  # no rank returns before rank 0 has written the SAEs
     return trained
+
+
+def _next_batch(feed: _Feed, step: int, members: Sequence[_Member], out: Path | None, last_saved: int,
+                ranks: Ranks) -> tuple[Tensor, ...] | None:
+    """This rank's next batch (one tensor per source), checked; None when the data ran out on any rank.
+
+    Ranks agree: a bad batch on one rank stops every rank with an error naming it."""
+    batch, error, code = feed.next(), None, 0
+    if batch is None:
+        code = 1
+    else:
+        try:
+            _check_batches(batch, step, members, out, last_saved)
+        except ValueError as err:
+            error, code = err, 2 + ranks.rank
+    code = ranks.max_code(code, members[0].tokens_since_fired.device)
+    if error is not None:
+        raise error
+    if code >= 2:
+        raise ValueError(f"batch {step} of rank {code - 2} is bad (NaN/Inf or a wrong shape; rank {code - 2} "
+                         "reports which); every rank stopped")
+    return None if code == 1 else batch
 
 
 def _steps_of(batches: Any, cfg: TrainConfig) -> int:
@@ -516,9 +630,19 @@ def _steps_of(batches: Any, cfg: TrainConfig) -> int:
     raise ValueError("TrainConfig.steps is required when batches is a plain iterator (its length is unknown)")
 
 
-def _check_batch(x: Tensor, step: int, members: Sequence[_Member], out: Path | None, last_saved: int) -> Tensor:
+def _check_batches(batch: tuple[Tensor, ...], step: int, members: Sequence[_Member], out: Path | None,
+                   last_saved: int) -> None:
+    """Each source's tensor of one step checked against the d_in of the SAEs that read it."""
+    needed = max(m.source for m in members) + 1
+    if len(batch) < needed:
+        raise ValueError(f"batch {step} holds {len(batch)} tensor(s) but the SAEs read source(s) up to "
+                         f"index {needed - 1}; yield one tensor per source")
+    for m in members:
+        _check_batch(batch[m.source], step, m.sae.cfg.d_in, out, last_saved)
+
+
+def _check_batch(x: Tensor, step: int, d_in: int, out: Path | None, last_saved: int) -> Tensor:
     """Refuse a batch of the wrong shape or with NaN/Inf, naming the batch and the last good checkpoint."""
-    d_in = members[0].sae.cfg.d_in
     if x.ndim != 2 or x.shape[1] != d_in:
         raise ValueError(f"batch {step} has shape {tuple(x.shape)} but the SAE config has d_in={d_in}; "
                          f"the data and the config disagree on d_in")
@@ -532,21 +656,30 @@ def _check_batch(x: Tensor, step: int, members: Sequence[_Member], out: Path | N
 
 
 def _initialise(feed: _Feed, members: Sequence[_Member], cfg: TrainConfig, dtype: torch.dtype,
-                device: torch.device, names: Sequence[str]) -> float:
-    """Activation scale and decoder bias from the first init_tokens tokens; returns the scale."""
+                device: torch.device, ranks: Ranks) -> list[float]:
+    """Per source: activation scale and decoder bias from the first init_tokens tokens of the global
+    stream (all ranks' local batches gathered); returns the scales."""
     first = feed.peek(max(1, math.ceil(cfg.init_tokens / cfg.batch_size)))
-    if not first:
+    code = ranks.max_code(0 if first else 1, members[0].tokens_since_fired.device)
+    if code:
         raise ValueError("the batch stream is empty: nothing to train on")
     for i, b in enumerate(first):
-        _check_batch(b, i, members, None, 0)
-    x = torch.cat(first)[: cfg.init_tokens].to(device=device, dtype=torch.float64)
-    scale = activation_scale(x) if cfg.normalize_activations else 1.0
-    x = x * scale
-    if cfg.b_dec_init != "zeros":
-        b_dec = geometric_median(x) if cfg.b_dec_init == "geometric_median" else x.mean(0)
-        for m in members:
-            m.sae.init_from_data(b_dec.to(dtype))
-    return scale
+        _check_batches(b, i, members, None, 0)
+    scales = []
+    for source in range(max(m.source for m in members) + 1):
+        readers = [m for m in members if m.source == source]
+        if not readers:
+            scales.append(1.0)
+            continue
+        x = torch.cat([ranks.gather_rows(b[source].to(device)) for b in first])[: cfg.init_tokens].to(torch.float64)
+        scale = activation_scale(x) if cfg.normalize_activations else 1.0
+        x = x * scale
+        if cfg.b_dec_init != "zeros":
+            b_dec = geometric_median(x) if cfg.b_dec_init == "geometric_median" else x.mean(0)
+            for m in readers:
+                m.sae.init_from_data(b_dec.to(dtype))
+        scales.append(scale)
+    return scales
 
 
 def _saveable(sae: SAE, scale: float) -> SAE:

@@ -4,12 +4,16 @@
     sae train --acts DIR --arch topk --d-sae 4096 --k 16,32,64 --out DIR     # a sweep: DIR/k16, ...
     sae train --config cfg.json --out DIR                                    # defaults from a file
     sae train --resume DIR                                                   # continue a run
+    sae train --nproc 4 --acts DIR ...          # data-parallel on 4 processes (torchrun; one GPU each on CUDA)
+    torchrun --nproc_per_node 4 -m sae train --acts DIR ...                  # the same, launched by hand
 
 The parse has two phases: `--arch` (or the config file's "arch") picks the architecture, whose config
 fields then become options (`sae train --arch topk --help` lists them). Config files hold the layout
 of the `train_config.json` every run writes: {"acts", "arch", "d_in", "sae": {field: value or sweep
 list}, "train": {TrainConfig field: value}}; command-line flags override them. `--resume DIR` reads
 DIR/train_config.json the same way and refuses a run whose resolved config differs.
+`--batch-size` is the global batch in every case; under N processes each reads batch_size / N rows
+of every global batch (sae.distributed). A run resumes on any number of processes.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 import sae.architectures as architectures
 from sae.config import DataclassOptions, expand_sweep, read_json, sweep_names
 from sae.data import ActivationDataset
+from sae.distributed import environment_ranks, launch, start, stop
 from sae.train import TRAIN_CONFIG, TrainConfig, train_sae
 
 CONFIG_KEYS = {"acts", "arch", "d_in", "sae", "train"}
@@ -37,11 +42,32 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(argv: list[str]) -> int:
+    nproc, argv = _split_nproc(argv)
+    if nproc is not None and nproc > 1:
+        if environment_ranks().distributed:
+            raise ValueError("--nproc starts torchrun itself; under torchrun (or `sae train --nproc`) leave it out")
+        parse_train_args(argv)  # bad arguments are reported once, here, before any process starts
+        return launch(nproc, argv)
     request = parse_train_args(argv)
-    trained = train_sae(**request)
-    out = request["out"]
-    print(f"saved {len(trained)} SAE(s) to {out}" + (f": {', '.join(request['names'])}" if len(trained) > 1 else ""))
+    ranks, _ = start(request["cfg"].device)
+    try:
+        trained = train_sae(**request, ranks=ranks)
+    finally:
+        stop()
+    if ranks.is_main:
+        out = request["out"]
+        print(f"saved {len(trained)} SAE(s) to {out}" + (f": {', '.join(request['names'])}" if len(trained) > 1 else ""))
     return 0
+
+
+def _split_nproc(argv: list[str]) -> tuple[int | None, list[str]]:
+    """(--nproc N, the other arguments in order)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--nproc", type=int)
+    known, rest = parser.parse_known_args(argv)
+    if known.nproc is not None and known.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {known.nproc}")
+    return known.nproc, rest
 
 
 def _base_config(resume: str | None, config: str | None) -> dict[str, Any]:
@@ -99,6 +125,8 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--resume", metavar="DIR", help="Continue the run in DIR from its last checkpoint.")
     parser.add_argument("--d-in", type=int, default=base.get("d_in"),
                         help="Input width; default: the dataset's. Must match the dataset.")
+    parser.add_argument("--nproc", type=int, help="Data-parallel processes on this machine, started through torchrun "
+                        "(gloo on CPU, nccl with one GPU each on CUDA); --batch-size stays the global batch.")
     train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig,
                                      defaults=base.get("train"), source=source)
     if arch is None:
