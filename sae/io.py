@@ -253,7 +253,10 @@ def _load_saelens(folder: Path) -> SAE:
         _fold_decoder_norms(tensors)
     sae.to(dtype=tensors["W_dec"].dtype)
     sae.load_file_tensors(tensors)
-    sae.metadata = dict(cfg.get("metadata") or {})
+    if "metadata" in cfg:
+        sae.metadata = dict(cfg["metadata"] or {})
+    else:  # before SAELens 6 these lived at the top level
+        sae.metadata = {key: cfg[key] for key in ("hook_name", "model_name") if key in cfg}
     return sae
 
 

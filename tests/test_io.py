@@ -314,3 +314,17 @@ print("ok")
 """
     result = subprocess.run([PEERS_PYTHON, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr[-2000:]
+
+
+def test_saelens_files_from_before_v6_name_the_activation(tmp_path):
+    folder = copy_fixture("saelens-6.54.12-topk", tmp_path)
+    cfg = json.loads((folder / "cfg.json").read_text())
+    for key in ("architecture", "k", "metadata", "rescale_acts_by_decoder_norm"):
+        cfg.pop(key)
+    cfg.update(activation_fn_str="topk", activation_fn_kwargs={"k": 8}, hook_name="blocks.0.hook_resid_post")
+    (folder / "cfg.json").write_text(json.dumps(cfg))
+    sae = load_sae(folder)
+    reference = load_file(folder / "reference_io.safetensors")
+    assert sae.arch == "topk" and sae.cfg.k == 8 and sae.metadata == {"hook_name": "blocks.0.hook_resid_post"}
+    with torch.no_grad():
+        assert (sae.encode(reference["x"]) - reference["features"]).abs().max() < 1e-5
