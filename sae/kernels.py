@@ -86,7 +86,7 @@ class _GatherPreacts(torch.autograd.Function):
     def forward(ctx, pre_acts, indices, x, W_enc, b_enc, b_dec, layout):  # type: ignore[override]
         ctx.save_for_backward(indices, x, W_enc, b_dec)
         ctx.layout = layout
-        return pre_acts.gather(1, indices)
+        return pre_acts.gather(1, indices).to(W_enc.dtype)  # autocast: pre_acts may be bf16/fp16, values are not
 
     @staticmethod
     def backward(ctx, grad_values):  # type: ignore[override]
