@@ -11,6 +11,7 @@ import sys
 COMMAND_MODULES: list[str] = [
     "interp.model",
     "interp.capture",
+    "interp.stream",
     "interp.evaluate",
     "interp.demo",
     "interp.analysis",

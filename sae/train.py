@@ -295,8 +295,8 @@ class _Feed:
             return None
         self.read += 1
         parts = tuple(batch) if isinstance(batch, (tuple, list)) else (batch,)
-        if self.pin:
-            parts = tuple(t.pin_memory() for t in parts)
+        if self.pin:  # page-locked host memory: the copy to the GPU runs without blocking
+            parts = tuple(t.pin_memory() if t.device.type == "cpu" else t for t in parts)
         return parts, self._position()
 
     def _prefetch(self) -> None:
