@@ -334,12 +334,17 @@ def test_batchtopk_threshold_is_a_running_average_of_the_smallest_kept_activatio
     assert abs(float(sae.threshold) - expected) < 1e-12
 
 
-def test_batch_topk_indices_keep_exactly_k_times_n():
+@pytest.mark.parametrize("busy_token", [False, True])
+def test_batch_topk_indices_keep_exactly_k_times_n(busy_token):
     pre = torch.randn(10, 30, generator=torch.Generator().manual_seed(3), dtype=D64) + 1
-    indices, keep = batch_topk_indices(pre, 4)
-    assert int(keep.sum()) == 40
+    if busy_token:  # token 0 outranks everyone on every latent: it keeps far more than 4 * k
+        pre[0] += 10
+    indices, keep = batch_topk_indices(pre, 2)
+    assert int(keep.sum()) == 20
+    if busy_token:
+        assert int(keep[0].sum()) == 20 and indices.shape[1] == 20
     dense = torch.zeros_like(pre).scatter(1, indices, torch.where(keep, pre.gather(1, indices), 0.0))
-    assert torch.equal(dense, batch_topk_code(pre, 4))
+    assert torch.equal(dense, batch_topk_code(pre, 2))
 
 
 # --- activation scale folding ----------------------------------------------------------------

@@ -37,21 +37,30 @@ class BatchTopKConfig(TopKConfig):
             raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
 
 
-def batch_topk_indices(pre_acts: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def batch_topk_indices(pre_acts: Tensor, k: int, candidates_per_token: int = 4) -> tuple[Tensor, Tensor]:
     """The k * n largest ReLU'd pre-activations of a batch, as per-token slots.
 
     pre_acts [n, d_sae] -> (indices [n, w], keep [n, w] bool) with w the most latents any token
     keeps; token i's kept latents are indices[i][keep[i]] (zero activations are never kept).
+
+    Rather than ranking all n * d_sae activations, each token proposes its top
+    `candidates_per_token * k` and the batch's k * n are picked among those. That is exact unless
+    some token had every proposal picked (it might hold more beyond them): then proposals widen.
     """
     n, d_sae = pre_acts.shape
     acts = F.relu(pre_acts)
-    chosen = acts.reshape(-1).topk(min(k * n, acts.numel()), sorted=False).indices
-    per_token = torch.bincount(chosen // d_sae, minlength=n)
-    width = max(int(per_token.max()), 1)
-    top = acts.topk(width, dim=1)  # sorted: each token's kept latents are its first per_token[i]
-    slots = torch.arange(width, device=pre_acts.device)
-    keep = (slots[None, :] < per_token[:, None]) & (top.values > 0)
-    return top.indices, keep
+    width = min(d_sae, candidates_per_token * k)
+    while True:
+        top = acts.topk(width, dim=1)  # sorted: a token's picked proposals are its first per_token[i]
+        picked = top.values.reshape(-1).topk(min(k * n, top.values.numel()), sorted=False).indices
+        per_token = torch.bincount(picked // width, minlength=n)
+        if width == d_sae or int(per_token.max()) < width:
+            break
+        width = min(d_sae, width * candidates_per_token)
+    used = max(int(per_token.max()), 1)
+    slots = torch.arange(used, device=pre_acts.device)
+    keep = (slots[None, :] < per_token[:, None]) & (top.values[:, :used] > 0)
+    return top.indices[:, :used], keep
 
 
 @register
