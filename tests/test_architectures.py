@@ -145,15 +145,16 @@ def check_terms(out, expected: dict, total: float):
     assert abs(float(out.total) - total) < 1e-12
 
 
-def test_topk_loss_by_hand():
-    sae = randomized("topk", k=3, aux_k=2, aux_coefficient=0.25)
+@pytest.mark.parametrize("aux_k", [2, 10])  # fewer than the dead latents, or all of them
+def test_topk_loss_by_hand(aux_k):
+    sae = randomized("topk", k=3, aux_k=aux_k, aux_coefficient=0.25)
     x, dead = tiny_batch(), torch.tensor([1, 0, 1, 1, 0, 0, 1, 0], dtype=torch.bool)
     out = sae.train_step(x, TrainState(0, 10, dead_mask=dead))
     with torch.no_grad():
         pre = reference_preacts(sae, x)
         f = per_token_topk_code(pre, 3)
         x_hat = f @ sae.W_dec + sae.b_dec
-        mse, auxk = mse_of(x, x_hat), auxk_reference(sae, x, x_hat, pre, dead, 2)
+        mse, auxk = mse_of(x, x_hat), auxk_reference(sae, x, x_hat, pre, dead, aux_k)
     assert auxk > 0
     check_terms(out, {"mse": mse, "auxk": auxk}, mse + 0.25 * auxk)
     assert torch.equal(out.fired, (f > 0).sum(0)) and abs(float(out.l0) - float((f > 0).sum(1).double().mean())) < 1e-12

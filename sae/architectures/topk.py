@@ -60,9 +60,13 @@ def auxk_loss(
     if num_dead == 0:
         return torch.zeros((), dtype=x.dtype, device=x.device)
     dead = dead_mask.to(pre_acts.device).nonzero().squeeze(1)
-    indices = dead[pre_acts.index_select(1, dead).topk(min(aux_k, num_dead), dim=1, sorted=False).indices]
-    values = F.relu(gather_preacts(pre_acts, indices, x, sae.W_enc, sae.b_enc, sae.encoder_bias_input()))
-    residual_hat = sparse_decode(values, indices, sae.W_dec)
+    if num_dead <= aux_k:  # every dead latent takes part
+        indices = dead.expand(x.shape[0], num_dead).contiguous()
+    else:
+        indices = dead[pre_acts.index_select(1, dead).topk(aux_k, dim=1, sorted=False).indices]
+    layout = CodeLayout(indices, sae.cfg.d_sae)
+    values = F.relu(gather_preacts(pre_acts, indices, x, sae.W_enc, sae.b_enc, sae.encoder_bias_input(), layout))
+    residual_hat = sparse_decode(values, indices, sae.W_dec, layout)
     return (residual - residual_hat).pow(2).sum(-1).mean()
 
 
