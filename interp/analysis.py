@@ -34,6 +34,7 @@ Artifact folder (`Analysis.save` / `Analysis.load`):
   features.safetensors    every per-feature tensor (see `Analysis.feature` for their meaning)
   vocab.json              {"token_strings": [...]} one readable string per token id
   training.json, training_tensors.safetensors   the model's training record, when it has one
+  neurons/                for SAEs on MLP neurons: the same statistics of the raw neurons (interp.neurons)
 """
 
 from __future__ import annotations
@@ -61,6 +62,7 @@ META_FILE = "analysis.json"
 TENSORS_FILE = "features.safetensors"
 VOCAB_FILE = "vocab.json"
 TRAINING_FILES = ("training.json", "training_tensors.safetensors")
+NEURONS_DIR = "neurons"  # sub-folder: the MLP neurons analysed as features (same layout), see interp.neurons
 NO_CELL = -(2**62)  # top octave of a feature that never fired
 KEY_EMPTY = 2**62  # hash key of an empty interval slot (larger than any real key)
 HASH_PRIME = 2**31 - 1
@@ -313,6 +315,7 @@ class FeatureStatistics:
         self.cofire = PairSums(F, F, weighted=False, **limits)
         self.random_stride = max(1, expected_sequences // max(cfg.random_sequences, 1))
         self.random_tokens: list[Tensor] = []
+        self.random_seqs: list[int] = []  # sequence index of each kept window
         self.random_entries: list[tuple[Tensor, Tensor, Tensor]] = []  # (token row, feature, value)
 
     # ---- the pass -------------------------------------------------------------------------
@@ -449,6 +452,7 @@ class FeatureStatistics:
             row_in_sample = len(self.random_tokens) * self.T + (rows[in_seq] - b * self.T)
             self.random_entries.append((row_in_sample, feats[in_seq], vals[in_seq]))
             self.random_tokens.append(tokens[b].to(torch.int32))
+            self.random_seqs.append(first_seq + b)
 
     # ---- results --------------------------------------------------------------------------
     def result(self) -> dict[str, Tensor]:
@@ -501,7 +505,8 @@ class FeatureStatistics:
         }
 
     def _random_sample(self) -> dict[str, Tensor]:
-        """Whole windows with all their firings, as CSR: row r's entries are ptr[r]:ptr[r+1]."""
+        """Whole windows with all their firings, as CSR: row r's entries are ptr[r]:ptr[r+1];
+        `random_seq` [n] the sequence index of each window (as in top_seq / interval_seq)."""
         n = len(self.random_tokens)
         tokens = torch.stack(self.random_tokens) if n else torch.zeros(0, self.T, dtype=torch.int32)
         if self.random_entries:
@@ -514,7 +519,7 @@ class FeatureStatistics:
         ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n * self.T), 0)
         order = torch.argsort(rows * self.F + feats)
         return {"random_tokens": tokens, "random_ptr": ptr, "random_features": feats[order].to(torch.int32),
-                "random_values": vals[order].float()}
+                "random_values": vals[order].float(), "random_seq": torch.tensor(self.random_seqs, dtype=torch.long)}
 
     def flags(self) -> dict[str, Any]:
         return {"token_mass_exact": self.token_mass.exact, "cofire_exact": self.cofire.exact,
@@ -542,12 +547,16 @@ class LogitMap:
     basis: str  # how the effects were computed, in words
 
     def __call__(self, directions: Tensor) -> Tensor:
+        return self.residual(directions) @ self.W_U
+
+    def residual(self, directions: Tensor) -> Tensor:
+        """[n, d_model]: the directions as the unembedding reads them (effects = residual @ W_U)."""
         r = directions if self.to_residual is None else directions @ self.to_residual
         if self.centre:
             r = r - r.mean(dim=-1, keepdim=True)
         if self.norm_weight is not None:
             r = r * self.norm_weight
-        return r @ self.W_U
+        return r
 
 
 def logit_map(bridge: Any, hook_name: str, d_in: int) -> tuple[LogitMap | None, str]:
@@ -626,6 +635,7 @@ class Analysis:
     tensors: dict[str, Tensor]
     token_strings: list[str]
     path: Path | None = None
+    neurons: "Analysis | None" = None  # for SAEs on MLP neurons: the neurons analysed as features (NEURONS_DIR)
 
     @property
     def d_sae(self) -> int:
@@ -644,6 +654,8 @@ class Analysis:
             for name in TRAINING_FILES:
                 _atomic(out / name, lambda tmp, name=name: shutil.copyfile(training_from / name, tmp))
         _atomic(out / META_FILE, lambda tmp: tmp.write_text(json.dumps(self.meta, indent=2) + "\n"))
+        if self.neurons is not None:
+            self.neurons.save(out / NEURONS_DIR)
         self.path = out
         return out
 
@@ -671,7 +683,8 @@ class Analysis:
             tensors = load_file(str(path / TENSORS_FILE))
         except Exception as err:  # safetensors raises its own error types for corrupt files
             raise ValueError(f"{path / TENSORS_FILE} is not a readable safetensors file ({err}); re-run `interp analyze`.") from err
-        return cls(meta=meta, tensors=tensors, token_strings=vocab, path=path)
+        neurons = cls.load(path / NEURONS_DIR) if (path / NEURONS_DIR / META_FILE).is_file() else None
+        return cls(meta=meta, tensors=tensors, token_strings=vocab, path=path, neurons=neurons)
 
     def feature(self, i: int) -> dict[str, Any]:
         """Everything about feature i as plain Python values (lists cut to their filled entries)."""
@@ -774,6 +787,12 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
     ignored = resolve_ignored_tokens(cfg.ignore_tokens, token_strings, model.bos_id if cfg.ignore_bos else None)
     n_seq = -(-cfg.tokens // T)
     stats = FeatureStatistics(F, vocab, T, cfg, ignored_ids=ignored, expected_sequences=n_seq)
+    writes_neurons = MLP_POST_HOOK.match(hook_name) is not None and d_in == int(bridge.cfg.d_mlp)
+    neuron_pass = None
+    if writes_neurons:  # the raw neurons, analysed as a second dictionary in the same pass
+        from interp.neurons import NeuronPass
+
+        neuron_pass = NeuronPass(W_dec, vocab, T, cfg, ignored_ids=ignored, expected_sequences=n_seq)
     batch_size = cfg.batch_size or default_batch_size(F, T)
     device = next(bridge.parameters()).device
     windows = _take(sequences, n_seq)
@@ -784,14 +803,18 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
             x = plan.hooks[0].rows(acts).to(W_dec.device, W_dec.dtype)
             f = sae.encode(x).view(batch.shape[0], T, F)
             stats.update(f, batch)
+            if neuron_pass is not None:
+                neuron_pass.update(x.view(batch.shape[0], T, d_in), f, batch)
             bar.update(batch.numel())
     bar.close()
     if stats.sequences_seen == 0:
         raise ValueError("the corpus gave no token window to analyse; point --corpus at more text.")
     tensors = stats.result()
     logits, basis = logit_map(bridge, hook_name, d_in)
-    writes_neurons = MLP_POST_HOOK.match(hook_name) is not None and d_in == int(bridge.cfg.d_mlp)
     tensors.update(decoder_statistics(W_dec, logits, cfg, neurons=writes_neurons, progress=progress))
+    if logits is not None:  # for exact logit-effect queries on any token (interp.search)
+        tensors["logit_directions"] = logits.residual(W_dec.float().cpu())  # [F, d_model]
+        tensors["unembed"] = logits.W_U  # [d_model, V]
     sae_cfg = getattr(sae, "cfg", None)
     record = {
         "format": ANALYSIS_FORMAT, "format_version": ANALYSIS_FORMAT_VERSION,
@@ -809,7 +832,10 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
     }
     for key, value in (meta or {}).items():
         record[key] = {**record[key], **value} if isinstance(record.get(key), dict) and isinstance(value, dict) else value
-    return Analysis(meta=record, tensors=tensors, token_strings=token_strings)
+    analysis = Analysis(meta=record, tensors=tensors, token_strings=token_strings)
+    if neuron_pass is not None:
+        analysis.neurons = neuron_pass.analysis(record, token_strings, logits)
+    return analysis
 
 
 def _take(sequences: Iterable[Tensor], n: int) -> Iterator[Tensor]:

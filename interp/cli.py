@@ -16,6 +16,8 @@ COMMAND_MODULES: list[str] = [
     "interp.demo",
     "interp.analysis",
     "interp.report",
+    "interp.labels",
+    "interp.neurons",
 ]
 
 

@@ -1,0 +1,185 @@
+"""Optional: explanations and their scores from a language model behind any OpenAI-compatible
+chat-completions endpoint (POST {base_url}/chat/completions). Off unless asked for (`interp label --llm`).
+
+Settings come from the command line or the environment: MONOSEMANTIC_LLM_BASE_URL (e.g.
+http://localhost:8000/v1), MONOSEMANTIC_LLM_MODEL, MONOSEMANTIC_LLM_API_KEY (sent as a Bearer token;
+never written to disk). Every response is cached on disk under the sha256 of (base URL, request
+body), so a re-run asks nothing twice.
+
+Explain: the model sees the feature's build top examples (the same split as `interp.labels`), peak
+token marked «like this», and answers with a short phrase. Score (detection): it sees held-out
+examples and as many held-out random tokens where the feature does not fire, shuffled, each with its
+token marked, and gives each a probability that the feature fires there; the score is the AUROC of
+those probabilities against the truth.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from interp.analysis import Analysis
+from interp.labels import Label, LabelData, auroc
+
+ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "MONOSEMANTIC_LLM_BASE_URL", "MONOSEMANTIC_LLM_MODEL", "MONOSEMANTIC_LLM_API_KEY"
+CACHE_DIR = "llm_cache"  # inside the analysis folder unless given
+
+
+@dataclass
+class LLMConfig:
+    base_url: str
+    model: str
+    api_key: str | None = None
+    cache_dir: Path | None = None  # None: <analysis folder>/llm_cache
+    features: int = 50  # features explained, the most often firing first
+    examples: int = 8  # build top examples shown to explain
+    timeout_s: float = 60.0
+
+
+class ChatClient:
+    """POST chat completions with urllib; responses cached as JSON files in `cache_dir`."""
+
+    def __init__(self, cfg: LLMConfig, cache_dir: Path):
+        self.cfg, self.cache_dir = cfg, cache_dir
+        self.requests = 0  # requests actually sent (cache misses)
+
+    def complete(self, messages: list[dict[str, str]]) -> str:
+        body = {"model": self.cfg.model, "messages": messages, "temperature": 0}
+        key = hashlib.sha256(json.dumps([self.cfg.base_url, body], sort_keys=True).encode()).hexdigest()
+        cached = self.cache_dir / f"{key}.json"
+        if cached.is_file():
+            return json.loads(cached.read_text())["content"]
+        url = self.cfg.base_url.rstrip("/") + "/chat/completions"
+        headers = {"Content-Type": "application/json"}
+        if self.cfg.api_key:
+            headers["Authorization"] = f"Bearer {self.cfg.api_key}"
+        request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
+        self.requests += 1
+        try:
+            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
+                reply = json.loads(response.read().decode())
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:300]
+            raise ValueError(f"the chat endpoint {url} answered HTTP {err.code}: {detail}; check --llm-base-url, "
+                             f"--llm-model and {ENV_API_KEY}.") from err
+        except (urllib.error.URLError, TimeoutError) as err:
+            raise ValueError(f"cannot reach the chat endpoint {url} ({err}); check --llm-base-url / {ENV_BASE_URL}.") from err
+        except json.JSONDecodeError as err:
+            raise ValueError(f"the chat endpoint {url} did not answer with JSON ({err}).") from err
+        try:
+            content = reply["choices"][0]["message"]["content"]
+        except (KeyError, IndexError, TypeError) as err:
+            raise ValueError(f"the chat endpoint {url} answered without choices[0].message.content: {str(reply)[:300]}") from err
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cached.with_name(cached.name + f".tmp-{os.getpid()}")
+        tmp.write_text(json.dumps({"request": body, "content": content}, ensure_ascii=False))
+        os.replace(tmp, cached)
+        return content
+
+
+def marked_text(ctx_row: np.ndarray, L: int, vocab: list[str]) -> str:
+    """A context [L + 2] as text with the token at column L marked «like this»."""
+    def text(t: int) -> str:
+        return vocab[t] if 0 <= t < len(vocab) else ""
+    before = "".join(text(int(t)) for t in ctx_row[:L])
+    return before + "«" + text(int(ctx_row[L])) + "»" + text(int(ctx_row[L + 1]))
+
+
+def parse_probabilities(content: str, n: int) -> list[float]:
+    """The first JSON list of n numbers in the reply, clipped to [0, 1]."""
+    match = re.search(r"\[[^\[\]]*\]", content)
+    try:
+        values = json.loads(match.group(0)) if match else None
+    except json.JSONDecodeError:
+        values = None
+    if not isinstance(values, list) or len(values) != n or not all(isinstance(v, (int, float)) for v in values):
+        raise ValueError(f"the language model's reply is not a JSON list of {n} numbers: {content[:200]!r}")
+    return [min(max(float(v), 0.0), 1.0) for v in values]
+
+
+class LLMLabeller:
+    """Adds an explanation and its detection score to the labels of the most often firing features."""
+
+    def __init__(self, cfg: LLMConfig):
+        self.cfg = cfg
+        self.client: ChatClient | None = None
+
+    def annotate(self, analysis: Analysis, labels: list[Label], progress: bool = True) -> dict[str, Any]:
+        """Puts facts["llm"] = {explanation, score, items} on up to cfg.features labels; returns the
+        labels.json header fields that say which endpoint and model wrote them."""
+        cache = self.cfg.cache_dir or Path(analysis.path or ".") / CACHE_DIR
+        self.client = ChatClient(self.cfg, Path(cache))
+        data = LabelData(analysis)
+        order = np.argsort(-data.np["fire_count"], kind="stable")[: self.cfg.features]
+        for i in tqdm(order.tolist(), desc="llm", disable=not progress, leave=False):
+            if data.np["fire_count"][i] == 0:
+                continue
+            explanation = self.explain(data, i)
+            score, items = self.score(data, i, explanation)
+            labels[i].facts["llm"] = {"explanation": explanation, "score": score, "items": items}
+        return {"llm": {"base_url": self.cfg.base_url, "model": self.cfg.model}}
+
+    def explain(self, data: LabelData, i: int) -> str:
+        ex = data.examples(i)
+        ctx = data.example_contexts(ex.tokens)
+        build_top = np.nonzero(ex.is_top & ~ex.held_out)[0][: self.cfg.examples]
+        lines = [f"{k + 1}. (activation {ex.value[j]:.3g}) {marked_text(ctx[j], data.L, data.vocab)}" for k, j in enumerate(build_top)]
+        prompt = ("These text snippets are where one feature of a neural network is most active; the token it is "
+                  "active on is marked «like this».\n\n" + "\n".join(lines) +
+                  "\n\nExplain in one short phrase (at most 12 words) what the feature detects. Reply with the phrase only.")
+        reply = self.client.complete([{"role": "user", "content": prompt}])
+        return reply.strip().splitlines()[0].strip() if reply.strip() else ""
+
+    def score(self, data: LabelData, i: int, explanation: str) -> tuple[float | None, int]:
+        ex = data.examples(i)
+        positives = data.example_contexts(ex.tokens)[ex.held_out]
+        rows = data.random_rows[True]
+        quiet = rows[data.random_activations(i)[rows] == 0]
+        rng = np.random.default_rng(i)
+        negatives = data.random_ctx[rng.choice(quiet, size=min(len(quiet), len(positives)), replace=False)] if len(quiet) else positives[:0]
+        if not len(positives) or not len(negatives):
+            return None, 0
+        items = np.concatenate([positives, negatives])
+        truth = np.concatenate([np.ones(len(positives), bool), np.zeros(len(negatives), bool)])
+        order = rng.permutation(len(items))
+        items, truth = items[order], truth[order]
+        lines = [f"{k + 1}. {marked_text(row, data.L, data.vocab)}" for k, row in enumerate(items)]
+        prompt = (f"A feature of a neural network is described as: {explanation}\n\nFor each snippet below, give the "
+                  "probability that the feature is active on the token marked «like this».\n\n" + "\n".join(lines) +
+                  f"\n\nReply with a JSON list of {len(items)} numbers between 0 and 1, in order, and nothing else.")
+        probabilities = np.array(parse_probabilities(self.client.complete([{"role": "user", "content": prompt}]), len(items)))
+        return auroc(probabilities[truth], probabilities[~truth]), len(items)
+
+
+def add_llm_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("language-model explanations (optional, off by default)")
+    group.add_argument("--llm", action="store_true", help="also explain and score features with a chat-completions endpoint")
+    group.add_argument("--llm-base-url", default=None, help=f"endpoint base URL, e.g. http://localhost:8000/v1 (default ${ENV_BASE_URL})")
+    group.add_argument("--llm-model", default=None, help=f"model name (default ${ENV_MODEL})")
+    group.add_argument("--llm-cache", default=None, help=f"response cache folder (default <analysis>/{CACHE_DIR})")
+    group.add_argument("--llm-features", type=int, default=50, help="features to explain, most often firing first (default 50)")
+
+
+def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
+    """The labeller the options ask for (None without --llm); the API key only from the environment."""
+    if not args.llm:
+        return None
+    base_url, model = args.llm_base_url or os.environ.get(ENV_BASE_URL), args.llm_model or os.environ.get(ENV_MODEL)
+    if not base_url or not model:
+        raise ValueError(f"--llm needs an endpoint and a model: pass --llm-base-url and --llm-model or set {ENV_BASE_URL} "
+                         f"and {ENV_MODEL}.")
+    if args.llm_features <= 0:
+        raise ValueError(f"--llm-features must be positive, got {args.llm_features}.")
+    return LLMLabeller(LLMConfig(base_url=base_url, model=model, api_key=os.environ.get(ENV_API_KEY),
+                                 cache_dir=Path(args.llm_cache) if args.llm_cache else None, features=args.llm_features))
