@@ -177,16 +177,22 @@ class ActivationHooks:
 
 
 def _enable_gated_hooks(bridge, hook_names: Sequence[str]) -> None:
-    """Turn on the model settings some hooks need to fire at all (e.g. use_attn_result for attn.hook_result)."""
+    """Turn on the bridge settings some hooks need to fire at all (use_hook_mlp_in for
+    blocks.N.hook_mlp_in, use_attn_result for attn.hook_result, ...); they stay on afterwards."""
     for name in hook_names:
         setting = bridge._gated_hook_reason(name)
-        if setting is not None:
+        if setting is None:
+            continue
+        try:
             getattr(bridge, f"set_{setting}")(True)
+        except NotImplementedError as err:
+            raise ValueError(f"hook {name!r} needs the model setting {setting}, which this model does not support "
+                             f"({err}); choose another hook.") from err
 
 
 def plan_capture(bridge, hook_names: Sequence[str], context_length: int) -> CapturePlan:
-    """Validate `hook_names` against the model and learn each hook's per-token shape from one
-    probe pass over a [1, context_length] sequence."""
+    """Validate `hook_names` against the model (turning on the settings gated hooks need) and learn
+    each hook's per-token shape from one probe pass over a [1, context_length] sequence."""
     hook_names = list(hook_names)
     check_hook_names(list(bridge.hook_dict), hook_names)
     _enable_gated_hooks(bridge, hook_names)

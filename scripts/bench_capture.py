@@ -13,11 +13,15 @@ Timed, each the best of --repeats interleaved runs over all the tokens:
   capture to disk       interp.capture.capture_to_disk into a temporary folder: hooks, flattening,
                         NaN check, shards written, hashed and fsync-ed, manifests.
 The ratio that matters is capture / bare (stop at hook): what capturing costs on top of the same pass.
+CPU microseconds per token (all threads) are printed too: on a shared, loaded machine they show what
+each step costs when wall time does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
@@ -48,14 +52,23 @@ def load_bridge(spec: str | None):
     return bridge, DEFAULT_MODEL["n_ctx"], DEFAULT_MODEL["d_vocab"], "fresh default-size model"
 
 
-def best_times(fns: dict, repeats: int) -> dict[str, float]:
-    """Seconds of the fastest of `repeats` runs of each fn; runs interleave so load drifts hit all alike."""
-    best = {name: float("inf") for name in fns}
+def cpu_seconds() -> float:
+    """CPU time of this process so far, all threads, user + system."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def best_times(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """(wall, CPU) seconds of the fastest of `repeats` runs of each fn; runs interleave so that load
+    drifts hit all alike. CPU time counts every thread, so it shows the work a step adds even on a
+    loaded machine, where wall time mostly shows the load."""
+    best = {name: (float("inf"), float("inf")) for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), cpu_seconds()
             fn()
-            best[name] = min(best[name], time.perf_counter() - start)
+            run = (time.perf_counter() - wall, cpu_seconds() - cpu)
+            best[name] = min(best[name], run)
     return best
 
 
@@ -64,7 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="model spec (default: demo model, else a fresh default-size one)")
     parser.add_argument("--hook", dest="hooks", action="append", default=None,
                         help="hook to capture; repeat for several (default: blocks.0.mlp.hook_post)")
-    parser.add_argument("--tokens", type=int, default=2**16, help="tokens per measurement (default 65536)")
+    parser.add_argument("--tokens", type=int, default=2**17,
+                        help="tokens per measurement (default 131072: four default shards of a 512-wide float32 hook)")
+    parser.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default: capture's default)")
     parser.add_argument("--batch-size", type=int, default=32, help="context windows per forward pass")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement, interleaved; the best counts")
@@ -98,16 +113,19 @@ def main(argv: list[str] | None = None) -> int:
     def capture_once() -> None:
         with tempfile.TemporaryDirectory() as out:
             capture_to_disk(bridge, hooks, iter(tokens), out, total_tokens=n_tokens, model_id=described,
-                            context_length=ctx, dtype=args.dtype, batch_size=args.batch_size, progress=False)
+                            context_length=ctx, dtype=args.dtype, batch_size=args.batch_size,
+                            tokens_per_shard=args.shard_tokens, progress=False)
 
     bare_stop_at_hook()  # warm-up: allocator, kernels
     seconds = best_times({"bare (stop_at_layer)": bare_stop_at_layer, "bare (stop at hook)": bare_stop_at_hook,
                           "capture to disk": capture_once}, args.repeats)
-    rate = {name: n_tokens / s for name, s in seconds.items()}
-    for name, r in rate.items():
-        print(f"{name:22s} {r:12,.0f} tokens/s")
+    rate = {name: n_tokens / wall for name, (wall, _) in seconds.items()}
+    print(f"{'':22s} {'tokens/s':>12s} {'CPU us/token':>14s}")
+    for name, (wall, cpu) in seconds.items():
+        print(f"{name:22s} {rate[name]:12,.0f} {cpu / n_tokens * 1e6:14.1f}")
     print(f"capture / bare (stop at hook):    {rate['capture to disk'] / rate['bare (stop at hook)']:.3f}")
     print(f"capture / bare (stop_at_layer):   {rate['capture to disk'] / rate['bare (stop_at_layer)']:.3f}")
+    print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 
 

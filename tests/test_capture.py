@@ -120,6 +120,16 @@ def test_half_precision_rows_are_the_float32_rows_rounded(bridge, tmp_path, dtyp
     torch.testing.assert_close(got.float(), want, rtol=eps, atol=1e-5)
 
 
+def test_gated_hook_is_turned_on_and_an_unsupported_one_refused(tmp_path):
+    bridge = boot()
+    windows = random_windows(2, seed=11)
+    capture_to_disk(bridge, ["blocks.1.hook_mlp_in"], iter(windows), tmp_path, total_tokens=windows.numel(),
+                    model_id="tiny", context_length=CTX, tokens_per_shard=CTX, progress=False)
+    assert torch.equal(read_all(tmp_path / "blocks.1.hook_mlp_in")["acts"], cached_rows(bridge, windows, "blocks.1.hook_mlp_in"))
+    with pytest.raises(ValueError, match="'blocks.0.attn.hook_result' needs the model setting use_attn_result"):
+        plan_capture(bridge, ["blocks.0.attn.hook_result"], CTX)
+
+
 def test_pass_stops_after_the_deepest_hook(bridge, tmp_path):
     fired: dict[str, int] = {}
     watched = ["blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post", "blocks.1.hook_in",
@@ -136,6 +146,30 @@ def test_pass_stops_after_the_deepest_hook(bridge, tmp_path):
     assert fired == {"blocks.0.mlp.hook_post": 1 + 2}  # probe + two batches; nothing after it ran
     plan = plan_capture(bridge, ["blocks.0.mlp.hook_post"], CTX)
     assert plan.stop_at_layer == 1
+
+
+def test_hugging_face_gpt2_rows_equal_run_with_cache_and_later_blocks_never_run(model_dir, tmp_path):
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer.load(model_dir / "tokenizer.json")
+    folder = tmp_path / "gpt2-tiny"
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=CTX,
+                               bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+    PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token="<|endoftext|>").save_pretrained(folder)
+    bridge = load_model(folder).bridge
+    hooks = ["blocks.0.attn.hook_z", "blocks.0.mlp.hook_post"]
+    windows = random_windows(5, seed=12)
+    later = []
+    bridge.hook_dict["blocks.1.hook_in"].add_hook(lambda act, hook: later.append(1))
+    try:
+        capture_to_disk(bridge, hooks, iter(windows), tmp_path / "out", total_tokens=windows.numel(), model_id="gpt2-tiny",
+                        context_length=CTX, batch_size=2, tokens_per_shard=2 * CTX, progress=False)
+    finally:
+        bridge.hook_dict["blocks.1.hook_in"].remove_hooks()
+    assert later == []
+    for name in hooks:
+        assert torch.equal(read_all(tmp_path / "out" / name)["acts"], cached_rows(bridge, windows, name)), name
 
 
 # --- resume ---------------------------------------------------------------------------------
