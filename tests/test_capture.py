@@ -128,6 +128,8 @@ def test_gated_hook_is_turned_on_and_an_unsupported_one_refused(tmp_path):
     assert torch.equal(read_all(tmp_path / "blocks.1.hook_mlp_in")["acts"], cached_rows(bridge, windows, "blocks.1.hook_mlp_in"))
     with pytest.raises(ValueError, match="'blocks.0.attn.hook_result' needs the model setting use_attn_result"):
         plan_capture(bridge, ["blocks.0.attn.hook_result"], CTX)
+    with pytest.raises(ValueError, match="'embed.hook_in' carries torch.int64 values \\(token ids\\)"):
+        plan_capture(bridge, ["embed.hook_in"], CTX)
 
 
 def test_pass_stops_after_the_deepest_hook(bridge, tmp_path):
