@@ -10,6 +10,10 @@ FVU = sum (x - x_hat)^2 / sum (x - mean x)^2 (DESIGN.md) after the same number o
 and this trainer's speed ratio to each peer. Also: fp32 matmul GFLOP/s measured here, and the
 fraction of it that the encoder forward (2 d_in d_sae FLOPs per token) represents at each rate.
 --profile prints where the time of one step of this trainer goes.
+
+On a GPU: `--device cuda [--autocast bfloat16]` trains this trainer there and measures the GPU's
+bf16 matmul rate (best of a square 8192 product and the encoder-shaped one at this batch, d_in and
+d_sae); the encoder share of that rate is reported as "% of bf16 peak" (peers keep their own devices).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from common import TimedBatches, steady_rate  # noqa: E402  (shared with the pee
 from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.architectures.base import TrainState  # noqa: E402
 from sae.data import ActivationDataset  # noqa: E402
+from sae.distributed import resolve_device  # noqa: E402
 from sae.train import TrainConfig, train_sae  # noqa: E402
 
 PEERS = ("sparsify", "saelens", "dictionary_learning")
@@ -56,6 +61,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--profile", action="store_true", help="print where one step of this trainer spends its time")
     p.add_argument("--skip-ours", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--device", default="auto", help="device of this trainer: auto (default: cuda when present), cpu, cuda or cuda:N")
+    p.add_argument("--autocast", default="none", choices=["none", "bfloat16", "float16"],
+                   help="autocast dtype of this trainer's forward pass")
     return p.parse_args()
 
 
@@ -105,6 +113,29 @@ def matmul_peak(threads: int | None, repeats: int = 5) -> dict[str, float]:
     return out
 
 
+def matmul_peak_cuda(device: torch.device, args: argparse.Namespace, repeats: int = 10) -> dict[str, float]:
+    """Best bf16 TFLOP/s on the GPU of a square 8192 matmul and of the encoder-shaped one
+    (batch x d_in @ d_in x d_sae), timed with CUDA events after a warm-up."""
+    out = {}
+    shapes = {"square_8192": (8192, 8192, 8192), "encoder_shape": (args.batch_size, args.d_in, args.d_sae)}
+    for name, (m, k, n) in shapes.items():
+        a = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        b = torch.randn(k, n, device=device, dtype=torch.bfloat16)
+        for _ in range(3):
+            a @ b
+        times = []
+        for _ in range(repeats):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1e3)
+        out[name] = 2 * m * k * n / min(times) / 1e12
+    out["peak"] = max(out.values())
+    return out
+
+
 def _timed(fn) -> float:
     start = time.perf_counter()
     fn()
@@ -119,7 +150,7 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespace) -> dict:
     timer = TimedBatches(train, args.batch_size)
     cfg = TrainConfig(batch_size=args.batch_size, steps=len(timer), checkpoint_every=0, log_every=10**9,
-                      threads=args.threads)
+                      threads=args.threads, device=args.device, autocast=args.autocast)
     init_batches = math.ceil(cfg.init_tokens / args.batch_size)  # read ahead before the first step
     if args.warmup < init_batches:
         raise SystemExit(f"--warmup must be at least {init_batches}: this trainer reads its first {init_batches} "
@@ -127,8 +158,9 @@ def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespac
     config = TopKConfig(d_in=train.shape[1], d_sae=args.d_sae, k=args.k)
     sae = train_sae([("topk", config)], timer, cfg, None, progress=False)[0]
     with torch.no_grad():
-        x_hat = torch.cat([sae(c) for c in heldout.split(4096)])
-        l0 = torch.cat([(sae.encode(c) != 0).sum(-1) for c in heldout.split(4096)]).float().mean().item()
+        device = sae.W_enc.device
+        x_hat = torch.cat([sae(c.to(device)).cpu() for c in heldout.split(4096)])
+        l0 = torch.cat([(sae.encode(c.to(device)) != 0).sum(-1).cpu() for c in heldout.split(4096)]).float().mean().item()
     tokens_per_s, seconds, steps = steady_rate(timer.times, args.batch_size, args.warmup)
     return {"trainer": "monosemantic", "tokens_per_s": tokens_per_s, "seconds": seconds, "timed_steps": steps,
             "heldout_fvu": fvu(heldout, x_hat), "heldout_l0": l0}
@@ -221,6 +253,13 @@ def main() -> None:
     peak = matmul_peak(args.threads)
     print(f"fp32 matmul: {peak['square_2048']:.1f} GFLOP/s (2048^3), {peak['encoder_shape']:.1f} GFLOP/s "
           f"(4096x256 @ 256x4096); peak {peak['peak']:.1f}")
+    device = resolve_device(args.device)
+    if device.type == "cuda":
+        gpu = matmul_peak_cuda(device, args)
+        print(f"{torch.cuda.get_device_name(device)} bf16 matmul: {gpu['square_8192']:.1f} TFLOP/s (8192^3), "
+              f"{gpu['encoder_shape']:.1f} TFLOP/s ({args.batch_size}x{args.d_in} @ {args.d_in}x{args.d_sae}); "
+              f"the '% of peak' column below is of {gpu['peak']:.1f} TFLOP/s bf16")
+        peak = {**peak, "cuda_bf16_tflops": gpu, "peak": gpu["peak"] * 1e3}
 
     sources = {"synthetic": lambda: (synthetic(args.steps * args.batch_size, args.d_in, seed=0),
                                      synthetic(args.heldout, args.d_in, seed=1))}
