@@ -485,6 +485,8 @@ class FeatureStatistics:
         rows, cols, counts, sums = self.token_mass.entries()
         table, valid = top_per_row(rows, sums, self.cfg.top_tokens, self.F)
         pick = table.clamp_min(0)
+        if len(cols) == 0:  # nothing fired: every slot is empty, but the gathers below need an entry
+            cols, sums, counts = cols.new_zeros(1), sums.new_zeros(1), counts.new_zeros(1)
         return {
             "token_mass_ids": torch.where(valid, cols[pick], -1).to(torch.int32),
             "token_mass": torch.where(valid, sums[pick], 0.0).float(),
@@ -498,6 +500,8 @@ class FeatureStatistics:
         jaccard = counts.double() / union.clamp_min(1)
         table, valid = top_per_row(rows, jaccard, self.cfg.neighbours, self.F)
         pick = table.clamp_min(0)
+        if len(cols) == 0:  # no two features fired together: every slot is empty
+            cols, counts, jaccard = cols.new_zeros(1), counts.new_zeros(1), jaccard.new_zeros(1)
         return {
             "cofire_ids": torch.where(valid, cols[pick], -1).to(torch.int32),
             "cofire_count": torch.where(valid, counts[pick], 0),
