@@ -31,12 +31,14 @@ class JumpReLUConfig(SAEConfig):
     """l0_coefficient: weight of the sparsity term. l0_target: when set, penalise (L0 / l0_target - 1)^2
     instead of L0. bandwidth: width eps of the straight-through rectangle kernel (in pre-activation
     units). initial_threshold: theta of every latent at initialisation. The defaults suit inputs
-    scaled to E||x||^2 = d_in (the trainer's activation normalisation)."""
+    scaled to E||x||^2 = d_in (the trainer's activation normalisation), where a random unit encoder
+    direction gives pre-activations of about unit scale: theta starts where it prunes a fair share
+    and the kernel is wide enough for it to move within a short run."""
 
     l0_coefficient: float = 1.0
     l0_target: float | None = None
-    bandwidth: float = 0.05
-    initial_threshold: float = 0.01
+    bandwidth: float = 0.5
+    initial_threshold: float = 0.5
 
     def validate(self) -> None:
         super().validate()
