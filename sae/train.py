@@ -127,13 +127,18 @@ def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
     return factor
 
 
-def geometric_median(x: Tensor, iters: int = 200, tol: float = 1e-9) -> Tensor:
-    """argmin_m sum_i ||x_i - m|| of x [n, d] by Weiszfeld's iteration, in float64 -> [d]."""
+def geometric_median(x: Tensor, iters: int = 100, tol: float = 1e-7) -> Tensor:
+    """argmin_m sum_i ||x_i - m|| of x [n, d] by Weiszfeld's iteration, in float64 -> [d].
+
+    Distances come from ||x_i||^2 - 2 x_i.m + ||m||^2, so an iteration is two matrix-vector products
+    over x (no [n, d] temporaries). Stops when m moves less than tol * (1 + ||m||)."""
     x = x.double()
+    sq_norms = x.pow(2).sum(1)  # [n]
     median = x.mean(0)
     for _ in range(iters):
-        inv_dist = 1 / (x - median).norm(dim=1).clamp_min(1e-12)
-        new = (inv_dist[:, None] * x).sum(0) / inv_dist.sum()
+        dist = (sq_norms - 2 * (x @ median) + median.dot(median)).clamp_min(0).sqrt()
+        inv_dist = 1 / dist.clamp_min(1e-12)
+        new = (inv_dist @ x) / inv_dist.sum()
         moved = (new - median).norm()
         median = new
         if moved <= tol * (1 + median.norm()):
