@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "interp.report",
     "interp.labels",
     "interp.neurons",
+    "interp.search",
     "interp.neuronpedia",
 ]
 

@@ -1,0 +1,316 @@
+"""Find features from Python or the shell: `FeatureIndex.load(analysis_dir)` once, then fast queries.
+
+    index = FeatureIndex.load("artifacts/demo/analysis")
+    index.by_token(" def")                 # features with the most activation per occurrence of ` def`
+    index.by_label("import|module")        # labels matching a regex (needs `interp label`)
+    index.by_logit(" (")                   # features whose decoder direction promotes ` (` most
+    index.nearest(812)                     # decoder-cosine neighbours of feature 812 (or of any vector)
+    index.by_text("def main():")           # runs the model: features active on each token
+
+Every query takes the same filters (min_density, max_density, min_label_score) and returns typed
+records with `to_dict()`; `format_hits` prints them as a table. Queries other than `by_text` use only
+the analysis artifact, with its per-token tables inverted and its decoder normalised at load time;
+`by_text` loads the model and SAE recorded in analysis.json on first use.
+
+`interp search --index DIR {text,token,label,logit,nearest} QUERY [--top N] [--json] [filters]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from interp.analysis import Analysis
+from interp.labels import read_labels
+
+
+@dataclass
+class FeatureHit:
+    """One feature a query found. `score` is what the query ranks by (see each method)."""
+
+    feature: int
+    score: float
+    density: float
+    max_activation: float
+    label: str | None = None
+    label_score: float | None = None
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class TokenFeatures:
+    """The features active on one token of a text query, strongest first."""
+
+    position: int
+    token: str
+    hits: list[FeatureHit]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"position": self.position, "token": self.token, "hits": [h.to_dict() for h in self.hits]}
+
+
+class FeatureIndex:
+    """An analysis (and its labels) held in memory in the shapes queries need."""
+
+    def __init__(self, analysis: Analysis, labels: dict[int, dict[str, Any]]):
+        t = analysis.tensors
+        self.analysis, self.meta, self.vocab = analysis, analysis.meta, analysis.token_strings
+        self.F = analysis.d_sae
+        self.density = t["density"].double()
+        self.max_activation = t["max_activation"].float()
+        self.token_counts = t["token_counts"].double()
+        self.labels = labels
+        self.label_text = [labels.get(i, {}).get("label") for i in range(self.F)]
+        self.label_score = torch.tensor([_number(labels.get(i, {}).get("score")) for i in range(self.F)], dtype=torch.float64)
+        self._token_ids = {s: i for i, s in reversed(list(enumerate(self.vocab)))}  # first id of a repeated string
+        # per-token table inverted: for token v, its listing features are rows ptr[v]:ptr[v+1]
+        ids = t["token_mass_ids"].long()
+        feature = torch.arange(self.F)[:, None].expand_as(ids)
+        valid = ids >= 0
+        tokens, order = torch.sort(ids[valid], stable=True)
+        self.token_feature = feature[valid][order]
+        self.token_mass = t["token_mass"].double()[valid][order]
+        self.token_fire_count = t["token_mass_count"].long()[valid][order]
+        self.token_ptr = torch.searchsorted(tokens, torch.arange(len(self.vocab) + 1))
+        self.activation_sum = t["activation_sum"].double()
+        decoder = t.get("decoder")
+        self.unit_decoder = decoder.float() / decoder.float().norm(dim=1, keepdim=True).clamp_min(1e-12) if decoder is not None else None
+        self.logit_directions, self.unembed = t.get("logit_directions"), t.get("unembed")
+        self._runner: _TextRunner | None = None
+
+    @classmethod
+    def load(cls, analysis_dir: str | os.PathLike) -> "FeatureIndex":
+        """The analysis in `analysis_dir` with its labels.json when `interp label` has written one."""
+        analysis = Analysis.load(analysis_dir)
+        return cls(analysis, read_labels(analysis_dir))
+
+    # ---- filters and records -----------------------------------------------------------------
+    def mask(self, *, min_density: float | None = None, max_density: float | None = None,
+             min_label_score: float | None = None) -> Tensor:
+        """bool [F]: the features that pass the filters (a label-score filter drops unscored features)."""
+        keep = torch.ones(self.F, dtype=torch.bool)
+        if min_density is not None:
+            keep &= self.density >= min_density
+        if max_density is not None:
+            keep &= self.density <= max_density
+        if min_label_score is not None:
+            keep &= self.label_score >= min_label_score  # NaN (unscored) compares False
+        return keep
+
+    def hit(self, i: int, score: float, **detail: Any) -> FeatureHit:
+        s = float(self.label_score[i])
+        return FeatureHit(i, float(score), float(self.density[i]), float(self.max_activation[i]), self.label_text[i],
+                          None if math.isnan(s) else s, detail)
+
+    def token_id(self, token: str) -> int:
+        """The id of a token string exactly as in the vocabulary (`#123` names id 123)."""
+        if token in self._token_ids:
+            return self._token_ids[token]
+        if re.fullmatch(r"#\d+", token) and int(token[1:]) < len(self.vocab):
+            return int(token[1:])
+        near = [s for s in self.vocab if s.strip() == token.strip() and s.strip()][:5]
+        hint = f"; did you mean {', '.join(repr(s) for s in near)}?" if near else " (write #ID to give a token id)."
+        raise ValueError(f"token {token!r} is not in this analysis's vocabulary{hint}")
+
+    # ---- queries ------------------------------------------------------------------------------
+    def by_token(self, token: str, *, top: int = 10, **filters: float | None) -> list[FeatureHit]:
+        """Features that fire most on `token`: score = mean activation per occurrence of the token
+        (activation mass on it / its count); detail: firings on it, share of the feature's mass.
+        From each feature's top-token table, so a feature is found when the token is among its top tokens."""
+        v = self.token_id(token)
+        a, b = int(self.token_ptr[v]), int(self.token_ptr[v + 1])
+        features, mass, fired = self.token_feature[a:b], self.token_mass[a:b], self.token_fire_count[a:b]
+        keep = self.mask(**filters)[features]
+        features, mass, fired = features[keep], mass[keep], fired[keep]
+        order = torch.argsort(mass, descending=True, stable=True)[:top]
+        occurrences = max(float(self.token_counts[v]), 1.0)
+        return [self.hit(int(features[k]), float(mass[k]) / occurrences, firings=int(fired[k]),
+                         mass_share=float(mass[k] / self.activation_sum[features[k]].clamp_min(1e-300))) for k in order.tolist()]
+
+    def by_label(self, pattern: str, *, top: int | None = None, **filters: float | None) -> list[FeatureHit]:
+        """Features whose label matches `pattern` (a regular expression, case-insensitive; plain words
+        work as keywords), best label score first; score = label score (NaN when unscored)."""
+        if not self.labels:
+            raise ValueError(f"{self.analysis.path} has no labels.json; run `interp label --analysis {self.analysis.path}` first.")
+        try:
+            regex = re.compile(pattern, re.IGNORECASE)
+        except re.error as err:
+            raise ValueError(f"label pattern {pattern!r} is not a valid regular expression ({err}).") from err
+        keep, scores = self.mask(**filters).tolist(), self.label_score.nan_to_num(-1.0).tolist()
+        found = [i for i, text in enumerate(self.label_text) if text and keep[i] and regex.search(text)]
+        found.sort(key=lambda i: (-scores[i], i))
+        return [self.hit(i, float(self.label_score[i])) for i in found[:top]]
+
+    def logit_effects(self, token: str) -> Tensor:
+        """[F]: every feature's direct effect on the logit of `token` (decoder direction through the unembedding)."""
+        if self.logit_directions is None or self.unembed is None:
+            why = self.meta.get("logit_effects_missing") or "this analysis was written without 'logit_directions'; re-run `interp analyze`"
+            raise ValueError(f"{self.analysis.path}: no logit effects to search ({why}).")
+        return self.logit_directions.float() @ self.unembed[:, self.token_id(token)].float()
+
+    def by_logit(self, token: str, *, top: int = 10, suppress: bool = False, **filters: float | None) -> list[FeatureHit]:
+        """Features that promote `token` most (or suppress it, `suppress=True`); score = logit effect."""
+        effects = self.logit_effects(token)
+        ranked = torch.where(self.mask(**filters), -effects if suppress else effects, -math.inf)
+        best = ranked.topk(min(top, self.F))
+        return [self.hit(i, float(effects[i])) for i, r in zip(best.indices.tolist(), best.values.tolist()) if r > -math.inf]
+
+    def nearest(self, query: int | Tensor, *, top: int = 10, **filters: float | None) -> list[FeatureHit]:
+        """Features whose decoder direction is nearest (cosine) to feature `query`'s, or to a vector [d_in]."""
+        if self.unit_decoder is None:
+            raise ValueError(f"{self.analysis.path}: features.safetensors has no 'decoder'; re-run `interp analyze`.")
+        keep = self.mask(**filters)
+        if isinstance(query, int):
+            if not 0 <= query < self.F:
+                raise ValueError(f"feature {query} is out of range; this index has features 0..{self.F - 1}.")
+            direction = self.unit_decoder[query]
+            keep[query] = False
+        else:
+            direction = torch.as_tensor(query, dtype=torch.float32).flatten()
+            if direction.numel() != self.unit_decoder.shape[1]:
+                raise ValueError(f"a direction for nearest() needs {self.unit_decoder.shape[1]} values (the SAE's d_in), got {direction.numel()}.")
+            direction = direction / direction.norm().clamp_min(1e-12)
+        cosine = self.unit_decoder @ direction
+        best = torch.where(keep, cosine, -math.inf).topk(min(top, self.F))
+        return [self.hit(i, c) for i, c in zip(best.indices.tolist(), best.values.tolist()) if c > -math.inf]
+
+    def by_text(self, prompt: str, *, top: int = 5, positions: list[int] | None = None,
+                **filters: float | None) -> list[TokenFeatures]:
+        """Run the model on BOS + `prompt` and return, for each prompt token (or the chosen positions,
+        0 = first prompt token, negative from the end), the features active on it, strongest first;
+        score = activation, detail: activation as a share of the feature's max over the analysis."""
+        if self._runner is None:
+            self._runner = _TextRunner(self.meta)
+        tokens, f = self._runner.features(prompt)  # [n] ids without BOS, [n, F]
+        if f.shape[1] != self.F:
+            raise ValueError(f"the SAE at {self._runner.sae_path} has {f.shape[1]} features but the index has {self.F}.")
+        n = len(tokens)
+        chosen = range(n) if positions is None else [p + n if p < 0 else p for p in positions]
+        keep = self.mask(**filters)
+        out = []
+        for p in chosen:
+            if not 0 <= p < n:
+                raise ValueError(f"position {p} is outside the prompt's {n} tokens.")
+            row = torch.where(keep & (f[p] > 0), f[p], 0.0)
+            best = row.topk(min(top, self.F))
+            hits = [self.hit(i, a, share_of_max=a / max(float(self.max_activation[i]), 1e-12))
+                    for i, a in zip(best.indices.tolist(), best.values.tolist()) if a > 0]
+            out.append(TokenFeatures(p, self.vocab[tokens[p]] if tokens[p] < len(self.vocab) else f"<{tokens[p]}>", hits))
+        return out
+
+
+def _number(x: Any) -> float:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else math.nan
+
+
+class _TextRunner:
+    """The model and SAE named in analysis.json, loaded once: prompt -> feature activations per token."""
+
+    def __init__(self, meta: dict[str, Any]):
+        from interp.capture import ActivationHooks, plan_capture
+        from interp.model import load_model
+        from sae.io import load_sae
+
+        spec, self.sae_path = meta.get("model", {}).get("spec"), meta.get("sae", {}).get("path")
+        if not spec or not self.sae_path:
+            raise ValueError("analysis.json names no model spec (field model.spec) or SAE path (field sae.path); text "
+                             "queries need both, as written by `interp analyze`.")
+        self.model = load_model(spec)
+        self.sae = load_sae(self.sae_path)
+        self.hook = meta["hook_name"]
+        plan = plan_capture(self.model.bridge, [self.hook], self.model.context_length)
+        self.spec = plan.hooks[0]
+        self.hooks = ActivationHooks(self.model.bridge, [self.hook], plan.stop_at_layer)
+
+    @torch.no_grad()
+    def features(self, prompt: str) -> tuple[list[int], Tensor]:
+        ids = self.model.tokenizer.encode(prompt)[: self.model.context_length - 1]
+        if not ids:
+            raise ValueError("the text query is empty after tokenisation; give some text.")
+        tokens = torch.tensor([[self.model.bos_id, *ids]])
+        with self.hooks:
+            acts = self.hooks.run(tokens)[self.hook]
+        x = self.spec.rows(acts).to(self.sae.W_dec.dtype)
+        return ids, self.sae.encode(x).float()[1:]
+
+
+# ---- printing ----------------------------------------------------------------------------------------
+
+def format_hits(hits: list[FeatureHit], score_name: str = "score") -> str:
+    """A fixed-width table: feature, score, density, max activation, label (score)."""
+    if not hits:
+        return "(no features)"
+    lines = [f"{'feature':>8}  {score_name:>10}  {'density':>9}  {'max act':>8}  label"]
+    for h in hits:
+        label = "" if h.label is None else h.label + ("" if h.label_score is None else f"  [{h.label_score:.2f}]")
+        lines.append(f"{h.feature:>8}  {h.score:>10.4g}  {h.density:>9.3g}  {h.max_activation:>8.3g}  {label}")
+    return "\n".join(lines)
+
+
+QUERY_KINDS = ("text", "token", "label", "logit", "nearest")
+SCORE_NAMES = {"token": "act/occur", "label": "label scr", "logit": "logit eff", "nearest": "cosine", "text": "activation"}
+
+
+def run_query(index: FeatureIndex, kind: str, query: str, *, top: int, suppress: bool = False,
+              **filters: float | None) -> list[FeatureHit] | list[TokenFeatures]:
+    """One query by name, as the CLI gives it (a nearest query takes a feature id)."""
+    if kind == "text":
+        return index.by_text(query, top=top, **filters)
+    if kind == "token":
+        return index.by_token(query, top=top, **filters)
+    if kind == "label":
+        return index.by_label(query, top=top, **filters)
+    if kind == "logit":
+        return index.by_logit(query, top=top, suppress=suppress, **filters)
+    if kind == "nearest":
+        if not query.strip().isdigit():
+            raise ValueError(f"a nearest query takes a feature id, got {query!r}.")
+        return index.nearest(int(query), top=top, **filters)
+    raise ValueError(f"unknown query kind {kind!r}; one of {', '.join(QUERY_KINDS)}.")
+
+
+def register_cli(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("search", help="find features by text, token, label, logit effect or direction",
+                                   description="Queries an analysis folder (and its labels.json). Kinds: text (runs the "
+                                               "model on the query), token (a token string exactly as in the vocabulary, "
+                                               "or #ID), label (regex), logit (features promoting a token), nearest (a feature id).")
+    parser.add_argument("--index", required=True, help="analysis folder written by `interp analyze`")
+    parser.add_argument("kind", choices=QUERY_KINDS, help="what the query is")
+    parser.add_argument("query", help="the text, token, pattern or feature id")
+    parser.add_argument("--top", type=int, default=10, help="results per query (per token for text; default 10)")
+    parser.add_argument("--min-density", type=float, default=None, help="keep features firing on at least this share of tokens")
+    parser.add_argument("--max-density", type=float, default=None, help="keep features firing on at most this share of tokens")
+    parser.add_argument("--min-label-score", type=float, default=None, help="keep features whose label scores at least this")
+    parser.add_argument("--suppress", action="store_true", help="logit: features that suppress the token instead")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.set_defaults(run=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    if args.top <= 0:
+        raise ValueError(f"--top must be positive, got {args.top}.")
+    index = FeatureIndex.load(args.index)
+    filters = dict(min_density=args.min_density, max_density=args.max_density, min_label_score=args.min_label_score)
+    results = run_query(index, args.kind, args.query, top=args.top, suppress=args.suppress, **filters)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
+    elif args.kind == "text":
+        for r in results:
+            print(f"[{r.position}] {r.token!r}")
+            print("    " + format_hits(r.hits, SCORE_NAMES["text"]).replace("\n", "\n    "))
+    else:
+        print(format_hits(results, SCORE_NAMES[args.kind]))
+    return 0
