@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -459,3 +460,46 @@ def test_relu_resampling_runs_and_resume_restores_the_random_state(tmp_path, mon
 def test_resample_steps_need_an_architecture_that_resamples():
     with pytest.raises(ValueError, match="resample_steps is set but architecture 'topk' does not resample"):
         train_sae([topk()], batch_list(2), small_cfg(resample_steps=[1]), None, progress=False)
+
+
+def test_steps_default_to_one_pass_over_the_dataset(tmp_path):
+    dataset = write_dataset(tmp_path / "acts", 1024 + 100)
+    cfg = small_cfg(steps=None, log_every=1, checkpoint_every=0)
+    train_sae([topk()], dataset, cfg, tmp_path / "run", progress=False)
+    steps = [json.loads(line)["step"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert steps == list(range(1, 9))  # 1124 tokens // 128 per batch
+    meta = json.loads((tmp_path / "run" / "cfg.json").read_text())["metadata"]
+    assert meta["hook_name"] == "blocks.0.hook_mlp_out" and meta["model_name"] == "test-model"
+
+
+@pytest.mark.parametrize("dtype, autocast", [("float64", "none"), ("float32", "bfloat16")])
+def test_dtype_and_autocast_options_train(dtype, autocast):
+    sae = train_sae([topk()], batch_list(4), small_cfg(steps=4, dtype=dtype, autocast=autocast), None, progress=False)[0]
+    assert sae.W_enc.dtype == getattr(torch, dtype)
+    x = planted(256, seed=4).to(sae.W_enc.dtype)
+    with torch.no_grad():
+        assert torch.isfinite(sae(x)).all()
+
+
+@pytest.mark.parametrize(
+    "field, value, message",
+    [("batch_size", 0, "TrainConfig.batch_size must be positive"),
+     ("lr_decay_fraction", 1.5, "TrainConfig.lr_decay_fraction must be in [0, 1]"),
+     ("grad_clip_norm", -1.0, "TrainConfig.grad_clip_norm must be positive or none"),
+     ("checkpoint_every", -1, "TrainConfig.checkpoint_every must be >= 0")],
+)
+def test_train_config_values_are_checked(field, value, message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        train_sae([topk()], batch_list(2), small_cfg(**{field: value}), None, progress=False)
+
+
+def test_cli_config_file_with_an_unknown_key_names_the_file(tmp_path, capsys):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 512)
+    config = tmp_path / "cfg.json"
+    config.write_text(json.dumps({"arch": "topk", "trian": {}}))
+    assert sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"]) == 2
+    assert f"{config}: unknown key(s) ['trian']" in capsys.readouterr().err
+    config.write_text(json.dumps({"arch": "topk", "train": {"batch_sise": 3}}))
+    assert sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"]) == 2
+    assert "unknown field(s) ['batch_sise'] for TrainConfig" in capsys.readouterr().err
