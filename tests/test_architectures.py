@@ -471,3 +471,18 @@ def test_topk_family_encode_is_differentiable_like_dense_autograd(arch):
     expected_x, expected_W = torch.autograd.grad((torch.relu(pre) * mask * upstream).sum(), (x, sae.W_enc))
     assert (grad_x - expected_x).abs().max() < 1e-12 and (grad_W - expected_W).abs().max() < 1e-12
     assert grad_x.abs().max() > 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_jumprelu_threshold_log_is_chosen_so_that_exp_gives_the_threshold_back(dtype):
+    from sae.architectures.jumprelu import log_reproducing
+
+    g = torch.Generator().manual_seed(0)
+    log_threshold = (torch.rand(20000, generator=g, dtype=D64) * 10 - 8).to(dtype)
+    threshold = torch.cat([log_threshold.exp(), torch.zeros(1, dtype=dtype)])
+    assert torch.equal(log_reproducing(threshold).exp(), threshold)  # what exp produced, exp reproduces
+    assert not torch.equal(threshold.double().log().to(dtype).exp(), threshold)  # plain log does not
+    foreign = torch.rand(20000, generator=g, dtype=D64).add(1e-3).to(dtype)
+    back = log_reproducing(foreign).exp()
+    ulp = torch.nextafter(foreign, torch.full_like(foreign, 2.0)) - foreign
+    assert ((back - foreign).abs() <= ulp).all()

@@ -158,5 +158,22 @@ class JumpReLUSAE(SAE):
                 f"JumpReLU threshold has {bad} negative value(s); this SAE parameterises theta = exp(log_threshold) "
                 "and needs every threshold >= 0"
             )
-        tensors["log_threshold"] = threshold.double().log().to(threshold.dtype)
+        tensors["log_threshold"] = log_reproducing(threshold)
         self.load_state_dict(tensors, strict=True)
+
+
+def log_reproducing(threshold: Tensor, search_ulps: int = 4) -> Tensor:
+    """The log of each threshold, chosen among the floats within `search_ulps` of it so that exp
+    gives the threshold back as closely as the dtype allows: exactly for any threshold that was
+    itself computed as exp(log_threshold), which makes save/load round trips bit-exact."""
+    nearest = threshold.double().log().to(threshold.dtype)
+    candidates = [nearest]
+    for direction in (float("inf"), float("-inf")):
+        step = nearest
+        for _ in range(search_ulps):
+            step = torch.nextafter(step, torch.full_like(step, direction))
+            candidates.append(step)
+    stacked = torch.stack(candidates)  # [2 * search_ulps + 1, d_sae]
+    error = (stacked.exp() - threshold).abs()
+    error = torch.where(torch.isnan(error), torch.full_like(error, float("inf")), error)
+    return stacked.gather(0, error.argmin(0, keepdim=True)).squeeze(0)
