@@ -120,6 +120,7 @@ def test_resume_with_other_stream_settings_is_refused(model_dir, tmp_path, capsy
     assert "cannot resume the model activation stream" in err and "corpus_seed: state has 3, stream has 4" in err
 
 
+@pytest.mark.filterwarnings("ignore:the data ran out")  # the trainer's own note on the short run
 def test_bad_stream_sizes_are_refused_and_a_short_corpus_ends_the_run_early(model_dir, tmp_path, capsys):
     assert interp_main([*stream_args(model_dir, tmp_path / "a", hooks=HOOKS[:1]), "--batch-size", "2048"]) == 2
     assert "--tokens 1275 is less than one batch of 2048 tokens" in capsys.readouterr().err
