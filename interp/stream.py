@@ -208,7 +208,7 @@ def run_train_sae(argv: list[str]) -> int:
     from interp.corpus import load_corpus, token_sequences
     from interp.model import load_model
     from sae.config import expand_sweep, sweep_names
-    from sae.distributed import resolve_device
+    from sae.distributed import environment_ranks, resolve_device
     from sae.train import TrainConfig, train_sae
 
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
@@ -218,6 +218,9 @@ def run_train_sae(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if sae_options is None:
         raise ValueError("--arch is required")
+    if environment_ranks().distributed:
+        raise ValueError("interp train-sae runs in one process; for several processes capture the activations "
+                         "(`interp capture`) and train with `sae train --nproc N`")
     cfg = TrainConfig(**train_options.values(args))
     cfg.validate()
     if args.tokens <= 0 or args.forward_batch <= 0:

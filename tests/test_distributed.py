@@ -66,7 +66,7 @@ NAMES = [arch for arch, _ in EXACT]
 # --- running several ranks ---------------------------------------------------------------------
 def _rank_main(rank: int, world_size: int, store: str, job, args, result: Path) -> None:
     try:
-        torch.set_num_threads(1)
+        torch.set_num_threads(1)  # first: OpenMP pools do not survive fork; one thread never enters them
         torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
         trained = job(Ranks(rank=rank, world_size=world_size), *args)
         save_file({f"{i}.{k}": v.detach().contiguous() for i, sae in enumerate(trained) for k, v in sae.state_dict().items()},

@@ -132,6 +132,13 @@ def test_bad_stream_sizes_are_refused_and_a_short_corpus_ends_the_run_early(mode
     assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"]["training_tokens"] < 9 * 128
 
 
+def test_streaming_under_torchrun_is_refused(model_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    assert interp_main(stream_args(model_dir, tmp_path / "run", hooks=HOOKS[:1])) == 2
+    assert "runs in one process" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
 # --- hub sources, offline -----------------------------------------------------------------------
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
