@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -75,6 +76,10 @@ class FeatureIndex:
         self.labels = labels
         self.label_text = [labels.get(i, {}).get("label") for i in range(self.F)]
         self.label_score = torch.tensor([_number(labels.get(i, {}).get("score")) for i in range(self.F)], dtype=torch.float64)
+        # all labels as one text, one line each, so a regex scans them in one call: line i is feature i
+        lines = [(text or "").replace("\n", " ") for text in self.label_text]
+        self._label_blob = "\n".join(lines)
+        self._line_starts = np.cumsum([0] + [len(line) + 1 for line in lines[:-1]])
         self._token_ids = {s: i for i, s in reversed(list(enumerate(self.vocab)))}  # first id of a repeated string
         # per-token table inverted: for token v, its listing features are rows ptr[v]:ptr[v+1]
         ids = t["token_mass_ids"].long()
@@ -88,7 +93,8 @@ class FeatureIndex:
         self.activation_sum = t["activation_sum"].double()
         decoder = t.get("decoder")
         self.unit_decoder = decoder.float() / decoder.float().norm(dim=1, keepdim=True).clamp_min(1e-12) if decoder is not None else None
-        self.logit_directions, self.unembed = t.get("logit_directions"), t.get("unembed")
+        self.logit_directions = t["logit_directions"].float() if "logit_directions" in t else None
+        self.unembed_rows = t["unembed"].float().T.contiguous() if "unembed" in t else None  # [V, d_model]
         self._runner: _TextRunner | None = None
 
     @classmethod
@@ -141,25 +147,29 @@ class FeatureIndex:
                          mass_share=float(mass[k] / self.activation_sum[features[k]].clamp_min(1e-300))) for k in order.tolist()]
 
     def by_label(self, pattern: str, *, top: int | None = None, **filters: float | None) -> list[FeatureHit]:
-        """Features whose label matches `pattern` (a regular expression, case-insensitive; plain words
-        work as keywords), best label score first; score = label score (NaN when unscored)."""
+        """Features whose label matches `pattern` (a regular expression, case-insensitive, ^ and $ at
+        each label's ends; plain words work as keywords), best label score first; score = label score
+        (NaN when unscored)."""
         if not self.labels:
             raise ValueError(f"{self.analysis.path} has no labels.json; run `interp label --analysis {self.analysis.path}` first.")
         try:
-            regex = re.compile(pattern, re.IGNORECASE)
+            regex = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
         except re.error as err:
             raise ValueError(f"label pattern {pattern!r} is not a valid regular expression ({err}).") from err
-        keep, scores = self.mask(**filters).tolist(), self.label_score.nan_to_num(-1.0).tolist()
-        found = [i for i, text in enumerate(self.label_text) if text and keep[i] and regex.search(text)]
-        found.sort(key=lambda i: (-scores[i], i))
-        return [self.hit(i, float(self.label_score[i])) for i in found[:top]]
+        starts = [m.start() for m in regex.finditer(self._label_blob)]
+        found = np.unique(np.searchsorted(self._line_starts, starts, side="right") - 1)
+        labelled = np.array([self.label_text[i] is not None for i in found], dtype=bool)
+        found = found[labelled & self.mask(**filters).numpy()[found]] if len(found) else found
+        scores = self.label_score.nan_to_num(-1.0).numpy()[found]
+        found = found[np.lexsort((found, -scores))]  # best score first, then by id
+        return [self.hit(int(i), float(self.label_score[i])) for i in found[:top]]
 
     def logit_effects(self, token: str) -> Tensor:
         """[F]: every feature's direct effect on the logit of `token` (decoder direction through the unembedding)."""
-        if self.logit_directions is None or self.unembed is None:
+        if self.logit_directions is None or self.unembed_rows is None:
             why = self.meta.get("logit_effects_missing") or "this analysis was written without 'logit_directions'; re-run `interp analyze`"
             raise ValueError(f"{self.analysis.path}: no logit effects to search ({why}).")
-        return self.logit_directions.float() @ self.unembed[:, self.token_id(token)].float()
+        return self.logit_directions @ self.unembed_rows[self.token_id(token)]
 
     def by_logit(self, token: str, *, top: int = 10, suppress: bool = False, **filters: float | None) -> list[FeatureHit]:
         """Features that promote `token` most (or suppress it, `suppress=True`); score = logit effect."""

@@ -5,6 +5,7 @@
   feature.html#ID        one data-driven page for every feature; it loads data/features-NNNN.js
                          (CHUNK features each) with a <script> tag, which works from file://
   model.html             training curves, samples from the fixed prompt, neuron heatmaps
+  neurons.html, neuron.html#J   for SAEs on MLP neurons: see interp.report.neurons
   data/meta.js, data/vocab.js, data/summary.js, data/features-NNNN.js
   report.css, report.js, index.js, feature.js, model.js, plotly.min.js
 
@@ -89,6 +90,7 @@ def write_report(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, pro
     meta = report_meta(analysis)
     title = f"{meta['model']} · {meta['hook']} · {meta['d_sae']} features"
     meta["title"] = title
+    meta["neurons"] = analysis.neurons is not None  # an SAE on MLP neurons: the neuron pages (interp.report.neurons)
     loaded = time.perf_counter()
 
     copy_static(out)
@@ -102,5 +104,9 @@ def write_report(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, pro
     _write(out / "feature.html", _page("feature.html", f"Feature · {title}", {"chunk": CHUNK}))
     _write(out / "model.html", _page("model.html", f"Model · {title}", {"meta": meta, "training": training_data(analysis_dir)}))
     write_index(out, meta, rows)
+    if analysis.neurons is not None:
+        from interp.report.neurons import write_neuron_pages
+
+        write_neuron_pages(analysis, out, title)
     done = time.perf_counter()
     return {"load_s": loaded - start, "write_s": done - loaded, "total_s": done - start}

@@ -193,7 +193,8 @@
     if (f.neurons) {
       right.appendChild(panel("Neurons written to", "largest |decoder weight|", [
         listTable(f.neurons.slice(0, 10), function (n) {
-          return [{content: "neuron " + n[0]}, {num: true, content: (n[1] > 0 ? "+" : "") + R.fmt(n[1])}];
+          var neuron = meta.neurons ? el("a", {href: "neuron.html#" + n[0], text: "neuron " + n[0]}) : "neuron " + n[0];
+          return [{content: neuron}, {num: true, content: (n[1] > 0 ? "+" : "") + R.fmt(n[1])}];
         })]));
     }
     if (f.fire_count) setTimeout(function () { histogramPlot(hist, f); }, 0);

@@ -15,6 +15,7 @@
   var columns = [
     {key: "id", name: "Feature", num: true},
     {key: "label", name: "Label"},
+    {key: "score", name: "Score", num: true},
     {key: "density", name: "Density", num: true},
     {key: "max", name: "Max act.", num: true},
     {key: "mean", name: "Mean act.", num: true},
@@ -127,6 +128,7 @@
       style: "top:" + index * ROW_HEIGHT + "px"}, [
       el("div", {class: "num"}, [el("a", {href: "feature.html#" + r.id, text: String(r.id)})]),
       el("div", {text: r.label || "", title: r.label ? r.label + (r.score !== null ? "  (score " + R.fmt(r.score) + ")" : "") : ""}),
+      el("div", {class: "num", text: r.label ? R.fmt(r.score) : "", title: "label score: held-out detection AUROC of the label's rule"}),
       el("div", {class: "num dcell", title: R.int(r.fired) + " firings"}, [
         el("span", {class: "dtrack"}, [el("span", {class: "dbar", style: "width:" + Math.max(0, densityWidth) + "px"})]),
         el("span", {text: R.pct(r.density)})]),

@@ -103,7 +103,8 @@ monoReport.topbar = function (active) {
     .filter(Boolean).join("  ·  ");
   return el("header", {class: "topbar"}, [
     el("span", {class: "brand", text: "monosemantic"}),
-    el("nav", {}, [link("index.html", "Features", "index"), link("feature.html", "Feature", "feature"), link("model.html", "Model", "model")]),
+    el("nav", {}, [link("index.html", "Features", "index"), link("feature.html", "Feature", "feature"),
+      meta.neurons ? link("neurons.html", "Neurons", "neurons") : null, link("model.html", "Model", "model")]),
     el("span", {class: "where", text: where, title: where}),
   ]);
 };

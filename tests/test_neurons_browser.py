@@ -1,0 +1,114 @@
+"""The report's neuron pages in headless Chromium from file://: the neuron index (sorted by
+polysemanticity, both plots drawn, sorting and filtering), a neuron page whose sentence, drivers and
+example groups match `interp.neurons`, links both ways between neuron and feature pages, the index's
+label-score column, and hostile token strings shown as text with nothing run."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from interp.analysis import AnalysisConfig
+from interp.labels import run_labels
+from interp.neurons import neuron_summaries
+from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
+from interp.report.write import write_report
+from test_report_browser import HOSTILE_LINES, assert_clean, browser, open_page, shots, wait_for  # noqa: F401 (fixtures)
+
+F, N, V, T, N_SEQ = 24, 8, 48, 24, 90
+
+
+@pytest.fixture(scope="module")
+def neuron_report(tmp_path_factory):
+    """A planted SAE on 8 neurons (24 token-detector features, each writing to a few neurons), its
+    labels and neuron labels, and the report; some token strings are hostile HTML."""
+    from interp.analysis import Analysis
+
+    root = tmp_path_factory.mktemp("neurons-report")
+    vocab = ["<bos>"] + [f" w{i}" for i in range(1, V)]
+    for k, line in enumerate(HOSTILE_LINES):
+        vocab[1 + k] = line  # the most frequent tokens
+    g = torch.Generator().manual_seed(0)
+    W_dec = torch.relu(torch.randn(F, N, generator=g)) * (torch.rand(F, N, generator=g) < 0.35)
+    W_dec[torch.arange(F), torch.arange(F) % N] += 0.5  # every feature writes to at least one neuron
+    tokens = zipf_tokens(N_SEQ, T, V, seed=1, exponent=0.7)
+    feature_tokens = [[1 + i % (V - 1)] for i in range(F)]
+    cfg = AnalysisConfig(top_k=8, intervals=3, interval_samples=3, window_left=5, window_right=2, random_sequences=40)
+    analysis = planted_analysis(token_detector_batches(tokens, feature_tokens, seed=2), vocab, cfg, W_dec=W_dec,
+                                unembed=torch.randn(N, V, generator=g), neurons=True, expected_sequences=N_SEQ)
+    analysis.save(root / "analysis")
+    run_labels(root / "analysis", progress=False)
+    write_report(root / "analysis", root / "report", progress=False)
+    return root / "report", Analysis.load(root / "analysis")
+
+
+def test_neuron_files_are_written(neuron_report):
+    report, _ = neuron_report
+    for name in ("neurons.html", "neuron.html", "neurons.js", "neuron.js", "data/neurons.js"):
+        assert (report / name).is_file(), name
+    for page in ("neurons.html", "neuron.html"):
+        assert "<script>window" not in (report / page).read_text()
+
+
+def test_neuron_index_sorts_filters_and_plots(browser, neuron_report, shots):
+    report, analysis = neuron_report
+    summaries = neuron_summaries(analysis)
+    logs = open_page(browser, (report / "neurons.html").as_uri())
+    wait_for(browser, "document.querySelector('#score-plot .main-svg') && document.querySelector('#neff-plot .main-svg')")
+    ids = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-rows tr')).map(r => Number(r.dataset.id))")
+    assert ids == [s.neuron for s in summaries]  # most polysemantic first
+    first = browser.find_element("css selector", "#neuron-rows tr:first-child td:nth-child(2)").text
+    assert float(first) == pytest.approx(summaries[0].effective_features, rel=2e-3)
+    counts = browser.execute_script("return Array.from(document.querySelectorAll('#score-summary tr[data-who] td:nth-child(2)')).map(c => c.textContent)")
+    scored = [sum(item["score"] is not None for item in json.loads((folder / "labels.json").read_text())["features"])
+              for folder in (report.parent / "analysis", report.parent / "analysis" / "neurons")]
+    assert counts == [str(n) for n in scored] and scored[1] == N
+    browser.find_element("css selector", ".nhdr th[data-key=id]").click()
+    ids = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-rows tr')).map(r => Number(r.dataset.id))")
+    assert ids == list(range(N))
+    driver = summaries[0].drivers[0].feature
+    browser.find_element("id", "neuron-filter").send_keys(f"#{driver} ")
+    expected = sorted(s.neuron for s in summaries if driver in [d.feature for d in s.drivers])
+    wait_for(browser, f"document.getElementById('neuron-count').textContent === 'showing {len(expected)} of {N}'")
+    browser.save_screenshot(str(shots / "neurons.png"))
+    assert_clean(browser, logs)
+
+
+def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
+    report, analysis = neuron_report
+    top = neuron_summaries(analysis)[0]
+    logs = open_page(browser, (report / "neuron.html").as_uri() + f"#{top.neuron}")
+    wait_for(browser, f"document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'")
+    assert browser.find_element("id", "neuron-sentence").text == top.sentence()
+    drivers = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-drivers tr')).map(r => Number(r.dataset.feature))")
+    assert drivers == [d.feature for d in top.drivers]
+    groups = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-groups .group-head')).map(h => Number(h.dataset.feature))")
+    assert groups == [g.feature for g in top.groups]
+    assert browser.execute_script("return document.querySelectorAll('#neuron-groups .example').length") == sum(len(g.examples) for g in top.groups)
+    browser.save_screenshot(str(shots / f"neuron-{top.neuron}.png"))
+    assert_clean(browser, logs)
+
+    feature = top.drivers[0].feature
+    browser.find_element("css selector", f"#neuron-drivers a[href='feature.html#{feature}']").click()
+    wait_for(browser, f"document.getElementById('feature-title') && document.getElementById('feature-title').textContent === 'Feature {feature}'")
+    back = browser.find_element("css selector", f"a[href='neuron.html#{top.neuron}']")  # the feature writes to this neuron
+    back.click()
+    wait_for(browser, f"document.getElementById('neuron-title') && document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'")
+    assert browser.find_element("css selector", "header nav a.active").text == "Neurons"
+    assert_clean(browser, [])
+
+
+def test_index_shows_label_scores(browser, neuron_report):
+    report, analysis = neuron_report
+    labels = json.loads((report.parent / "analysis" / "labels.json").read_text())["features"]
+    logs = open_page(browser, (report / "index.html").as_uri())
+    wait_for(browser, "document.querySelector('#feature-rows .frow')")
+    browser.find_element("css selector", ".fhdr [data-key=score]").click()
+    best = max((l for l in labels if l["score"] is not None), key=lambda l: (l["score"], -l["id"]))
+    first = browser.find_element("css selector", "#feature-rows .frow[data-id] > div:nth-child(3)")
+    shown = browser.execute_script("""return Array.from(document.querySelectorAll('#feature-rows .frow'))
+        .sort((a, b) => a.offsetTop - b.offsetTop)[0].children[2].textContent""")
+    assert float(shown) == pytest.approx(best["score"], abs=1e-3) and first.text != ""
+    assert_clean(browser, logs)
