@@ -61,12 +61,17 @@ def _layout(indices: Tensor, d_sae: int, layout: CodeLayout | None) -> CodeLayou
     return layout
 
 
-def gather_rows_dot(indices: Tensor, table: Tensor, vectors: Tensor) -> Tensor:
+def gather_rows_dot(indices: Tensor, table: Tensor, vectors: Tensor, sort_columns: bool | None = None) -> Tensor:
     """out[i, j] = table[indices[i, j]] . vectors[i]; indices [n, k], table [m, d], vectors [n, d] -> [n, k].
 
     A sampled dense-dense product: only the n * k requested dot products are computed.
+    sort_columns (default: on CUDA) sorts each row's indices first and puts the results back in the
+    given order: cuSPARSE takes the column indices of a CSR row to be sorted.
     """
     n, k = indices.shape
+    order = None
+    if indices.is_cuda if sort_columns is None else sort_columns:
+        indices, order = indices.sort(dim=1)
     dtype = vectors.dtype
     if dtype not in (torch.float32, torch.float64):  # the sampled product has no half-precision kernel
         table, vectors = table.float(), vectors.float()
@@ -78,6 +83,8 @@ def gather_rows_dot(indices: Tensor, table: Tensor, vectors: Tensor) -> Tensor:
             crow, indices.reshape(-1), zeros, size=(n, table.shape[0]), check_invariants=False
         )
         dots = torch.sparse.sampled_addmm(pattern, vectors, table.t(), beta=0.0).values().view(n, k)
+    if order is not None:
+        dots = torch.empty_like(dots).scatter_(1, order, dots)
     return dots.to(dtype)
 
 
