@@ -1,7 +1,8 @@
 """`interp demo`: the whole pipeline on the built-in corpus, as a list of named steps.
 
     corpus (stdlib) -> tokenizer + model (`interp model train`) -> activations (`interp capture`)
-    -> SAE (`sae train`) -> feature analysis (`interp analyze`) -> HTML report (`interp report`)
+    -> SAE (`sae train`) -> feature analysis (`interp analyze`) -> labels (`interp label`)
+    -> HTML report (`interp report`)
 
 Each step writes one artifact folder under OUT (default artifacts/demo) by calling the same function
 as its CLI command. A step whose artifact exists and is complete is skipped ("reusing ..."); an
@@ -23,8 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.analysis import META_FILE as ANALYSIS_FILE
-from interp.analysis import AnalysisConfig, run_analysis
+from interp.analysis import NEURONS_DIR, AnalysisConfig, run_analysis
 from interp.capture import run_capture
+from interp.labels import LABELS_FILE, LabelConfig, run_labels
 from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from interp.model_training import TrainConfig, train_model
 from interp.tokenizer import TOKENIZER_FILE
@@ -52,6 +54,7 @@ class DemoConfig:
     sae_train: SAETrainConfig = field(default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu",
                                                                              checkpoint_every=0))
     analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
+    labels: LabelConfig = field(default_factory=LabelConfig)
     report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
     progress: bool = True
 
@@ -134,6 +137,18 @@ def _analyze(cfg: DemoConfig) -> None:
                  hook_name=cfg.sae_hook, progress=cfg.progress)
 
 
+def _labels_are_complete(cfg: DemoConfig) -> bool:
+    """labels.json (and neurons/labels.json when the SAE is on MLP neurons) written after the analysis it labels."""
+    pairs = [(cfg.analysis_dir / ANALYSIS_FILE, cfg.analysis_dir / LABELS_FILE)]
+    if (cfg.analysis_dir / NEURONS_DIR / ANALYSIS_FILE).is_file():
+        pairs.append((cfg.analysis_dir / NEURONS_DIR / ANALYSIS_FILE, cfg.analysis_dir / NEURONS_DIR / LABELS_FILE))
+    return all(a.is_file() and b.is_file() and b.stat().st_mtime_ns >= a.stat().st_mtime_ns for a, b in pairs)
+
+
+def _label(cfg: DemoConfig) -> None:
+    run_labels(cfg.analysis_dir, cfg.labels, progress=cfg.progress)
+
+
 def _report(cfg: DemoConfig) -> None:
     from interp.report import write_report
 
@@ -145,6 +160,7 @@ STEPS: list[Step] = [
     Step("capture", lambda cfg: cfg.activations_dir, _capture_is_complete, _capture),
     Step("sae", lambda cfg: cfg.sae_dir, _sae_is_complete, _train_sae),
     Step("analysis", lambda cfg: cfg.analysis_dir, lambda cfg: (cfg.analysis_dir / ANALYSIS_FILE).is_file(), _analyze),
+    Step("labels", lambda cfg: cfg.analysis_dir / LABELS_FILE, _labels_are_complete, _label),  # a file in the analysis folder
     Step("report", lambda cfg: cfg.report_dir, lambda cfg: (cfg.report_dir / "index.html").is_file(), _report),
 ]
 
@@ -156,7 +172,7 @@ def run_demo(cfg: DemoConfig, steps: list[Step] | None = None) -> list[str]:
         artifact = step.artifact(cfg)
         if ran and artifact.exists():
             print(f"[{step.name}] {artifact} is stale (step {ran[-1]!r} ran again); rebuilding it", flush=True)
-            shutil.rmtree(artifact)
+            artifact.unlink() if artifact.is_file() else shutil.rmtree(artifact)
         elif step.is_complete(cfg):
             print(f"[{step.name}] reusing {artifact}", flush=True)
             continue

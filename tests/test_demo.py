@@ -75,7 +75,7 @@ def test_capture_holding_too_few_tokens_is_continued_to_the_same_bytes(tmp_path)
     cfg = tiny_demo(tmp_path / "demo", capture_tokens=1000)
     assert run_demo(cfg) == ALL_STEPS
     cfg.capture_tokens = 2000  # the datasets now hold too few tokens: the step runs again and continues them
-    assert run_demo(cfg) == ["capture", "sae", "analysis", "report"]
+    assert run_demo(cfg) == ["capture", "sae", "analysis", "labels", "report"]
     fresh = run_capture(cfg.model_dir, cfg.hooks, "stdlib", 2000, tmp_path / "fresh", progress=False)
     for hook in HOOK_WIDTHS:
         continued, reference = ActivationDataset(cfg.activations_dir / hook, verify=True), ActivationDataset(fresh[hook])
