@@ -69,17 +69,19 @@ def parse_args() -> argparse.Namespace:
 
 # --- activations --------------------------------------------------------------------------------
 def synthetic(n: int, d_in: int, seed: int, num_features: int = 16384, active: int = 32) -> torch.Tensor:
-    """[n, d_in]: each row sums `active` of `num_features` fixed random unit directions, drawn with
-    power-law frequencies (p_i ~ (i + 1)^-0.7) and magnitudes U[0.5, 1.5], plus an offset and 5% noise."""
+    """[n, d_in]: each row sums `active` draws (with replacement) from `num_features` fixed random unit
+    directions with power-law frequencies (p_i ~ (i + 1)^-0.7) and magnitudes U[0.5, 1.5], plus an
+    offset and 5% noise."""
     g = torch.Generator().manual_seed(seed)
     features = torch.randn(num_features, d_in, generator=torch.Generator().manual_seed(12345))
     features /= features.norm(dim=1, keepdim=True)
     offset = 0.5 * torch.randn(d_in, generator=torch.Generator().manual_seed(54321))
     weights = torch.arange(1, num_features + 1, dtype=torch.float64) ** -0.7
+    cdf = (weights.cumsum(0) / weights.sum()).float()
     rows = []
     for start in range(0, n, 8192):
         m = min(8192, n - start)
-        idx = torch.multinomial(weights.expand(m, -1), active, replacement=False, generator=g)
+        idx = torch.searchsorted(cdf, torch.rand(m, active, generator=g)).clamp_max(num_features - 1)
         mags = 0.5 + torch.rand(m, active, generator=g)
         x = torch.nn.functional.embedding_bag(idx, features, per_sample_weights=mags, mode="sum")
         rows.append(x + offset + 0.05 * torch.randn(m, d_in, generator=g))
