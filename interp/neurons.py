@@ -226,9 +226,11 @@ def score_comparison(feature_scores: list[float], neuron_scores: list[float]) ->
     return {"features": describe(feature_scores), "neurons": describe(neuron_scores)}
 
 
-def label_scores(labels: dict[int, dict[str, Any]]) -> list[float]:
-    """The finite scores of a labels.json's entries."""
-    return [float(v["score"]) for v in labels.values() if isinstance(v.get("score"), (int, float)) and math.isfinite(v["score"])]
+def label_scores(labels: dict[int, dict[str, Any]], *, key: str = "score", min_positives: int = 0) -> list[float]:
+    """The finite values of `key` ("score": held-out AUROC, or "correlation") of a labels.json's entries
+    scored on at least `min_positives` held-out positives."""
+    return [float(v[key]) for v in labels.values() if isinstance(v.get(key), (int, float)) and math.isfinite(v[key])
+            and v.get("held_out", {}).get("positives", 0) >= min_positives]
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -241,6 +243,8 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--analysis", required=True, help="analysis folder written by `interp analyze`")
     parser.add_argument("--top", type=int, default=10, help="neurons to list (default 10)")
     parser.add_argument("--drivers", type=int, default=5, help="driving features listed per neuron (default 5)")
+    parser.add_argument("--min-positives", type=int, default=20,
+                        help="also compare only labels scored on at least this many held-out positives (default 20)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     parser.set_defaults(run=_run_cli)
 
@@ -248,9 +252,17 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 def _run_cli(args: argparse.Namespace) -> int:
     analysis = Analysis.load(args.analysis)
     summaries = neuron_summaries(analysis, drivers=args.drivers)[: args.top]
-    comparison = score_comparison(label_scores(_labels_of(analysis)), label_scores(_labels_of(analysis.neurons)))
+    feature_labels, neuron_labels = _labels_of(analysis), _labels_of(analysis.neurons)
+    comparisons = {
+        "all labels, held-out AUROC": score_comparison(label_scores(feature_labels), label_scores(neuron_labels)),
+        f"labels with >= {args.min_positives} held-out positives, AUROC": score_comparison(
+            label_scores(feature_labels, min_positives=args.min_positives), label_scores(neuron_labels, min_positives=args.min_positives)),
+        "all labels, held-out correlation": score_comparison(label_scores(feature_labels, key="correlation"),
+                                                             label_scores(neuron_labels, key="correlation")),
+    }
+    comparison = comparisons["all labels, held-out AUROC"]
     if args.json:
-        print(json.dumps({"neurons": [s.to_dict() for s in summaries], "label_scores": comparison}, indent=2))
+        print(json.dumps({"neurons": [s.to_dict() for s in summaries], "label_scores": comparison, "comparisons": comparisons}, indent=2))
         return 0
     for s in summaries:
         own = f"  own label: {s.label} (score {_fmt(s.label_score)})" if s.label else ""
@@ -258,12 +270,14 @@ def _run_cli(args: argparse.Namespace) -> int:
         for d in s.drivers:
             print(f"    feature {d.feature:>6}  {d.share:6.1%} of drive  {d.label or '(unlabelled)'}"
                   + (f"  (score {_fmt(d.label_score)})" if d.label else ""))
-    for who, stats in comparison.items():
-        if stats["count"]:
-            print(f"label scores, {who}: n={stats['count']} mean {stats['mean']:.3f} median {stats['median']:.3f} "
-                  f"IQR {stats['q25']:.3f}-{stats['q75']:.3f}  >=0.9: {stats['share_ge_0.9']:.1%}")
-        else:
-            print(f"label scores, {who}: none (run `interp label --analysis {args.analysis}`)")
+    for title, comparison in comparisons.items():
+        print(f"{title}:")
+        for who, stats in comparison.items():
+            if stats["count"]:
+                print(f"    {who:<8} n={stats['count']:<5} mean {stats['mean']:.3f}  median {stats['median']:.3f}  "
+                      f"IQR {stats['q25']:.3f}-{stats['q75']:.3f}  >=0.9: {stats['share_ge_0.9']:.1%}  >=0.75: {stats['share_ge_0.75']:.1%}")
+            else:
+                print(f"    {who:<8} none (run `interp label --analysis {args.analysis}`)")
     return 0
 
 
