@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import glob
 import json
+import os
 import random
 import sysconfig
 from collections.abc import Callable, Iterable, Iterator
@@ -96,10 +97,11 @@ def load_corpus(spec: str | Path, split: str = "train", *, text_field: str = "te
 def stdlib_files() -> list[Path]:
     """The interpreter's standard-library `.py` files, sorted, without site-packages and tests."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    files = sorted(
-        path for path in root.rglob("*.py")
-        if not STDLIB_EXCLUDED_DIRS.intersection(path.relative_to(root).parts[:-1]) and path.is_file()
-    )
+    found = []
+    for folder, subfolders, names in os.walk(root):  # symlinked folders are listed, not entered
+        subfolders[:] = [name for name in subfolders if name not in STDLIB_EXCLUDED_DIRS]  # never walked
+        found.extend(Path(folder, name) for name in names if name.endswith(".py"))
+    files = sorted(path for path in found if path.is_file())
     if not files:
         raise ValueError(f"found no standard-library .py files under {root}; use a corpus path instead.")
     return files
