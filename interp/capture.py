@@ -9,8 +9,9 @@ per-head hooks ([batch, pos, n_heads, d_head]) are flattened into one vector per
 patterns ([batch, n_heads, q_pos, k_pos]) into one row per query token; the per-token shape goes into
 the manifest's metadata (`activation_shape`). Rows are appended with their token id and position to
 one activation dataset per hook, `OUT/<hook_name>/` (sae.data.ActivationWriter: atomic shards,
-sha256 manifest, NaN/Inf check). Appends run on a background thread, so serialising, hashing and
-fsync-ing a shard overlap the next forward pass.
+sha256 manifest, NaN/Inf check). Appends run on a background thread, so checking, hashing and
+writing a batch's rows overlap the next forward pass; the rows are read straight from the hooked
+activation (each pass allocates fresh ones), never copied on the CPU.
 
 Resume: the token sequences are a deterministic function of (corpus, split, seed), so a resumed
 capture regenerates them, skips the rows each dataset already holds (`tokens_written`), and appends
@@ -319,7 +320,7 @@ def capture(
                 positions = torch.arange(ctx, dtype=torch.int32).repeat(batch.shape[0])[:n]
                 for spec in plan.hooks:
                     skip = min(max(0, held[spec.name] - done), n)
-                    if skip < n:
+                    if skip < n:  # a view of this pass's activation: no later pass writes to it
                         rows = spec.rows(acts[spec.name])[skip:n]
                         writes.submit(spec.name, writers[spec.name], rows, tokens[skip:], positions[skip:])
                 bar.update(max(0, done + n - bar.n))

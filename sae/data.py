@@ -10,12 +10,15 @@ Folder layout (format_version 1)::
 
 Rows are stored in capture order: context windows of `context_length` tokens one after another.
 Every shard but the last holds exactly `tokens_per_shard` rows, a multiple of `context_length`,
-so no context window straddles two shards.
+so no context window straddles two shards. In a shard's data buffer `acts` come first, then
+`tokens` and `positions` (those two go first when 16-bit acts hold an odd number of values, which
+would leave the int32 arrays unaligned); readers follow the header's offsets either way.
 
-`ActivationWriter` writes shards atomically (temp file + os.replace) and rewrites the manifest
-atomically after each, so a killed capture leaves a valid dataset of its complete shards and
-`resume=True` continues after them. `ActivationDataset` validates a folder on open and streams
-batches from memory-mapped shards through a seekable shuffle (see `BatchStream`).
+`ActivationWriter` streams each shard's rows into a temp file as they arrive, hashing them in file
+order, and on completion fsyncs and renames it (os.replace) and rewrites the manifest atomically,
+so a killed capture leaves a valid dataset of its complete shards and `resume=True` continues
+after them. `ActivationDataset` validates a folder on open and streams batches from memory-mapped
+shards through a seekable shuffle (see `BatchStream`).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import struct
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 import numpy as np
 import torch
@@ -141,6 +144,84 @@ def _read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
     return header, data_start
 
 
+def _shard_layout(n: int, d_in: int, dtype: str) -> tuple[bytes, tuple[str, ...]]:
+    """Header bytes (8-byte little-endian length + JSON padded to 8 bytes) of an n-row shard, and the
+    order of its tensors in the data buffer: acts first, so that a shard can be hashed in file order
+    while its rows arrive; tokens and positions first when 16-bit acts hold an odd number of values."""
+    torch_dtype, code = STORAGE_DTYPES[dtype]
+    entries = {"acts": (code, [n, d_in], n * d_in * torch_dtype.itemsize),
+               "tokens": ("I32", [n], 4 * n), "positions": ("I32", [n], 4 * n)}
+    order = ("acts", "tokens", "positions") if entries["acts"][2] % 4 == 0 else ("tokens", "positions", "acts")
+    header, offset = {}, 0
+    for key in order:
+        kind, shape, size = entries[key]
+        header[key] = {"dtype": kind, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text, order
+
+
+def _raw_bytes(tensor: Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, without a copy."""
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())
+
+
+class _ShardFile:
+    """The shard being filled: rows go to its temp file as they arrive and are hashed in file order,
+    so completing a full shard costs only its tokens and positions (no second pass over the acts)."""
+
+    def __init__(self, final: Path, capacity: int, d_in: int, dtype: str):
+        self.final, self.tmp = final, final.with_name(final.name + TMP_SUFFIX)
+        self.d_in, self.dtype = d_in, dtype
+        self.row_bytes = d_in * STORAGE_DTYPES[dtype][0].itemsize
+        self.header, order = _shard_layout(capacity, d_in, dtype)
+        self.streamed = order[0] == "acts"  # the acts already sit where the finished file has them
+        self.rows = 0
+        self.tokens: list[bytes] = []  # int32 bytes of each appended piece
+        self.positions: list[bytes] = []
+        self.digest = hashlib.sha256()
+        self.fh: BinaryIO = open(self.tmp, "w+b")
+        self._emit(self.header)
+
+    def _emit(self, data: bytes | memoryview) -> None:
+        self.digest.update(data)  # hashlib and file writes release the GIL for large buffers
+        self.fh.write(data)
+
+    def append(self, acts: Tensor, tokens: Tensor, positions: Tensor) -> None:
+        """acts [m, d_in] contiguous, storage dtype; tokens, positions [m] int32 (copied: they end the file)."""
+        self._emit(_raw_bytes(acts))
+        self.tokens.append(tokens.numpy().tobytes())
+        self.positions.append(positions.numpy().tobytes())
+        self.rows += acts.shape[0]
+
+    def finish(self) -> str:
+        """Complete and fsync the temp file; return its sha256. A shard shorter than the capacity its
+        header was written for (the last one) is written out again with its own header."""
+        parts = {"tokens": b"".join(self.tokens), "positions": b"".join(self.positions)}
+        header, order = _shard_layout(self.rows, self.d_in, self.dtype)
+        if header == self.header and self.streamed:
+            self._emit(parts["tokens"])
+            self._emit(parts["positions"])
+        else:
+            self.fh.seek(len(self.header))
+            parts["acts"] = self.fh.read(self.rows * self.row_bytes)
+            self.fh.seek(0)
+            self.fh.truncate()
+            self.digest = hashlib.sha256()
+            self._emit(header)
+            for key in order:
+                self._emit(parts[key])
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+        self.fh.close()
+        return self.digest.hexdigest()
+
+    def discard(self) -> None:
+        self.fh.close()
+        self.tmp.unlink(missing_ok=True)
+
+
 class ActivationWriter:
     """Append activations to a dataset folder, one atomically written shard at a time.
 
@@ -190,11 +271,10 @@ class ActivationWriter:
             "shards": [],
             "metadata": dict(metadata or {}),
         }
-        self._buffer: list[tuple[Tensor, Tensor, Tensor]] = []  # (acts, tokens, positions) pieces not yet in a shard
-        self._buffered = 0
+        self._open: _ShardFile | None = None  # the shard rows are going to
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
-        self._in_flight: Future | None = None  # the shard being written in the background
+        self._in_flight: Future | None = None  # the full shard being fsync-ed and renamed in the background
         self.path.mkdir(parents=True, exist_ok=True)
         if resume and (self.path / MANIFEST).is_file():
             self._resume(metadata or {})
@@ -210,6 +290,7 @@ class ActivationWriter:
             self._remove_strays()
             self._write_manifest()
         self._next_row = self.tokens_written  # dataset index of the next row add() receives
+        self._next_shard = len(self.manifest["shards"])  # index of the next shard to open
 
     # --- resume ------------------------------------------------------------------------
     def _resume(self, metadata: dict) -> None:
@@ -256,7 +337,8 @@ class ActivationWriter:
     def add(self, acts: Tensor, tokens: Tensor, positions: Tensor | None = None) -> None:
         """Append rows. acts [n, d_in] float; tokens [n] int; positions [n] int (default: the
         row's index in the dataset modulo context_length, i.e. whole context windows in order).
-        Full shards are written by a background thread while the caller computes the next rows."""
+        The rows are hashed and written to the current shard's temp file before this returns (so the
+        caller may reuse its tensors); a full shard is fsync-ed and renamed by a background thread."""
         if self._closed:
             raise ValueError(f"ActivationWriter for {self.path} is closed; open a new one with resume=True to add more.")
         d_in = self.manifest["d_in"]
@@ -273,8 +355,6 @@ class ActivationWriter:
         elif positions.shape != (n,):
             raise ValueError(f"positions must have shape [{n}] to match acts, got {list(positions.shape)}.")
         stored = acts.detach().to("cpu", self.torch_dtype).contiguous()
-        if stored.data_ptr() == acts.data_ptr():
-            stored = stored.clone()  # never keep the caller's tensor: it may be reused or modified
         # a finite sum proves every value finite (NaN/Inf propagate); only then is the row search needed
         finite = torch.isfinite(stored.sum(dtype=torch.float32)) or torch.isfinite(stored).all()
         if not finite:
@@ -287,57 +367,40 @@ class ActivationWriter:
                 f"shard {index // tps} ({shard_name(index // tps)}) row {index % tps}. Nothing from this batch was written; "
                 f"check the model's numerics or capture with a wider dtype."
             )
-        self._buffer.append((stored, tokens.detach().to("cpu", torch.int32).clone(),
-                             positions.detach().to("cpu", torch.int32).clone()))
-        self._buffered += n
+        tokens = tokens.detach().to("cpu", torch.int32)
+        positions = positions.detach().to("cpu", torch.int32)
+        tps, done = self.manifest["tokens_per_shard"], 0
+        while done < n:
+            if self._open is None:
+                self._open = _ShardFile(self.path / shard_name(self._next_shard), tps, d_in, self.manifest["dtype"])
+                self._next_shard += 1
+            take = min(n - done, tps - self._open.rows)
+            self._open.append(stored[done:done + take], tokens[done:done + take], positions[done:done + take])
+            done += take
+            if self._open.rows == tps:
+                self._complete_open_shard()
         self._next_row += n
-        while self._buffered >= self.manifest["tokens_per_shard"]:
-            self._flush(self.manifest["tokens_per_shard"])
 
-    def _flush(self, n: int) -> None:
-        """Hand the first n buffered rows to the background writer as the next shard."""
-        pieces, taken = [], 0
-        while taken < n:
-            acts, tokens, positions = self._buffer.pop(0)
-            take = min(n - taken, acts.shape[0])
-            pieces.append((acts[:take], tokens[:take], positions[:take]))
-            if take < acts.shape[0]:
-                self._buffer.insert(0, (acts[take:], tokens[take:], positions[take:]))
-            taken += take
-        self._buffered -= n
-        self._wait()  # one shard in flight at most: memory stays at two shards
-        index = len(self.manifest["shards"])
-        self._in_flight = self._pool.submit(self._write_shard, index, n, pieces)
+    def _complete_open_shard(self) -> None:
+        """Hand the shard being filled to the background thread, which finishes, fsyncs and renames it."""
+        shard, self._open = self._open, None
+        try:
+            self._wait()  # one shard completing at a time, in order
+        except BaseException:
+            shard.discard()
+            raise
+        self._in_flight = self._pool.submit(self._publish, shard)
 
-    def _write_shard(self, index: int, n: int, pieces: list[tuple[Tensor, Tensor, Tensor]]) -> None:
-        """Write one safetensors shard from row pieces without concatenating them, hashing as it
-        goes (tokens, positions, then acts: every tensor aligned), then record it in the manifest."""
-        code = STORAGE_DTYPES[self.manifest["dtype"]][1]
-        row_bytes = self.manifest["d_in"] * self.torch_dtype.itemsize
-        header = {
-            "tokens": {"dtype": "I32", "shape": [n], "data_offsets": [0, 4 * n]},
-            "positions": {"dtype": "I32", "shape": [n], "data_offsets": [4 * n, 8 * n]},
-            "acts": {"dtype": code, "shape": [n, self.manifest["d_in"]], "data_offsets": [8 * n, 8 * n + n * row_bytes]},
-        }
-        header_bytes = json.dumps(header, separators=(",", ":")).encode()
-        header_bytes += b" " * (-len(header_bytes) % 8)
-        digest = hashlib.sha256()
-        name = shard_name(index)
-        tmp = self.path / (name + TMP_SUFFIX)
-        with open(tmp, "wb") as fh:
-            def emit(data: bytes | memoryview) -> None:
-                digest.update(data)
-                fh.write(data)
-
-            emit(struct.pack("<Q", len(header_bytes)) + header_bytes)
-            for key in (1, 2, 0):  # tokens, positions, acts
-                for piece in pieces:
-                    emit(memoryview(piece[key].view(torch.uint8).numpy()).cast("B"))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path / name)
-        self.manifest["shards"].append({"file": name, "tokens": n, "sha256": digest.hexdigest()})
-        self.manifest["total_tokens"] += n
+    def _publish(self, shard: _ShardFile) -> None:
+        """Finish the shard's file, move it into place and record it in the manifest."""
+        try:
+            sha256 = shard.finish()
+            os.replace(shard.tmp, shard.final)
+        except BaseException:
+            shard.discard()
+            raise
+        self.manifest["shards"].append({"file": shard.final.name, "tokens": shard.rows, "sha256": sha256})
+        self.manifest["total_tokens"] += shard.rows
         self._write_manifest()
 
     def _wait(self) -> None:
@@ -346,21 +409,27 @@ class ActivationWriter:
             future, self._in_flight = self._in_flight, None
             future.result()
 
+    def _discard_open_shard(self) -> None:
+        if self._open is not None:
+            shard, self._open = self._open, None
+            shard.discard()
+
     def _write_manifest(self) -> None:
         _write_atomic(self.path / MANIFEST, (json.dumps(self.manifest, indent=1) + "\n").encode())
 
     def close(self) -> None:
-        """Write the buffered rows as a last (partial) shard and mark the dataset complete."""
+        """Write the last (partial) shard and mark the dataset complete."""
         if self._closed:
             return
         self._closed = True
         try:
-            if self._buffered:
-                self._flush(self._buffered)
+            if self._open is not None:
+                self._complete_open_shard()
             self._wait()
             self.manifest["complete"] = True
             self._write_manifest()
         finally:
+            self._discard_open_shard()
             self._pool.shutdown()
 
     def __enter__(self) -> "ActivationWriter":
@@ -371,6 +440,7 @@ class ActivationWriter:
             self.close()
             return
         self._closed = True  # keep complete shards only; resume continues from them
+        self._discard_open_shard()
         try:
             self._wait()
         except Exception:  # noqa: BLE001 - the exception already leaving the block is the one to report

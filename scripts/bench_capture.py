@@ -1,20 +1,26 @@
 """Capture throughput against the bare forward pass, on the same tokens, in one run.
 
-    .venv/bin/python scripts/bench_capture.py [--model SPEC] [--hook NAME ...] [--tokens N]
+    .venv/bin/python scripts/bench_capture.py [--model SPEC] [--hook NAME ...] [--tokens N] [--threads T]
 
 Model: --model if given, else the demo model at artifacts/demo/model if present, else a freshly
 booted model of the default size (1 layer, d_model 128, d_mlp 512, context 128, vocab 4096).
-Tokens: random ids, the same for every measurement.
+Tokens: random ids, the same batches for every measurement.
 
-Timed, each the best of --repeats interleaved runs over all the tokens:
-  bare (stop_at_layer)  the forward pass with stop_at_layer = deepest hooked block + 1;
-  bare (stop at hook)   the forward pass ended right after the last hooked activation, as capture does
-                        (for a hook in the last block this skips the final norm and unembedding);
-  capture to disk       interp.capture.capture_to_disk into a temporary folder: hooks, flattening,
-                        NaN check, shards written, hashed and fsync-ed, manifests.
-The ratio that matters is capture / bare (stop at hook): what capturing costs on top of the same pass.
-CPU microseconds per token (all threads) are printed too: on a shared, loaded machine they show what
-each step costs when wall time does not.
+Timed, in --repeats interleaved rounds after a warm-up (one bare pass and one small capture):
+  bare (stop at hook)   the forward pass ended right after the last hooked activation, exactly as
+                        capture runs it (same hooks, same early stop, same batches); nothing is kept;
+  capture to disk       interp.capture.capture_to_disk into a fresh folder: probe pass, hooks,
+                        flattening, NaN/Inf check, shards streamed, hashed, fsync-ed and renamed,
+                        manifests (deleting the folder afterwards is not timed);
+  bare (stop_at_layer)  with --stop-at-layer: the forward pass with stop_at_layer = deepest hooked
+                        block + 1 and no hooks, for comparison.
+The ratio that matters is capture / bare (stop at hook) in tokens/s. Each round prints wall-clock
+tokens/s and CPU microseconds per token, all threads and the main (forward) thread alone.
+
+On a machine whose cores are all busy with other work, a process gets a fixed share of CPU time
+however many threads it runs, so wall-clock tokens/s follow total CPU per token and the ratio tends
+to bare CPU / capture CPU. With a core to spare, the writes thread (hashing, writing) runs beside
+the forward pass and the ratio tends to bare / main-thread CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +28,8 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -52,24 +60,17 @@ def load_bridge(spec: str | None):
     return bridge, DEFAULT_MODEL["n_ctx"], DEFAULT_MODEL["d_vocab"], "fresh default-size model"
 
 
-def cpu_seconds() -> float:
+def process_cpu_seconds() -> float:
     """CPU time of this process so far, all threads, user + system."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
 
 
-def best_times(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
-    """(wall, CPU) seconds of the fastest of `repeats` runs of each fn; runs interleave so that load
-    drifts hit all alike. CPU time counts every thread, so it shows the work a step adds even on a
-    loaded machine, where wall time mostly shows the load."""
-    best = {name: (float("inf"), float("inf")) for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            wall, cpu = time.perf_counter(), cpu_seconds()
-            fn()
-            run = (time.perf_counter() - wall, cpu_seconds() - cpu)
-            best[name] = min(best[name], run)
-    return best
+def timed(fn) -> tuple[float, float, float]:
+    """(wall, process CPU, main-thread CPU) seconds of one call of fn."""
+    wall, cpu, main = time.perf_counter(), process_cpu_seconds(), time.thread_time()
+    fn()
+    return time.perf_counter() - wall, process_cpu_seconds() - cpu, time.thread_time() - main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default: capture's default)")
     parser.add_argument("--batch-size", type=int, default=32, help="context windows per forward pass")
     parser.add_argument("--dtype", default="float32")
-    parser.add_argument("--repeats", type=int, default=3, help="runs of each measurement, interleaved; the best counts")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--stop-at-layer", action="store_true", help="also time the bare pass with stop_at_layer")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the captures (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -97,8 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     n_tokens = tokens.numel()
     plan = plan_capture(bridge, hooks, ctx)
     batches = list(tokens.split(args.batch_size))
-    print(f"model: {described}; hooks: {', '.join(hooks)}; {n_tokens} tokens in batches of {args.batch_size} x {ctx}; "
-          f"torch threads: {torch.get_num_threads()}")
+    print(f"model: {described}; hooks: {', '.join(hooks)}; dtype {args.dtype}; {n_tokens} tokens in batches of "
+          f"{args.batch_size} x {ctx}; torch intra-op threads: {torch.get_num_threads()}; {os.cpu_count()} CPUs")
 
     def bare_stop_at_layer() -> None:
         with torch.inference_mode():
@@ -110,21 +113,55 @@ def main(argv: list[str] | None = None) -> int:
             for batch in batches:
                 hooked.run(batch)
 
-    def capture_once() -> None:
-        with tempfile.TemporaryDirectory() as out:
-            capture_to_disk(bridge, hooks, iter(tokens), out, total_tokens=n_tokens, model_id=described,
-                            context_length=ctx, dtype=args.dtype, batch_size=args.batch_size,
-                            tokens_per_shard=args.shard_tokens, progress=False)
+    root = Path(tempfile.mkdtemp(prefix="bench_capture-", dir=args.out))
+    out = root / "capture"
 
-    bare_stop_at_hook()  # warm-up: allocator, kernels
-    seconds = best_times({"bare (stop_at_layer)": bare_stop_at_layer, "bare (stop at hook)": bare_stop_at_hook,
-                          "capture to disk": capture_once}, args.repeats)
-    rate = {name: n_tokens / wall for name, (wall, _) in seconds.items()}
-    print(f"{'':22s} {'tokens/s':>12s} {'CPU us/token':>14s}")
-    for name, (wall, cpu) in seconds.items():
-        print(f"{name:22s} {rate[name]:12,.0f} {cpu / n_tokens * 1e6:14.1f}")
-    print(f"capture / bare (stop at hook):    {rate['capture to disk'] / rate['bare (stop at hook)']:.3f}")
-    print(f"capture / bare (stop_at_layer):   {rate['capture to disk'] / rate['bare (stop_at_layer)']:.3f}")
+    def capture_once(windows: torch.Tensor = tokens) -> None:
+        capture_to_disk(bridge, hooks, iter(windows), out, total_tokens=windows.numel(), model_id=described,
+                        context_length=ctx, dtype=args.dtype, batch_size=args.batch_size,
+                        tokens_per_shard=args.shard_tokens, progress=False)
+
+    fns = {"bare (stop at hook)": bare_stop_at_hook, "capture to disk": capture_once}
+    if args.stop_at_layer:
+        fns["bare (stop_at_layer)"] = bare_stop_at_layer
+    try:
+        bare_stop_at_hook()  # warm-up: allocator, kernels, writer threads, files
+        capture_once(tokens[: 2 * args.batch_size])
+        shutil.rmtree(out)
+        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in fns}
+        print(f"{'round':>5s} {'':22s} {'tokens/s':>10s} {'CPU us/tok':>11s} {'main thread':>12s} {'ratio':>7s} {'load':>5s}")
+        for r in range(args.repeats):
+            for name, fn in fns.items():
+                runs[name].append(timed(fn))
+                shutil.rmtree(out, ignore_errors=True)
+                wall, cpu, main_cpu = runs[name][-1]
+                ratio = ""
+                if name == "capture to disk":
+                    ratio = f"{runs['bare (stop at hook)'][-1][0] / wall:7.3f}"
+                print(f"{r:5d} {name:22s} {n_tokens / wall:10,.0f} {cpu / n_tokens * 1e6:11.1f} "
+                      f"{main_cpu / n_tokens * 1e6:12.1f} {ratio:>7s} {os.getloadavg()[0]:5.1f}", flush=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+    def rate(name: str, pick) -> float:
+        return n_tokens / pick(wall for wall, _, _ in runs[name])
+
+    def per_token(name: str, column: int) -> float:
+        return min(run[column] for run in runs[name]) / n_tokens * 1e6
+
+    print(f"\nover {args.repeats} rounds    {'best tok/s':>11s} {'median tok/s':>13s} {'min CPU us/tok':>15s} {'min main us/tok':>16s}")
+    for name in fns:
+        print(f"{name:22s} {rate(name, min):11,.0f} {rate(name, statistics.median):13,.0f} "
+              f"{per_token(name, 1):15.1f} {per_token(name, 2):16.1f}")
+    bare, cap = "bare (stop at hook)", "capture to disk"
+    round_ratios = [b[0] / c[0] for b, c in zip(runs[bare], runs[cap])]
+    print(f"capture / bare (stop at hook), tokens/s: best {rate(cap, min) / rate(bare, min):.3f}, "
+          f"median {rate(cap, statistics.median) / rate(bare, statistics.median):.3f}, "
+          f"per round {', '.join(f'{x:.3f}' for x in round_ratios)}")
+    print(f"CPU per token, bare / capture (the ratio when every core is busy): {per_token(bare, 1) / per_token(cap, 1):.3f}; "
+          f"bare / capture's main thread (the ratio with a core to spare): {per_token(bare, 2) / per_token(cap, 2):.3f}")
+    if args.stop_at_layer:
+        print(f"capture / bare (stop_at_layer), tokens/s: best {rate(cap, min) / rate('bare (stop_at_layer)', min):.3f}")
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 

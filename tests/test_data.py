@@ -331,3 +331,43 @@ def test_background_write_errors_surface_in_the_caller(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="No space left"):
         w.close()  # ...and the error reaches the caller
     assert w.tokens_written == 0
+
+
+def test_rows_are_stored_as_added_even_if_the_caller_reuses_its_tensor(tmp_path):
+    acts = torch.randn(100, 4, generator=torch.Generator().manual_seed(7))
+    batch = torch.empty(25, 4)
+    with ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
+                          tokens_per_shard=32) as w:
+        for i in range(0, 100, 25):
+            batch.copy_(acts[i:i + 25])
+            w.add(batch, torch.arange(i, i + 25))
+        batch.fill_(float("nan"))
+    ds = ActivationDataset(tmp_path, verify=True)
+    assert torch.equal(torch.cat([ds.shard(i)["acts"] for i in range(ds.num_shards)]), acts)
+
+
+@pytest.mark.parametrize("dtype,torch_dtype", [("float16", torch.float16), ("bfloat16", torch.bfloat16)])
+def test_odd_numbers_of_16_bit_values_keep_every_tensor_aligned(tmp_path, dtype, torch_dtype):
+    """3-wide 16-bit rows in shards of 33 rows (and a last one of 2): 99 values of 2 bytes would leave
+    int32 tokens after them unaligned, so those shards put tokens and positions first."""
+    acts = torch.randn(101, 3, generator=torch.Generator().manual_seed(8))
+    with ActivationWriter(tmp_path, d_in=3, dtype=dtype, hook_name="h", model_id="m", context_length=3,
+                          tokens_per_shard=33) as w:
+        for i in range(0, 101, 10):
+            w.add(acts[i:i + 10], torch.arange(i, min(i + 10, 101)))
+    ds = ActivationDataset(tmp_path, verify=True)
+    assert [s["tokens"] for s in ds.manifest["shards"]] == [33, 33, 33, 2]
+    assert torch.equal(torch.cat([ds.shard(i)["acts"] for i in range(4)]), acts.to(torch_dtype))
+    assert torch.equal(torch.cat([ds.shard(i)["tokens"] for i in range(4)]), torch.arange(101, dtype=torch.int32))
+    for i in range(4):
+        official = load_file(tmp_path / f"acts-{i:05d}.safetensors")
+        assert torch.equal(official["acts"], ds.shard(i)["acts"]) and torch.equal(official["positions"], ds.shard(i)["positions"])
+
+
+def test_leaving_by_an_exception_leaves_no_temp_file(tmp_path):
+    with pytest.raises(RuntimeError, match="killed"):
+        with ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
+                              tokens_per_shard=64) as w:
+            w.add(torch.randn(100, 4), torch.arange(100))
+            raise RuntimeError("killed")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["acts-00000.safetensors", "manifest.json"]
