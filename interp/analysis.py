@@ -85,7 +85,7 @@ class AnalysisConfig:
     top_tokens: int = field(default=32, metadata={"help": "tokens with the most activation mass kept per feature"})
     neighbours: int = field(default=16, metadata={"help": "nearest / co-firing features, promoted / suppressed tokens and neurons kept per feature"})
     logit_bins: int = field(default=40, metadata={"help": "bins of each feature's logit-effect histogram"})
-    cofire_max_active: int = field(default=64, metadata={"help": "co-firing counts use at most this many strongest features per token"})
+    cofire_max_active: int = field(default=64, metadata={"help": "co-firing counts use at most this many strongest features per token (0: no co-firing counts)"})
     random_sequences: int = field(default=64, metadata={"help": "context windows kept whole with all their feature activations (a random sample for scoring labels)"})
     ignore_bos: bool = field(default=True, metadata={"help": "leave BOS tokens out of every statistic"})
     ignore_tokens: list[str] = field(default_factory=list, metadata={"help": "token strings (or ids) to leave out, comma separated"})
@@ -95,10 +95,10 @@ class AnalysisConfig:
 
     def validate(self) -> None:
         for name in ("tokens", "top_k", "intervals", "interval_samples", "bins_per_octave", "top_tokens",
-                     "neighbours", "logit_bins", "cofire_max_active", "dense_pair_limit", "max_pairs"):
+                     "neighbours", "logit_bins", "dense_pair_limit", "max_pairs"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"analysis option {name} must be positive, got {getattr(self, name)}.")
-        for name in ("window_left", "window_right", "random_sequences"):
+        for name in ("window_left", "window_right", "random_sequences", "cofire_max_active"):
             if getattr(self, name) < 0:
                 raise ValueError(f"analysis option {name} must be >= 0, got {getattr(self, name)}.")
         if self.batch_size is not None and self.batch_size <= 0:
@@ -419,7 +419,7 @@ class FeatureStatistics:
             values[targets] = moved
 
     def _update_cofire(self, rows: Tensor, feats: Tensor, vals: Tensor, n_rows: int) -> None:
-        if rows.numel() == 0:
+        if rows.numel() == 0 or self.cfg.cofire_max_active == 0:
             return
         per_row = torch.bincount(rows, minlength=n_rows)
         M = self.cfg.cofire_max_active
@@ -447,8 +447,9 @@ class FeatureStatistics:
             return
         seqs = first_seq + torch.arange(tokens.shape[0])
         chosen = torch.nonzero(seqs % self.random_stride == 0).squeeze(1)[:wanted]
-        for b in chosen.tolist():
-            in_seq = (rows >= b * self.T) & (rows < (b + 1) * self.T)
+        bounds = torch.searchsorted(rows, torch.stack([chosen * self.T, (chosen + 1) * self.T], 1)).tolist()  # rows are sorted
+        for b, (start, stop) in zip(chosen.tolist(), bounds):
+            in_seq = slice(start, stop)
             row_in_sample = len(self.random_tokens) * self.T + (rows[in_seq] - b * self.T)
             self.random_entries.append((row_in_sample, feats[in_seq], vals[in_seq]))
             self.random_tokens.append(tokens[b].to(torch.int32))

@@ -39,7 +39,6 @@ from torch import Tensor
 from interp.analysis import Analysis, AnalysisConfig, FeatureStatistics, LogitMap, decoder_statistics
 
 PEAK_DRIVERS = 4  # features recorded per top example of a neuron
-NEURON_COFIRE_MAX_ACTIVE = 16  # neurons are dense: co-firing counts among each token's 16 strongest
 
 
 class NeuronPass:
@@ -52,7 +51,7 @@ class NeuronPass:
                  ignored_ids: Iterable[int] = (), expected_sequences: int = 1):
         self.W_dec = W_dec.detach()
         F, N = self.W_dec.shape
-        self.cfg = dataclasses.replace(cfg, cofire_max_active=min(cfg.cofire_max_active, NEURON_COFIRE_MAX_ACTIVE))
+        self.cfg = dataclasses.replace(cfg, cofire_max_active=0)  # neurons are dense: no co-firing counts (the costliest part)
         self.stats = FeatureStatistics(N, vocab_size, context_length, self.cfg, ignored_ids=ignored_ids,
                                        expected_sequences=expected_sequences)
         m = min(PEAK_DRIVERS, F)
