@@ -384,7 +384,7 @@ def capture_to_disk(
                 context_length=context_length,
                 tokens_per_shard=tokens_per_shard or default_tokens_per_shard(spec.d_in, dtype, context_length),
                 metadata={**(metadata or {}), "hooks": list(plan.hook_names), "activation_shape": list(spec.shape)},
-                resume=resume,
+                resume=resume, expected_tokens=total_tokens,
             ))
         for name, writer in writers.items():
             if writer.tokens_written > total_tokens:

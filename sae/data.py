@@ -169,7 +169,8 @@ def _raw_bytes(tensor: Tensor) -> memoryview:
 
 class _ShardFile:
     """The shard being filled: rows go to its temp file as they arrive and are hashed in file order,
-    so completing a full shard costs only its tokens and positions (no second pass over the acts)."""
+    so completing it costs only its tokens and positions (no second pass over the acts) when it ends
+    with the `capacity` rows its header was written for."""
 
     def __init__(self, final: Path, capacity: int, d_in: int, dtype: str):
         self.final, self.tmp = final, final.with_name(final.name + TMP_SUFFIX)
@@ -196,8 +197,8 @@ class _ShardFile:
         self.rows += acts.shape[0]
 
     def finish(self) -> str:
-        """Complete and fsync the temp file; return its sha256. A shard shorter than the capacity its
-        header was written for (the last one) is written out again with its own header."""
+        """Complete and fsync the temp file; return its sha256. A shard whose row count differs from
+        the capacity its header was written for is written out again with its own header."""
         parts = {"tokens": b"".join(self.tokens), "positions": b"".join(self.positions)}
         header, order = _shard_layout(self.rows, self.d_in, self.dtype)
         if header == self.header and self.streamed:
@@ -229,6 +230,9 @@ class ActivationWriter:
     shard and marks the manifest complete), leaving it by an exception keeps only complete shards
     so the capture can resume. `tokens_written` is the number of tokens in shards on disk; after
     `resume=True` it is where the caller continues (the caller skips exactly that many tokens).
+    `expected_tokens`, the dataset's total when the caller knows it, lets the last shard be written
+    and hashed in one pass like the others (without it, a last shard shorter than `tokens_per_shard`
+    is written out and hashed a second time at `close()`).
     """
 
     def __init__(
@@ -243,6 +247,7 @@ class ActivationWriter:
         tokens_per_shard: int,
         metadata: dict | None = None,
         resume: bool = False,
+        expected_tokens: int | None = None,
     ):
         if dtype not in STORAGE_DTYPES:
             raise ValueError(f"dtype {dtype!r} is not supported; choose one of {sorted(STORAGE_DTYPES)}.")
@@ -291,6 +296,7 @@ class ActivationWriter:
             self._write_manifest()
         self._next_row = self.tokens_written  # dataset index of the next row add() receives
         self._next_shard = len(self.manifest["shards"])  # index of the next shard to open
+        self.expected_tokens = expected_tokens
 
     # --- resume ------------------------------------------------------------------------
     def _resume(self, metadata: dict) -> None:
@@ -372,7 +378,9 @@ class ActivationWriter:
         tps, done = self.manifest["tokens_per_shard"], 0
         while done < n:
             if self._open is None:
-                self._open = _ShardFile(self.path / shard_name(self._next_shard), tps, d_in, self.manifest["dtype"])
+                left = tps if self.expected_tokens is None else self.expected_tokens - (start + done)
+                self._open = _ShardFile(self.path / shard_name(self._next_shard), min(tps, max(left, 1)), d_in,
+                                        self.manifest["dtype"])
                 self._next_shard += 1
             take = min(n - done, tps - self._open.rows)
             self._open.append(stored[done:done + take], tokens[done:done + take], positions[done:done + take])

@@ -371,3 +371,16 @@ def test_leaving_by_an_exception_leaves_no_temp_file(tmp_path):
             w.add(torch.randn(100, 4), torch.arange(100))
             raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts-00000.safetensors", "manifest.json"]
+
+
+@pytest.mark.parametrize("expected", [300, 400, 200, 100])
+def test_expected_tokens_right_or_wrong_gives_the_same_bytes(tmp_path, expected):
+    """The hint only decides whether the last shard is hashed in one pass; the files are the same."""
+    acts = torch.randn(300, 5, generator=torch.Generator().manual_seed(9))
+    write(tmp_path / "plain", acts)
+    write(tmp_path / "hinted", acts, expected_tokens=expected)
+    manifests = [json.loads((tmp_path / name / "manifest.json").read_text()) for name in ("plain", "hinted")]
+    assert manifests[0]["shards"] == manifests[1]["shards"] and len(manifests[0]["shards"]) == 5
+    for entry in manifests[0]["shards"]:
+        assert (tmp_path / "plain" / entry["file"]).read_bytes() == (tmp_path / "hinted" / entry["file"]).read_bytes()
+    ActivationDataset(tmp_path / "hinted", verify=True)
