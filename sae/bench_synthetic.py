@@ -10,8 +10,8 @@ L0 on held-out batches (the batches after the last one trained on), with every s
 the wall-clock and CPU seconds of training (generating the planted batches included).
 
 Options come from three dataclasses: SyntheticConfig (the planted set; its seed is --data-seed),
-TrainConfig (the trainer) and the architecture's config. BENCH_TRAIN and BENCH_SAE hold the
-defaults tuned for the default planted set; any option overrides them.
+TrainConfig (the trainer) and the architecture's config. BENCH_TRAIN, BENCH_TRAIN_BY_ARCH and
+BENCH_SAE hold the defaults tuned for the default planted set; any option overrides them.
 """
 
 from __future__ import annotations
@@ -37,14 +37,25 @@ BENCH_TRAIN: dict[str, Any] = {
     "batch_size": 1024, "steps": 1500, "device": "cpu", "threads": 1, "init_tokens": 16384,
     "checkpoint_every": 0, "log_every": 100,
 }
-# Per-architecture defaults for the default planted set (d 256, 512 features, 5 active per sample).
+# Per-architecture settings for the default planted set (d 256, 512 features, 5 active per sample).
+# Scale: the trainer normalises E||x||^2 to d_in, so one planted feature is a coefficient of about 7
+# (3.4 to 10) and a latent's pre-activation at initialisation is about N(0, 1).
 BENCH_SAE: dict[str, dict[str, Any]] = {
     "topk": {"d_sae": 1024, "k": 5},
     "batchtopk": {"d_sae": 1024, "k": 5},
     "matryoshka": {"d_sae": 1024, "k": 5},
-    "jumprelu": {"d_sae": 1024},
+    # a threshold above the N(0, 1) initial pre-activations; a bandwidth wide enough to see them
+    "jumprelu": {"d_sae": 1024, "initial_threshold": 2.0, "bandwidth": 0.1, "l0_coefficient": 4.0},
     "relu": {"d_sae": 1024},
-    "gated": {"d_sae": 1024},
+    "gated": {"d_sae": 1024, "l1_coefficient": 10.0},
+}
+# Trainer settings that differ by architecture (on top of BENCH_TRAIN). The biases of the L1
+# architectures must travel about 2 (from N(0, 1) pre-activations to silence) within the run.
+BENCH_TRAIN_BY_ARCH: dict[str, dict[str, Any]] = {
+    "batchtopk": {"lr": 2e-3},
+    "matryoshka": {"lr": 2e-3},
+    "relu": {"lr": 4e-3},
+    "gated": {"lr": 2e-3},
 }
 
 
@@ -124,7 +135,8 @@ def parse_bench_args(argv: list[str]) -> dict[str, Any]:
     parser.add_argument("--match-table", action="store_true",
                         help="Include the per-feature match table (best latent and cosine of every planted feature).")
     data_options = DataclassOptions(parser.add_argument_group("planted set"), SyntheticConfig, skip=("seed",))
-    train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig, defaults=BENCH_TRAIN,
+    train_defaults = {**BENCH_TRAIN, **BENCH_TRAIN_BY_ARCH.get(known.arch or "", {})}
+    train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig, defaults=train_defaults,
                                      source="sae.bench_synthetic.BENCH_TRAIN")
     if known.arch is None:
         parser.parse_args(argv)  # prints the help, or the error that --arch is required
@@ -165,4 +177,4 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["BENCH_SAE", "BENCH_TRAIN", "parse_bench_args", "register_cli", "run", "run_benchmark"]
+__all__ = ["BENCH_SAE", "BENCH_TRAIN", "BENCH_TRAIN_BY_ARCH", "parse_bench_args", "register_cli", "run", "run_benchmark"]

@@ -79,3 +79,10 @@ def test_mismatched_widths_and_missing_steps_are_refused():
 def test_unknown_architecture_is_refused_by_name(capsys):
     assert main(["bench-synthetic", "--arch", "nope"]) == 2
     assert "unknown architecture 'nope'" in capsys.readouterr().err
+
+
+def test_per_architecture_training_defaults_apply_and_yield_to_options():
+    assert parse_bench_args(["--arch", "relu"])["train_cfg"].lr == 4e-3
+    assert parse_bench_args(["--arch", "relu", "--lr", "1e-3"])["train_cfg"].lr == 1e-3
+    jumprelu = parse_bench_args(["--arch", "jumprelu"])["sae_cfg"]
+    assert jumprelu.initial_threshold == 2.0 and jumprelu.l0_coefficient == 4.0
