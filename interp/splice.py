@@ -46,18 +46,10 @@ def check_hook(bridge: Any, hook_name: str) -> None:
         getattr(bridge, f"set_{setting}")(True)
 
 
-def _sae_d_in(sae: Any) -> int:
-    return int(sae.cfg.d_in)
-
-
-def _sae_param(sae: Any) -> Tensor:
-    return next(iter(sae.parameters()))
-
-
 def activation_rows(activation: Tensor, sae: Any, hook_name: str) -> Tensor:
     """[batch, pos, *shape] -> [batch * pos, d_in]; ValueError naming the hook and both sizes when
     prod(shape) is not the SAE's d_in."""
-    d_in = _sae_d_in(sae)
+    d_in = int(sae.cfg.d_in)
     per_token = math.prod(activation.shape[2:]) if activation.ndim >= 2 else 0
     if activation.ndim < 3 or per_token != d_in:
         raise ValueError(
@@ -90,7 +82,7 @@ class SAESplice:
 
     def __call__(self, activation: Tensor, hook: Any = None) -> Tensor:
         x = activation_rows(activation, self.sae, self.hook_name)  # [n, d_in]
-        param = _sae_param(self.sae)
+        param = next(iter(self.sae.parameters()))
         f = self.sae.encode(x.to(param.device, param.dtype))  # [n, d_sae]
         x_hat = self.sae.decode(f)  # [n, d_in], the SAE's dtype
         if self.record:

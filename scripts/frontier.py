@@ -1,6 +1,6 @@
 """The sparsity-fidelity frontier: a sweep of TopK SAEs over k, each measured by FVU and delta CE against L0.
 
-    .venv/bin/python scripts/frontier.py [--model artifacts/demo/model] [--acts artifacts/demo/acts]
+    .venv/bin/python scripts/frontier.py [--model artifacts/demo/model] [--acts artifacts/demo/activations]
         [--k 4,8,16,32,64] [--d-sae 2048] [--steps N] [--out reports/frontier]
 
 Steps:
@@ -40,7 +40,7 @@ from sae.metrics import evaluate_sae
 from sae.train import TrainConfig, train_sae
 
 DEMO_MODEL = Path("artifacts/demo/model")
-DEMO_ACTS = Path("artifacts/demo/acts")
+DEMO_ACTS = Path("artifacts/demo/activations")
 DEFAULT_HOOK = "blocks.0.mlp.hook_post"
 
 
