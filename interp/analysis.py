@@ -141,13 +141,29 @@ def hash_keys(x: Tensor) -> Tensor:
     return (h * 1_405_695_061 + 2_891_336_453) % p
 
 
+def order_keys(scores: Tensor, *, largest: bool) -> Tensor:
+    """int64 keys in [0, 2^32) that sort (ascending) like `scores` best first: int64 scores in
+    [0, 2^31) as they are (smallest best) or float scores >= 0 (largest best) by their float32 bit
+    pattern, which orders non-negative floats like their values."""
+    if scores.is_floating_point():
+        if not largest:
+            raise ValueError("float scores are ranked largest first")
+        bits = scores.float().clamp_min(0).view(torch.int32).long()  # monotone in the value
+        return (2**31 - 1) - bits
+    if largest:
+        raise ValueError("integer scores are ranked smallest first")
+    return scores.long()
+
+
 def rank_in_group(groups: Tensor, scores: Tensor, *, largest: bool) -> Tensor:
-    """Rank [n] of each entry among the entries of its group, best score first (0 = best)."""
+    """Rank [n] of each entry among the entries of its group, best score first (0 = best).
+
+    `groups` in [0, 2^31); `scores` as `order_keys` takes them. One sort of group * 2^32 + key;
+    entries with equal keys in a group get distinct ranks in an arbitrary order."""
     n = groups.numel()
     if n == 0:
         return torch.zeros(0, dtype=torch.long)
-    order = torch.argsort(scores, descending=largest, stable=True)
-    order = order[torch.argsort(groups[order], stable=True)]
+    order = torch.argsort(groups.long() * 2**32 + order_keys(scores, largest=largest))
     sorted_groups = groups[order]
     positions = torch.arange(n)
     starts = torch.ones(n, dtype=torch.bool)
@@ -159,9 +175,9 @@ def rank_in_group(groups: Tensor, scores: Tensor, *, largest: bool) -> Tensor:
 
 
 def top_per_row(rows: Tensor, scores: Tensor, k: int, n_rows: int) -> tuple[Tensor, Tensor]:
-    """Entries ranked within their row (best score first): (entry index [n_rows, k], -1 where the row
-    has fewer entries; a valid mask of the same shape)."""
-    ranks = rank_in_group(rows, scores, largest=True)
+    """Entries ranked within their row (largest score >= 0 first): (entry index [n_rows, k], -1 where
+    the row has fewer entries; a valid mask of the same shape)."""
+    ranks = rank_in_group(rows, scores.float(), largest=True)
     keep = ranks < k
     table = torch.full((n_rows, k), -1, dtype=torch.long)
     table[rows[keep], ranks[keep]] = torch.nonzero(keep).squeeze(1)
