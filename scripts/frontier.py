@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"model": str(args.model), "acts": str(dataset.path), "hook_name": dataset.hook_name, "corpus": corpus,
                "train": dataclasses.asdict(cfg), "d_sae": args.d_sae, "rows": rows}
     (args.out / "frontier.json").write_text(json.dumps(summary, indent=1) + "\n")
-    fig = frontier_figure(rows, f"{args.arch} SAEs on {dataset.hook_name} of {args.model.name} (d_sae {args.d_sae})")
+    fig = frontier_figure(rows, f"{args.arch} SAEs on {dataset.hook_name} of {args.model} (d_sae {args.d_sae})")
     fig.write_html(args.out / "frontier.html", include_plotlyjs=True, full_html=True)
     written = [args.out / "frontier.json", args.out / "frontier.html"]
     if importlib.util.find_spec("kaleido") is not None:
