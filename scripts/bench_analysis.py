@@ -112,15 +112,21 @@ from safetensors.torch import load_file
 args = json.loads(sys.argv[1])
 torch.set_num_threads(args["threads"])
 start = time.perf_counter()
-from transformer_lens import HookedTransformer, HookedTransformerConfig
-from sae_lens import SAE
+from transformer_lens import HookedTransformerConfig
+from sae_lens import SAE, HookedSAETransformer
 from sae_dashboard.sae_vis_data import SaeVisConfig
 from sae_dashboard.sae_vis_runner import SaeVisRunner
 from sae_dashboard.data_writing_fns import save_feature_centric_vis
 cfg = HookedTransformerConfig(**json.load(open(args["model_cfg"])))
-model = HookedTransformer(cfg)
+model = HookedSAETransformer(cfg)
 state = load_file(args["model_weights"])
-model.load_state_dict(state, strict=False)
+missing = [k for k in model.load_state_dict(state, strict=False).missing_keys if not k.endswith(("IGNORE", ".mask"))]
+assert not missing, f"weights missing from the converted model: {missing}"
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+special = "<|endoftext|>"
+PreTrainedTokenizerFast(tokenizer_file=args["tokenizer"], bos_token=special, eos_token=special,
+                        pad_token=special).save_pretrained(args["tokenizer"] + ".hf")
+model.set_tokenizer(AutoTokenizer.from_pretrained(args["tokenizer"] + ".hf"))
 model.eval()
 data = load_file(args["tokens"])
 tokens, expected = data["tokens"], data["logits"]
@@ -128,6 +134,10 @@ with torch.no_grad():
     got = model(tokens[:2])
 logit_error = float((got - expected).abs().max())
 sae = SAE.load_from_disk(args["sae"], device="cpu")
+# SaeVisRunner folds decoder norms into the encoder, which sae-lens refuses for TopK SAEs whose decoder
+# rows are not unit norm (ours carry the folded activation scale); without the fold it sees the same
+# feature activations as our analysis.
+sae.fold_W_dec_norm = lambda: None
 loaded = time.perf_counter()
 features = list(range(args["features"]))
 vis_cfg = SaeVisConfig(hook_point=args["hook"], features=features, minibatch_size_features=args["feature_batch"],
@@ -171,7 +181,8 @@ def export_for_dashboard(args: argparse.Namespace, folder: Path) -> dict:
 
         sae_dir = folder / "sae"
         save_sae(sae, sae_dir, metadata={"hook_name": hook})
-    return {"model_cfg": str(folder / "model.json"), "model_weights": str(folder / "model.safetensors"),
+    model.tokenizer.save(folder)
+    return {"model_cfg": str(folder / "model.json"), "tokenizer": str(folder / "tokenizer.json"), "model_weights": str(folder / "model.safetensors"),
             "tokens": str(folder / "tokens.safetensors"), "sae": str(sae_dir), "hook": hook,
             "features": args.dashboard_features or int(sae.W_dec.shape[0]), "feature_batch": 64, "token_batch": 4096,
             "html": str(folder / "dashboard.html"), "threads": args.threads or os.cpu_count(), "d_sae": int(sae.W_dec.shape[0])}
