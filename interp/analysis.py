@@ -467,7 +467,8 @@ class FeatureStatistics:
         for b, (start, stop) in zip(chosen.tolist(), bounds):
             in_seq = slice(start, stop)
             row_in_sample = len(self.random_tokens) * self.T + (rows[in_seq] - b * self.T)
-            self.random_entries.append((row_in_sample, feats[in_seq], vals[in_seq]))
+            # copies (int32 where ids fit): a slice would keep the batch's whole firing arrays alive
+            self.random_entries.append((row_in_sample.int(), feats[in_seq].int(), vals[in_seq].clone()))
             self.random_tokens.append(tokens[b].to(torch.int32))
             self.random_seqs.append(first_seq + b)
 
@@ -531,8 +532,8 @@ class FeatureStatistics:
         n = len(self.random_tokens)
         tokens = torch.stack(self.random_tokens) if n else torch.zeros(0, self.T, dtype=torch.int32)
         if self.random_entries:
-            rows = torch.cat([r for r, _, _ in self.random_entries])
-            feats = torch.cat([f for _, f, _ in self.random_entries])
+            rows = torch.cat([r for r, _, _ in self.random_entries]).long()
+            feats = torch.cat([f for _, f, _ in self.random_entries]).long()
             vals = torch.cat([v for _, _, v in self.random_entries])
         else:
             rows, feats, vals = (torch.zeros(0, dtype=torch.long), torch.zeros(0, dtype=torch.long), torch.zeros(0))

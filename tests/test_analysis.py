@@ -212,6 +212,16 @@ def test_pruned_pair_tables_say_so_and_never_overstate():
                 assert m <= ref["mass"][j, t][0] * (1 + 1e-6) and c <= ref["mass"][j, t][1]
 
 
+def test_random_sample_keeps_no_batch_alive():
+    """The kept windows' firings are copies: a view would pin every batch's firing arrays in memory."""
+    cfg = AnalysisConfig(**SMALL)
+    stats = run_stream(planted_stream(seed=4), cfg, [BOS])
+    assert stats.random_entries
+    for tensors in stats.random_entries:
+        for t in tensors:
+            assert t.untyped_storage().nbytes() == t.numel() * t.element_size()
+
+
 def test_rank_in_group_and_hash():
     g = torch.tensor([2, 0, 2, 2, 0, 1])
     s = torch.tensor([0.5, 3.0, 0.9, 0.1, 4.0, 1.0])
