@@ -782,6 +782,22 @@ def resolve_ignored_tokens(names: Iterable[str], token_strings: list[str], bos_i
     return sorted(set(ids))
 
 
+def use_mmap_for_large_buffers(threshold: int = 1 << 20) -> bool:
+    """On glibc, serve every allocation of `threshold` bytes or more by mmap (mallopt M_MMAP_THRESHOLD,
+    which also stops glibc raising that threshold as big blocks are freed). The pass allocates and
+    frees buffers of a few hundred MiB per batch; from the heap they fragment it and the process
+    grows with the token count, by mmap they return to the system when freed. Process-wide; returns
+    whether it took effect (False off glibc)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(-3, threshold))  # -3: M_MMAP_THRESHOLD
+    except (OSError, AttributeError):
+        return False
+
+
 def default_batch_size(d_sae: int, context_length: int) -> int:
     """Windows per batch so that a batch's dense activations hold about 2^25 values (128 MiB float32)."""
     return max(1, (1 << 25) // (d_sae * context_length))
@@ -795,6 +811,7 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
     from interp.capture import ActivationHooks, batched, plan_capture
 
     cfg.validate()
+    use_mmap_for_large_buffers()  # memory stays flat as the token count grows
     bridge, T = model.bridge, model.context_length
     plan = plan_capture(bridge, [hook_name], T)
     d_in = plan.hooks[0].d_in
