@@ -32,12 +32,14 @@ batches are read and pinned on a background thread and copied to the GPU without
 from __future__ import annotations
 
 import copy
+import ctypes
 import dataclasses
 import json
 import math
 import os
 import queue
 import shutil
+import sys
 import threading
 import time
 import warnings
@@ -248,6 +250,26 @@ class _Member:
             "terms": dict(zip(out.terms, means[1:-1])), "l0": means[-1], "fvu": (error / variance).item(),
             "dead_fraction": self.dead_mask(window).double().mean().item(),
         }
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
+
+
+def keep_freed_memory() -> bool:
+    """Have glibc's malloc serve large blocks from the heap and keep freed memory (Linux only).
+
+    A training step allocates and frees several [batch, d_sae] temporaries (64 MiB each at 4096 x
+    4096). By default glibc maps each one fresh and unmaps it when freed, so every step pays a page
+    fault per 4 KiB page again: on a 2-core VM that is a third of a TopK step (257 -> 168 ms median,
+    d_in 256, d_sae 4096, k 32). The cost is that the process keeps its peak heap. Returns whether
+    the settings took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def _fast_adam(device: torch.device) -> dict[str, bool]:
@@ -528,6 +550,7 @@ def train_sae(
     steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    keep_freed_memory()
     device = resolve_device(cfg.device, ranks)
     members = [_Member(n, arch, c, cfg, device, src) for n, (arch, c), src in zip(names, sae_configs, sources)]
     out_dir = Path(out) if out is not None else None

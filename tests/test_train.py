@@ -503,3 +503,22 @@ def test_cli_config_file_with_an_unknown_key_names_the_file(tmp_path, capsys):
     config.write_text(json.dumps({"arch": "topk", "train": {"batch_sise": 3}}))
     assert sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"]) == 2
     assert "unknown field(s) ['batch_sise'] for TrainConfig" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings are Linux-only")
+def test_freed_step_temporaries_stay_in_the_heap():
+    import ctypes
+
+    from sae.train import keep_freed_memory
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2
+    assert keep_freed_memory()
+    block = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MiB, the size of a [4096, 4096] pre-activation
+    assert libc.mallinfo2().hblkhd < 64 * 2**20  # served from the heap, not a fresh mapping
+    del block
+    assert libc.mallinfo2().fordblks >= 64 * 2**20  # freed, and kept for the next step
