@@ -39,7 +39,7 @@ from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.architectures.base import TrainState  # noqa: E402
 from sae.data import ActivationDataset  # noqa: E402
 from sae.distributed import resolve_device  # noqa: E402
-from sae.train import TrainConfig, train_sae  # noqa: E402
+from sae.train import TrainConfig, keep_freed_memory, train_sae  # noqa: E402
 
 PEERS = ("sparsify", "saelens", "dictionary_learning")
 
@@ -102,14 +102,15 @@ def real(path: str, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tenso
 
 # --- measurements -------------------------------------------------------------------------------
 def matmul_peak(threads: int | None, repeats: int = 5) -> dict[str, float]:
-    """Best fp32 GFLOP/s of a square 2048 matmul and of the encoder-shaped one (4096x256 @ 256x4096)."""
+    """Best fp32 GFLOP/s of a square 2048 matmul and of the encoder-shaped one (4096x256 @ 256x4096),
+    written into a preallocated output (the rate of the arithmetic, not of fresh memory)."""
     if threads:
         torch.set_num_threads(threads)
     out = {}
     for name, (m, k, n) in {"square_2048": (2048, 2048, 2048), "encoder_shape": (4096, 256, 4096)}.items():
-        a, b = torch.randn(m, k), torch.randn(k, n)
-        a @ b
-        best = min(_timed(lambda: a @ b) for _ in range(repeats))
+        a, b, c = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+        torch.mm(a, b, out=c)
+        best = min(_timed(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
         out[name] = 2 * m * k * n / best / 1e9
     out["peak"] = max(out.values())
     return out
@@ -187,6 +188,7 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as train_sae does
     sae = TopKSAE(TopKConfig(d_in=d_in, d_sae=args.d_sae, k=args.k))
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
     x = synthetic(args.batch_size, d_in, seed=7)
