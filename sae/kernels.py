@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import warnings
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -38,7 +39,10 @@ class CodeLayout:
         self.shape = tuple(indices.shape)
         self.d_sae = d_sae
         flat = indices.reshape(-1)
-        self.order = torch.argsort(flat)
+        if flat.device.type == "cpu" and d_sae <= 2**16:  # numpy's stable sort of 16-bit keys is a radix sort
+            self.order = torch.from_numpy(np.argsort(flat.numpy().astype(np.uint16), kind="stable"))
+        else:
+            self.order = torch.argsort(flat)
         self.tokens = self.order // indices.shape[1]
         counts = torch.bincount(flat, minlength=d_sae)
         self.offsets = torch.cumsum(counts, 0) - counts
@@ -118,10 +122,21 @@ class _GatherPreacts(torch.autograd.Function):
 
 
 def encoder_preacts(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None = None) -> Tensor:
-    """Dense pre-activations (x - b_dec) @ W_enc + b_enc, [n, d_sae], computed without autograd."""
+    """Dense pre-activations (x - b_dec) @ W_enc + b_enc, [n, d_sae], computed without autograd.
+
+    One plain product [x - b_dec, 1] @ [W_enc; b_enc] (the bias as an extra input row): `addmm`
+    on CPU first copies the broadcast bias into the [n, d_sae] output (and its result once more),
+    two extra passes over the largest tensor of the step.
+    """
     with torch.no_grad():
-        x_in = x - b_dec if b_dec is not None else x
-        return torch.addmm(b_enc, x_in, W_enc)
+        n, d_in = x.shape
+        x_in = torch.empty(n, d_in + 1, dtype=x.dtype, device=x.device)
+        if b_dec is not None:
+            torch.sub(x, b_dec, out=x_in[:, :d_in])
+        else:
+            x_in[:, :d_in] = x
+        x_in[:, d_in] = 1
+        return x_in @ torch.cat([W_enc, b_enc[None]])
 
 
 def gather_preacts(

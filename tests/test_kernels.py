@@ -73,9 +73,10 @@ def test_gradcheck_each_kernel_with_fixed_indices():
     assert torch.autograd.gradcheck(lambda v, W: sparse_decode(v, indices, W), (values, W_dec))
 
 
-def test_layout_scatter_outer_and_gather_rows_dot_against_loops():
+@pytest.mark.parametrize("d_sae", [50, 2**16 + 7])  # 16-bit radix sort of the latents, and torch's sort beyond
+def test_layout_scatter_outer_and_gather_rows_dot_against_loops(d_sae):
     g = torch.Generator().manual_seed(3)
-    n, k, d, d_sae = 9, 4, 3, 50  # most latents unused: empty runs in the layout
+    n, k, d = 9, 4, 3  # most latents unused: empty runs in the layout
     indices = torch.rand(n, d_sae, generator=g).argsort(1)[:, :k]
     weights = torch.randn(n, k, generator=g, dtype=D64)
     rows = torch.randn(n, d, generator=g, dtype=D64)
@@ -83,7 +84,9 @@ def test_layout_scatter_outer_and_gather_rows_dot_against_loops():
     for i in range(n):
         for j in range(k):
             expected[indices[i, j]] += weights[i, j] * rows[i]
-    assert (CodeLayout(indices, d_sae).scatter_outer(weights, rows) - expected).abs().max() < 1e-12
+    layout = CodeLayout(indices, d_sae)
+    assert (layout.order.diff() > 0)[indices.reshape(-1)[layout.order].diff() == 0].all()  # stable: pairs in order
+    assert (layout.scatter_outer(weights, rows) - expected).abs().max() < 1e-12
     table = torch.randn(d_sae, d, generator=g, dtype=D64)
     dots = torch.tensor([[float(table[indices[i, j]] @ rows[i]) for j in range(k)] for i in range(n)], dtype=D64)
     assert (gather_rows_dot(indices, table, rows) - dots).abs().max() < 1e-12
@@ -147,3 +150,16 @@ def test_autocast_and_half_precision_give_gradients_in_the_parameters_dtype():
     params16 = [t.detach().bfloat16().requires_grad_() for t in params32]
     grads16 = torch.autograd.grad(sparse_topk_sae(x32.bfloat16(), *params16, k=4).float().pow(2).sum(), params16)
     assert all(g.dtype == torch.bfloat16 for g in grads16)
+
+
+@pytest.mark.parametrize("with_b_dec", [True, False])
+def test_encoder_preacts_against_float64_formula(with_b_dec):
+    g = torch.Generator().manual_seed(21)
+    x, W_enc = torch.randn(33, 17, generator=g), torch.randn(17, 70, generator=g)
+    b_enc, b_dec = torch.randn(70, generator=g), torch.randn(17, generator=g)
+    got = encoder_preacts(x, W_enc, b_enc, b_dec if with_b_dec else None)
+    x_in = x.double() - b_dec.double() if with_b_dec else x.double()
+    expected = x_in @ W_enc.double() + b_enc.double()
+    assert got.shape == (33, 70) and got.dtype == torch.float32
+    assert (got.double() - expected).abs().max() < 1e-4
+    assert not got.requires_grad

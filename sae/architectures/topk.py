@@ -10,7 +10,7 @@ latents: auxk = E ||e - ReLU(TopK_aux_k(dead pre-acts)) @ W_dec||^2. It gives de
 gradient towards the error the live ones leave.
 
 Training uses the sparse kernels (`sae.kernels`): nothing after the encoder matmul touches more
-than the k chosen latents per token.
+than the k chosen latents per token; on CPU the k are chosen by `sae.topk_select`.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from torch import Tensor
 
 from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
+from sae.topk_select import topk_indices
 
 
 @dataclass
@@ -63,7 +64,7 @@ def auxk_loss(
     if num_dead <= aux_k:  # every dead latent takes part
         indices = dead.expand(x.shape[0], num_dead).contiguous()
     else:
-        indices = dead[pre_acts.index_select(1, dead).topk(aux_k, dim=1, sorted=False).indices]
+        indices = dead[topk_indices(pre_acts.index_select(1, dead), aux_k)]
     layout = CodeLayout(indices, sae.cfg.d_sae)
     values = F.relu(gather_preacts(pre_acts, indices, x, sae.W_enc, sae.b_enc, sae.encoder_bias_input(), layout))
     residual_hat = sparse_decode(values, indices, sae.W_dec, layout)
@@ -92,7 +93,7 @@ class TopKSAE(SAE):
         """[n, d_in] -> (values [n, k], indices [n, k]); values are ReLU'd (zeros possible) and
         differentiable w.r.t. x and the encoder through the sparse kernel."""
         pre = self.preacts(x)
-        indices = pre.topk(self.cfg.k, dim=1, sorted=False).indices
+        indices = topk_indices(pre, self.cfg.k)
         values = gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input())
         return F.relu(values), indices
 
@@ -104,7 +105,7 @@ class TopKSAE(SAE):
     def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
         cfg = self.cfg
         pre = self.preacts(x)
-        indices = pre.topk(cfg.k, dim=1, sorted=False).indices
+        indices = topk_indices(pre, cfg.k)
         layout = CodeLayout(indices, cfg.d_sae)
         values = F.relu(gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input(), layout))
         x_hat = sparse_decode(values, indices, self.W_dec, layout) + self.b_dec
