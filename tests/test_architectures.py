@@ -487,3 +487,26 @@ def test_jumprelu_threshold_log_is_chosen_so_that_exp_gives_the_threshold_back(d
     assert ((back - foreign).abs() <= (plain - foreign).abs()).all()  # never further than the plain log
     relative = ((back - foreign).abs() / foreign).double()
     assert (relative <= torch.finfo(dtype).eps * foreign.double().log().abs().clamp_min(1)).all()
+
+
+def test_code_statistics_counts_only_nonzero_latents():
+    from sae.architectures.topk import code_statistics
+
+    values = torch.tensor([[0.5, 0.0, 2.0], [1.0, 3.0, 0.0]])
+    indices = torch.tensor([[4, 1, 0], [4, 2, 3]])
+    fired, l0 = code_statistics(values, indices, d_sae=6)
+    assert fired.tolist() == [1, 0, 1, 0, 2, 0]  # latent 1 and 3 were chosen with value 0: not fired
+    assert l0.item() == 2.0
+
+
+def test_remove_parallel_gradient_against_float64_projection():
+    from sae.architectures.base import remove_parallel_gradient
+
+    g = torch.Generator().manual_seed(8)
+    W = torch.nn.Parameter(torch.randn(50, 12, generator=g) * 3)
+    W.grad = torch.randn(50, 12, generator=g)
+    w64, g64 = W.data.double(), W.grad.double()
+    expected = g64 - (g64 * w64).sum(1, keepdim=True) / (w64 * w64).sum(1, keepdim=True) * w64
+    remove_parallel_gradient(W)
+    assert (W.grad.double() - expected).abs().max() < 1e-5
+    assert (W.grad * W.data).sum(1).abs().max() < 1e-4  # what is left is orthogonal to each row

@@ -192,8 +192,8 @@ def remove_parallel_gradient(W_dec: nn.Parameter) -> None:
     """In place: W_dec.grad[i] -= (W_dec.grad[i] . w_i) w_i / ||w_i||^2, for every row i."""
     with torch.no_grad():
         w, g = W_dec.data, W_dec.grad
-        parallel = (g * w).sum(dim=1, keepdim=True) / (w * w).sum(dim=1, keepdim=True).clamp_min(1e-30)
-        g.sub_(parallel * w)
+        parallel = torch.linalg.vecdot(g, w) / torch.linalg.vecdot(w, w).clamp_min(1e-30)
+        g.addcmul_(w, parallel[:, None], value=-1)
 
 
 def normalize_rows_(W: nn.Parameter) -> None:

@@ -74,7 +74,8 @@ def auxk_loss(
 def code_statistics(values: Tensor, indices: Tensor, d_sae: int) -> tuple[Tensor, Tensor]:
     """(fired [d_sae] token counts per latent, l0 = mean non-zero latents per token) of a sparse code."""
     active = values > 0
-    fired = torch.bincount(indices[active], minlength=d_sae)
+    fired = torch.zeros(d_sae, dtype=torch.int64, device=indices.device)
+    fired.index_add_(0, indices.reshape(-1), active.reshape(-1).long())  # no boolean-mask compaction
     return fired, active.sum(1).to(values.dtype).mean()
 
 
