@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 CHUNKS_PER_K = 4  # chunks per row as a multiple of k: more chunks, fewer candidates to collect
+MIN_CHUNK = 32
 _MIN_ROWS_PER_THREAD = 64
 
 
@@ -118,7 +119,9 @@ def topk_indices(pre: Tensor, k: int, threads: int | None = None) -> Tensor:
         return pre.topk(k, dim=-1, sorted=False).indices
     pre = pre.detach().contiguous()
     n, d = pre.shape
-    chunk = d // (CHUNKS_PER_K * k)
+    # about CHUNKS_PER_K * k chunks, but at least 32 elements each where the row allows (torch's
+    # maximum over a shorter innermost dimension is several times slower per element)
+    chunk = min(d // k, max(MIN_CHUNK, d // (CHUNKS_PER_K * k)))
     n_chunks = d // chunk
     maxima = pre[:, : n_chunks * chunk].view(n, n_chunks, chunk).amax(2)
     if n_chunks * chunk < d:  # the tail joins the last chunk

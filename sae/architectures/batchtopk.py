@@ -22,6 +22,7 @@ from sae.architectures.base import SAE, TrainState, TrainStep, register
 from sae.architectures.jumprelu import JumpReLUConfig, JumpReLUSAE
 from sae.architectures.topk import TopKConfig, auxk_loss, code_statistics
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
+from sae.topk_select import topk_indices
 
 
 @dataclass
@@ -40,27 +41,25 @@ class BatchTopKConfig(TopKConfig):
 def batch_topk_indices(pre_acts: Tensor, k: int, candidates_per_token: int = 4) -> tuple[Tensor, Tensor]:
     """The k * n largest ReLU'd pre-activations of a batch, as per-token slots.
 
-    pre_acts [n, d_sae] -> (indices [n, w], keep [n, w] bool) with w the most latents any token
-    keeps; token i's kept latents are indices[i][keep[i]] (zero activations are never kept).
+    pre_acts [n, d_sae] -> (indices [n, w], keep [n, w] bool): token i's kept latents are
+    indices[i][keep[i]] (zero activations are never kept); w is the width of the proposals.
 
     Rather than ranking all n * d_sae activations, each token proposes its top
-    `candidates_per_token * k` and the batch's k * n are picked among those. That is exact unless
-    some token had every proposal picked (it might hold more beyond them): then proposals widen.
+    `candidates_per_token * k` (unordered, `topk_indices`) and the batch's k * n are picked among
+    those. That is exact unless some token had every proposal picked (it might hold more beyond
+    them): then the proposals widen.
     """
     n, d_sae = pre_acts.shape
-    acts = F.relu(pre_acts)
     width = min(d_sae, candidates_per_token * k)
     while True:
-        top = acts.topk(width, dim=1)  # sorted: a token's picked proposals are its first per_token[i]
-        picked = top.values.reshape(-1).topk(min(k * n, top.values.numel()), sorted=False).indices
-        per_token = torch.bincount(picked // width, minlength=n)
-        if width == d_sae or int(per_token.max()) < width:
-            break
+        indices = topk_indices(pre_acts, width)
+        proposed = F.relu(pre_acts.gather(1, indices))
+        picked = proposed.reshape(-1).topk(min(k * n, proposed.numel()), sorted=False).indices
+        keep = torch.zeros(n * width, dtype=torch.bool, device=pre_acts.device).index_fill_(0, picked, True)
+        keep = keep.view(n, width) & (proposed > 0)
+        if width == d_sae or int(keep.sum(1).max()) < width:
+            return indices, keep
         width = min(d_sae, width * candidates_per_token)
-    used = max(int(per_token.max()), 1)
-    slots = torch.arange(used, device=pre_acts.device)
-    keep = (slots[None, :] < per_token[:, None]) & (top.values[:, :used] > 0)
-    return top.indices[:, :used], keep
 
 
 @register
