@@ -126,7 +126,7 @@ def topk_indices(pre: Tensor, k: int, threads: int | None = None) -> Tensor:
     maxima = pre[:, : n_chunks * chunk].view(n, n_chunks, chunk).amax(2)
     if n_chunks * chunk < d:  # the tail joins the last chunk
         maxima[:, -1] = torch.maximum(maxima[:, -1], pre[:, n_chunks * chunk - chunk:].amax(1))
-    nan_rows = maxima.isnan().any(1).nonzero()
+    nan_rows = maxima.isnan().any(1).nonzero() if not torch.isfinite(maxima.sum()) else []
     if len(nan_rows):
         raise ValueError(f"top-k selection: row {int(nan_rows[0])} of the [{n}, {d}] pre-activations holds NaN "
                          f"({len(nan_rows)} such rows); check the inputs and the SAE's weights for NaN")

@@ -510,3 +510,11 @@ def test_remove_parallel_gradient_against_float64_projection():
     remove_parallel_gradient(W)
     assert (W.grad.double() - expected).abs().max() < 1e-5
     assert (W.grad * W.data).sum(1).abs().max() < 1e-4  # what is left is orthogonal to each row
+
+
+def test_squared_error_is_the_per_token_sum_averaged_over_tokens():
+    from sae.architectures.base import squared_error
+
+    x = torch.tensor([[1.0, 2.0], [0.0, -1.0], [3.0, 3.0]])
+    x_hat = torch.tensor([[0.0, 2.0], [1.0, 1.0], [3.0, 0.0]])
+    assert squared_error(x, x_hat).item() == pytest.approx((1 + 0 + 1 + 4 + 0 + 9) / 3)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 
@@ -188,6 +189,12 @@ class SAE(nn.Module):
         self.load_state_dict(tensors, strict=True)
 
 
+def squared_error(x: Tensor, x_hat: Tensor) -> Tensor:
+    """The `mse` term: E_x ||x - x_hat||^2, summed over d_in and averaged over the n tokens of x [n, d_in]
+    (one fused pass forward and backward)."""
+    return F.mse_loss(x_hat, x, reduction="sum") / x.shape[0]
+
+
 def remove_parallel_gradient(W_dec: nn.Parameter) -> None:
     """In place: W_dec.grad[i] -= (W_dec.grad[i] . w_i) w_i / ||w_i||^2, for every row i."""
     with torch.no_grad():
@@ -234,4 +241,5 @@ __all__ = [
     "normalize_rows_",
     "register",
     "remove_parallel_gradient",
+    "squared_error",
 ]

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.architectures.base import SAE, TrainState, TrainStep, register, squared_error
 from sae.architectures.jumprelu import JumpReLUConfig, JumpReLUSAE
 from sae.architectures.topk import TopKConfig, auxk_loss, code_statistics
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
@@ -114,8 +114,8 @@ class BatchTopKSAE(SAE):
         pre = self.preacts(x)
         values, indices, layout = self.sparse_code(x, pre)
         x_hat = sparse_decode(values, indices, self.W_dec, layout) + self.b_dec
-        mse = (x - x_hat).pow(2).sum(-1).mean()
-        auxk = auxk_loss(self, x, pre, (x - x_hat).detach(), state.dead_mask, cfg.resolved_aux_k)
+        mse = squared_error(x, x_hat)
+        auxk = auxk_loss(self, x, pre, x_hat, state.dead_mask, cfg.resolved_aux_k)
         fired, l0 = code_statistics(values.detach(), indices, cfg.d_sae)
         return TrainStep(
             total=mse + cfg.aux_coefficient * auxk, terms={"mse": mse, "auxk": auxk}, x_hat=x_hat, fired=fired, l0=l0

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from sae.architectures.base import TrainState, TrainStep, register
+from sae.architectures.base import TrainState, TrainStep, register, squared_error
 from sae.architectures.batchtopk import BatchTopKConfig, BatchTopKSAE
 from sae.architectures.topk import auxk_loss, code_statistics
 from sae.kernels import sparse_decode
@@ -61,9 +61,9 @@ class MatryoshkaSAE(BatchTopKSAE):
         for size in cfg.resolved_prefixes:
             prefix_values = values if size == cfg.d_sae else values.masked_fill(indices >= size, 0.0)
             x_hat = sparse_decode(prefix_values, indices, self.W_dec, layout) + self.b_dec
-            prefix_mses.append((x - x_hat).pow(2).sum(-1).mean())
+            prefix_mses.append(squared_error(x, x_hat))
         mse, mse_prefixes = prefix_mses[-1], sum(prefix_mses)  # the last prefix is the whole dictionary
-        auxk = auxk_loss(self, x, pre, (x - x_hat).detach(), state.dead_mask, cfg.resolved_aux_k)
+        auxk = auxk_loss(self, x, pre, x_hat, state.dead_mask, cfg.resolved_aux_k)
         fired, l0 = code_statistics(values.detach(), indices, cfg.d_sae)
         return TrainStep(
             total=mse_prefixes + cfg.aux_coefficient * auxk,

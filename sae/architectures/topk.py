@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register
+from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register, squared_error
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
 from sae.topk_select import topk_indices
 
@@ -50,16 +50,18 @@ class TopKConfig(SAEConfig):
 
 
 def auxk_loss(
-    sae: SAE, x: Tensor, pre_acts: Tensor, residual: Tensor, dead_mask: Tensor | None, aux_k: int
+    sae: SAE, x: Tensor, pre_acts: Tensor, x_hat: Tensor, dead_mask: Tensor | None, aux_k: int
 ) -> Tensor:
-    """E ||residual - ReLU(TopK_aux_k over dead latents of pre_acts) @ W_dec||^2; 0 with no dead latents.
+    """E ||e - ReLU(TopK_aux_k over dead latents of pre_acts) @ W_dec||^2 with the residual
+    e = x - x_hat (detached); 0 with no dead latents.
 
-    x [n, d_in]; pre_acts [n, d_sae] (no grad); residual [n, d_in] (detached x - x_hat);
-    dead_mask [d_sae] bool. Gradients reach W_enc, b_enc, b_dec and W_dec of the chosen dead latents.
+    x, x_hat [n, d_in]; pre_acts [n, d_sae] (no grad); dead_mask [d_sae] bool. Gradients reach W_enc,
+    b_enc, b_dec and W_dec of the chosen dead latents.
     """
     num_dead = int(dead_mask.sum()) if dead_mask is not None else 0
     if num_dead == 0:
         return torch.zeros((), dtype=x.dtype, device=x.device)
+    residual = (x - x_hat).detach()
     dead = dead_mask.to(pre_acts.device).nonzero().squeeze(1)
     if num_dead <= aux_k:  # every dead latent takes part
         indices = dead.expand(x.shape[0], num_dead).contiguous()
@@ -110,8 +112,8 @@ class TopKSAE(SAE):
         layout = CodeLayout(indices, cfg.d_sae)
         values = F.relu(gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input(), layout))
         x_hat = sparse_decode(values, indices, self.W_dec, layout) + self.b_dec
-        mse = (x - x_hat).pow(2).sum(-1).mean()
-        auxk = auxk_loss(self, x, pre, (x - x_hat).detach(), state.dead_mask, cfg.resolved_aux_k)
+        mse = squared_error(x, x_hat)
+        auxk = auxk_loss(self, x, pre, x_hat, state.dead_mask, cfg.resolved_aux_k)
         fired, l0 = code_statistics(values.detach(), indices, cfg.d_sae)
         return TrainStep(
             total=mse + cfg.aux_coefficient * auxk,
