@@ -63,3 +63,11 @@ def test_nan_row_is_named():
 def test_k_out_of_range():
     with pytest.raises(ValueError, match="k must be in 1..64"):
         topk_indices(torch.randn(4, 64), 65)
+
+
+def test_infinities_are_ranked_not_refused():
+    pre = torch.randn(200, 1024, generator=torch.Generator().manual_seed(4))
+    pre[7, 3], pre[7, 900], pre[8, 10] = float("inf"), float("-inf"), float("-inf")
+    got = topk_indices(pre, 16)
+    assert torch.equal(_top_values(pre, got), pre.topk(16, dim=1).values.sort(dim=1).values)
+    assert 3 in got[7].tolist()
