@@ -161,7 +161,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ARCH.FIELD=VALUE",
                    help="override one field of an architecture's config (repeatable)")
     p.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate of every SAE (default: the trainer's rule, sae.train.default_lr(d_sae))")
+                   help="Adam learning rate of every SAE (default: the trainer's rule, sae.train.default_lr(d_sae, d_in))")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SAE initialisation and of the batch order")
     p.add_argument("--ce-tokens", type=int, default=16384, help="held-out text tokens of the splice evaluation (default 16384)")
@@ -236,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             "heldout_tokens": int(recon["num_tokens"]),
             "tokens_per_s": args.steps * args.batch_size / seconds, "train_seconds": seconds,
             "train_tokens": args.steps * args.batch_size, "config": config.to_dict(),
-            "lr": train_cfg.lr if train_cfg.lr is not None else default_lr(config.d_sae),
+            "lr": train_cfg.lr if train_cfg.lr is not None else default_lr(config.d_sae, config.d_in),
         }
         if loaded is not None:
             row.update(measure_splice(sae, loaded, dataset.hook_name, token_batches))

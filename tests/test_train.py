@@ -442,7 +442,9 @@ def test_relu_resampling_runs_and_resume_restores_the_random_state(tmp_path, mon
     cfg = small_cfg(steps=12, checkpoint_every=4, dead_window_tokens=2 * BATCH, resample_steps=[6, 10])
     full = train_sae([relu], batch_list(12), cfg, tmp_path / "full", progress=False)[0]
     rows = [json.loads(line) for line in (tmp_path / "full" / "log.jsonl").read_text().splitlines()]
-    assert [(r["step"], r["resampled"]) for r in rows if "resampled" in r] == [(6, 16), (10, 16)]
+    resampled = [(r["step"], r["resampled"]) for r in rows if "resampled" in r]
+    assert [step for step, _ in resampled] == [6, 10]
+    assert all(count >= D_SAE - 48 for _, count in resampled)  # at least the silent tail, every time
 
     def dies_at(n):
         for i, b in enumerate(batch_list(12)):
@@ -522,3 +524,12 @@ def test_freed_step_temporaries_stay_in_the_heap():
     assert libc.mallinfo2().hblkhd < 64 * 2**20  # served from the heap, not a fresh mapping
     del block
     assert libc.mallinfo2().fordblks >= 64 * 2**20  # freed, and kept for the next step
+
+
+def test_default_learning_rate_scales_with_width_and_input_size():
+    from sae.train import default_lr
+
+    assert default_lr(2**14, 256) == pytest.approx(3e-3)
+    assert default_lr(4096, 256) == pytest.approx(6e-3)
+    assert default_lr(1024, 512) == pytest.approx(3e-3 * 4 / 2**0.5)
+    assert default_lr(64, 16) == 1e-2  # capped
