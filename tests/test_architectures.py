@@ -335,6 +335,16 @@ def test_batchtopk_threshold_is_a_running_average_of_the_smallest_kept_activatio
     assert abs(float(sae.threshold) - expected) < 1e-12
 
 
+def test_batch_topk_indices_keep_every_positive_when_they_are_scarce():
+    g = torch.Generator().manual_seed(6)
+    pre = torch.randn(10, 64, generator=g, dtype=D64) - 2.5  # ~0.6% positive: far fewer than k * n
+    pre[3, :12] = torch.rand(12, generator=g, dtype=D64) + 0.1  # one busy token with 12 > 4 * k positives
+    indices, keep = batch_topk_indices(pre, 2)
+    assert int(keep.sum()) == int((pre > 0).sum()) and indices.shape[1] < 64
+    dense = torch.zeros_like(pre).scatter(1, indices, torch.where(keep, pre.gather(1, indices), 0.0))
+    assert torch.equal(dense, batch_topk_code(pre, 2))
+
+
 @pytest.mark.parametrize("busy_token", [False, True])
 def test_batch_topk_indices_keep_exactly_k_times_n(busy_token):
     pre = torch.randn(10, 30, generator=torch.Generator().manual_seed(3), dtype=D64) + 1

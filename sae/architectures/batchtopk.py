@@ -47,7 +47,8 @@ def batch_topk_indices(pre_acts: Tensor, k: int, candidates_per_token: int = 4) 
     Rather than ranking all n * d_sae activations, each token proposes its top
     `candidates_per_token * k` (unordered, `topk_indices`) and the batch's k * n are picked among
     those. That is exact unless some token had every proposal picked (it might hold more beyond
-    them): then the proposals widen.
+    them): then the proposals widen, straight to the busiest token's count of positive activations
+    when the batch holds no more than k * n of them (all are kept).
     """
     n, d_sae = pre_acts.shape
     width = min(d_sae, candidates_per_token * k)
@@ -59,6 +60,11 @@ def batch_topk_indices(pre_acts: Tensor, k: int, candidates_per_token: int = 4) 
         keep = keep.view(n, width) & (proposed > 0)
         if width == d_sae or int(keep.sum(1).max()) < width:
             return indices, keep
+        positives = (pre_acts > 0).sum(1)
+        if int(positives.sum()) <= k * n:  # every positive activation is kept: widen once, to the busiest token
+            width = max(width, int(positives.max()))
+            indices = topk_indices(pre_acts, width)
+            return indices, pre_acts.gather(1, indices) > 0
         width = min(d_sae, width * candidates_per_token)
 
 
