@@ -16,7 +16,9 @@ can be ruled out cheaply. For each row, while it sits in the L1 cache:
 The kernel is compiled by numba and runs without the GIL on row ranges split across threads. The
 result is exact: the same values as `torch.topk` (among equal values the chosen indices may
 differ, as they may between torch's own kernels). Anything the kernel does not cover (CUDA
-tensors, dtypes other than float32/float64, rows narrower than 4k) goes to `torch.topk`.
+tensors, dtypes other than float32/float64/bfloat16, rows narrower than 4k) goes to `torch.topk`.
+bfloat16 rows (pre-activations that only pick latents, `sae.kernels.encoder_preacts(dtype=...)`)
+are widened to float32 one row at a time, which is exact.
 """
 
 from __future__ import annotations
@@ -67,46 +69,68 @@ def _move_largest_first(values: np.ndarray, columns: np.ndarray, count: int, k: 
             break
 
 
-@numba.njit(nogil=True, cache=True)
-def _topk_rows(pre: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int, stop: int) -> None:
-    """out[i] = columns of the k = out.shape[1] largest entries of pre[i], for rows start..stop-1;
-    has_nan[i] = whether the row holds NaN (its selection is then meaningless)."""
-    d, k = pre.shape[1], out.shape[1]
+@numba.njit(nogil=True, cache=True, inline="always")
+def _select_row(row, groups, out_row, maxima, nan_in_group, ranked, group_ids, values, columns) -> bool:
+    """out_row = columns of the k = out_row.shape[0] largest entries of row [d]; returns whether the
+    row holds NaN (its selection is then meaningless). The other arrays are scratch space."""
+    d, k = row.shape[0], out_row.shape[0]
     full = d // groups  # complete slices of `groups` columns; the rest joins the first groups
     tail = d - full * groups
-    maxima = np.empty(groups, pre.dtype)
-    nan_in_group = np.empty(groups, np.bool_)
-    ranked = np.empty(groups, pre.dtype)
-    group_ids = np.empty(groups, np.int64)
-    values = np.empty(d, pre.dtype)
-    columns = np.empty(d, np.int64)
+    maxima[:] = -np.inf
+    nan_in_group[:] = False
+    for s in range(full):
+        _elementwise_max(maxima, nan_in_group, row[s * groups:(s + 1) * groups])
+    if tail:
+        _elementwise_max(maxima[:tail], nan_in_group[:tail], row[full * groups:])
+    for g in range(groups):
+        ranked[g] = maxima[g]
+        group_ids[g] = g
+    _move_largest_first(ranked, group_ids, groups, k)
+    threshold = ranked[0]  # the k-th largest group maximum: the smallest of the first k
+    for g in range(1, k):
+        threshold = min(threshold, ranked[g])
+    count = 0
+    for g in range(groups):  # every group that can hold an element >= threshold
+        if maxima[g] >= threshold:
+            for j in range(g, d, groups):
+                if row[j] >= threshold:
+                    values[count] = row[j]
+                    columns[count] = j
+                    count += 1
+    if count > k:
+        _move_largest_first(values, columns, count, k)
+    out_row[:] = columns[:k]
+    return nan_in_group.any()
+
+
+@numba.njit(nogil=True, cache=True)
+def _topk_rows(pre: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int, stop: int) -> None:
+    """out[i] = columns of the k = out.shape[1] largest entries of pre[i] (float32 or float64), for
+    rows start..stop-1; has_nan[i] = whether the row holds NaN."""
+    d = pre.shape[1]
+    maxima, ranked = np.empty(groups, pre.dtype), np.empty(groups, pre.dtype)
+    nan_in_group, group_ids = np.empty(groups, np.bool_), np.empty(groups, np.int64)
+    values, columns = np.empty(d, pre.dtype), np.empty(d, np.int64)
     for i in range(start, stop):
-        row = pre[i]
-        maxima[:] = -np.inf
-        nan_in_group[:] = False
-        for s in range(full):
-            _elementwise_max(maxima, nan_in_group, row[s * groups:(s + 1) * groups])
-        if tail:
-            _elementwise_max(maxima[:tail], nan_in_group[:tail], row[full * groups:])
-        has_nan[i] = nan_in_group.any()
-        for g in range(groups):
-            ranked[g] = maxima[g]
-            group_ids[g] = g
-        _move_largest_first(ranked, group_ids, groups, k)
-        threshold = ranked[0]  # the k-th largest group maximum: the smallest of the first k
-        for g in range(1, k):
-            threshold = min(threshold, ranked[g])
-        count = 0
-        for g in range(groups):  # every group that can hold an element >= threshold
-            if maxima[g] >= threshold:
-                for j in range(g, d, groups):
-                    if row[j] >= threshold:
-                        values[count] = row[j]
-                        columns[count] = j
-                        count += 1
-        if count > k:
-            _move_largest_first(values, columns, count, k)
-        out[i, :] = columns[:k]
+        has_nan[i] = _select_row(pre[i], groups, out[i], maxima, nan_in_group, ranked, group_ids, values, columns)
+
+
+@numba.njit(nogil=True, cache=True)
+def _topk_rows_bfloat16(bits: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int,
+                        stop: int) -> None:
+    """_topk_rows for bfloat16 rows given as their uint16 bit patterns: each row is widened to
+    float32 (the bits shifted into the high half, exact) in an L1-sized buffer, then selected."""
+    d = bits.shape[1]
+    widened = np.empty(d, np.uint32)
+    row = widened.view(np.float32)
+    maxima, ranked = np.empty(groups, np.float32), np.empty(groups, np.float32)
+    nan_in_group, group_ids = np.empty(groups, np.bool_), np.empty(groups, np.int64)
+    values, columns = np.empty(d, np.float32), np.empty(d, np.int64)
+    for i in range(start, stop):
+        source = bits[i]
+        for j in range(d):
+            widened[j] = np.uint32(source[j]) << 16
+        has_nan[i] = _select_row(row, groups, out[i], maxima, nan_in_group, ranked, group_ids, values, columns)
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -123,7 +147,7 @@ def kernel_applies(pre: Tensor, k: int) -> bool:
     """Whether `topk_indices` runs the group kernel on pre [n, d] (else it calls torch.topk)."""
     return (
         pre.device.type == "cpu"
-        and pre.dtype in (torch.float32, torch.float64)
+        and pre.dtype in (torch.float32, torch.float64, torch.bfloat16)
         and pre.ndim == 2
         and pre.shape[1] >= GROUPS_PER_K * k
     )
@@ -138,16 +162,19 @@ def topk_indices(pre: Tensor, k: int, threads: int | None = None) -> Tensor:
         return pre.topk(k, dim=-1, sorted=False).indices
     pre = pre.detach().contiguous()
     n, d = pre.shape
-    array = pre.numpy()
+    if pre.dtype == torch.bfloat16:  # numpy has no bfloat16: the kernel reads the bit patterns
+        kernel, array = _topk_rows_bfloat16, pre.view(torch.int16).numpy().view(np.uint16)
+    else:
+        kernel, array = _topk_rows, pre.numpy()
     out = np.empty((n, k), dtype=np.int64)
     has_nan = np.empty(n, dtype=np.bool_)
     groups = GROUPS_PER_K * k
     workers = max(1, min(threads or torch.get_num_threads(), n // _MIN_ROWS_PER_THREAD))
     if workers == 1:
-        _topk_rows(array, groups, out, has_nan, 0, n)
+        kernel(array, groups, out, has_nan, 0, n)
     else:
         step = math.ceil(n / workers)
-        jobs = [_thread_pool(workers).submit(_topk_rows, array, groups, out, has_nan, s, min(s + step, n))
+        jobs = [_thread_pool(workers).submit(kernel, array, groups, out, has_nan, s, min(s + step, n))
                 for s in range(0, n, step)]
         for job in jobs:
             job.result()

@@ -25,7 +25,9 @@ fired counts summed; only the main rank writes files. The data position in a che
 of the global stream, so a run resumes on any number of ranks.
 
 Devices and precision: `device` auto|cpu|cuda|cuda:N; `autocast` bfloat16 or float16 runs the
-training forward pass in that dtype (float16 with a gradient scaler, saved in checkpoints); on CUDA
+training forward pass in that dtype (float16 with a gradient scaler, saved in checkpoints);
+`selection_dtype` (auto: bfloat16 where the hardware multiplies it natively) is the precision of the
+dense encoder product with which TopK-family SAEs only choose their active latents; on CUDA
 batches are read and pinned on a background thread and copied to the GPU without blocking.
 """
 
@@ -34,10 +36,12 @@ from __future__ import annotations
 import copy
 import ctypes
 import dataclasses
+import functools
 import json
 import math
 import os
 import queue
+import re
 import shutil
 import sys
 import threading
@@ -85,6 +89,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK."})
     dtype: Literal["float32", "float64", "bfloat16"] = field(default="float32", metadata={"help": "Parameter and activation dtype."})
     autocast: Literal["none", "bfloat16", "float16"] = field(default="none", metadata={"help": "Autocast dtype of the training forward pass (float16 adds a gradient scaler)."})
+    selection_dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={"help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."})
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(default="geometric_median", metadata={"help": "Decoder-bias initialisation from the first init_tokens tokens."})
     normalize_activations: bool = field(default=True, metadata={"help": "Train on x * s with s set so that E||x s||^2 = d_in; s is folded into the saved weights."})
     init_tokens: int = field(default=65536, metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."})
@@ -179,6 +184,7 @@ class _Member:
         self.tokens_since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.int64, device=device)
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
         self.scaler = torch.amp.GradScaler(device.type) if cfg.autocast == "float16" else None
+        self.selection_dtype = resolve_selection_dtype(cfg, device)
         if cfg.resample_steps and type(self.sae).resample_dead is SAE.resample_dead:
             raise ValueError(f"resample_steps is set but architecture {arch!r} does not resample dead latents; "
                              "clear resample_steps or use an architecture that resamples (relu)")
@@ -193,7 +199,8 @@ class _Member:
         lr = self.base_lr * lr_factor(step, cfg, total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        state = TrainState(step=step, total_steps=total_steps, dead_mask=self.dead_mask(cfg.dead_window_tokens))
+        state = TrainState(step=step, total_steps=total_steps, dead_mask=self.dead_mask(cfg.dead_window_tokens),
+                           selection_dtype=self.selection_dtype)
         with autocast if autocast is not None else nullcontext():
             out = self.sae.train_step(x, state)
         fired, loss = out.fired, out.total.detach()
@@ -271,6 +278,33 @@ def keep_freed_memory() -> bool:
         return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
     except (OSError, AttributeError):  # not glibc
         return False
+
+
+@functools.cache
+def cpu_flags(cpuinfo_path: str = "/proc/cpuinfo") -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU (Linux: /proc/cpuinfo; elsewhere none known)."""
+    try:
+        cpuinfo = Path(cpuinfo_path).read_text()
+    except OSError:
+        return frozenset()
+    line = re.search(r"^flags\s*:(.*)$", cpuinfo, re.MULTILINE)
+    return frozenset(line.group(1).split()) if line else frozenset()
+
+
+def native_bfloat16_matmul(device: torch.device) -> bool:
+    """Whether `device` multiplies bfloat16 matrices in hardware (about twice the float32 rate): a
+    CUDA GPU of compute capability 8 or more, or a CPU with avx512_bf16 or amx_bf16 for oneDNN's
+    kernels (other CPUs emulate bfloat16, no faster than float32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported(including_emulation=False)
+    return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_selection_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The dtype of TopK-family latent selection for `cfg.selection_dtype` (None: the parameter dtype)."""
+    if cfg.selection_dtype == "auto":
+        return torch.bfloat16 if cfg.dtype == "float32" and native_bfloat16_matmul(device) else None
+    return None if cfg.selection_dtype == cfg.dtype else getattr(torch, cfg.selection_dtype)
 
 
 def _fast_adam(device: torch.device) -> dict[str, bool]:
@@ -575,6 +609,8 @@ def train_sae(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_json_atomic(out_dir / TRAIN_CONFIG, {"format_version": CHECKPOINT_FORMAT, **(run_info or {}),
                                                    "train": dataclasses.asdict(cfg),
+                                                   "resolved": {"device": str(device), "selection_dtype": str(
+                                                       members[0].selection_dtype or cfg.dtype).removeprefix("torch.")},
                                                    "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members]})
     feed = _Feed(batches, cfg, ranks, position, prefetch=device.type == "cuda", pin=device.type == "cuda")
     dtype = getattr(torch, cfg.dtype)

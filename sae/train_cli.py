@@ -29,7 +29,7 @@ from sae.distributed import environment_ranks, launch, start, stop
 from sae.train import TRAIN_CONFIG, TrainConfig, train_sae
 
 CONFIG_KEYS = {"acts", "arch", "d_in", "sae", "train"}
-IGNORED_KEYS = {"format_version", "members"}  # written into train_config.json, derived on every run
+IGNORED_KEYS = {"format_version", "members", "resolved"}  # written into train_config.json, derived on every run
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:

@@ -3,12 +3,14 @@
     .venv/bin/python scripts/bench_train.py [--acts DIR] [--peer-python /work/peers-venv/bin/python]
 
 For each activation source (synthetic from a fixed seed; and a saved dataset with --acts) the same
-`steps` training batches and held-out rows are saved once; this trainer runs in this process, each
+`steps` training batches and held-out rows are saved once; this trainer runs in this process (with
+its default selection_dtype, and also with float32 selection where the default is bfloat16), each
 peer in its own environment (`--peer-python`) through `scripts/peers/<peer>_peer.py`, which drives
 that library's own training loop. Reported per trainer: tokens/s after `warmup` steps, held-out
 FVU = sum (x - x_hat)^2 / sum (x - mean x)^2 (DESIGN.md) after the same number of steps, held-out L0,
-and this trainer's speed ratio to each peer. Also: fp32 matmul GFLOP/s measured here, and the
-fraction of it that the encoder forward (2 d_in d_sae FLOPs per token) represents at each rate.
+and this trainer's speed ratio to each peer. Also: fp32 (and, where bfloat16 selection is the
+default, bf16) matmul GFLOP/s measured here, and the fraction of the peak in the dtype of each
+trainer's encoder product that the encoder forward (2 d_in d_sae FLOPs per token) represents.
 --profile prints where the time of one step of this trainer goes.
 
 On a GPU: `--device cuda [--autocast bfloat16]` trains this trainer there and measures the GPU's
@@ -39,7 +41,7 @@ from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.architectures.base import TrainState  # noqa: E402
 from sae.data import ActivationDataset  # noqa: E402
 from sae.distributed import resolve_device  # noqa: E402
-from sae.train import TrainConfig, keep_freed_memory, train_sae  # noqa: E402
+from sae.train import TrainConfig, keep_freed_memory, resolve_selection_dtype, train_sae  # noqa: E402
 
 PEERS = ("sparsify", "saelens", "dictionary_learning")
 
@@ -101,14 +103,14 @@ def real(path: str, args: argparse.Namespace) -> tuple[torch.Tensor, torch.Tenso
 
 
 # --- measurements -------------------------------------------------------------------------------
-def matmul_peak(threads: int | None, repeats: int = 5) -> dict[str, float]:
-    """Best fp32 GFLOP/s of a square 2048 matmul and of the encoder-shaped one (4096x256 @ 256x4096),
+def matmul_peak(threads: int | None, dtype: torch.dtype = torch.float32, repeats: int = 5) -> dict[str, float]:
+    """Best GFLOP/s in `dtype` of a square 2048 matmul and of the encoder-shaped one (4096x256 @ 256x4096),
     written into a preallocated output (the rate of the arithmetic, not of fresh memory)."""
     if threads:
         torch.set_num_threads(threads)
     out = {}
     for name, (m, k, n) in {"square_2048": (2048, 2048, 2048), "encoder_shape": (4096, 256, 4096)}.items():
-        a, b, c = torch.randn(m, k), torch.randn(k, n), torch.empty(m, n)
+        a, b, c = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.empty(m, n, dtype=dtype)
         torch.mm(a, b, out=c)
         best = min(_timed(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
         out[name] = 2 * m * k * n / best / 1e9
@@ -150,10 +152,11 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     return ((x - x_hat).pow(2).sum() / (x - x.mean(0)).pow(2).sum()).item()
 
 
-def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespace) -> dict:
+def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespace, selection: str) -> dict:
+    """This trainer with TrainConfig.selection_dtype = `selection` (auto: its default)."""
     timer = TimedBatches(train, args.batch_size)
     cfg = TrainConfig(batch_size=args.batch_size, steps=len(timer), checkpoint_every=0, log_every=10**9,
-                      threads=args.threads, device=args.device, autocast=args.autocast)
+                      threads=args.threads, device=args.device, autocast=args.autocast, selection_dtype=selection)
     init_batches = math.ceil(cfg.init_tokens / args.batch_size)  # read ahead before the first step
     if args.warmup < init_batches:
         raise SystemExit(f"--warmup must be at least {init_batches}: this trainer reads its first {init_batches} "
@@ -165,8 +168,11 @@ def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespac
         x_hat = torch.cat([sae(c.to(device)).cpu() for c in heldout.split(4096)])
         l0 = torch.cat([(sae.encode(c.to(device)) != 0).sum(-1).cpu() for c in heldout.split(4096)]).float().mean().item()
     tokens_per_s, seconds, steps = steady_rate(timer.times, args.batch_size, args.warmup)
-    return {"trainer": "monosemantic", "tokens_per_s": tokens_per_s, "seconds": seconds, "timed_steps": steps,
-            "heldout_fvu": fvu(heldout, x_hat), "heldout_l0": l0}
+    used = resolve_selection_dtype(cfg, resolve_device(cfg.device))
+    used = str(used or getattr(torch, cfg.dtype)).removeprefix("torch.")
+    label = f"monosemantic ({'default: ' if selection == 'auto' else ''}{used} selection)"
+    return {"trainer": label, "selection_dtype": used, "default": selection == "auto", "tokens_per_s": tokens_per_s,
+            "seconds": seconds, "timed_steps": steps, "heldout_fvu": fvu(heldout, x_hat), "heldout_l0": l0}
 
 
 def run_peer(name: str, data: Path, heldout: torch.Tensor, args: argparse.Namespace) -> dict:
@@ -194,11 +200,12 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
     x = synthetic(args.batch_size, d_in, seed=7)
     x = x * math.sqrt(d_in / x.pow(2).sum(1).mean().item())
     dead = torch.zeros(args.d_sae, dtype=torch.bool)
+    selection = resolve_selection_dtype(TrainConfig(), torch.device("cpu"))  # the trainer's default here
     phases = {"forward (train_step)": 0.0, "backward": 0.0, "decoder projection": 0.0, "adam": 0.0, "renormalise": 0.0}
 
     def step(record: bool) -> None:
         marks = [time.perf_counter()]
-        out = sae.train_step(x, TrainState(step=0, total_steps=10, dead_mask=dead))
+        out = sae.train_step(x, TrainState(step=0, total_steps=10, dead_mask=dead, selection_dtype=selection))
         marks.append(time.perf_counter())
         out.total.backward()
         marks.append(time.perf_counter())
@@ -219,7 +226,8 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
     for _ in range(runs):
         step(True)
     total = sum(phases.values())
-    print(f"\nwhere one step goes (batch {args.batch_size}, d_in {d_in}, d_sae {args.d_sae}, k {args.k}; mean of {runs}):")
+    print(f"\nwhere one step goes (batch {args.batch_size}, d_in {d_in}, d_sae {args.d_sae}, k {args.k}, "
+          f"selection {selection or torch.float32}; mean of {runs}):")
     for name, ms in phases.items():
         print(f"  {name:24s} {ms / runs:8.1f} ms  {100 * ms / total:5.1f}%")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -229,20 +237,31 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
 
 
 # --- report ---------------------------------------------------------------------------------
-def report(source: str, rows: list[dict], peak: float, d_in: int, args: argparse.Namespace) -> None:
-    ours = next((r for r in rows if r["trainer"] == "monosemantic"), None)
+def report(source: str, rows: list[dict], peaks: dict, d_in: int, args: argparse.Namespace) -> None:
+    """The table of one source. 'default/peer' is the speed ratio of this trainer's default row to each
+    other row; the encoder's share is of the fp32 peak, or of the bf16 peak for a bfloat16 selection
+    product on the CPU (on CUDA, `peak` is already the GPU's bf16 rate)."""
+    ours = next((r for r in rows if r.get("default")), None)
     flops_per_token = 2 * d_in * args.d_sae
     print(f"\n{source}: d_in {d_in}, d_sae {args.d_sae}, k {args.k}, batch {args.batch_size}, "
           f"{args.steps} steps ({args.warmup} untimed), {args.heldout} held-out tokens")
-    print(f"  {'trainer':28s} {'tokens/s':>10s} {'ours/peer':>10s} {'held-out FVU':>13s} {'L0':>6s} {'encoder % of peak':>18s}")
+    print(f"  {'trainer':44s} {'tokens/s':>10s} {'default/peer':>13s} {'held-out FVU':>13s} {'L0':>6s} "
+          f"{'encoder % of peak':>18s}")
     for r in rows:
         if "error" in r:
-            print(f"  {r['trainer']:28s} failed: {r['error']}")
+            print(f"  {r['trainer']:44s} failed: {r['error']}")
             continue
         ratio = "" if r is ours or ours is None else f"{ours['tokens_per_s'] / r['tokens_per_s']:.2f}x"
+        bf16_peak = r.get("selection_dtype") == "bfloat16" and "bf16" in peaks
+        peak = peaks["bf16"]["peak"] if bf16_peak else peaks["peak"]
         share = 100 * r["tokens_per_s"] * flops_per_token / (peak * 1e9)
-        print(f"  {r['trainer']:28s} {r['tokens_per_s']:10,.0f} {ratio:>10s} {r['heldout_fvu']:13.4f} "
-              f"{r['heldout_l0']:6.1f} {share:17.1f}%")
+        print(f"  {r['trainer']:44s} {r['tokens_per_s']:10,.0f} {ratio:>13s} {r['heldout_fvu']:13.4f} "
+              f"{r['heldout_l0']:6.1f} {share:13.1f}% {'bf16' if bf16_peak else 'fp32':>4s}")
+    exact = next((r for r in rows if r.get("selection_dtype") and not r.get("default") and "error" not in r), None)
+    if exact is not None:
+        others = [r for r in rows if "selection_dtype" not in r and "error" not in r]
+        print(f"  {exact['trainer']} / peer: " + ", ".join(
+            f"{r['trainer']} {exact['tokens_per_s'] / r['tokens_per_s']:.2f}x" for r in others))
 
 
 def main() -> None:
@@ -265,6 +284,11 @@ def main() -> None:
               f"the '% of peak' column below is of {gpu['peak']:.1f} TFLOP/s bf16")
         peak = {**peak, "cuda_bf16_tflops": gpu, "peak": gpu["peak"] * 1e3}
 
+    bf16_default = resolve_selection_dtype(TrainConfig(device=args.device), device) is not None
+    if bf16_default and device.type == "cpu":
+        peak["bf16"] = matmul_peak(args.threads, torch.bfloat16)
+        print(f"bf16 matmul (the default selection product here): {peak['bf16']['square_2048']:.1f} GFLOP/s (2048^3), "
+              f"{peak['bf16']['encoder_shape']:.1f} GFLOP/s (encoder shape); peak {peak['bf16']['peak']:.1f}")
     sources = {"synthetic": lambda: (synthetic(args.steps * args.batch_size, args.d_in, seed=0),
                                      synthetic(args.heldout, args.d_in, seed=1))}
     if args.acts:
@@ -276,12 +300,13 @@ def main() -> None:
         save_file({"train": train.contiguous(), "heldout": heldout.contiguous()}, str(data))
         rows = []
         if not args.skip_ours:
-            print(f"[{source}] monosemantic ...", flush=True)
-            rows.append(run_ours(train, heldout, args))
+            for selection in ("auto", "float32") if bf16_default else ("auto",):
+                print(f"[{source}] monosemantic, selection_dtype {selection} ...", flush=True)
+                rows.append(run_ours(train, heldout, args, selection))
         for peer in peers:
             print(f"[{source}] {peer} ...", flush=True)
             rows.append(run_peer(peer, data, heldout, args))
-        report(source, rows, peak["peak"], train.shape[1], args)
+        report(source, rows, peak, train.shape[1], args)
         results["sources"][source] = rows
     if args.profile:
         profile_step(args, args.d_in)

@@ -163,3 +163,26 @@ def test_encoder_preacts_against_float64_formula(with_b_dec):
     assert got.shape == (33, 70) and got.dtype == torch.float32
     assert (got.double() - expected).abs().max() < 1e-4
     assert not got.requires_grad
+
+
+def test_values_chosen_by_bfloat16_preacts_are_computed_in_the_weights_dtype():
+    """A bfloat16 selection product only picks latents: the gathered values and every gradient equal
+    the float64 formula at those latents, as if the pre-activations had been exact."""
+    x, W_enc, b_enc, b_dec, W_dec, g = random_problem(n=40, d_in=24, d_sae=300, seed=8)
+    inputs = (x, W_enc, b_enc, b_dec, W_dec)
+    pre16 = encoder_preacts(x, W_enc, b_enc, b_dec, dtype=torch.bfloat16)
+    assert pre16.dtype == torch.bfloat16
+    exact = (x - b_dec) @ W_enc + b_enc
+    assert (pre16.double() - exact).abs().max() < 0.05 * exact.abs().max()  # 8 significant bits
+    indices = pre16.topk(6, dim=1).indices
+    values = gather_preacts(pre16, indices, x, W_enc, b_enc, b_dec)
+    assert values.dtype == D64
+    assert (values - exact.gather(1, indices)).abs().max() < 1e-12
+    upstream = torch.randn(x.shape, generator=g, dtype=D64)
+    out = sparse_decode(F.relu(values), indices, W_dec) + b_dec
+    reference = torch.zeros_like(exact).scatter(1, indices, F.relu(exact.gather(1, indices))) @ W_dec + b_dec
+    grads = torch.autograd.grad((out * upstream).sum(), inputs)
+    grads_ref = torch.autograd.grad((reference * upstream).sum(), inputs)
+    for name, a, b in zip(["x", "W_enc", "b_enc", "b_dec", "W_dec"], grads, grads_ref):
+        assert (a - b).abs().max() < 1e-10, name
+        assert b.abs().max() > 0, name

@@ -11,7 +11,7 @@ def _top_values(pre: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("d,k", [(4096, 32), (4100, 32), (1000, 7), (129, 1), (256, 64), (513, 128)])
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_same_values_as_torch_topk(d, k, dtype):
     g = torch.Generator().manual_seed(d * 31 + k)
     pre = (torch.randn(300, d, generator=g) + torch.randn(d, generator=g)).to(dtype)  # per-column offsets, like b_enc
@@ -48,13 +48,14 @@ def test_narrow_rows_and_other_dtypes_use_torch_topk():
     narrow = torch.randn(50, 100, generator=g)
     assert not kernel_applies(narrow, 32)
     assert torch.equal(_top_values(narrow, topk_indices(narrow, 32)), narrow.topk(32, dim=1).values.sort(dim=1).values)
-    half = torch.randn(50, 1024, generator=g).bfloat16()
+    half = torch.randn(50, 1024, generator=g).half()
     assert not kernel_applies(half, 8)
     assert torch.equal(_top_values(half, topk_indices(half, 8)), half.topk(8, dim=1).values.sort(dim=1).values)
 
 
-def test_nan_row_is_named():
-    pre = torch.randn(300, 1024, generator=torch.Generator().manual_seed(2))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nan_row_is_named(dtype):
+    pre = torch.randn(300, 1024, generator=torch.Generator().manual_seed(2)).to(dtype)
     pre[123, 500] = float("nan")
     with pytest.raises(ValueError, match="row 123 .*NaN"):
         topk_indices(pre, 16)
@@ -71,3 +72,15 @@ def test_infinities_are_ranked_not_refused():
     got = topk_indices(pre, 16)
     assert torch.equal(_top_values(pre, got), pre.topk(16, dim=1).values.sort(dim=1).values)
     assert 3 in got[7].tolist()
+
+
+def test_bfloat16_rows_of_negative_values_and_ties_rank_as_floats():
+    """bfloat16 rows go through their bit patterns: negative values (sign-magnitude bits) and the
+    many ties of 8 significant bits must still give torch.topk's values."""
+    g = torch.Generator().manual_seed(6)
+    pre = (-(torch.rand(256, 2048, generator=g) * 4) - 0.5).bfloat16()  # every entry negative
+    pre[:, 100] = -0.0
+    pre[3, 7] = float("-inf")
+    got = topk_indices(pre, 20)
+    assert torch.equal(_top_values(pre, got), pre.topk(20, dim=1).values.sort(dim=1).values)
+    assert bool((got == 100).any(dim=1).all())  # -0.0 outranks every negative value

@@ -3,6 +3,7 @@ exact resume after SIGKILL, and every bad-input path."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -533,3 +534,49 @@ def test_default_learning_rate_scales_with_width_and_input_size():
     assert default_lr(4096, 256) == pytest.approx(6e-3)
     assert default_lr(1024, 512) == pytest.approx(3e-3 * 4 / 2**0.5)
     assert default_lr(64, 16) == 1e-2  # capped
+
+
+def test_selection_dtype_resolution(monkeypatch):
+    import sae.train as train
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert train.native_bfloat16_matmul(cpu)
+    assert train.resolve_selection_dtype(TrainConfig(), cpu) is torch.bfloat16
+    assert train.resolve_selection_dtype(TrainConfig(dtype="float64"), cpu) is None  # float64 asks for precision
+    assert train.resolve_selection_dtype(TrainConfig(selection_dtype="float32"), cpu) is None  # the parameter dtype
+    monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))  # bfloat16 would be emulated
+    assert not train.native_bfloat16_matmul(cpu)
+    assert train.resolve_selection_dtype(TrainConfig(), cpu) is None
+    assert train.resolve_selection_dtype(TrainConfig(selection_dtype="bfloat16"), cpu) is torch.bfloat16
+    assert train.resolve_selection_dtype(TrainConfig(dtype="float64", selection_dtype="float32"), cpu) is torch.float32
+
+
+def test_cpu_flags_come_from_the_flags_line(tmp_path):
+    from sae.train import cpu_flags
+
+    fake = tmp_path / "cpuinfo"
+    fake.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\nbugs\t\t: spectre_v1\n")
+    assert cpu_flags(str(fake)) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
+    assert cpu_flags(str(tmp_path / "missing")) == frozenset()
+
+
+def test_bfloat16_selection_trains_as_well_and_the_run_records_it(tmp_path):
+    """Choosing the latents with a bfloat16 product (values, loss and gradients in float32) ends as
+    close to the planted data as float32 selection; train_config.json names the dtype used."""
+    x = planted(4096, seed=99)
+
+    def held_out_fvu(sae) -> float:
+        with torch.no_grad():
+            return float((x - sae(x)).pow(2).sum() / (x - x.mean(0)).pow(2).sum())
+
+    cfg = small_cfg(steps=40, checkpoint_every=0)
+    runs = {}
+    for dtype in ("float32", "bfloat16"):
+        runs[dtype] = train_sae([topk()], batch_list(40), dataclasses.replace(cfg, selection_dtype=dtype),
+                                tmp_path / dtype, progress=False)[0]
+        recorded = json.loads((tmp_path / dtype / "train_config.json").read_text())
+        assert recorded["resolved"]["selection_dtype"] == dtype and recorded["train"]["selection_dtype"] == dtype
+    exact, chosen = held_out_fvu(runs["float32"]), held_out_fvu(runs["bfloat16"])
+    assert exact < 0.5 and abs(chosen - exact) < 0.05 * exact, (exact, chosen)
+    assert runs["bfloat16"].W_enc.dtype == torch.float32

@@ -80,11 +80,14 @@ class TrainState:
 
     step: 0-based optimizer step; total_steps: the run's length (for warm-ups);
     dead_mask: [d_sae] bool, latents that have not fired within the dead window.
+    selection_dtype: dtype of the encoder product that chooses the active latents (TopK family);
+    None: the parameters' dtype. The chosen latents' values are computed in the parameters' dtype.
     """
 
     step: int
     total_steps: int
     dead_mask: Tensor | None = None
+    selection_dtype: torch.dtype | None = None
 
 
 class SAE(nn.Module):

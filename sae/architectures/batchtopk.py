@@ -79,9 +79,9 @@ class BatchTopKSAE(SAE):
         super().__init__(cfg)
         self.register_buffer("threshold", torch.tensor(-1.0))  # < 0: not estimated yet
 
-    def preacts(self, x: Tensor) -> Tensor:
-        """[n, d_in] -> [n, d_sae] pre-activations, no autograd."""
-        return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input())
+    def preacts(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """[n, d_in] -> [n, d_sae] pre-activations, no autograd, in `dtype` (default: x's)."""
+        return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input(), dtype)
 
     def encode_batch(self, x: Tensor) -> Tensor:
         """The training rule: dense [n, d_sae] code keeping the k * n largest activations of the batch."""
@@ -117,7 +117,7 @@ class BatchTopKSAE(SAE):
 
     def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
         cfg = self.cfg
-        pre = self.preacts(x)
+        pre = self.preacts(x, state.selection_dtype)
         values, indices, layout = self.sparse_code(x, pre)
         x_hat = sparse_decode(values, indices, self.W_dec, layout) + self.b_dec
         mse = squared_error(x, x_hat)

@@ -55,7 +55,7 @@ class MatryoshkaSAE(BatchTopKSAE):
 
     def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
         cfg = self.cfg
-        pre = self.preacts(x)
+        pre = self.preacts(x, state.selection_dtype)
         values, indices, layout = self.sparse_code(x, pre)
         prefix_mses = []
         for size in cfg.resolved_prefixes:

@@ -10,7 +10,9 @@ latents: auxk = E ||e - ReLU(TopK_aux_k(dead pre-acts)) @ W_dec||^2. It gives de
 gradient towards the error the live ones leave.
 
 Training uses the sparse kernels (`sae.kernels`): nothing after the encoder matmul touches more
-than the k chosen latents per token; on CPU the k are chosen by `sae.topk_select`.
+than the k chosen latents per token; on CPU the k are chosen by `sae.topk_select`. The dense product
+that chooses them may run in bfloat16 (`TrainState.selection_dtype`); the chosen latents' values are
+then computed again in the weights' dtype, so only near-ties at the k-th value can choose otherwise.
 """
 
 from __future__ import annotations
@@ -88,9 +90,9 @@ class TopKSAE(SAE):
     unit_norm_decoder = True
     cfg: TopKConfig
 
-    def preacts(self, x: Tensor) -> Tensor:
-        """[n, d_in] -> [n, d_sae] pre-activations, no autograd."""
-        return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input())
+    def preacts(self, x: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """[n, d_in] -> [n, d_sae] pre-activations, no autograd, in `dtype` (default: x's)."""
+        return encoder_preacts(x, self.W_enc, self.b_enc, self.encoder_bias_input(), dtype)
 
     def encode_sparse(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """[n, d_in] -> (values [n, k], indices [n, k]); values are ReLU'd (zeros possible) and
@@ -107,7 +109,7 @@ class TopKSAE(SAE):
 
     def train_step(self, x: Tensor, state: TrainState) -> TrainStep:
         cfg = self.cfg
-        pre = self.preacts(x)
+        pre = self.preacts(x, state.selection_dtype)
         indices = topk_indices(pre, cfg.k)
         layout = CodeLayout(indices, cfg.d_sae)
         values = F.relu(gather_preacts(pre, indices, x, self.W_enc, self.b_enc, self.encoder_bias_input(), layout))
