@@ -11,7 +11,8 @@ the manifest's metadata (`activation_shape`). Rows are appended with their token
 one activation dataset per hook, `OUT/<hook_name>/` (sae.data.ActivationWriter: atomic shards,
 sha256 manifest, NaN/Inf check). Appends run on a background thread, so checking, hashing and
 writing a batch's rows overlap the next forward pass; the rows are read straight from the hooked
-activation (each pass allocates fresh ones), never copied on the CPU.
+activation (each pass allocates fresh ones), never copied on the CPU. On a CPU the forward pass and
+the writes take turns at one core (`_CoreSharing`) instead of stalling each other.
 
 Resume: the token sequences are a deterministic function of (corpus, split, seed), so a resumed
 capture regenerates them, skips the rows each dataset already holds (`tokens_written`), and appends
@@ -30,7 +31,7 @@ import re
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -242,38 +243,53 @@ class _BackgroundWrites:
 
     At most `max_pending` batches wait in the queue, which bounds memory. An error raised by a write
     is raised again in the caller, naming the hook and dataset, at the next `submit` or at `finish`;
-    writes after a failed one are dropped.
+    writes after a failed one are dropped. The worker takes a batch only while `gate` is open.
     """
 
     def __init__(self, max_pending: int = 4):
+        self.max_pending = max_pending
         self._queue: queue.Queue = queue.Queue(max_pending)
         self._error: BaseException | None = None
+        self.gate = threading.Event()
+        self.gate.set()
+        self._submitted = self._done = 0  # each counter is written by one thread only
         self._thread = threading.Thread(target=self._work, name="activation-writes", daemon=True)
         self._thread.start()
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
+            self.gate.wait()
             name, writer, rows, tokens, positions = item
-            if self._error is not None:
-                continue
             try:
-                writer.add(rows, tokens, positions)
+                if self._error is None:
+                    writer.add(rows, tokens, positions)
             except ValueError as err:
                 self._error = ValueError(f"capture of hook {name!r} into {writer.path}: {err}")
                 self._error.__cause__ = err
             except BaseException as err:  # an I/O error: re-raised as is in the caller
                 self._error = err
+            finally:
+                self._done += 1
 
     def _raise_error(self) -> None:
         if self._error is not None:
             raise self._error
 
+    @property
+    def pending(self) -> int:
+        """Batches submitted and not yet written."""
+        return self._submitted - self._done
+
     def submit(self, name: str, writer: ActivationWriter, rows: Tensor, tokens: Tensor, positions: Tensor) -> None:
         self._raise_error()
+        if self._queue.full():
+            self.gate.set()  # never wait on a worker that is held back
+        self._submitted += 1
         self._queue.put((name, writer, rows, tokens, positions))
 
     def close(self) -> None:
         """Wait for every submitted write (those after a failed one are dropped)."""
+        self.gate.set()
         self._queue.put(None)
         self._thread.join()
 
@@ -281,6 +297,42 @@ class _BackgroundWrites:
         """Wait for every submitted write; raise the first error."""
         self.close()
         self._raise_error()
+
+
+class _CoreSharing:
+    """Keeps the writes thread and a CPU forward pass that uses every core from running at once.
+
+    A forward pass on all of torch's threads stalls whenever the writes thread (hashing and writing,
+    about 1.7 us of CPU per 2 KiB row) takes one of their cores. So the writes are held while batches
+    accumulate, and once `max_pending` wait, the next pass runs on one thread fewer while the writes
+    thread drains them on the freed core. On a GPU, or with one torch thread, writes run freely."""
+
+    def __init__(self, writes: _BackgroundWrites, device: torch.device):
+        self.writes, self.threads = writes, torch.get_num_threads()
+        self.active = device.type == "cpu" and self.threads > 1
+
+    @contextmanager
+    def forward(self):
+        """Around one forward pass: all threads with the writes held, or one fewer while they drain."""
+        if not self.active:
+            yield
+            return
+        drain = self.writes.pending >= self.writes.max_pending
+        if drain:
+            torch.set_num_threads(self.threads - 1)
+            self.writes.gate.set()
+        else:
+            self.writes.gate.clear()
+        try:
+            yield
+        finally:
+            if drain:
+                torch.set_num_threads(self.threads)
+
+    def restore(self) -> None:
+        self.writes.gate.set()
+        if self.active:
+            torch.set_num_threads(self.threads)
 
 
 def capture(
@@ -307,6 +359,7 @@ def capture(
     bar = tqdm(total=total_tokens, initial=min(held.values()), unit="tok",
                unit_scale=True, desc="capture", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     writes = _BackgroundWrites()
+    cores = _CoreSharing(writes, device)
     try:
         with ActivationHooks(bridge, plan.hook_names, plan.stop_at_layer) as hooks:
             for batch in batches:
@@ -314,7 +367,8 @@ def capture(
                     break
                 if batch.ndim != 2 or batch.shape[1] != ctx:
                     raise ValueError(f"token batches must have shape [batch, {ctx}], got {list(batch.shape)}.")
-                acts = hooks.run(batch.to(device))
+                with cores.forward():
+                    acts = hooks.run(batch.to(device))
                 n = min(batch.numel(), total_tokens - done)
                 tokens = batch.reshape(-1)[:n].to("cpu", torch.int32)
                 positions = torch.arange(ctx, dtype=torch.int32).repeat(batch.shape[0])[:n]
@@ -325,8 +379,10 @@ def capture(
                         writes.submit(spec.name, writers[spec.name], rows, tokens[skip:], positions[skip:])
                 bar.update(max(0, done + n - bar.n))
                 done += n
+        cores.restore()
         writes.finish()
     except BaseException:
+        cores.restore()
         writes.close()  # rows already computed still reach the disk; the caller's error wins
         raise
     finally:

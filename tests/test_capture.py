@@ -377,3 +377,52 @@ def test_cli_reports_bad_dtype_unknown_hook_and_empty_corpus_as_errors(model_dir
     assert interp_main(args) == 2
     assert "holds less than one window of 32 tokens" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_cpu_forward_passes_and_writes_take_turns_at_a_core():
+    """Writes wait while a pass runs on every torch thread; once max_pending batches wait, the next pass
+    runs on one thread fewer and the writes drain meanwhile; every batch is written, in order."""
+    from interp.capture import _BackgroundWrites, _CoreSharing
+
+    class Recorder:
+        path = Path("recorder")
+
+        def __init__(self):
+            self.rows = []
+
+        def add(self, rows, tokens, positions):
+            self.rows.append(int(rows[0, 0]))
+
+    def wait_for(condition):
+        deadline = time.monotonic() + 5
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        return condition()
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    recorder, writes = Recorder(), _BackgroundWrites(max_pending=2)
+    cores = _CoreSharing(writes, torch.device("cpu"))
+    one = torch.ones(1, dtype=torch.int32)
+    try:
+        with cores.forward():
+            assert torch.get_num_threads() == 2 and not writes.gate.is_set()
+            writes.submit("h", recorder, torch.full((1, 1), 0.0), one, one)
+            writes.submit("h", recorder, torch.full((1, 1), 1.0), one, one)
+            time.sleep(0.05)
+            assert recorder.rows == [] and writes.pending == 2  # held while the pass has every core
+        with cores.forward():
+            assert torch.get_num_threads() == 1 and writes.gate.is_set()
+            assert wait_for(lambda: recorder.rows == [0, 1])  # drained beside the narrower pass
+        assert torch.get_num_threads() == 2
+        with cores.forward():
+            writes.submit("h", recorder, torch.full((1, 1), 2.0), one, one)
+        cores.restore()
+        writes.finish()
+        assert recorder.rows == [0, 1, 2]
+        single = _CoreSharing(_BackgroundWrites(), torch.device("cpu"))
+        torch.set_num_threads(1)
+        assert not _CoreSharing(single.writes, torch.device("cpu")).active  # one thread: nothing to share
+        single.writes.finish()
+    finally:
+        torch.set_num_threads(threads)
