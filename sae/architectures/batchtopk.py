@@ -59,13 +59,22 @@ def batch_topk_indices(pre_acts: Tensor, k: int, candidates_per_token: int = 4) 
         keep = torch.zeros(n * width, dtype=torch.bool, device=pre_acts.device).index_fill_(0, picked, True)
         keep = keep.view(n, width) & (proposed > 0)
         if width == d_sae or int(keep.sum(1).max()) < width:
-            return indices, keep
+            return _kept_first(indices, keep)
         positives = (pre_acts > 0).sum(1)
         if int(positives.sum()) <= k * n:  # every positive activation is kept: widen once, to the busiest token
             width = max(width, int(positives.max()))
             indices = topk_indices(pre_acts, width)
-            return indices, pre_acts.gather(1, indices) > 0
+            return _kept_first(indices, pre_acts.gather(1, indices) > 0)
         width = min(d_sae, width * candidates_per_token)
+
+
+def _kept_first(indices: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """(indices, keep) [n, w] with each row's kept slots moved to its front and the columns that no row
+    keeps dropped: w becomes the busiest token's count (at least 1), so the sparse kernels' work
+    follows the kept latents, about k per token, not the proposals."""
+    order = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)
+    order = order[:, :max(1, int(keep.sum(1).max()))]
+    return indices.gather(1, order), keep.gather(1, order)
 
 
 @register
