@@ -307,9 +307,9 @@ class _CoreSharing:
     accumulate, and once `max_pending` wait, the next pass runs on one thread fewer while the writes
     thread drains them on the freed core. On a GPU, or with one torch thread, writes run freely."""
 
-    def __init__(self, writes: _BackgroundWrites, device: torch.device):
+    def __init__(self, writes: _BackgroundWrites, device: torch.device, enabled: bool = True):
         self.writes, self.threads = writes, torch.get_num_threads()
-        self.active = device.type == "cpu" and self.threads > 1
+        self.active = enabled and device.type == "cpu" and self.threads > 1
 
     @contextmanager
     def forward(self):
@@ -344,6 +344,7 @@ def capture(
     total_tokens: int,
     start_token: int = 0,
     progress: bool = True,
+    share_cores: bool = True,
 ) -> int:
     """Run `batches` of token windows [b, context_length] through the model and append each hook's
     rows to `writers[hook name]`, stopping after `total_tokens` tokens.
@@ -351,6 +352,7 @@ def capture(
     The first batch begins at dataset token `start_token`; rows a writer already holds (its
     `tokens_written`) are skipped, so writers that stopped at different shards all continue exactly
     where they stopped. Returns the number of tokens the datasets hold at the end.
+    share_cores=False lets the writes run whenever they can (`_CoreSharing` off; for comparison).
     """
     ctx = plan.context_length
     device = next(bridge.parameters()).device
@@ -359,7 +361,7 @@ def capture(
     bar = tqdm(total=total_tokens, initial=min(held.values()), unit="tok",
                unit_scale=True, desc="capture", disable=not progress, dynamic_ncols=True, smoothing=0.1)
     writes = _BackgroundWrites()
-    cores = _CoreSharing(writes, device)
+    cores = _CoreSharing(writes, device, enabled=share_cores)
     try:
         with ActivationHooks(bridge, plan.hook_names, plan.stop_at_layer) as hooks:
             for batch in batches:
@@ -412,12 +414,14 @@ def capture_to_disk(
     metadata: dict | None = None,
     resume: bool = False,
     progress: bool = True,
+    share_cores: bool = True,
 ) -> dict[str, Path]:
     """Capture `total_tokens` tokens of `sequences` ([context_length] token tensors, deterministic)
     at every hook in one pass per batch, into one activation dataset per hook: {hook: OUT/<hook>}.
 
     With `resume=True`, existing datasets under `out` continue where their complete shards end.
     `metadata` (corpus spec, seed, ...) goes into every manifest; a resume must match it.
+    `share_cores`: see `capture`.
     """
     check_dtype(dtype)
     if total_tokens <= 0 or batch_size <= 0:
@@ -454,7 +458,7 @@ def capture_to_disk(
         start = min(w.tokens_written for w in writers.values()) // window_batch * window_batch
         sequences = itertools.islice(sequences, start // context_length, None)
         done = capture(bridge, plan, batched(sequences, batch_size), writers,
-                       total_tokens=total_tokens, start_token=start, progress=progress)
+                       total_tokens=total_tokens, start_token=start, progress=progress, share_cores=share_cores)
     if done < total_tokens:
         print(f"capture: the corpus ran out after {done} of {total_tokens} tokens; the datasets hold {done}.",
               file=sys.stderr)

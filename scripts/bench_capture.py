@@ -6,14 +6,17 @@ Model: --model if given, else the demo model at artifacts/demo/model if present,
 booted model of the default size (1 layer, d_model 128, d_mlp 512, context 128, vocab 4096).
 Tokens: random ids, the same batches for every measurement.
 
-Timed, in --repeats interleaved rounds after a warm-up (one bare pass and one small capture):
+Timed, in --repeats interleaved rounds after a warm-up (one bare pass and one small capture), each
+round after the previous one's files are deleted, flushed (os.sync) and left half a second:
   bare (stop at hook)   the forward pass ended right after the last hooked activation, exactly as
                         capture runs it (same hooks, same early stop, same batches); nothing is kept;
   capture to disk       interp.capture.capture_to_disk into a fresh folder: probe pass, hooks,
                         flattening, NaN/Inf check, shards streamed, hashed, fsync-ed and renamed,
                         manifests (deleting the folder afterwards is not timed);
   bare (stop_at_layer)  with --stop-at-layer: the forward pass with stop_at_layer = deepest hooked
-                        block + 1 and no hooks, for comparison.
+                        block + 1 and no hooks, for comparison;
+  capture, writes free  with --free-writes: capture with the writes thread running whenever it can
+                        instead of taking turns with the forward pass at a core (share_cores=False).
 The ratio that matters is capture / bare (stop at hook) in tokens/s. Each round prints wall-clock
 tokens/s and CPU microseconds per token, all threads and the main (forward) thread alone.
 
@@ -74,6 +77,13 @@ def timed(fn) -> tuple[float, float, float]:
     return time.perf_counter() - wall, process_cpu_seconds() - cpu, time.thread_time() - main
 
 
+def settle(seconds: float = 0.5) -> None:
+    """Flush the file system and pause, so that the kernel's work on a deleted capture (write-back,
+    discards) does not land in the next timed round."""
+    os.sync()
+    time.sleep(seconds)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: demo model, else a fresh default-size one)")
@@ -88,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--stop-at-layer", action="store_true", help="also time the bare pass with stop_at_layer")
+    parser.add_argument("--free-writes", action="store_true",
+                        help="also time capture with the writes thread free-running (share_cores=False)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the captures (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -118,27 +130,31 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench_capture-", dir=args.out))
     out = root / "capture"
 
-    def capture_once(windows: torch.Tensor = tokens) -> None:
+    def capture_once(windows: torch.Tensor = tokens, share_cores: bool = True) -> None:
         capture_to_disk(bridge, hooks, iter(windows), out, total_tokens=windows.numel(), model_id=described,
                         context_length=ctx, dtype=args.dtype, batch_size=args.batch_size,
-                        tokens_per_shard=args.shard_tokens, progress=False)
+                        tokens_per_shard=args.shard_tokens, progress=False, share_cores=share_cores)
 
     fns = {"bare (stop at hook)": bare_stop_at_hook, "capture to disk": capture_once}
+    if args.free_writes:
+        fns["capture, writes free"] = lambda: capture_once(share_cores=False)
     if args.stop_at_layer:
         fns["bare (stop_at_layer)"] = bare_stop_at_layer
     try:
         bare_stop_at_hook()  # warm-up: allocator, kernels, writer threads, files
         capture_once(tokens[: 2 * args.batch_size])
         shutil.rmtree(out)
+        settle()
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in fns}
         print(f"{'round':>5s} {'':22s} {'tokens/s':>10s} {'CPU us/tok':>11s} {'main thread':>12s} {'ratio':>7s} {'load':>5s}")
         for r in range(args.repeats):
             for name, fn in fns.items():
                 runs[name].append(timed(fn))
                 shutil.rmtree(out, ignore_errors=True)
+                settle()
                 wall, cpu, main_cpu = runs[name][-1]
                 ratio = ""
-                if name == "capture to disk":
+                if name.startswith("capture"):
                     ratio = f"{runs['bare (stop at hook)'][-1][0] / wall:7.3f}"
                 print(f"{r:5d} {name:22s} {n_tokens / wall:10,.0f} {cpu / n_tokens * 1e6:11.1f} "
                       f"{main_cpu / n_tokens * 1e6:12.1f} {ratio:>7s} {os.getloadavg()[0]:5.1f}", flush=True)
@@ -165,6 +181,11 @@ def main(argv: list[str] | None = None) -> int:
           f"with a core to spare for the writes thread; meaningful with --threads 1)")
     if args.stop_at_layer:
         print(f"capture / bare (stop_at_layer), tokens/s: best {rate(cap, min) / rate('bare (stop_at_layer)', min):.3f}")
+    if args.free_writes:
+        free = "capture, writes free"
+        print(f"capture / capture with free-running writes, tokens/s: median "
+              f"{rate(cap, statistics.median) / rate(free, statistics.median):.3f}; free-running / bare: median "
+              f"{rate(free, statistics.median) / rate(bare, statistics.median):.3f}")
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 

@@ -421,6 +421,7 @@ def test_cpu_forward_passes_and_writes_take_turns_at_a_core():
         writes.finish()
         assert recorder.rows == [0, 1, 2]
         single = _CoreSharing(_BackgroundWrites(), torch.device("cpu"))
+        assert single.active and not _CoreSharing(single.writes, torch.device("cpu"), enabled=False).active
         torch.set_num_threads(1)
         assert not _CoreSharing(single.writes, torch.device("cpu")).active  # one thread: nothing to share
         single.writes.finish()
