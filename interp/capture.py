@@ -329,11 +329,6 @@ class _CoreSharing:
             if drain:
                 torch.set_num_threads(self.threads)
 
-    def restore(self) -> None:
-        self.writes.gate.set()
-        if self.active:
-            torch.set_num_threads(self.threads)
-
 
 def capture(
     bridge,
@@ -381,10 +376,8 @@ def capture(
                         writes.submit(spec.name, writers[spec.name], rows, tokens[skip:], positions[skip:])
                 bar.update(max(0, done + n - bar.n))
                 done += n
-        cores.restore()
         writes.finish()
     except BaseException:
-        cores.restore()
         writes.close()  # rows already computed still reach the disk; the caller's error wins
         raise
     finally:
