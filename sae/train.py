@@ -58,7 +58,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sae.architectures import SAE, SAEConfig, TrainState, get_architecture
-from sae.config import from_dict, sweep_names, write_json_atomic
+from sae.config import field_specs, from_dict, sweep_names, write_json_atomic
 from sae.data import ActivationDataset
 from sae.distributed import Ranks, resolve_device
 from sae.io import save_sae
@@ -115,6 +115,10 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise ValueError(f"TrainConfig.grad_clip_norm must be positive or none, got {self.grad_clip_norm}")
+        for spec in field_specs(TrainConfig):  # the CLI checks these too; the Python API comes here
+            if spec.choices is not None and getattr(self, spec.name) not in spec.choices:
+                raise ValueError(f"TrainConfig.{spec.name} must be one of {list(spec.choices)}, "
+                                 f"got {getattr(self, spec.name)!r}")
 
 
 # --- small pieces ------------------------------------------------------------------------

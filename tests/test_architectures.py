@@ -549,8 +549,10 @@ def test_bfloat16_selection_only_chooses_the_latents(arch):
     exact = sae.train_step(x, TrainState(0, 10))
     chosen = sae.train_step(x, TrainState(0, 10, selection_dtype=torch.bfloat16))
     assert chosen.x_hat.dtype == torch.float32 and chosen.total.dtype == torch.float32
-    # the same latents fire on nearly every token (bfloat16 rounding flips a few near the k-th value)
-    assert float((exact.fired - chosen.fired).abs().sum()) <= 0.05 * float(exact.fired.sum())
+    # the same latents fire on nearly every token (bfloat16 rounding flips a few near the k-th value;
+    # with these seeds some do flip, so the bfloat16 product is the one that chose)
+    flipped = float((exact.fired - chosen.fired).abs().sum())
+    assert 0 < flipped <= 0.05 * float(exact.fired.sum())
     assert abs(chosen.terms["mse"].item() / exact.terms["mse"].item() - 1) < 0.02
     if arch == "topk":  # per-token choice: each reconstruction is the float64 decode of its chosen latents
         x64 = x.double()

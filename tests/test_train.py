@@ -489,7 +489,9 @@ def test_dtype_and_autocast_options_train(dtype, autocast):
     [("batch_size", 0, "TrainConfig.batch_size must be positive"),
      ("lr_decay_fraction", 1.5, "TrainConfig.lr_decay_fraction must be in [0, 1]"),
      ("grad_clip_norm", -1.0, "TrainConfig.grad_clip_norm must be positive or none"),
-     ("checkpoint_every", -1, "TrainConfig.checkpoint_every must be >= 0")],
+     ("checkpoint_every", -1, "TrainConfig.checkpoint_every must be >= 0"),
+     ("selection_dtype", "float16", "TrainConfig.selection_dtype must be one of ['auto', 'float32', 'bfloat16'], got 'float16'"),
+     ("autocast", "fp8", "TrainConfig.autocast must be one of ['none', 'bfloat16', 'float16'], got 'fp8'")],
 )
 def test_train_config_values_are_checked(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
