@@ -73,7 +73,10 @@ class AnalysisConfig:
     """What the pass collects; every field is an `interp analyze` option of the same name."""
 
     tokens: int = field(default=262_144, metadata={"help": "tokens to analyse (whole context windows, rounded up)"})
-    batch_size: int | None = field(default=None, metadata={"help": "context windows per forward pass (default: about 2^25 feature activations per batch)"})
+    batch_size: int | None = field(
+        default=None,
+        metadata={"help": "context windows per forward pass (default: about 2^25 feature activations per batch)"},
+    )
     top_k: int = field(default=16, metadata={"help": "top-activating examples kept per feature (one per sequence)"})
     window_left: int = field(default=16, metadata={"help": "tokens of context before an example's peak"})
     window_right: int = field(default=4, metadata={"help": "tokens of context after an example's peak"})
@@ -83,19 +86,52 @@ class AnalysisConfig:
     histogram_low_exp: int = field(default=-20, metadata={"help": "histogram's lowest bin edge, as a power of 2"})
     histogram_high_exp: int = field(default=12, metadata={"help": "histogram's highest bin edge, as a power of 2"})
     top_tokens: int = field(default=32, metadata={"help": "tokens with the most activation mass kept per feature"})
-    neighbours: int = field(default=16, metadata={"help": "nearest / co-firing features, promoted / suppressed tokens and neurons kept per feature"})
+    neighbours: int = field(
+        default=16,
+        metadata={"help": "nearest / co-firing features, promoted / suppressed tokens and neurons kept per feature"},
+    )
     logit_bins: int = field(default=40, metadata={"help": "bins of each feature's logit-effect histogram"})
-    cofire_max_active: int = field(default=64, metadata={"help": "co-firing counts use at most this many strongest features per token (0: no co-firing counts)"})
-    random_sequences: int = field(default=64, metadata={"help": "context windows kept whole with all their feature activations (a random sample for scoring labels)"})
+    cofire_max_active: int = field(
+        default=64,
+        metadata={
+            "help": "co-firing counts use at most this many strongest features per token (0: no co-firing counts)"
+        },
+    )
+    random_sequences: int = field(
+        default=64,
+        metadata={
+            "help": "context windows kept whole with all their feature activations (a random sample for scoring labels)"
+        },
+    )
     ignore_bos: bool = field(default=True, metadata={"help": "leave BOS tokens out of every statistic"})
-    ignore_tokens: list[str] = field(default_factory=list, metadata={"help": "token strings (or ids) to leave out, comma separated"})
-    dense_pair_limit: int = field(default=2**24, metadata={"help": "token-mass and co-firing tables are dense up to this many cells, sparse above"})
-    max_pairs: int = field(default=2**24, metadata={"help": "a sparse pair table holding more pairs than this is pruned to each feature's strongest (then approximate)"})
+    ignore_tokens: list[str] = field(
+        default_factory=list, metadata={"help": "token strings (or ids) to leave out, comma separated"}
+    )
+    dense_pair_limit: int = field(
+        default=2**24,
+        metadata={"help": "token-mass and co-firing tables are dense up to this many cells, sparse above"},
+    )
+    max_pairs: int = field(
+        default=2**24,
+        metadata={
+            "help": "a sparse pair table holding more pairs than this is pruned to each feature's strongest (then approximate)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of the corpus's document order"})
 
     def validate(self) -> None:
-        for name in ("tokens", "top_k", "intervals", "interval_samples", "bins_per_octave", "top_tokens",
-                     "neighbours", "logit_bins", "dense_pair_limit", "max_pairs"):
+        for name in (
+            "tokens",
+            "top_k",
+            "intervals",
+            "interval_samples",
+            "bins_per_octave",
+            "top_tokens",
+            "neighbours",
+            "logit_bins",
+            "dense_pair_limit",
+            "max_pairs",
+        ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"analysis option {name} must be positive, got {getattr(self, name)}.")
         for name in ("window_left", "window_right", "random_sequences", "cofire_max_active"):
@@ -104,7 +140,9 @@ class AnalysisConfig:
         if self.batch_size is not None and self.batch_size <= 0:
             raise ValueError(f"analysis option batch_size must be positive, got {self.batch_size}.")
         if self.histogram_high_exp <= self.histogram_low_exp:
-            raise ValueError(f"histogram_high_exp ({self.histogram_high_exp}) must exceed histogram_low_exp ({self.histogram_low_exp}).")
+            raise ValueError(
+                f"histogram_high_exp ({self.histogram_high_exp}) must exceed histogram_low_exp ({self.histogram_low_exp})."
+            )
 
     @property
     def window(self) -> int:
@@ -192,11 +230,20 @@ class SlotTable:
     groups it touches.
     """
 
-    def __init__(self, groups: int, k: int, score_dtype: torch.dtype, empty: float | int, largest: bool,
-                 fields: dict[str, tuple[tuple[int, ...], torch.dtype, float | int]]):
+    def __init__(
+        self,
+        groups: int,
+        k: int,
+        score_dtype: torch.dtype,
+        empty: float | int,
+        largest: bool,
+        fields: dict[str, tuple[tuple[int, ...], torch.dtype, float | int]],
+    ):
         self.k, self.largest, self.empty = k, largest, empty
         self.scores = torch.full((groups, k), empty, dtype=score_dtype)
-        self.fields = {name: torch.full((groups, k, *shape), fill, dtype=dtype) for name, (shape, dtype, fill) in fields.items()}
+        self.fields = {
+            name: torch.full((groups, k, *shape), fill, dtype=dtype) for name, (shape, dtype, fill) in fields.items()
+        }
         self.fills = {name: fill for name, (_, _, fill) in fields.items()}
 
     def threshold(self, groups: Tensor) -> Tensor:
@@ -304,8 +351,16 @@ class FeatureStatistics:
     ignored_ids: token ids left out (BOS included by the caller when wanted).
     """
 
-    def __init__(self, d_sae: int, vocab_size: int, context_length: int, cfg: AnalysisConfig, *,
-                 ignored_ids: Iterable[int] = (), expected_sequences: int = 1):
+    def __init__(
+        self,
+        d_sae: int,
+        vocab_size: int,
+        context_length: int,
+        cfg: AnalysisConfig,
+        *,
+        ignored_ids: Iterable[int] = (),
+        expected_sequences: int = 1,
+    ):
         cfg.validate()
         self.cfg, self.F, self.V, self.T = cfg, d_sae, vocab_size, context_length
         self.ignored = torch.tensor(sorted(set(int(i) for i in ignored_ids)), dtype=torch.long)
@@ -318,12 +373,23 @@ class FeatureStatistics:
         self.act_max = torch.zeros(F, dtype=torch.float32)
         self.sequences_fired = torch.zeros(F, dtype=torch.long)
         self.histogram = torch.zeros(F * cfg.histogram_bins, dtype=torch.long)
-        window = lambda: {"seq": ((), torch.long, -1), "pos": ((), torch.long, -1),
-                          "tokens": ((W,), torch.int32, -1), "acts": ((W,), torch.float32, 0.0)}
-        self.top = SlotTable(F, cfg.top_k, torch.float32, -math.inf, True,
-                             {**window(), "seq_share": ((), torch.float32, 0.0)})
-        self.interval = SlotTable(F * cfg.intervals, cfg.interval_samples, torch.long, KEY_EMPTY, False,
-                                  {**window(), "value": ((), torch.float32, 0.0)})
+        window = lambda: {
+            "seq": ((), torch.long, -1),
+            "pos": ((), torch.long, -1),
+            "tokens": ((W,), torch.int32, -1),
+            "acts": ((W,), torch.float32, 0.0),
+        }
+        self.top = SlotTable(
+            F, cfg.top_k, torch.float32, -math.inf, True, {**window(), "seq_share": ((), torch.float32, 0.0)}
+        )
+        self.interval = SlotTable(
+            F * cfg.intervals,
+            cfg.interval_samples,
+            torch.long,
+            KEY_EMPTY,
+            False,
+            {**window(), "value": ((), torch.float32, 0.0)},
+        )
         self.interval_count = torch.zeros(F * cfg.intervals, dtype=torch.long)
         self.top_octave = torch.full((F,), NO_CELL, dtype=torch.long)
         limits = dict(dense_limit=cfg.dense_pair_limit, max_pairs=cfg.max_pairs)
@@ -340,8 +406,10 @@ class FeatureStatistics:
         """f [B, T, F] feature activations (any float dtype) of token windows `tokens` [B, T]."""
         B, T, F = f.shape
         if F != self.F or T != self.T or tuple(tokens.shape) != (B, T):
-            raise ValueError(f"update expects f [B, {self.T}, {self.F}] and tokens [B, {self.T}], "
-                             f"got f {list(f.shape)} and tokens {list(tokens.shape)}.")
+            raise ValueError(
+                f"update expects f [B, {self.T}, {self.F}] and tokens [B, {self.T}], "
+                f"got f {list(f.shape)} and tokens {list(tokens.shape)}."
+            )
         tokens = tokens.long().cpu()
         analysed = ~torch.isin(tokens, self.ignored)  # [B, T]
         f = f.detach().to("cpu", torch.float32).clamp_min(0)
@@ -385,14 +453,18 @@ class FeatureStatistics:
         analysed_per_seq = analysed.sum(dim=1).clamp_min(1)
 
         def payload(i: Tensor) -> dict[str, Tensor]:
-            return {"seq": b[i] + first_seq, "pos": pos[i],
-                    "seq_share": active_per_seq[b[i], j[i]] / analysed_per_seq[b[i]],
-                    **self._windows(f, tokens, b[i], pos[i], j[i])}
+            return {
+                "seq": b[i] + first_seq,
+                "pos": pos[i],
+                "seq_share": active_per_seq[b[i], j[i]] / analysed_per_seq[b[i]],
+                **self._windows(f, tokens, b[i], pos[i], j[i]),
+            }
 
         self.top.offer(j, values, payload)
 
-    def _update_intervals(self, f: Tensor, tokens: Tensor, rows: Tensor, feats: Tensor, vals: Tensor,
-                          levels: Tensor, first_seq: int) -> None:
+    def _update_intervals(
+        self, f: Tensor, tokens: Tensor, rows: Tensor, feats: Tensor, vals: Tensor, levels: Tensor, first_seq: int
+    ) -> None:
         I = self.cfg.intervals
         octave = torch.div(levels, self.cfg.bins_per_octave, rounding_mode="floor")
         fired = self.act_max > 0
@@ -411,7 +483,12 @@ class FeatureStatistics:
         keys = hash_keys((b + first_seq) * self.T * self.F + pos * self.F + feats)
 
         def payload(i: Tensor) -> dict[str, Tensor]:
-            return {"seq": b[i] + first_seq, "pos": pos[i], "value": vals[i], **self._windows(f, tokens, b[i], pos[i], feats[i])}
+            return {
+                "seq": b[i] + first_seq,
+                "pos": pos[i],
+                "value": vals[i],
+                **self._windows(f, tokens, b[i], pos[i], feats[i]),
+            }
 
         self.interval.offer(groups, keys, payload)
 
@@ -421,7 +498,7 @@ class FeatureStatistics:
         source = torch.arange(I)[None, :] - shift[:, None]  # [n, I]
         valid = source >= 0
         source = source.clamp_min(0)
-        rows = (features[:, None] * I + source)  # flat group ids of the sources
+        rows = features[:, None] * I + source  # flat group ids of the sources
         targets = features[:, None] * I + torch.arange(I)[None, :]
         count = torch.where(valid, self.interval_count[rows], 0)
         self.interval_count[targets] = count
@@ -463,7 +540,9 @@ class FeatureStatistics:
             return
         seqs = first_seq + torch.arange(tokens.shape[0])
         chosen = torch.nonzero(seqs % self.random_stride == 0).squeeze(1)[:wanted]
-        bounds = torch.searchsorted(rows, torch.stack([chosen * self.T, (chosen + 1) * self.T], 1)).tolist()  # rows are sorted
+        bounds = torch.searchsorted(
+            rows, torch.stack([chosen * self.T, (chosen + 1) * self.T], 1)
+        ).tolist()  # rows are sorted
         for b, (start, stop) in zip(chosen.tolist(), bounds):
             in_seq = slice(start, stop)
             row_in_sample = len(self.random_tokens) * self.T + (rows[in_seq] - b * self.T)
@@ -540,12 +619,21 @@ class FeatureStatistics:
         ptr = torch.zeros(n * self.T + 1, dtype=torch.long)
         ptr[1:] = torch.cumsum(torch.bincount(rows, minlength=n * self.T), 0)
         order = torch.argsort(rows * self.F + feats)
-        return {"random_tokens": tokens, "random_ptr": ptr, "random_features": feats[order].to(torch.int32),
-                "random_values": vals[order].float(), "random_seq": torch.tensor(self.random_seqs, dtype=torch.long)}
+        return {
+            "random_tokens": tokens,
+            "random_ptr": ptr,
+            "random_features": feats[order].to(torch.int32),
+            "random_values": vals[order].float(),
+            "random_seq": torch.tensor(self.random_seqs, dtype=torch.long),
+        }
 
     def flags(self) -> dict[str, Any]:
-        return {"token_mass_exact": self.token_mass.exact, "cofire_exact": self.cofire.exact,
-                "tokens_analysed": self.tokens_seen, "sequences": self.sequences_seen}
+        return {
+            "token_mass_exact": self.token_mass.exact,
+            "cofire_exact": self.cofire.exact,
+            "tokens_analysed": self.tokens_seen,
+            "sequences": self.sequences_seen,
+        }
 
 
 # ---- decoder-only statistics -------------------------------------------------------------------
@@ -597,15 +685,24 @@ def logit_map(bridge: Any, hook_name: str, d_in: int) -> tuple[LogitMap | None, 
     elif RESIDUAL_HOOK.match(hook_name) and d_in == cfg.d_model:
         to_residual, where = None, ""
     else:
-        return None, (f"hook {hook_name!r} (d_in {d_in}) does not write to the residual stream directly; "
-                      "logit effects are computed for residual-stream, attention/MLP-output and mlp.hook_post SAEs")
+        return None, (
+            f"hook {hook_name!r} (d_in {d_in}) does not write to the residual stream directly; "
+            "logit effects are computed for residual-stream, attention/MLP-output and mlp.hook_post SAEs"
+        )
     basis = f"decoder direction through {where}the final norm's weight ({norm or 'none'}{', centred' if centre else ''}) and W_U"
     return LogitMap(to_residual, centre, weight, W_U, basis), basis
 
 
 @torch.no_grad()
-def decoder_statistics(W_dec: Tensor, logits: LogitMap | None, cfg: AnalysisConfig, *, neurons: bool,
-                       chunk: int = 512, progress: bool = False) -> dict[str, Tensor]:
+def decoder_statistics(
+    W_dec: Tensor,
+    logits: LogitMap | None,
+    cfg: AnalysisConfig,
+    *,
+    neurons: bool,
+    chunk: int = 512,
+    progress: bool = False,
+) -> dict[str, Tensor]:
     """Nearest features by decoder cosine, logit effects (top / bottom tokens, histogram) and, when
     `neurons`, the neurons each feature writes to. W_dec [F, d_in]; processed in chunks of features."""
     W = W_dec.detach().float().cpu()
@@ -630,10 +727,14 @@ def decoder_statistics(W_dec: Tensor, logits: LogitMap | None, cfg: AnalysisConf
             bins = ((effect - lo[:, None]) / width[:, None] * cfg.logit_bins).long().clamp(0, cfg.logit_bins - 1)
             flat = torch.arange(stop - start)[:, None] * cfg.logit_bins + bins
             counts = torch.bincount(flat.reshape(-1), minlength=(stop - start) * cfg.logit_bins)
-            for key, value in (("logit_top_ids", top.indices.to(torch.int32)), ("logit_top_values", top.values),
-                               ("logit_bottom_ids", bottom.indices.to(torch.int32)), ("logit_bottom_values", bottom.values),
-                               ("logit_histogram", counts.view(stop - start, cfg.logit_bins)),
-                               ("logit_range", torch.stack([lo, hi], dim=1))):
+            for key, value in (
+                ("logit_top_ids", top.indices.to(torch.int32)),
+                ("logit_top_values", top.values),
+                ("logit_bottom_ids", bottom.indices.to(torch.int32)),
+                ("logit_bottom_values", bottom.values),
+                ("logit_histogram", counts.view(stop - start, cfg.logit_bins)),
+                ("logit_range", torch.stack([lo, hi], dim=1)),
+            ):
                 out.setdefault(key, []).append(value)
         if neurons:
             m = min(cfg.neighbours, W.shape[1])
@@ -648,6 +749,7 @@ def decoder_statistics(W_dec: Tensor, logits: LogitMap | None, cfg: AnalysisConf
 
 # ---- the artifact -------------------------------------------------------------------------------
 
+
 @dataclass
 class Analysis:
     """An analysis artifact in memory: `meta` (analysis.json), `tensors` (features.safetensors; names
@@ -657,7 +759,7 @@ class Analysis:
     tensors: dict[str, Tensor]
     token_strings: list[str]
     path: Path | None = None
-    neurons: "Analysis | None" = None  # for SAEs on MLP neurons: the neurons analysed as features (NEURONS_DIR)
+    neurons: Analysis | None = None  # for SAEs on MLP neurons: the neurons analysed as features (NEURONS_DIR)
 
     @property
     def d_sae(self) -> int:
@@ -671,7 +773,10 @@ class Analysis:
         out.mkdir(parents=True, exist_ok=True)
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         _atomic(out / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": ANALYSIS_FORMAT}))
-        _atomic(out / VOCAB_FILE, lambda tmp: tmp.write_text(json.dumps({"token_strings": self.token_strings}, ensure_ascii=False)))
+        _atomic(
+            out / VOCAB_FILE,
+            lambda tmp: tmp.write_text(json.dumps({"token_strings": self.token_strings}, ensure_ascii=False)),
+        )
         if training_from is not None and all((training_from / name).is_file() for name in TRAINING_FILES):
             for name in TRAINING_FILES:
                 _atomic(out / name, lambda tmp, name=name: shutil.copyfile(training_from / name, tmp))
@@ -682,7 +787,7 @@ class Analysis:
         return out
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Analysis":
+    def load(cls, path: str | os.PathLike) -> Analysis:
         from safetensors.torch import load_file
 
         path = Path(path)
@@ -693,18 +798,26 @@ class Analysis:
                 raise FileNotFoundError(f"analysis folder {path} has no {name}; re-run `interp analyze --out {path}`.")
         meta = _read_json(path / META_FILE)
         if meta.get("format") != ANALYSIS_FORMAT:
-            raise ValueError(f"{path / META_FILE}: field 'format' is {meta.get('format')!r}, not {ANALYSIS_FORMAT!r}; "
-                             "this folder was not written by `interp analyze`.")
+            raise ValueError(
+                f"{path / META_FILE}: field 'format' is {meta.get('format')!r}, not {ANALYSIS_FORMAT!r}; "
+                "this folder was not written by `interp analyze`."
+            )
         if meta.get("format_version") != ANALYSIS_FORMAT_VERSION:
-            raise ValueError(f"{path / META_FILE}: field 'format_version' is {meta.get('format_version')!r}; this toolkit "
-                             f"reads version {ANALYSIS_FORMAT_VERSION}. Re-run `interp analyze` to rebuild it.")
+            raise ValueError(
+                f"{path / META_FILE}: field 'format_version' is {meta.get('format_version')!r}; this toolkit "
+                f"reads version {ANALYSIS_FORMAT_VERSION}. Re-run `interp analyze` to rebuild it."
+            )
         vocab = _read_json(path / VOCAB_FILE).get("token_strings")
         if not isinstance(vocab, list):
-            raise ValueError(f"{path / VOCAB_FILE}: field 'token_strings' must be a list of strings; re-run `interp analyze`.")
+            raise ValueError(
+                f"{path / VOCAB_FILE}: field 'token_strings' must be a list of strings; re-run `interp analyze`."
+            )
         try:
             tensors = load_file(str(path / TENSORS_FILE))
         except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise ValueError(f"{path / TENSORS_FILE} is not a readable safetensors file ({err}); re-run `interp analyze`.") from err
+            raise ValueError(
+                f"{path / TENSORS_FILE} is not a readable safetensors file ({err}); re-run `interp analyze`."
+            ) from err
         neurons = cls.load(path / NEURONS_DIR) if (path / NEURONS_DIR / META_FILE).is_file() else None
         return cls(meta=meta, tensors=tensors, token_strings=vocab, path=path, neurons=neurons)
 
@@ -723,9 +836,14 @@ class Analysis:
             "sequences_fired": int(t["sequences_fired"][i]),
             "histogram": t["histogram"][i].tolist(),
             "top_examples": [
-                {"value": float(t["top_value"][i, k]), "sequence": int(t["top_seq"][i, k]), "position": int(t["top_pos"][i, k]),
-                 "seq_share": float(t["top_seq_share"][i, k]), "tokens": t["top_tokens"][i, k].tolist(),
-                 "acts": t["top_acts"][i, k].tolist()}
+                {
+                    "value": float(t["top_value"][i, k]),
+                    "sequence": int(t["top_seq"][i, k]),
+                    "position": int(t["top_pos"][i, k]),
+                    "seq_share": float(t["top_seq_share"][i, k]),
+                    "tokens": t["top_tokens"][i, k].tolist(),
+                    "acts": t["top_acts"][i, k].tolist(),
+                }
                 for k in torch.nonzero(top_valid).squeeze(1).tolist()
             ],
             "intervals": [],
@@ -738,12 +856,24 @@ class Analysis:
             if count == 0:
                 continue
             filled = torch.nonzero(t["interval_seq"][i, k] >= 0).squeeze(1).tolist()
-            record["intervals"].append({
-                "low": 2.0 ** octave, "high": 2.0 ** (octave + 1), "count": count, "share": count / fired,
-                "examples": [{"value": float(t["interval_value"][i, k, s]), "sequence": int(t["interval_seq"][i, k, s]),
-                              "position": int(t["interval_pos"][i, k, s]), "tokens": t["interval_tokens"][i, k, s].tolist(),
-                              "acts": t["interval_acts"][i, k, s].tolist()} for s in filled],
-            })
+            record["intervals"].append(
+                {
+                    "low": 2.0**octave,
+                    "high": 2.0 ** (octave + 1),
+                    "count": count,
+                    "share": count / fired,
+                    "examples": [
+                        {
+                            "value": float(t["interval_value"][i, k, s]),
+                            "sequence": int(t["interval_seq"][i, k, s]),
+                            "position": int(t["interval_pos"][i, k, s]),
+                            "tokens": t["interval_tokens"][i, k, s].tolist(),
+                            "acts": t["interval_acts"][i, k, s].tolist(),
+                        }
+                        for s in filled
+                    ],
+                }
+            )
         if "nearest_ids" in t:
             record["nearest"] = _pairs(t["nearest_ids"][i], t["nearest_cosine"][i])
         if "logit_top_ids" in t:
@@ -767,6 +897,7 @@ def _pairs(ids: Tensor, values: Tensor, counts: Tensor | None = None) -> list[di
 
 # ---- running it on a model ----------------------------------------------------------------------
 
+
 def resolve_ignored_tokens(names: Iterable[str], token_strings: list[str], bos_id: int | None) -> list[int]:
     """Token ids to leave out: BOS (when given) plus each name, a token string or a decimal id."""
     lookup = {s: i for i, s in enumerate(token_strings)}
@@ -777,8 +908,10 @@ def resolve_ignored_tokens(names: Iterable[str], token_strings: list[str], bos_i
         elif name.strip().isdigit() and int(name) < len(token_strings):
             ids.append(int(name))
         else:
-            raise ValueError(f"--ignore-tokens: {name!r} is neither a token string of this tokenizer nor a token id "
-                             f"below {len(token_strings)}; give the exact token text (e.g. ' the') or its id.")
+            raise ValueError(
+                f"--ignore-tokens: {name!r} is neither a token string of this tokenizer nor a token id "
+                f"below {len(token_strings)}; give the exact token text (e.g. ' the') or its id."
+            )
     return sorted(set(ids))
 
 
@@ -803,8 +936,16 @@ def default_batch_size(d_sae: int, context_length: int) -> int:
     return max(1, (1 << 25) // (d_sae * context_length))
 
 
-def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], cfg: AnalysisConfig, *,
-            meta: dict[str, Any] | None = None, progress: bool = True) -> Analysis:
+def analyze(
+    model: Any,
+    sae: Any,
+    hook_name: str,
+    sequences: Iterable[Tensor],
+    cfg: AnalysisConfig,
+    *,
+    meta: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> Analysis:
     """Run the pass: `model` a LoadedModel, `sae` anything with `encode(x [n, d_in]) -> [n, F]`
     and `W_dec` [F, d_in], `sequences` token windows [T] (BOS first). `meta` is merged into
     analysis.json (model spec, SAE path, corpus...)."""
@@ -818,8 +959,10 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
     W_dec = sae.W_dec.detach()
     F = W_dec.shape[0]
     if W_dec.shape[1] != d_in:
-        raise ValueError(f"the SAE reads d_in={W_dec.shape[1]} but hook {hook_name!r} gives {d_in} values per token; "
-                         "pass the hook the SAE was trained on (--hook).")
+        raise ValueError(
+            f"the SAE reads d_in={W_dec.shape[1]} but hook {hook_name!r} gives {d_in} values per token; "
+            "pass the hook the SAE was trained on (--hook)."
+        )
     token_strings = model.tokenizer.token_strings()
     vocab = max(len(token_strings), int(bridge.cfg.d_vocab))
     token_strings = token_strings + [f"<unused {i}>" for i in range(len(token_strings), vocab)]
@@ -856,13 +999,25 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
         tensors["unembed"] = logits.W_U  # [d_model, V]
     sae_cfg = getattr(sae, "cfg", None)
     record = {
-        "format": ANALYSIS_FORMAT, "format_version": ANALYSIS_FORMAT_VERSION,
+        "format": ANALYSIS_FORMAT,
+        "format_version": ANALYSIS_FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "hook_name": hook_name, "context_length": T, "vocab_size": vocab, "ignored_token_ids": ignored,
-        "model": {"name": model.name, "d_model": int(bridge.cfg.d_model), "n_layers": int(bridge.cfg.n_layers),
-                  "d_mlp": int(bridge.cfg.d_mlp) if getattr(bridge.cfg, "d_mlp", None) else None},
-        "sae": {"d_in": d_in, "d_sae": F, "architecture": getattr(sae, "arch", type(sae).__name__),
-                "config": sae_cfg.to_dict() if hasattr(sae_cfg, "to_dict") else None},
+        "hook_name": hook_name,
+        "context_length": T,
+        "vocab_size": vocab,
+        "ignored_token_ids": ignored,
+        "model": {
+            "name": model.name,
+            "d_model": int(bridge.cfg.d_model),
+            "n_layers": int(bridge.cfg.n_layers),
+            "d_mlp": int(bridge.cfg.d_mlp) if getattr(bridge.cfg, "d_mlp", None) else None,
+        },
+        "sae": {
+            "d_in": d_in,
+            "d_sae": F,
+            "architecture": getattr(sae, "arch", type(sae).__name__),
+            "config": sae_cfg.to_dict() if hasattr(sae_cfg, "to_dict") else None,
+        },
         "config": dataclasses.asdict(cfg),
         "logit_effects": basis if logits is not None else None,
         "logit_effects_missing": None if logits is not None else basis,
@@ -870,7 +1025,9 @@ def analyze(model: Any, sae: Any, hook_name: str, sequences: Iterable[Tensor], c
         **stats.flags(),
     }
     for key, value in (meta or {}).items():
-        record[key] = {**record[key], **value} if isinstance(record.get(key), dict) and isinstance(value, dict) else value
+        record[key] = (
+            {**record[key], **value} if isinstance(record.get(key), dict) and isinstance(value, dict) else value
+        )
     analysis = Analysis(meta=record, tensors=tensors, token_strings=token_strings)
     if neuron_pass is not None:
         analysis.neurons = neuron_pass.analysis(record, token_strings, logits)
@@ -884,13 +1041,23 @@ def _take(sequences: Iterable[Tensor], n: int) -> Iterator[Tensor]:
         yield seq
 
 
-def run_analysis(model_spec: str, sae_path: str, corpus_spec: str, out: str | os.PathLike, cfg: AnalysisConfig, *,
-                 hook_name: str | None = None, split: str = "heldout", device: str | None = None,
-                 progress: bool = True) -> Analysis:
+def run_analysis(
+    model_spec: str,
+    sae_path: str,
+    corpus_spec: str,
+    out: str | os.PathLike,
+    cfg: AnalysisConfig,
+    *,
+    hook_name: str | None = None,
+    split: str = "heldout",
+    device: str | None = None,
+    progress: bool = True,
+) -> Analysis:
     """Load model, SAE and corpus by spec, analyse, save to `out` (with the model's training record)."""
+    from sae.io import load_sae
+
     from interp.corpus import load_corpus, token_sequences
     from interp.model import load_model
-    from sae.io import load_sae
 
     sae = load_sae(sae_path, device=device)
     hook = hook_name or (getattr(sae, "metadata", None) or {}).get("hook_name")
@@ -907,8 +1074,10 @@ def run_analysis(model_spec: str, sae_path: str, corpus_spec: str, out: str | os
     }
     analysis = analyze(model, sae, hook, sequences, cfg, meta=meta, progress=progress)
     if analysis.meta["sequences"] * analysis.meta["context_length"] < cfg.tokens:
-        print(f"note: the corpus held only {analysis.meta['sequences']} windows of {analysis.meta['context_length']} tokens; "
-              "analysed all of them.")
+        print(
+            f"note: the corpus held only {analysis.meta['sequences']} windows of {analysis.meta['context_length']} tokens; "
+            "analysed all of them."
+        )
     analysis.save(out, training_from=model_path if model_path.is_dir() else None)
     return analysis
 
@@ -935,16 +1104,21 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 # ---- command line ------------------------------------------------------------------------------
 
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from sae.config import DataclassOptions
 
-    parser = subparsers.add_parser("analyze", help="one pass over held-out tokens: every feature's statistics, saved for reports")
+    parser = subparsers.add_parser(
+        "analyze", help="one pass over held-out tokens: every feature's statistics, saved for reports"
+    )
     parser.add_argument("--model", required=True, help="model folder or Hugging Face model name")
     parser.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
     parser.add_argument("--corpus", required=True, help="corpus spec: stdlib, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]")
     parser.add_argument("--out", required=True, help="analysis folder to write")
     parser.add_argument("--hook", default=None, help="hook name (default: the one in the SAE's cfg.json)")
-    parser.add_argument("--split", default="heldout", choices=["heldout", "train", "all"], help="corpus split (default heldout)")
+    parser.add_argument(
+        "--split", default="heldout", choices=["heldout", "train", "all"], help="corpus split (default heldout)"
+    )
     parser.add_argument("--device", default=None, help="torch device (default cpu)")
     options = DataclassOptions(parser.add_argument_group("analysis"), AnalysisConfig)
     parser.set_defaults(run=lambda args: _run_cli(args, options))
@@ -952,9 +1126,12 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_cli(args: argparse.Namespace, options: Any) -> int:
     cfg = AnalysisConfig(**options.values(args))
-    analysis = run_analysis(args.model, args.sae, args.corpus, args.out, cfg, hook_name=args.hook,
-                            split=args.split, device=args.device)
+    analysis = run_analysis(
+        args.model, args.sae, args.corpus, args.out, cfg, hook_name=args.hook, split=args.split, device=args.device
+    )
     dead = int((analysis.tensors["fire_count"] == 0).sum())
-    print(f"analysed {analysis.meta['tokens_analysed']} tokens x {analysis.d_sae} features "
-          f"({dead} never fired) -> {args.out}")
+    print(
+        f"analysed {analysis.meta['tokens_analysed']} tokens x {analysis.d_sae} features "
+        f"({dead} never fired) -> {args.out}"
+    )
     return 0

@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from sae.data import STORAGE_DTYPES, ActivationWriter
 from torch import Tensor
 from tqdm import tqdm
 
 from interp.corpus import load_corpus, token_sequences
 from interp.model import load_model
-from sae.data import STORAGE_DTYPES, ActivationWriter
 
 SHARD_BYTES = 64 * 2**20  # default shard size: about 64 MiB of activations
 DEFAULT_BATCH_SIZE = 32  # context windows per forward pass
@@ -52,7 +52,9 @@ _EMBEDDING_STAGE = ("hook_embed", "hook_pos_embed", "hook_tokens", "embed.", "po
 def check_dtype(name: str) -> str:
     """Return `name` if it is a storage dtype of activation datasets, else raise ValueError."""
     if name not in STORAGE_DTYPES:
-        raise ValueError(f"--dtype {name!r} is not a storage dtype for activations; choose one of {', '.join(STORAGE_DTYPES)}.")
+        raise ValueError(
+            f"--dtype {name!r} is not a storage dtype for activations; choose one of {', '.join(STORAGE_DTYPES)}."
+        )
     return name
 
 
@@ -77,7 +79,7 @@ def _compact_hook_list(names: Iterable[str]) -> str:
     grouped: dict[str, list[int]] = {}
     for name in names:
         match = _BLOCK_HOOK.match(name)
-        key = "blocks.{i}." + name[match.end():] if match else name
+        key = "blocks.{i}." + name[match.end() :] if match else name
         grouped.setdefault(key, []).append(int(match.group(1)) if match else -1)
     shown = []
     for key, layers in grouped.items():
@@ -156,7 +158,7 @@ class ActivationHooks:
 
         return keep
 
-    def __enter__(self) -> "ActivationHooks":
+    def __enter__(self) -> ActivationHooks:
         self._attached = ExitStack()
         self._attached.enter_context(self.bridge.hooks(fwd_hooks=[(n, self._keeper(n)) for n in self.hook_names]))
         return self
@@ -174,7 +176,9 @@ class ActivationHooks:
             pass
         missing = [n for n in self.hook_names if n not in self._acts]
         if missing:
-            raise ValueError(f"hook(s) {missing} never fired in the forward pass; this model's backend does not run them.")
+            raise ValueError(
+                f"hook(s) {missing} never fired in the forward pass; this model's backend does not run them."
+            )
         return self._acts
 
 
@@ -188,8 +192,10 @@ def _enable_gated_hooks(bridge, hook_names: Sequence[str]) -> None:
         try:
             getattr(bridge, f"set_{setting}")(True)
         except NotImplementedError as err:
-            raise ValueError(f"hook {name!r} needs the model setting {setting}, which this model does not support "
-                             f"({err}); choose another hook.") from err
+            raise ValueError(
+                f"hook {name!r} needs the model setting {setting}, which this model does not support "
+                f"({err}); choose another hook."
+            ) from err
 
 
 def plan_capture(bridge, hook_names: Sequence[str], context_length: int) -> CapturePlan:
@@ -209,7 +215,9 @@ def plan_capture(bridge, hook_names: Sequence[str], context_length: int) -> Capt
         # attention patterns and scores carry the query position at -2, everything else at 1
         position_dim = act.ndim - 2 if name.endswith(("hook_pattern", "hook_attn_scores")) else 1
         if not act.is_floating_point():
-            raise ValueError(f"hook {name!r} carries {act.dtype} values (token ids), not activations; choose another hook.")
+            raise ValueError(
+                f"hook {name!r} carries {act.dtype} values (token ids), not activations; choose another hook."
+            )
         if act.ndim < 2 or act.shape[0] != 1 or act.shape[position_dim] != context_length:
             raise ValueError(
                 f"hook {name!r} fires with shape {list(act.shape)}, not [batch, position, ...] for a "
@@ -353,8 +361,16 @@ def capture(
     device = next(bridge.parameters()).device
     held = {name: writer.tokens_written for name, writer in writers.items()}  # before the writes thread adds any
     done = start_token
-    bar = tqdm(total=total_tokens, initial=min(held.values()), unit="tok",
-               unit_scale=True, desc="capture", disable=not progress, dynamic_ncols=True, smoothing=0.1)
+    bar = tqdm(
+        total=total_tokens,
+        initial=min(held.values()),
+        unit="tok",
+        unit_scale=True,
+        desc="capture",
+        disable=not progress,
+        dynamic_ncols=True,
+        smoothing=0.1,
+    )
     writes = _BackgroundWrites()
     cores = _CoreSharing(writes, device, enabled=share_cores)
     try:
@@ -424,21 +440,30 @@ def capture_to_disk(
     first = next(sequences, None)  # corpus errors surface here, before any folder is made
     if first is None:
         corpus = (metadata or {}).get("corpus", "the corpus")
-        raise ValueError(f"no token sequences to capture: {corpus} holds less than one window of {context_length} tokens; "
-                         "use a larger corpus.")
+        raise ValueError(
+            f"no token sequences to capture: {corpus} holds less than one window of {context_length} tokens; "
+            "use a larger corpus."
+        )
     sequences = itertools.chain([first], sequences)
     out = Path(out)
     paths = {spec.name: out / spec.name for spec in plan.hooks}
     with ExitStack() as stack:
         writers = {}
         for spec in plan.hooks:
-            writers[spec.name] = stack.enter_context(ActivationWriter(
-                paths[spec.name], d_in=spec.d_in, dtype=dtype, hook_name=spec.name, model_id=model_id,
-                context_length=context_length,
-                tokens_per_shard=tokens_per_shard or default_tokens_per_shard(spec.d_in, dtype, context_length),
-                metadata={**(metadata or {}), "hooks": list(plan.hook_names), "activation_shape": list(spec.shape)},
-                resume=resume, expected_tokens=total_tokens,
-            ))
+            writers[spec.name] = stack.enter_context(
+                ActivationWriter(
+                    paths[spec.name],
+                    d_in=spec.d_in,
+                    dtype=dtype,
+                    hook_name=spec.name,
+                    model_id=model_id,
+                    context_length=context_length,
+                    tokens_per_shard=tokens_per_shard or default_tokens_per_shard(spec.d_in, dtype, context_length),
+                    metadata={**(metadata or {}), "hooks": list(plan.hook_names), "activation_shape": list(spec.shape)},
+                    resume=resume,
+                    expected_tokens=total_tokens,
+                )
+            )
         for name, writer in writers.items():
             if writer.tokens_written > total_tokens:
                 raise ValueError(
@@ -450,11 +475,21 @@ def capture_to_disk(
         window_batch = batch_size * context_length
         start = min(w.tokens_written for w in writers.values()) // window_batch * window_batch
         sequences = itertools.islice(sequences, start // context_length, None)
-        done = capture(bridge, plan, batched(sequences, batch_size), writers,
-                       total_tokens=total_tokens, start_token=start, progress=progress, share_cores=share_cores)
+        done = capture(
+            bridge,
+            plan,
+            batched(sequences, batch_size),
+            writers,
+            total_tokens=total_tokens,
+            start_token=start,
+            progress=progress,
+            share_cores=share_cores,
+        )
     if done < total_tokens:
-        print(f"capture: the corpus ran out after {done} of {total_tokens} tokens; the datasets hold {done}.",
-              file=sys.stderr)
+        print(
+            f"capture: the corpus ran out after {done} of {total_tokens} tokens; the datasets hold {done}.",
+            file=sys.stderr,
+        )
     return paths
 
 
@@ -479,17 +514,45 @@ def run_capture(
     loaded = load_model(model, device=device)
     model_spec = str(Path(model).resolve()) if Path(model).exists() else str(model)
     sequences = token_sequences(load_corpus(corpus, split=split), loaded.tokenizer, loaded.context_length, seed)
-    metadata = {"model": model_spec, "weights": weights_fingerprint(loaded.bridge), "corpus": corpus, "split": split,
-                "seed": seed}
-    return capture_to_disk(loaded.bridge, hooks, sequences, out, total_tokens=tokens, model_id=loaded.name,
-                           context_length=loaded.context_length, dtype=dtype, batch_size=batch_size,
-                           tokens_per_shard=tokens_per_shard, metadata=metadata, resume=resume, progress=progress)
+    metadata = {
+        "model": model_spec,
+        "weights": weights_fingerprint(loaded.bridge),
+        "corpus": corpus,
+        "split": split,
+        "seed": seed,
+    }
+    return capture_to_disk(
+        loaded.bridge,
+        hooks,
+        sequences,
+        out,
+        total_tokens=tokens,
+        model_id=loaded.name,
+        context_length=loaded.context_length,
+        dtype=dtype,
+        batch_size=batch_size,
+        tokens_per_shard=tokens_per_shard,
+        metadata=metadata,
+        resume=resume,
+        progress=progress,
+    )
 
 
 def _cli(args: argparse.Namespace) -> int:
-    paths = run_capture(args.model, args.hooks, args.corpus, args.tokens, args.out, dtype=args.dtype,
-                        batch_size=args.batch_size, tokens_per_shard=args.shard_tokens, resume=args.resume,
-                        seed=args.seed, split=args.split, device=args.device)
+    paths = run_capture(
+        args.model,
+        args.hooks,
+        args.corpus,
+        args.tokens,
+        args.out,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        tokens_per_shard=args.shard_tokens,
+        resume=args.resume,
+        seed=args.seed,
+        split=args.split,
+        device=args.device,
+    )
     for name, path in paths.items():
         print(f"{name}: {path}")
     return 0
@@ -497,21 +560,33 @@ def _cli(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers) -> None:
     p = subparsers.add_parser(
-        "capture", help="write a model's activations at hooks to activation datasets",
+        "capture",
+        help="write a model's activations at hooks to activation datasets",
         description="Run a model over a corpus and write the activations at each --hook to OUT/<hook>/ "
-                    "(manifest.json + safetensors shards). One forward pass serves all hooks and stops "
-                    "after the deepest one.")
+        "(manifest.json + safetensors shards). One forward pass serves all hooks and stops "
+        "after the deepest one.",
+    )
     p.add_argument("--model", required=True, help="model folder, Hugging Face checkpoint directory or model name")
-    p.add_argument("--hook", dest="hooks", action="append", required=True, metavar="NAME",
-                   help="hook name, e.g. blocks.0.mlp.hook_post; repeat for several (`interp hooks` lists them)")
+    p.add_argument(
+        "--hook",
+        dest="hooks",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="hook name, e.g. blocks.0.mlp.hook_post; repeat for several (`interp hooks` lists them)",
+    )
     p.add_argument("--corpus", default="stdlib", help="corpus spec (default: stdlib, the built-in corpus)")
     p.add_argument("--split", default="train", help="corpus split: train or heldout (default: train)")
     p.add_argument("--tokens", type=int, required=True, help="number of tokens to capture")
     p.add_argument("--out", type=Path, required=True, help="output folder; one dataset per hook inside")
     p.add_argument("--dtype", default="float32", help="storage dtype: float32 (default), float16 or bfloat16")
     p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass")
-    p.add_argument("--shard-tokens", type=int, default=None,
-                   help="tokens per shard, a multiple of the context length (default: about 64 MiB per shard)")
+    p.add_argument(
+        "--shard-tokens",
+        type=int,
+        default=None,
+        help="tokens per shard, a multiple of the context length (default: about 64 MiB per shard)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus sequence order")
     p.add_argument("--resume", action="store_true", help="continue a killed capture from its last complete shard")
     p.add_argument("--device", default=None, help="torch device (default: the model loader's choice)")

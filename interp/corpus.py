@@ -75,8 +75,9 @@ class Corpus:
         return {"spec": self.spec, "split": self.split, "heldout_every": self.heldout_every}
 
 
-def load_corpus(spec: str | Path, split: str = "train", *, text_field: str = "text",
-                heldout_every: int = HELDOUT_EVERY) -> Corpus:
+def load_corpus(
+    spec: str | Path, split: str = "train", *, text_field: str = "text", heldout_every: int = HELDOUT_EVERY
+) -> Corpus:
     """Open a corpus by spec (see module docstring). Missing paths fail here, not on first read."""
     if split not in SPLITS:
         raise ValueError(f"unknown corpus split {split!r}; choose one of {list(SPLITS)}.")
@@ -148,8 +149,11 @@ def _files_of_path_spec(spec: str) -> list[Path]:
             f"corpus {spec!r} is neither 'stdlib', 'hf:NAME', nor an existing file, folder or glob."
         )
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and not any(
-            part.startswith(".") for part in p.relative_to(path).parts))
+        files = sorted(
+            p
+            for p in path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+        )
         if not files:
             raise FileNotFoundError(f"corpus folder {path} holds no files.")
         return files
@@ -171,7 +175,9 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
         try:
             record = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{line_number}: not valid JSON ({err.msg}); each line must be one JSON object.") from err
+            raise ValueError(
+                f"{path}:{line_number}: not valid JSON ({err.msg}); each line must be one JSON object."
+            ) from err
         text = record.get(text_field) if isinstance(record, dict) else None
         if not isinstance(text, str):
             found = sorted(record) if isinstance(record, dict) else type(record).__name__
@@ -184,10 +190,14 @@ def _jsonl_documents(path: Path, text_field: str) -> Iterator[str]:
 
 def _hf_source(spec: str, text_field: str) -> Callable[[], Iterator[str]]:
     """Open `hf:NAME[:CONFIG[:SPLIT]]` now (so a bad name fails at load time), stream it lazily."""
-    parts = spec[len("hf:"):].split(":")
+    parts = spec[len("hf:") :].split(":")
     if not parts[0] or len(parts) > 3:
         raise ValueError(f"Hugging Face corpus spec {spec!r} must look like hf:NAME[:CONFIG[:SPLIT]].")
-    name, config, hf_split = parts[0], (parts[1] if len(parts) > 1 and parts[1] else None), (parts[2] if len(parts) > 2 else "train")
+    name, config, hf_split = (
+        parts[0],
+        (parts[1] if len(parts) > 1 and parts[1] else None),
+        (parts[2] if len(parts) > 2 else "train"),
+    )
     import datasets  # optional dependency, only for hf: corpora
 
     try:
@@ -236,9 +246,16 @@ def shuffled(items: Iterable[str], seed: int, buffer_size: int) -> Iterator[str]
     yield from buffer
 
 
-def token_sequences(corpus: Iterable[str], tokenizer: TextEncoder, context_length: int, seed: int = 0, *,
-                    epochs: int | None = 1, shuffle_buffer: int = 4096,
-                    encode_batch_size: int = 16) -> Iterator[Tensor]:
+def token_sequences(
+    corpus: Iterable[str],
+    tokenizer: TextEncoder,
+    context_length: int,
+    seed: int = 0,
+    *,
+    epochs: int | None = 1,
+    shuffle_buffer: int = 4096,
+    encode_batch_size: int = 16,
+) -> Iterator[Tensor]:
     """Packed token windows: each a LongTensor [context_length] whose first token is BOS.
 
     The documents, in an order shuffled by `seed` (reshuffled each epoch), are tokenized and
@@ -261,10 +278,10 @@ def token_sequences(corpus: Iterable[str], tokenizer: TextEncoder, context_lengt
                 stream.extend(ids)
             while len(stream) - cursor >= context_length:
                 if stream[cursor] == bos:
-                    window = stream[cursor:cursor + context_length]
+                    window = stream[cursor : cursor + context_length]
                     cursor += context_length
                 else:
-                    window = [bos] + stream[cursor:cursor + context_length - 1]
+                    window = [bos] + stream[cursor : cursor + context_length - 1]
                     cursor += context_length - 1
                 yield torch.tensor(window, dtype=torch.long)
             if cursor > 1 << 16:

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from sae.train import TrainConfig as SAETrainConfig
+
 from interp.analysis import META_FILE as ANALYSIS_FILE
 from interp.analysis import NEURONS_DIR, AnalysisConfig, run_analysis
 from interp.capture import run_capture
@@ -31,11 +33,12 @@ from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from interp.model_training import TrainConfig, train_model
 from interp.tokenizer import TOKENIZER_FILE
 from interp.training_record import RECORD_FILE, TENSORS_FILE
-from sae.train import TrainConfig as SAETrainConfig
 
 DEFAULT_OUT = Path("artifacts/demo")
 DEFAULT_REPORT = Path("reports/demo")
-DEFAULT_MINUTES = 3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes on 2 cores
+DEFAULT_MINUTES = (
+    3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes on 2 cores
+)
 
 
 @dataclass
@@ -51,8 +54,9 @@ class DemoConfig:
     sae_hook: str = "blocks.0.mlp.hook_post"
     sae_arch: str = "topk"
     sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # d_in comes from the dataset
-    sae_train: SAETrainConfig = field(default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu",
-                                                                             checkpoint_every=0))
+    sae_train: SAETrainConfig = field(
+        default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=0)
+    )
     analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
     labels: LabelConfig = field(default_factory=LabelConfig)
     report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
@@ -106,13 +110,25 @@ def _dataset_manifests(cfg: DemoConfig) -> list[dict | None]:
 
 
 def _capture_is_complete(cfg: DemoConfig) -> bool:
-    return all(m is not None and m["complete"] and m["total_tokens"] == cfg.capture_tokens for m in _dataset_manifests(cfg))
+    return all(
+        m is not None and m["complete"] and m["total_tokens"] == cfg.capture_tokens for m in _dataset_manifests(cfg)
+    )
 
 
 def _capture(cfg: DemoConfig) -> None:
     resume = any(m is not None for m in _dataset_manifests(cfg))
-    run_capture(cfg.model_dir, cfg.hooks, cfg.train.corpus, cfg.capture_tokens, cfg.activations_dir,
-                dtype=cfg.capture_dtype, resume=resume, seed=cfg.train.seed, split="train", progress=cfg.progress)
+    run_capture(
+        cfg.model_dir,
+        cfg.hooks,
+        cfg.train.corpus,
+        cfg.capture_tokens,
+        cfg.activations_dir,
+        dtype=cfg.capture_dtype,
+        resume=resume,
+        seed=cfg.train.seed,
+        split="train",
+        progress=cfg.progress,
+    )
 
 
 def _sae_is_complete(cfg: DemoConfig) -> bool:
@@ -133,8 +149,15 @@ def _train_sae(cfg: DemoConfig) -> None:
 
 
 def _analyze(cfg: DemoConfig) -> None:
-    run_analysis(str(cfg.model_dir), str(cfg.sae_dir), cfg.train.corpus, cfg.analysis_dir, cfg.analysis,
-                 hook_name=cfg.sae_hook, progress=cfg.progress)
+    run_analysis(
+        str(cfg.model_dir),
+        str(cfg.sae_dir),
+        cfg.train.corpus,
+        cfg.analysis_dir,
+        cfg.analysis,
+        hook_name=cfg.sae_hook,
+        progress=cfg.progress,
+    )
 
 
 def _labels_are_complete(cfg: DemoConfig) -> bool:
@@ -160,7 +183,9 @@ STEPS: list[Step] = [
     Step("capture", lambda cfg: cfg.activations_dir, _capture_is_complete, _capture),
     Step("sae", lambda cfg: cfg.sae_dir, _sae_is_complete, _train_sae),
     Step("analysis", lambda cfg: cfg.analysis_dir, lambda cfg: (cfg.analysis_dir / ANALYSIS_FILE).is_file(), _analyze),
-    Step("labels", lambda cfg: cfg.analysis_dir / LABELS_FILE, _labels_are_complete, _label),  # a file in the analysis folder
+    Step(
+        "labels", lambda cfg: cfg.analysis_dir / LABELS_FILE, _labels_are_complete, _label
+    ),  # a file in the analysis folder
     Step("report", lambda cfg: cfg.report_dir, lambda cfg: (cfg.report_dir / "index.html").is_file(), _report),
 ]
 
@@ -194,13 +219,24 @@ def _cli(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers) -> None:
-    p = subparsers.add_parser("demo", help="run the end-to-end pipeline on the built-in corpus",
-                              description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
-                                          "reusing every artifact that already exists and is complete.")
+    p = subparsers.add_parser(
+        "demo",
+        help="run the end-to-end pipeline on the built-in corpus",
+        description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
+        "reusing every artifact that already exists and is complete.",
+    )
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
-    p.add_argument("--minutes", type=float, default=DEFAULT_MINUTES,
-                   help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})")
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=DEFAULT_MINUTES,
+        help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})",
+    )
     p.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"report folder (default {DEFAULT_REPORT})")
-    p.add_argument("--capture-tokens", type=int, default=DemoConfig.capture_tokens,
-                   help=f"tokens of activations to capture per hook (default {DemoConfig.capture_tokens})")
+    p.add_argument(
+        "--capture-tokens",
+        type=int,
+        default=DemoConfig.capture_tokens,
+        help=f"tokens of activations to capture per hook (default {DemoConfig.capture_tokens})",
+    )
     p.set_defaults(run=_cli)

@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sae.metrics import ReconstructionMetrics
 from torch import Tensor
 from tqdm import tqdm
 
 from interp.splice import SplicedRuns, check_hook, sae_hook_name, spliced_runs
-from sae.metrics import ReconstructionMetrics
 
 DEFAULT_TOKENS = 32768
 DEFAULT_BATCH_SIZE = 16  # context windows per forward pass
@@ -115,8 +115,9 @@ def batched_windows(sequences: Iterable[Tensor], batch_size: int, max_windows: i
 
 
 @torch.no_grad()
-def evaluate_splice(bridge: Any, sae: Any, hook_name: str, batches: Iterable[Tensor], *,
-                    progress: bool = True) -> dict[str, float]:
+def evaluate_splice(
+    bridge: Any, sae: Any, hook_name: str, batches: Iterable[Tensor], *, progress: bool = True
+) -> dict[str, float]:
     """Splice `sae` at `hook_name` over token batches [batch, ctx]; return the SpliceMetrics and the
     ReconstructionMetrics of the hooked activations in one flat dict (`num_tokens`: activation rows)."""
     check_hook(bridge, hook_name)
@@ -134,14 +135,30 @@ def evaluate_splice(bridge: Any, sae: Any, hook_name: str, batches: Iterable[Ten
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-TABLE_KEYS = ("num_tokens", "ce_clean", "ce_sae", "ce_zero_ablation", "ce_loss_recovered", "delta_ce", "kl_sae",
-              "kl_zero_ablation", "kl_score", "explained_variance", "fvu", "l0", "cosine", "dead_fraction")
+TABLE_KEYS = (
+    "num_tokens",
+    "ce_clean",
+    "ce_sae",
+    "ce_zero_ablation",
+    "ce_loss_recovered",
+    "delta_ce",
+    "kl_sae",
+    "kl_zero_ablation",
+    "kl_score",
+    "explained_variance",
+    "fvu",
+    "l0",
+    "cosine",
+    "dead_fraction",
+)
 
 
 def format_table(result: dict[str, Any]) -> str:
     width = max(map(len, TABLE_KEYS))
-    return "\n".join(f"{key:<{width}}  {int(result[key]) if key == 'num_tokens' else format(result[key], '.6g')}"
-                     for key in TABLE_KEYS)
+    return "\n".join(
+        f"{key:<{width}}  {int(result[key]) if key == 'num_tokens' else format(result[key], '.6g')}"
+        for key in TABLE_KEYS
+    )
 
 
 def model_corpus(model_spec: str) -> str:
@@ -158,9 +175,10 @@ def model_corpus(model_spec: str) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    from sae.io import load_sae
+
     from interp.corpus import load_corpus, token_sequences
     from interp.model import load_model
-    from sae.io import load_sae
 
     if args.tokens <= 0 or args.batch_size <= 0:
         raise ValueError(f"--tokens and --batch-size must be positive, got {args.tokens} and {args.batch_size}")
@@ -169,16 +187,26 @@ def run_eval(args: argparse.Namespace) -> int:
     sae = load_sae(args.sae, device=device)
     sae.eval()
     hook_name = sae_hook_name(sae, args.hook)
-    context_length = args.context_length or (getattr(sae, "metadata", None) or {}).get("context_size") or loaded.context_length
+    context_length = (
+        args.context_length or (getattr(sae, "metadata", None) or {}).get("context_size") or loaded.context_length
+    )
     context_length = min(int(context_length), loaded.context_length)
     corpus_spec = args.corpus or model_corpus(args.model)
     corpus = load_corpus(corpus_spec, args.split)
     windows = math.ceil(args.tokens / context_length)
     sequences = token_sequences(corpus, loaded.tokenizer, context_length, seed=args.seed)
-    result: dict[str, Any] = evaluate_splice(loaded.bridge, sae, hook_name,
-                                             batched_windows(sequences, args.batch_size, windows))
-    result.update(model=str(args.model), sae=str(args.sae), hook_name=hook_name, corpus=corpus_spec, split=args.split,
-                  context_length=context_length, seed=args.seed)
+    result: dict[str, Any] = evaluate_splice(
+        loaded.bridge, sae, hook_name, batched_windows(sequences, args.batch_size, windows)
+    )
+    result.update(
+        model=str(args.model),
+        sae=str(args.sae),
+        hook_name=hook_name,
+        corpus=corpus_spec,
+        split=args.split,
+        context_length=context_length,
+        seed=args.seed,
+    )
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
@@ -189,22 +217,37 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
-        "eval", help="CE loss recovered, delta CE, KL score and reconstruction metrics of an SAE spliced into a model",
+        "eval",
+        help="CE loss recovered, delta CE, KL score and reconstruction metrics of an SAE spliced into a model",
         description="Run the model on held-out corpus text three ways (clean, with the SAE's reconstruction at its "
-                    "hook, with the hook zero-ablated) and report CE loss recovered, delta CE, KL score and the "
-                    "reconstruction metrics of the hooked activations.")
+        "hook, with the hook zero-ablated) and report CE loss recovered, delta CE, KL score and the "
+        "reconstruction metrics of the hooked activations.",
+    )
     p.add_argument("--model", required=True, help="model folder or Hugging Face model name")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
     p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help=f"tokens to evaluate (default {DEFAULT_TOKENS})")
-    p.add_argument("--corpus", default=None,
-                   help="corpus spec (default: the corpus the model folder records, else stdlib)")
-    p.add_argument("--split", default="heldout", choices=("heldout", "train", "all"),
-                   help="corpus split (default heldout: text the model and SAE were not trained on)")
+    p.add_argument(
+        "--corpus", default=None, help="corpus spec (default: the corpus the model folder records, else stdlib)"
+    )
+    p.add_argument(
+        "--split",
+        default="heldout",
+        choices=("heldout", "train", "all"),
+        help="corpus split (default heldout: text the model and SAE were not trained on)",
+    )
     p.add_argument("--hook", default=None, help="hook to splice at (default: the SAE's metadata hook_name)")
-    p.add_argument("--context-length", type=int, default=None,
-                   help="tokens per window (default: the SAE's context_size, else the model's)")
-    p.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
-                   help=f"windows per forward pass (default {DEFAULT_BATCH_SIZE})")
+    p.add_argument(
+        "--context-length",
+        type=int,
+        default=None,
+        help="tokens per window (default: the SAE's context_size, else the model's)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"windows per forward pass (default {DEFAULT_BATCH_SIZE})",
+    )
     p.add_argument("--seed", type=int, default=0, help="document-order seed of the token windows (default 0)")
     p.add_argument("--device", default=None, help="torch device (default: the model's)")
     p.add_argument("--json", help="write the metrics as flat-key JSON to this file")

@@ -40,7 +40,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import unicodedata
 from collections import Counter
 from dataclasses import dataclass, field
@@ -64,17 +63,33 @@ class LabelConfig:
 
     coverage: float = field(default=0.8, metadata={"help": "share of the activation mass the token set must hold"})
     max_tokens: int = field(default=6, metadata={"help": "largest token set a label names"})
-    context_offsets: int = field(default=2, metadata={"help": "preceding positions searched for a fixed token at the peak"})
-    context_min_share: float = field(default=0.6, metadata={"help": "share of build top examples a preceding token must appear in"})
+    context_offsets: int = field(
+        default=2, metadata={"help": "preceding positions searched for a fixed token at the peak"}
+    )
+    context_min_share: float = field(
+        default=0.6, metadata={"help": "share of build top examples a preceding token must appear in"}
+    )
     min_lift: float = field(default=2.0, metadata={"help": "a fact must be this many times its base rate"})
-    predicts_tokens: int = field(default=10, metadata={"help": "promoted tokens an actual next token is checked against"})
-    predicts_min_agreement: float = field(default=0.3, metadata={"help": "share of firings followed by a promoted token to say 'predicts'"})
+    predicts_tokens: int = field(
+        default=10, metadata={"help": "promoted tokens an actual next token is checked against"}
+    )
+    predicts_min_agreement: float = field(
+        default=0.3, metadata={"help": "share of firings followed by a promoted token to say 'predicts'"}
+    )
     class_min_share: float = field(default=0.8, metadata={"help": "share of peaks in a character class to name it"})
-    context_wide_share: float = field(default=0.3, metadata={"help": "mean share of its sequences' tokens a context-wide feature is active on"})
+    context_wide_share: float = field(
+        default=0.3, metadata={"help": "mean share of its sequences' tokens a context-wide feature is active on"}
+    )
     context_tokens: int = field(default=3, metadata={"help": "tokens named by a context rule"})
 
     def validate(self) -> None:
-        for name in ("coverage", "context_min_share", "predicts_min_agreement", "class_min_share", "context_wide_share"):
+        for name in (
+            "coverage",
+            "context_min_share",
+            "predicts_min_agreement",
+            "class_min_share",
+            "context_wide_share",
+        ):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"label option {name} must be in (0, 1], got {getattr(self, name)}.")
         for name in ("max_tokens", "predicts_tokens", "context_tokens", "min_lift"):
@@ -85,6 +100,7 @@ class LabelConfig:
 
 
 # ---- scores --------------------------------------------------------------------------------------
+
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float | None:
     """P(score of a random positive > score of a random negative) + P(tie) / 2, i.e. the Mann–Whitney
@@ -113,9 +129,14 @@ def pearson(x: np.ndarray, y: np.ndarray) -> float | None:
 # A context array ctx [n, L + 2] holds the token ids at offsets -L..+1 of each scored token (column L is
 # the token itself, L + 1 the next one); -1 where the window or sequence ends.
 
+
 def show_token(s: str) -> str:
     """A token string in a one-line label: backticks, newline and tab as \\n and \\t."""
-    return "`" + s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace("`", "\\`") + "`"
+    return (
+        "`"
+        + s.replace("\\", "\\\\").replace("\n", "\\n").replace("\t", "\\t").replace("\r", "\\r").replace("`", "\\`")
+        + "`"
+    )
 
 
 def _show_list(ids: list[int], vocab: list[str], limit: int = 6) -> str:
@@ -178,6 +199,7 @@ TOKEN_CLASSES = ("digits", "whitespace", "punctuation", "non-ASCII", "capitalise
 
 def token_classes(token_strings: list[str]) -> dict[str, np.ndarray]:
     """Class name -> bool [V]: which token strings fall in each character class."""
+
     def classify(s: str) -> dict[str, bool]:
         core = s.strip()
         return {
@@ -187,11 +209,13 @@ def token_classes(token_strings: list[str]) -> dict[str, np.ndarray]:
             "non-ASCII": any(ord(c) > 127 for c in s) or "\\x" in s,
             "capitalised": bool(core) and core[0].isupper(),
         }
+
     flags = [classify(s) for s in token_strings]
     return {name: np.array([f[name] for f in flags], dtype=bool) for name in TOKEN_CLASSES}
 
 
 # ---- the data a labeller reads -------------------------------------------------------------------
+
 
 def held_out_sequences(seq: np.ndarray) -> np.ndarray:
     """bool, same shape: which sequence indices are held out (hash of the index is odd; -1 never)."""
@@ -221,16 +245,35 @@ class LabelData:
         where = analysis.path or "the analysis"
         for name in ("random_seq", "random_tokens", "top_seq", "interval_seq", "token_mass_ids"):
             if name not in t:
-                raise ValueError(f"{where}: features.safetensors has no '{name}'; it was written by an older "
-                                 "`interp analyze`. Re-run `interp analyze` to label its features.")
+                raise ValueError(
+                    f"{where}: features.safetensors has no '{name}'; it was written by an older "
+                    "`interp analyze`. Re-run `interp analyze` to label its features."
+                )
         self.analysis, self.vocab = analysis, analysis.token_strings
         self.F = analysis.d_sae
         cfg = meta.get("config", {})
         self.L, self.R = int(cfg.get("window_left", 16)), int(cfg.get("window_right", 4))
-        self.np = {name: t[name].numpy() for name in (
-            "top_seq", "top_pos", "top_value", "top_tokens", "top_acts", "top_seq_share", "interval_seq", "interval_pos",
-            "interval_value", "interval_tokens", "interval_acts", "token_mass_ids", "token_mass", "token_mass_count",
-            "activation_sum", "fire_count")}
+        self.np = {
+            name: t[name].numpy()
+            for name in (
+                "top_seq",
+                "top_pos",
+                "top_value",
+                "top_tokens",
+                "top_acts",
+                "top_seq_share",
+                "interval_seq",
+                "interval_pos",
+                "interval_value",
+                "interval_tokens",
+                "interval_acts",
+                "token_mass_ids",
+                "token_mass",
+                "token_mass_count",
+                "activation_sum",
+                "fire_count",
+            )
+        }
         self.top_held = held_out_sequences(self.np["top_seq"])
         self.interval_held = held_out_sequences(self.np["interval_seq"])
         self.logit_top = t["logit_top_ids"].numpy() if "logit_top_ids" in t else None
@@ -239,7 +282,9 @@ class LabelData:
         self.token_counts = counts
         self.classes = token_classes(self.vocab)
         total = max(counts.sum(), 1.0)
-        self.class_rate = {name: float(counts[table[: len(counts)]].sum() / total) for name, table in self.classes.items()}
+        self.class_rate = {
+            name: float(counts[table[: len(counts)]].sum() / total) for name, table in self.classes.items()
+        }
         self.token_rate = counts / total
 
         tokens = t["random_tokens"].long().numpy()  # [n, T]
@@ -274,10 +319,14 @@ class LabelData:
         W = a["top_tokens"].shape[-1]
         tokens = np.concatenate([a["top_tokens"][i], a["interval_tokens"][i].reshape(-1, W)]).astype(np.int64)[keep]
         return Examples(
-            seq=seq[keep], pos=np.concatenate([a["top_pos"][i], a["interval_pos"][i].reshape(-1)])[keep],
+            seq=seq[keep],
+            pos=np.concatenate([a["top_pos"][i], a["interval_pos"][i].reshape(-1)])[keep],
             value=np.concatenate([a["top_value"][i], a["interval_value"][i].reshape(-1)]).astype(np.float64)[keep],
-            is_top=np.concatenate([np.ones(len(a["top_seq"][i]), bool), np.zeros(a["interval_seq"][i].size, bool)])[keep],
-            tokens=tokens, acts=np.concatenate([a["top_acts"][i], a["interval_acts"][i].reshape(-1, W)]).astype(np.float64)[keep],
+            is_top=np.concatenate([np.ones(len(a["top_seq"][i]), bool), np.zeros(a["interval_seq"][i].size, bool)])[
+                keep
+            ],
+            tokens=tokens,
+            acts=np.concatenate([a["top_acts"][i], a["interval_acts"][i].reshape(-1, W)]).astype(np.float64)[keep],
             held_out=np.concatenate([self.top_held[i], self.interval_held[i].reshape(-1)])[keep],
         )
 
@@ -293,12 +342,13 @@ def _contexts(tokens: np.ndarray, L: int) -> np.ndarray:
     """Sequences [n, T] -> contexts [n * T, L + 2]: ids at offsets -L..+1 of every position, -1 outside."""
     n, T = tokens.shape
     padded = np.full((n, L + T + 1), -1, dtype=np.int64)
-    padded[:, L:L + T] = tokens
-    columns = [padded[:, k:k + T] for k in range(L + 2)]
+    padded[:, L : L + T] = tokens
+    columns = [padded[:, k : k + T] for k in range(L + 2)]
     return np.stack(columns, axis=2).reshape(n * T, L + 2)
 
 
 # ---- labelling one feature ------------------------------------------------------------------------
+
 
 @dataclass
 class Label:
@@ -342,8 +392,14 @@ class Labeller:
         candidates = self._candidates(i, ex, ctx, ~ex.held_out, build_mass, build_total, facts)
         # scored tokens: example peaks and random tokens; positives fire, negatives are random tokens that do not
         fires = random_acts > 0
-        sets = {held: (ex.held_out == held, d.random_rows[held][fires[d.random_rows[held]]], d.random_rows[held][~fires[d.random_rows[held]]])
-                for held in (False, True)}
+        sets = {
+            held: (
+                ex.held_out == held,
+                d.random_rows[held][fires[d.random_rows[held]]],
+                d.random_rows[held][~fires[d.random_rows[held]]],
+            )
+            for held in (False, True)
+        }
 
         def split(rule: Rule, held: bool) -> tuple[np.ndarray, np.ndarray]:
             on_examples, on_random = rule.predict(ctx, L, d.classes), rule.predict(d.random_ctx, L, d.classes)
@@ -360,8 +416,20 @@ class Labeller:
         score = auroc(pos_pred, neg_pred)
         pos_act = np.concatenate([ex.value[examples], random_acts[firing]])
         correlation = pearson(np.concatenate([pos_pred, neg_pred]), np.concatenate([pos_act, np.zeros(len(neg_pred))]))
-        return Label(i, self._text(best, facts), score, correlation, build_score, best.to_dict(), facts, counts,
-                     [{"kind": r.kind, "text": r.text, "build_auroc": None if s is None else float(f"{s:.4g}")} for r, s in scored])
+        return Label(
+            i,
+            self._text(best, facts),
+            score,
+            correlation,
+            build_score,
+            best.to_dict(),
+            facts,
+            counts,
+            [
+                {"kind": r.kind, "text": r.text, "build_auroc": None if s is None else float(f"{s:.4g}")}
+                for r, s in scored
+            ],
+        )
 
     # ---- building -----------------------------------------------------------------------------
     def build_token_mass(self, i: int, ex: Examples, random_acts: np.ndarray) -> tuple[dict[int, float], float]:
@@ -387,8 +455,16 @@ class Labeller:
         total = max(float(d.np["activation_sum"][i]) - sum(held_mass.values()), 0.0)
         return build, total
 
-    def _candidates(self, i: int, ex: Examples, ctx: np.ndarray, build: np.ndarray, build_mass: dict[int, float],
-                    build_total: float, facts: dict[str, Any]) -> list[Rule]:
+    def _candidates(
+        self,
+        i: int,
+        ex: Examples,
+        ctx: np.ndarray,
+        build: np.ndarray,
+        build_mass: dict[int, float],
+        build_total: float,
+        facts: dict[str, Any],
+    ) -> list[Rule]:
         d, cfg, L, vocab = self.data, self.cfg, self.data.L, self.data.vocab
         rules: list[Rule] = []
         # tokens: the smallest set holding `coverage` of the build mass
@@ -423,7 +499,14 @@ class Labeller:
             after = _show_preceding(preceding, vocab)
             facts["preceded_by"] = [{"offset": -b, "token": int(t)} for b, t in sorted(preceding.items())]
             if token_rule is not None:
-                rules.append(Rule("ngram", f"{token_rule.text.removeprefix('fires on ')} {after}", tokens=token_rule.tokens, preceding=preceding))
+                rules.append(
+                    Rule(
+                        "ngram",
+                        f"{token_rule.text.removeprefix('fires on ')} {after}",
+                        tokens=token_rule.tokens,
+                        preceding=preceding,
+                    )
+                )
             rules.append(Rule("ngram", f"any token {after}", preceding=preceding))
         # character class of the peak tokens
         peaks = ctx[build, L]
@@ -432,7 +515,11 @@ class Labeller:
             shares = {name: float(table[peaks].mean()) for name, table in d.classes.items()}
             name = max(shares, key=shares.get)
             if shares[name] >= cfg.class_min_share and shares[name] >= cfg.min_lift * d.class_rate[name]:
-                facts["class"] = {"name": name, "share": round(shares[name], 4), "base_rate": round(d.class_rate[name], 4)}
+                facts["class"] = {
+                    "name": name,
+                    "share": round(shares[name], 4),
+                    "base_rate": round(d.class_rate[name], 4),
+                }
                 rules.append(Rule("class", f"{name} tokens", token_class=name))
         # what it predicts: actual next tokens against the most promoted ones
         if d.logit_top is not None:
@@ -495,19 +582,32 @@ def _show_preceding(preceding: dict[int, int], vocab: list[str]) -> str:
 
 # ---- a whole analysis ------------------------------------------------------------------------------
 
+
 def label_analysis(analysis: Analysis, cfg: LabelConfig | None = None, *, progress: bool = True) -> list[Label]:
     """Labels of every feature of `analysis` (its own features; neurons are labelled from analysis.neurons)."""
     labeller = Labeller(analysis, cfg)
-    return [labeller.label(i) for i in tqdm(range(analysis.d_sae), desc="label", unit="feature", disable=not progress,
-                                            dynamic_ncols=True, leave=False)]
+    return [
+        labeller.label(i)
+        for i in tqdm(
+            range(analysis.d_sae), desc="label", unit="feature", disable=not progress, dynamic_ncols=True, leave=False
+        )
+    ]
 
 
-def save_labels(labels: list[Label], folder: str | os.PathLike, cfg: LabelConfig, extra: dict[str, Any] | None = None) -> Path:
+def save_labels(
+    labels: list[Label], folder: str | os.PathLike, cfg: LabelConfig, extra: dict[str, Any] | None = None
+) -> Path:
     """Write `labels.json` into the analysis folder (atomically)."""
     path = Path(folder) / LABELS_FILE
-    record = {"format": LABELS_FORMAT, "format_version": LABELS_FORMAT_VERSION, "labeller": "rules",
-              "config": dataclasses.asdict(cfg), "split": "held out: sequences whose hash_keys(index) is odd",
-              **(extra or {}), "features": [label.to_dict() for label in labels]}
+    record = {
+        "format": LABELS_FORMAT,
+        "format_version": LABELS_FORMAT_VERSION,
+        "labeller": "rules",
+        "config": dataclasses.asdict(cfg),
+        "split": "held out: sequences whose hash_keys(index) is odd",
+        **(extra or {}),
+        "features": [label.to_dict() for label in labels],
+    }
     tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
     tmp.write_text(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
     os.replace(tmp, path)
@@ -522,22 +622,36 @@ def read_labels(folder: str | os.PathLike) -> dict[int, dict[str, Any]]:
     try:
         data = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON ({err}); re-run `interp label --analysis {Path(folder)}`.") from err
+        raise ValueError(
+            f"{path} is not readable JSON ({err}); re-run `interp label --analysis {Path(folder)}`."
+        ) from err
     features = data.get("features") if isinstance(data, dict) else None
-    if not isinstance(features, list) or not all(isinstance(f, dict) and isinstance(f.get("id"), int) for f in features):
-        raise ValueError(f"{path}: field 'features' must be a list of records with an integer 'id'; "
-                         f"re-run `interp label --analysis {Path(folder)}`.")
+    if not isinstance(features, list) or not all(
+        isinstance(f, dict) and isinstance(f.get("id"), int) for f in features
+    ):
+        raise ValueError(
+            f"{path}: field 'features' must be a list of records with an integer 'id'; "
+            f"re-run `interp label --analysis {Path(folder)}`."
+        )
     return {f["id"]: f for f in features}
 
 
-def run_labels(analysis_dir: str | os.PathLike, cfg: LabelConfig | None = None, *, neurons: bool = True,
-               llm: Any = None, progress: bool = True) -> dict[str, Path]:
+def run_labels(
+    analysis_dir: str | os.PathLike,
+    cfg: LabelConfig | None = None,
+    *,
+    neurons: bool = True,
+    llm: Any = None,
+    progress: bool = True,
+) -> dict[str, Path]:
     """Label an analysis folder's features (and its neurons, when it has them); write labels.json
     beside each. `llm` an `interp.llm_labels.LLMLabeller` to add explanations and their scores."""
     cfg = cfg or LabelConfig()
     analysis = Analysis.load(analysis_dir)
     written = {}
-    targets = [("features", analysis)] + ([("neurons", analysis.neurons)] if neurons and analysis.neurons is not None else [])
+    targets = [("features", analysis)] + (
+        [("neurons", analysis.neurons)] if neurons and analysis.neurons is not None else []
+    )
     for name, target in targets:
         labels = label_analysis(target, cfg, progress=progress)
         extra = llm.annotate(target, labels, progress=progress) if llm is not None else None
@@ -547,15 +661,19 @@ def run_labels(analysis_dir: str | os.PathLike, cfg: LabelConfig | None = None, 
 
 # ---- command line ------------------------------------------------------------------------------
 
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from sae.config import DataclassOptions
 
     from interp.llm_labels import add_llm_options, llm_from_args
 
-    parser = subparsers.add_parser("label", help="label every feature (and MLP neuron) of an analysis, scored on held-out examples",
-                                   description="Writes labels.json beside the analysis (and neurons/labels.json): "
-                                               "for each feature a rule built from the analysis and its held-out "
-                                               "detection AUROC and correlation.")
+    parser = subparsers.add_parser(
+        "label",
+        help="label every feature (and MLP neuron) of an analysis, scored on held-out examples",
+        description="Writes labels.json beside the analysis (and neurons/labels.json): "
+        "for each feature a rule built from the analysis and its held-out "
+        "detection AUROC and correlation.",
+    )
     parser.add_argument("--analysis", required=True, help="analysis folder written by `interp analyze`")
     parser.add_argument("--no-neurons", action="store_true", help=f"do not label the neurons in {NEURONS_DIR}/")
     options = DataclassOptions(parser.add_argument_group("labels"), LabelConfig)

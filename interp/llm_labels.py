@@ -71,16 +71,22 @@ class ChatClient:
                 reply = json.loads(response.read().decode())
         except urllib.error.HTTPError as err:
             detail = err.read().decode(errors="replace")[:300]
-            raise ValueError(f"the chat endpoint {url} answered HTTP {err.code}: {detail}; check --llm-base-url, "
-                             f"--llm-model and {ENV_API_KEY}.") from err
+            raise ValueError(
+                f"the chat endpoint {url} answered HTTP {err.code}: {detail}; check --llm-base-url, "
+                f"--llm-model and {ENV_API_KEY}."
+            ) from err
         except (urllib.error.URLError, TimeoutError) as err:
-            raise ValueError(f"cannot reach the chat endpoint {url} ({err}); check --llm-base-url / {ENV_BASE_URL}.") from err
+            raise ValueError(
+                f"cannot reach the chat endpoint {url} ({err}); check --llm-base-url / {ENV_BASE_URL}."
+            ) from err
         except json.JSONDecodeError as err:
             raise ValueError(f"the chat endpoint {url} did not answer with JSON ({err}).") from err
         try:
             content = reply["choices"][0]["message"]["content"]
         except (KeyError, IndexError, TypeError) as err:
-            raise ValueError(f"the chat endpoint {url} answered without choices[0].message.content: {str(reply)[:300]}") from err
+            raise ValueError(
+                f"the chat endpoint {url} answered without choices[0].message.content: {str(reply)[:300]}"
+            ) from err
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_name(cached.name + f".tmp-{os.getpid()}")
         tmp.write_text(json.dumps({"request": body, "content": content}, ensure_ascii=False))
@@ -90,8 +96,10 @@ class ChatClient:
 
 def marked_text(ctx_row: np.ndarray, L: int, vocab: list[str]) -> str:
     """A context [L + 2] as text with the token at column L marked «like this»."""
+
     def text(t: int) -> str:
         return vocab[t] if 0 <= t < len(vocab) else ""
+
     before = "".join(text(int(t)) for t in ctx_row[:L])
     return before + "«" + text(int(ctx_row[L])) + "»" + text(int(ctx_row[L + 1]))
 
@@ -134,10 +142,16 @@ class LLMLabeller:
         ex = data.examples(i)
         ctx = data.example_contexts(ex.tokens)
         build_top = np.nonzero(ex.is_top & ~ex.held_out)[0][: self.cfg.examples]
-        lines = [f"{k + 1}. (activation {ex.value[j]:.3g}) {marked_text(ctx[j], data.L, data.vocab)}" for k, j in enumerate(build_top)]
-        prompt = ("These text snippets are where one feature of a neural network is most active; the token it is "
-                  "active on is marked «like this».\n\n" + "\n".join(lines) +
-                  "\n\nExplain in one short phrase (at most 12 words) what the feature detects. Reply with the phrase only.")
+        lines = [
+            f"{k + 1}. (activation {ex.value[j]:.3g}) {marked_text(ctx[j], data.L, data.vocab)}"
+            for k, j in enumerate(build_top)
+        ]
+        prompt = (
+            "These text snippets are where one feature of a neural network is most active; the token it is "
+            "active on is marked «like this».\n\n"
+            + "\n".join(lines)
+            + "\n\nExplain in one short phrase (at most 12 words) what the feature detects. Reply with the phrase only."
+        )
         reply = self.client.complete([{"role": "user", "content": prompt}])
         return reply.strip().splitlines()[0].strip() if reply.strip() else ""
 
@@ -147,7 +161,11 @@ class LLMLabeller:
         rows = data.random_rows[True]
         quiet = rows[data.random_activations(i)[rows] == 0]
         rng = np.random.default_rng(i)
-        negatives = data.random_ctx[rng.choice(quiet, size=min(len(quiet), len(positives)), replace=False)] if len(quiet) else positives[:0]
+        negatives = (
+            data.random_ctx[rng.choice(quiet, size=min(len(quiet), len(positives)), replace=False)]
+            if len(quiet)
+            else positives[:0]
+        )
         if not len(positives) or not len(negatives):
             return None, 0
         items = np.concatenate([positives, negatives])
@@ -155,20 +173,33 @@ class LLMLabeller:
         order = rng.permutation(len(items))
         items, truth = items[order], truth[order]
         lines = [f"{k + 1}. {marked_text(row, data.L, data.vocab)}" for k, row in enumerate(items)]
-        prompt = (f"A feature of a neural network is described as: {explanation}\n\nFor each snippet below, give the "
-                  "probability that the feature is active on the token marked «like this».\n\n" + "\n".join(lines) +
-                  f"\n\nReply with a JSON list of {len(items)} numbers between 0 and 1, in order, and nothing else.")
-        probabilities = np.array(parse_probabilities(self.client.complete([{"role": "user", "content": prompt}]), len(items)))
+        prompt = (
+            f"A feature of a neural network is described as: {explanation}\n\nFor each snippet below, give the "
+            "probability that the feature is active on the token marked «like this».\n\n"
+            + "\n".join(lines)
+            + f"\n\nReply with a JSON list of {len(items)} numbers between 0 and 1, in order, and nothing else."
+        )
+        probabilities = np.array(
+            parse_probabilities(self.client.complete([{"role": "user", "content": prompt}]), len(items))
+        )
         return auroc(probabilities[truth], probabilities[~truth]), len(items)
 
 
 def add_llm_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("language-model explanations (optional, off by default)")
-    group.add_argument("--llm", action="store_true", help="also explain and score features with a chat-completions endpoint")
-    group.add_argument("--llm-base-url", default=None, help=f"endpoint base URL, e.g. http://localhost:8000/v1 (default ${ENV_BASE_URL})")
+    group.add_argument(
+        "--llm", action="store_true", help="also explain and score features with a chat-completions endpoint"
+    )
+    group.add_argument(
+        "--llm-base-url",
+        default=None,
+        help=f"endpoint base URL, e.g. http://localhost:8000/v1 (default ${ENV_BASE_URL})",
+    )
     group.add_argument("--llm-model", default=None, help=f"model name (default ${ENV_MODEL})")
     group.add_argument("--llm-cache", default=None, help=f"response cache folder (default <analysis>/{CACHE_DIR})")
-    group.add_argument("--llm-features", type=int, default=50, help="features to explain, most often firing first (default 50)")
+    group.add_argument(
+        "--llm-features", type=int, default=50, help="features to explain, most often firing first (default 50)"
+    )
 
 
 def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
@@ -177,9 +208,18 @@ def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
         return None
     base_url, model = args.llm_base_url or os.environ.get(ENV_BASE_URL), args.llm_model or os.environ.get(ENV_MODEL)
     if not base_url or not model:
-        raise ValueError(f"--llm needs an endpoint and a model: pass --llm-base-url and --llm-model or set {ENV_BASE_URL} "
-                         f"and {ENV_MODEL}.")
+        raise ValueError(
+            f"--llm needs an endpoint and a model: pass --llm-base-url and --llm-model or set {ENV_BASE_URL} "
+            f"and {ENV_MODEL}."
+        )
     if args.llm_features <= 0:
         raise ValueError(f"--llm-features must be positive, got {args.llm_features}.")
-    return LLMLabeller(LLMConfig(base_url=base_url, model=model, api_key=os.environ.get(ENV_API_KEY),
-                                 cache_dir=Path(args.llm_cache) if args.llm_cache else None, features=args.llm_features))
+    return LLMLabeller(
+        LLMConfig(
+            base_url=base_url,
+            model=model,
+            api_key=os.environ.get(ENV_API_KEY),
+            cache_dir=Path(args.llm_cache) if args.llm_cache else None,
+            features=args.llm_features,
+        )
+    )

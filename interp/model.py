@@ -62,13 +62,21 @@ class ModelConfig:
     def tl_config(self) -> dict[str, Any]:
         """The TransformerBridgeConfig fields of this model, for `TransformerBridge.boot_native`."""
         return dict(
-            n_layers=self.n_layers, d_model=self.d_model, n_heads=self.n_heads, d_head=self.d_model // self.n_heads,
-            d_mlp=self.d_mlp, n_ctx=self.context_length, d_vocab=self.d_vocab, act_fn=self.act_fn,
-            normalization_type=self.normalization_type, positional_embedding_type="standard", seed=self.seed,
+            n_layers=self.n_layers,
+            d_model=self.d_model,
+            n_heads=self.n_heads,
+            d_head=self.d_model // self.n_heads,
+            d_mlp=self.d_mlp,
+            n_ctx=self.context_length,
+            d_vocab=self.d_vocab,
+            act_fn=self.act_fn,
+            normalization_type=self.normalization_type,
+            positional_embedding_type="standard",
+            seed=self.seed,
         )
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> "ModelConfig":
+    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> ModelConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -80,7 +88,7 @@ class ModelConfig:
 class LoadedModel:
     """A model ready for hooks: `bridge(tokens)` gives logits [batch, pos, d_vocab]."""
 
-    bridge: "TransformerBridge"
+    bridge: TransformerBridge
     tokenizer: Tokenizer
     name: str
     context_length: int
@@ -104,19 +112,21 @@ def build_native_model(cfg: ModelConfig) -> nn.Module:
     return model
 
 
-def native_to_bridge(model: nn.Module, cfg: ModelConfig, name: str = "native") -> "TransformerBridge":
+def native_to_bridge(model: nn.Module, cfg: ModelConfig, name: str = "native") -> TransformerBridge:
     """Wrap a NativeModel in a TransformerBridge. The bridge takes the module over in place (its
     submodules become bridge components sharing the same parameters): save before wrapping."""
     from transformer_lens.config import TransformerBridgeConfig
     from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
-    bridge = build_bridge_from_module(model, NATIVE_ARCHITECTURE, tl_config=TransformerBridgeConfig.from_dict(cfg.tl_config()),
-                                      model_name=name)
+    bridge = build_bridge_from_module(
+        model, NATIVE_ARCHITECTURE, tl_config=TransformerBridgeConfig.from_dict(cfg.tl_config()), model_name=name
+    )
     return bridge.eval()
 
 
-def save_model(model: nn.Module, cfg: ModelConfig, tokenizer: Tokenizer, folder: str | Path, *,
-               training: dict | None = None) -> Path:
+def save_model(
+    model: nn.Module, cfg: ModelConfig, tokenizer: Tokenizer, folder: str | Path, *, training: dict | None = None
+) -> Path:
     """Write config.json, model.safetensors and tokenizer.json of an unwrapped NativeModel."""
     from safetensors.torch import save_file
 
@@ -126,8 +136,12 @@ def save_model(model: nn.Module, cfg: ModelConfig, tokenizer: Tokenizer, folder:
     _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
     tokenizer.save(folder)
     config = {
-        "format": MODEL_FORMAT, "format_version": MODEL_FORMAT_VERSION, "architecture": NATIVE_ARCHITECTURE,
-        "model": dataclasses.asdict(cfg), "tokenizer_file": TOKENIZER_FILE, "bos_id": tokenizer.bos_id,
+        "format": MODEL_FORMAT,
+        "format_version": MODEL_FORMAT_VERSION,
+        "architecture": NATIVE_ARCHITECTURE,
+        "model": dataclasses.asdict(cfg),
+        "tokenizer_file": TOKENIZER_FILE,
+        "bos_id": tokenizer.bos_id,
         "training": training or {},
     }
     _atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
@@ -141,14 +155,18 @@ def load_model(spec: str | Path, device: str | torch.device | None = None) -> Lo
     if path.is_dir():
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
-            raise FileNotFoundError(f"model folder {path} has no {CONFIG_FILE}; it is neither a model saved by "
-                                    "`interp model train` nor a Hugging Face checkpoint folder.")
+            raise FileNotFoundError(
+                f"model folder {path} has no {CONFIG_FILE}; it is neither a model saved by "
+                "`interp model train` nor a Hugging Face checkpoint folder."
+            )
         config = _read_json(config_path)
         if config.get("format") == MODEL_FORMAT:
             return _load_native(path, config, device)
         return _load_hugging_face(str(path), device)
     if path.exists() or str(spec).startswith((".", "/", "~")) or str(spec).count("/") > 1:
-        raise FileNotFoundError(f"model {str(spec)!r} is not a folder; pass a model folder or a Hugging Face model name.")
+        raise FileNotFoundError(
+            f"model {str(spec)!r} is not a folder; pass a model folder or a Hugging Face model name."
+        )
     return _load_hugging_face(str(spec), device)
 
 
@@ -156,13 +174,17 @@ def _load_native(folder: Path, config: dict, device: str | torch.device | None) 
     from safetensors.torch import load_file
 
     if config.get("format_version") != MODEL_FORMAT_VERSION:
-        raise ValueError(f"{folder / CONFIG_FILE}: format_version {config.get('format_version')!r} is not "
-                         f"{MODEL_FORMAT_VERSION}; this toolkit cannot read it.")
+        raise ValueError(
+            f"{folder / CONFIG_FILE}: format_version {config.get('format_version')!r} is not "
+            f"{MODEL_FORMAT_VERSION}; this toolkit cannot read it."
+        )
     cfg = ModelConfig.from_dict(config.get("model", {}), source=str(folder / CONFIG_FILE))
     tokenizer_file = config.get("tokenizer_file", TOKENIZER_FILE)
     for name in (WEIGHTS_FILE, tokenizer_file):
         if not (folder / name).is_file():
-            raise FileNotFoundError(f"model folder {folder} is missing {name}; re-save the model or copy the file back.")
+            raise FileNotFoundError(
+                f"model folder {folder} is missing {name}; re-save the model or copy the file back."
+            )
     tokenizer = Tokenizer.load(folder / tokenizer_file)
     model = build_native_model(cfg)
     state = load_file(str(folder / WEIGHTS_FILE))
@@ -186,14 +208,19 @@ def _load_hugging_face(name_or_folder: str, device: str | torch.device | None) -
         bridge = TransformerBridge.boot_transformers(name_or_folder, device=device)
     except (OSError, ValueError) as err:
         where = "folder" if Path(name_or_folder).is_dir() else "model name"
-        raise ValueError(f"cannot load Hugging Face {where} {name_or_folder!r}: {err} "
-                         "(a model name needs network access; offline, pass a local checkpoint folder).") from err
-    return LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name=name_or_folder, context_length=int(bridge.cfg.n_ctx))
+        raise ValueError(
+            f"cannot load Hugging Face {where} {name_or_folder!r}: {err} "
+            "(a model name needs network access; offline, pass a local checkpoint folder)."
+        ) from err
+    return LoadedModel(
+        bridge=bridge.eval(), tokenizer=tokenizer, name=name_or_folder, context_length=int(bridge.cfg.n_ctx)
+    )
 
 
 @torch.no_grad()
-def generate(model: nn.Module, tokens: Tensor, new_tokens: int, *, context_length: int,
-             temperature: float = 0.0, seed: int = 0) -> Tensor:
+def generate(
+    model: nn.Module, tokens: Tensor, new_tokens: int, *, context_length: int, temperature: float = 0.0, seed: int = 0
+) -> Tensor:
     """Extend `tokens` [pos] by `new_tokens` ids: greedy when temperature is 0, else sampled from
     softmax(logits / temperature) with a generator seeded by `seed`. `model(ids [1, pos])` must
     return logits [1, pos, d_vocab] (a bridge or a NativeModel). Returns [pos + new_tokens]."""
@@ -212,19 +239,29 @@ def generate(model: nn.Module, tokens: Tensor, new_tokens: int, *, context_lengt
     return out
 
 
-def sample_text(model: nn.Module, tokenizer: Tokenizer, prompt: str, new_tokens: int, *, context_length: int,
-                temperature: float = 0.0, seed: int = 0) -> str:
+def sample_text(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompt: str,
+    new_tokens: int,
+    *,
+    context_length: int,
+    temperature: float = 0.0,
+    seed: int = 0,
+) -> str:
     """The prompt's continuation (without the prompt) from BOS + prompt."""
     prompt_ids = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])
     ids = generate(model, prompt_ids, new_tokens, context_length=context_length, temperature=temperature, seed=seed)
-    return tokenizer.decode(ids[len(prompt_ids):].tolist())
+    return tokenizer.decode(ids[len(prompt_ids) :].tolist())
 
 
 def hook_shapes(loaded: LoadedModel) -> dict[str, tuple[int, ...] | None]:
     """Every hook name with the shape of its activation for one [1, context_length] input;
     None for hooks that do not fire on a plain forward pass (they need a bridge option such as
     use_attn_result or use_split_qkv_input)."""
-    tokens = torch.randint(0, loaded.tokenizer.vocab_size, (1, loaded.context_length), generator=torch.Generator().manual_seed(0))
+    tokens = torch.randint(
+        0, loaded.tokenizer.vocab_size, (1, loaded.context_length), generator=torch.Generator().manual_seed(0)
+    )
     tokens[0, 0] = loaded.bos_id
     device = next(loaded.bridge.parameters()).device
     with torch.no_grad():
@@ -249,6 +286,7 @@ def _atomic(path: Path, write) -> None:
 
 
 # ---- command line -------------------------------------------------------------------------
+
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     from interp.model_training import add_train_arguments, run_train
@@ -277,8 +315,15 @@ def register_cli(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_sample(args: argparse.Namespace) -> int:
     loaded = load_model(args.model, device=args.device)
-    text = sample_text(loaded.bridge, loaded.tokenizer, args.prompt, args.tokens, context_length=loaded.context_length,
-                       temperature=args.temperature, seed=args.seed)
+    text = sample_text(
+        loaded.bridge,
+        loaded.tokenizer,
+        args.prompt,
+        args.tokens,
+        context_length=loaded.context_length,
+        temperature=args.temperature,
+        seed=args.seed,
+    )
     print(args.prompt + text)
     return 0
 

@@ -36,9 +36,14 @@ PROMPT_CHARS = 80
 class TrainConfig:
     """How to train; every field is a `interp model train` option of the same name."""
 
-    corpus: str = field(default="stdlib", metadata={"help": "corpus spec: stdlib, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]"})
+    corpus: str = field(
+        default="stdlib", metadata={"help": "corpus spec: stdlib, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]"}
+    )
     tokens: int | None = field(default=None, metadata={"help": "training budget in tokens"})
-    minutes: float | None = field(default=None, metadata={"help": "training budget in minutes of training steps (default 5 when --tokens is not given)"})
+    minutes: float | None = field(
+        default=None,
+        metadata={"help": "training budget in minutes of training steps (default 5 when --tokens is not given)"},
+    )
     seed: int = field(default=0, metadata={"help": "seed of weights, data order and samples"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
     lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
@@ -48,20 +53,29 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
     vocab_size: int = field(default=DEFAULT_VOCAB_SIZE, metadata={"help": "BPE vocabulary size"})
     tokenizer: str | None = field(default=None, metadata={"help": "reuse this tokenizer.json instead of training one"})
-    tokenizer_chars: int = field(default=50_000_000, metadata={"help": "characters of training text the tokenizer learns from"})
+    tokenizer_chars: int = field(
+        default=50_000_000, metadata={"help": "characters of training text the tokenizer learns from"}
+    )
     eval_tokens: int = field(default=32_768, metadata={"help": "held-out tokens per evaluation"})
-    heldout_points: int = field(default=8, metadata={"help": "held-out evaluations spread over training (plus start and end)"})
-    prompt: str | None = field(default=None, metadata={"help": "fixed prompt of the training record (default: see default_prompt)"})
+    heldout_points: int = field(
+        default=8, metadata={"help": "held-out evaluations spread over training (plus start and end)"}
+    )
+    prompt: str | None = field(
+        default=None, metadata={"help": "fixed prompt of the training record (default: see default_prompt)"}
+    )
     sample_tokens: int = field(default=48, metadata={"help": "tokens sampled from the prompt at each record point"})
     sample_temperature: float = field(default=0.8, metadata={"help": "temperature of the record's non-greedy samples"})
-    story_points: tuple[float, ...] = field(default=(0.02, 0.1, 0.3), metadata={"help": "progress fractions at which to sample text (besides start and end)"})
+    story_points: tuple[float, ...] = field(
+        default=(0.02, 0.1, 0.3),
+        metadata={"help": "progress fractions at which to sample text (besides start and end)"},
+    )
     device: str = field(default="cpu", metadata={"help": "torch device"})
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
     def validate(self) -> None:
         if self.tokens is not None and self.minutes is not None:
             raise ValueError("give either tokens or minutes as the training budget, not both.")
-        if self.tokens is not None and self.tokens <= 0 or self.minutes is not None and self.minutes <= 0:
+        if (self.tokens is not None and self.tokens <= 0) or (self.minutes is not None and self.minutes <= 0):
             raise ValueError(f"the training budget must be positive, got tokens={self.tokens}, minutes={self.minutes}.")
         if self.batch_size <= 0 or self.lr <= 0:
             raise ValueError(f"batch_size and lr must be positive, got {self.batch_size} and {self.lr}.")
@@ -73,7 +87,9 @@ class TrainConfig:
         return self.tokens, None if self.minutes is None else self.minutes * 60
 
 
-def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, show_progress: bool = True) -> LoadedModel:
+def train_model(
+    cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, show_progress: bool = True
+) -> LoadedModel:
     """Train the tokenizer (unless given) and the model; save model, tokenizer and training record
     into `out`; return the trained model as a LoadedModel."""
     cfg.validate()
@@ -81,8 +97,13 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train_corpus, heldout_corpus = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "heldout")
-    tokenizer = Tokenizer.load(cfg.tokenizer) if cfg.tokenizer else train_tokenizer(
-        _first_chars(train_corpus, cfg.tokenizer_chars), cfg.vocab_size, show_progress=show_progress)
+    tokenizer = (
+        Tokenizer.load(cfg.tokenizer)
+        if cfg.tokenizer
+        else train_tokenizer(
+            _first_chars(train_corpus, cfg.tokenizer_chars), cfg.vocab_size, show_progress=show_progress
+        )
+    )
     model_cfg = dataclasses.replace(model_cfg, d_vocab=tokenizer.vocab_size, seed=cfg.seed)
     ctx = model_cfg.context_length
     model = build_native_model(model_cfg).to(cfg.device)
@@ -91,10 +112,16 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
     prompt_tokens = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])[:ctx]
     strings = tokenizer.token_strings()
     record = TrainingRecord(
-        prompt=prompt, prompt_token_strings=[strings[i] for i in prompt_tokens.tolist()],
-        sample_temperature=cfg.sample_temperature, sample_seed=cfg.seed,
-        config={"model": dataclasses.asdict(model_cfg), "train": dataclasses.asdict(cfg),
-                "corpus": train_corpus.describe(), "heldout_corpus": heldout_corpus.describe()},
+        prompt=prompt,
+        prompt_token_strings=[strings[i] for i in prompt_tokens.tolist()],
+        sample_temperature=cfg.sample_temperature,
+        sample_seed=cfg.seed,
+        config={
+            "model": dataclasses.asdict(model_cfg),
+            "train": dataclasses.asdict(cfg),
+            "corpus": train_corpus.describe(),
+            "heldout_corpus": heldout_corpus.describe(),
+        },
         tensors={"prompt_tokens": prompt_tokens, "mlp_post.init": _mlp_post(model, model_cfg, prompt_tokens)},
     )
 
@@ -112,8 +139,13 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
         return loss
 
     checkpoint(0, 0, 0.0, with_sample=True)
-    bar = tqdm(total=budget_tokens or int(budget_seconds), unit="tok" if budget_tokens else "s",
-               unit_scale=bool(budget_tokens), disable=not show_progress, desc="training")
+    bar = tqdm(
+        total=budget_tokens or int(budget_seconds),
+        unit="tok" if budget_tokens else "s",
+        unit_scale=bool(budget_tokens),
+        disable=not show_progress,
+        desc="training",
+    )
     step, seen, train_seconds, progress = 0, 0, 0.0, 0.0
     model.train()
     while progress < 1.0:
@@ -147,14 +179,22 @@ def train_model(cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, sh
     final_heldout = checkpoint(step, seen, 1.0, with_sample=True)
     record.tensors["mlp_post.final"] = _mlp_post(model, model_cfg, prompt_tokens)
     record.summary = {
-        "steps": step, "tokens": seen, "train_seconds": train_seconds, "tokens_per_second": seen / train_seconds,
+        "steps": step,
+        "tokens": seen,
+        "train_seconds": train_seconds,
+        "tokens_per_second": seen / train_seconds,
         "final_train_loss": sum(record.train_curve["loss"][-20:]) / len(record.train_curve["loss"][-20:]),
-        "heldout_loss": final_heldout, "heldout_tokens": heldout.numel(),
+        "heldout_loss": final_heldout,
+        "heldout_tokens": heldout.numel(),
     }
     save_model(model, model_cfg, tokenizer, out, training={**record.summary, "corpus": cfg.corpus, "seed": cfg.seed})
     record.save(out)
-    return LoadedModel(bridge=native_to_bridge(model, model_cfg, name=Path(out).name), tokenizer=tokenizer,
-                       name=Path(out).name, context_length=ctx)
+    return LoadedModel(
+        bridge=native_to_bridge(model, model_cfg, name=Path(out).name),
+        tokenizer=tokenizer,
+        name=Path(out).name,
+        context_length=ctx,
+    )
 
 
 def default_prompt(spec: str, heldout: Corpus) -> str:
@@ -163,7 +203,7 @@ def default_prompt(spec: str, heldout: Corpus) -> str:
     if spec == "stdlib":
         return STDLIB_PROMPT
     opening = next(iter(heldout))[:PROMPT_CHARS]
-    return opening[:opening.rfind("\n") + 1] or opening
+    return opening[: opening.rfind("\n") + 1] or opening
 
 
 def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:
@@ -177,7 +217,7 @@ def evaluate(model: nn.Module, windows: Tensor, batch_size: int = 32) -> float:
     device = next(model.parameters()).device
     total = 0.0
     for i in range(0, len(windows), batch_size):
-        batch = windows[i:i + batch_size].to(device)
+        batch = windows[i : i + batch_size].to(device)
         total += next_token_loss(model(batch), batch).item() * len(batch)
     return total / len(windows)
 
@@ -186,8 +226,11 @@ def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (incl. embeddings), none on biases and norm gains."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
-    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-                             lr=cfg.lr, betas=(0.9, 0.95))
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=cfg.lr,
+        betas=(0.9, 0.95),
+    )
 
 
 def _crossed(marks: list[float], before: float, now: float) -> bool:
@@ -212,8 +255,9 @@ def _first_windows(corpus: Corpus, tokenizer: Tokenizer, ctx: int, n: int) -> Te
         if len(windows) == n:
             break
     if not windows:
-        raise ValueError(f"held-out split of corpus {corpus.spec!r} is shorter than one window of {ctx} tokens; "
-                         "use a larger corpus.")
+        raise ValueError(
+            f"held-out split of corpus {corpus.spec!r} is shorter than one window of {ctx} tokens; use a larger corpus."
+        )
     return torch.stack(windows)
 
 
@@ -231,18 +275,38 @@ def _mlp_post(model: nn.Module, cfg: ModelConfig, tokens: Tensor) -> Tensor:
     return mlp_activations(native_to_bridge(copy.deepcopy(model), cfg), tokens)
 
 
-def _sample(model: nn.Module, tokenizer: Tokenizer, prompt: str, cfg: TrainConfig, ctx: int,
-            step: int, seen: int, progress: float) -> Sample:
+def _sample(
+    model: nn.Module,
+    tokenizer: Tokenizer,
+    prompt: str,
+    cfg: TrainConfig,
+    ctx: int,
+    step: int,
+    seen: int,
+    progress: float,
+) -> Sample:
     greedy = sample_text(model, tokenizer, prompt, cfg.sample_tokens, context_length=ctx)
-    sampled = sample_text(model, tokenizer, prompt, cfg.sample_tokens, context_length=ctx,
-                          temperature=cfg.sample_temperature, seed=cfg.seed)
+    sampled = sample_text(
+        model,
+        tokenizer,
+        prompt,
+        cfg.sample_tokens,
+        context_length=ctx,
+        temperature=cfg.sample_temperature,
+        seed=cfg.seed,
+    )
     return Sample(step=step, tokens=seen, progress=progress, greedy=greedy, sampled=sampled)
 
 
 # ---- command line (the `interp model train` options are TrainConfig's and ModelConfig's fields) ----
 
-MODEL_OPTIONS = {"n_layers": "transformer blocks", "d_model": "residual width", "n_heads": "attention heads",
-                 "d_mlp": "MLP neurons per block", "context_length": "tokens per training window"}
+MODEL_OPTIONS = {
+    "n_layers": "transformer blocks",
+    "d_model": "residual width",
+    "n_heads": "attention heads",
+    "d_mlp": "MLP neurons per block",
+    "context_length": "tokens per training window",
+}
 
 
 def add_train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -252,14 +316,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> None:
     for f in dataclasses.fields(TrainConfig):
         target = budget if f.name in ("tokens", "minutes") else parser
         flag = "--" + f.name.replace("_", "-")
-        kind = {"tokens": int, "minutes": float, "tokenizer": str, "prompt": str, "threads": int}.get(f.name, type(f.default))
+        kind = {"tokens": int, "minutes": float, "tokenizer": str, "prompt": str, "threads": int}.get(
+            f.name, type(f.default)
+        )
         if f.name == "story_points":
             target.add_argument(flag, type=float, nargs="+", default=list(f.default), help=f.metadata["help"])
         else:
             target.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
     for name, help_text in MODEL_OPTIONS.items():
         default = getattr(defaults_model, name)
-        parser.add_argument("--" + name.replace("_", "-"), type=int, default=default, help=f"{help_text} (default {default})")
+        parser.add_argument(
+            "--" + name.replace("_", "-"), type=int, default=default, help=f"{help_text} (default {default})"
+        )
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -268,7 +336,9 @@ def run_train(args: argparse.Namespace) -> int:
     model_cfg = ModelConfig(**{name: getattr(args, name) for name in MODEL_OPTIONS})
     train_model(cfg, model_cfg, args.out)
     summary = TrainingRecord.load(args.out).summary
-    print(f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s "
-          f"({summary['tokens_per_second']:,.0f} tokens/s), train loss {summary['final_train_loss']:.3f}, "
-          f"held-out loss {summary['heldout_loss']:.3f} nats/token")
+    print(
+        f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s "
+        f"({summary['tokens_per_second']:,.0f} tokens/s), train loss {summary['final_train_loss']:.3f}, "
+        f"held-out loss {summary['heldout_loss']:.3f} nats/token"
+    )
     return 0

@@ -43,7 +43,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-
 from interp.analysis import Analysis, AnalysisConfig, histogram_edges
 
 DEFAULT_CREATOR = "monosemantic"
@@ -86,8 +85,13 @@ def _example(tokens: list[int], acts: list[float], vocab: list[str]) -> dict[str
         return None
     values = [a for _, a in kept]
     peak = max(range(len(values)), key=values.__getitem__)
-    return {"tokens": [t for t, _ in kept], "values": values, "maxValue": values[peak], "maxValueTokenIndex": peak,
-            "minValue": min(values)}
+    return {
+        "tokens": [t for t, _ in kept],
+        "values": values,
+        "maxValue": values[peak],
+        "maxValueTokenIndex": peak,
+        "minValue": min(values),
+    }
 
 
 def feature_record(analysis: Analysis, i: int, ids: dict[str, str], cfg: AnalysisConfig) -> dict[str, Any]:
@@ -95,9 +99,14 @@ def feature_record(analysis: Analysis, i: int, ids: dict[str, str], cfg: Analysi
     f = analysis.feature(i)
     vocab = analysis.token_strings
     record: dict[str, Any] = {
-        "modelId": ids["model"], "layer": ids["source"], "index": str(i), "sourceSetName": ids["set"],
-        "creatorId": ids["creator"], "hookName": analysis.meta["hook_name"],
-        "maxActApprox": _finite(f["max_activation"]), "frac_nonzero": _finite(f["density"]),
+        "modelId": ids["model"],
+        "layer": ids["source"],
+        "index": str(i),
+        "sourceSetName": ids["set"],
+        "creatorId": ids["creator"],
+        "hookName": analysis.meta["hook_name"],
+        "maxActApprox": _finite(f["max_activation"]),
+        "frac_nonzero": _finite(f["density"]),
         "freq_hist_data_bar_heights": [float(c) for c in f["histogram"]],
         "freq_hist_data_bar_values": histogram_centres(cfg),
     }
@@ -132,17 +141,35 @@ def activation_records(analysis: Analysis, i: int, ids: dict[str, str]) -> Itera
         for s, ex in enumerate(interval["examples"]):
             body = _example(ex["tokens"], ex["acts"], analysis.token_strings)
             if body is not None:
-                yield {"id": f"{prefix}:bin{b}:{s}", **base, **body, "dataIndex": str(ex["sequence"]),
-                       "binMin": interval["low"], "binMax": interval["high"], "binContains": interval["share"]}
+                yield {
+                    "id": f"{prefix}:bin{b}:{s}",
+                    **base,
+                    **body,
+                    "dataIndex": str(ex["sequence"]),
+                    "binMin": interval["low"],
+                    "binMax": interval["high"],
+                    "binContains": interval["share"],
+                }
 
 
 def explanation_record(label: dict[str, Any], i: int, ids: dict[str, str]) -> dict[str, Any]:
     """The Explanation record of feature i's label (a labels.json entry)."""
     score, corr = label.get("score"), label.get("correlation")
-    notes = "monosemantic label; held-out detection AUROC " + ("n/a" if score is None else f"{score:.3f}") + \
-            ", correlation " + ("n/a" if corr is None else f"{corr:.3f}")
-    return {"id": f"{ids['model']}@{ids['source']}:{i}:label", "modelId": ids["model"], "layer": ids["source"],
-            "index": str(i), "description": label["label"], "authorId": ids["creator"], "notes": notes}
+    notes = (
+        "monosemantic label; held-out detection AUROC "
+        + ("n/a" if score is None else f"{score:.3f}")
+        + ", correlation "
+        + ("n/a" if corr is None else f"{corr:.3f}")
+    )
+    return {
+        "id": f"{ids['model']}@{ids['source']}:{i}:label",
+        "modelId": ids["model"],
+        "layer": ids["source"],
+        "index": str(i),
+        "description": label["label"],
+        "authorId": ids["creator"],
+        "notes": notes,
+    }
 
 
 def _write_jsonl_gz(path: Path, records: Iterable[dict[str, Any]]) -> int:
@@ -163,9 +190,15 @@ def _write_jsonl(path: Path, record: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
-def export_neuronpedia(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, model_id: str | None = None,
-                       source_set: str | None = None, creator_id: str = DEFAULT_CREATOR,
-                       features_per_batch: int = FEATURES_PER_BATCH) -> Path:
+def export_neuronpedia(
+    analysis_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    model_id: str | None = None,
+    source_set: str | None = None,
+    creator_id: str = DEFAULT_CREATOR,
+    features_per_batch: int = FEATURES_PER_BATCH,
+) -> Path:
     """Write the export of the analysis in `analysis_dir` (with its labels.json, if any) under `out`;
     returns OUT/<model_id>/<source_id>."""
     from interp.labels import read_labels
@@ -179,27 +212,54 @@ def export_neuronpedia(analysis_dir: str | os.PathLike, out: str | os.PathLike, 
     cfg = AnalysisConfig(**meta["config"])
     sae = meta["sae"]
     layer = hook_layer(meta["hook_name"])
-    ids = {"model": neuronpedia_id(model_id or meta["model"]["name"]),
-           "set": neuronpedia_id(source_set or f"mono-{sae['architecture']}-{sae['d_sae']}"),
-           "creator": creator_id}
+    ids = {
+        "model": neuronpedia_id(model_id or meta["model"]["name"]),
+        "set": neuronpedia_id(source_set or f"mono-{sae['architecture']}-{sae['d_sae']}"),
+        "creator": creator_id,
+    }
     ids["source"] = f"{layer}-{ids['set']}"
     labels = read_labels(analysis_dir)
     folder = Path(out) / ids["model"] / ids["source"]
     folder.mkdir(parents=True, exist_ok=True)
     corpus = meta.get("corpus", {}).get("spec") if isinstance(meta.get("corpus"), dict) else None
-    _write_jsonl(folder / "model.jsonl", {
-        "id": ids["model"], "displayName": meta["model"]["name"], "displayNameShort": meta["model"]["name"],
-        "creatorId": creator_id, "owner": creator_id, "layers": int(meta["model"]["n_layers"]),
-        "neuronsPerLayer": int(meta["model"].get("d_mlp") or meta["model"]["d_model"]),
-        "dimension": int(meta["model"]["d_model"])})
-    _write_jsonl(folder / "sourceset.jsonl", {
-        "modelId": ids["model"], "name": ids["set"], "creatorName": creator_id, "creatorId": creator_id,
-        "urls": [], "description": f"{sae['architecture']} SAE, {sae['d_sae']} features on {meta['hook_name']} "
-                                   "(exported by monosemantic)"})
-    _write_jsonl(folder / "source.jsonl", {
-        "id": ids["source"], "modelId": ids["model"], "setName": ids["set"], "creatorId": creator_id,
-        "hasDashboards": True, "dataset": corpus, "num_prompts": int(meta.get("sequences", 0)) or None,
-        "num_tokens_in_prompt": int(meta["context_length"])})
+    _write_jsonl(
+        folder / "model.jsonl",
+        {
+            "id": ids["model"],
+            "displayName": meta["model"]["name"],
+            "displayNameShort": meta["model"]["name"],
+            "creatorId": creator_id,
+            "owner": creator_id,
+            "layers": int(meta["model"]["n_layers"]),
+            "neuronsPerLayer": int(meta["model"].get("d_mlp") or meta["model"]["d_model"]),
+            "dimension": int(meta["model"]["d_model"]),
+        },
+    )
+    _write_jsonl(
+        folder / "sourceset.jsonl",
+        {
+            "modelId": ids["model"],
+            "name": ids["set"],
+            "creatorName": creator_id,
+            "creatorId": creator_id,
+            "urls": [],
+            "description": f"{sae['architecture']} SAE, {sae['d_sae']} features on {meta['hook_name']} "
+            "(exported by monosemantic)",
+        },
+    )
+    _write_jsonl(
+        folder / "source.jsonl",
+        {
+            "id": ids["source"],
+            "modelId": ids["model"],
+            "setName": ids["set"],
+            "creatorId": creator_id,
+            "hasDashboards": True,
+            "dataset": corpus,
+            "num_prompts": int(meta.get("sequences", 0)) or None,
+            "num_tokens_in_prompt": int(meta["context_length"]),
+        },
+    )
     for start in range(0, analysis.d_sae, features_per_batch):
         batch = range(start, min(start + features_per_batch, analysis.d_sae))
         name = f"batch-{start // features_per_batch}.jsonl.gz"
@@ -212,21 +272,33 @@ def export_neuronpedia(analysis_dir: str | os.PathLike, out: str | os.PathLike, 
 
 
 def _cli(args: argparse.Namespace) -> int:
-    folder = export_neuronpedia(args.analysis, args.out, model_id=args.model_id, source_set=args.source_set,
-                                creator_id=args.creator_id, features_per_batch=args.features_per_batch)
+    folder = export_neuronpedia(
+        args.analysis,
+        args.out,
+        model_id=args.model_id,
+        source_set=args.source_set,
+        creator_id=args.creator_id,
+        features_per_batch=args.features_per_batch,
+    )
     print(f"Neuronpedia export: {folder}")
     return 0
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("export-neuronpedia", help="write an analysis in Neuronpedia's data-export layout",
-                              description="Write the features of an analysis (with labels.json, if present) as "
-                                          "Neuronpedia export files: OUT/<model id>/<layer>-<source set>/.")
+    p = subparsers.add_parser(
+        "export-neuronpedia",
+        help="write an analysis in Neuronpedia's data-export layout",
+        description="Write the features of an analysis (with labels.json, if present) as "
+        "Neuronpedia export files: OUT/<model id>/<layer>-<source set>/.",
+    )
     p.add_argument("--analysis", required=True, help="analysis folder (`interp analyze --out`)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model-id", default=None, help="Neuronpedia model id (default: the analysis's model name)")
     p.add_argument("--source-set", default=None, help="source set name (default: mono-<architecture>-<d_sae>)")
-    p.add_argument("--creator-id", default=DEFAULT_CREATOR,
-                   help=f"id of the Neuronpedia user who owns the records (default {DEFAULT_CREATOR})")
+    p.add_argument(
+        "--creator-id",
+        default=DEFAULT_CREATOR,
+        help=f"id of the Neuronpedia user who owns the records (default {DEFAULT_CREATOR})",
+    )
     p.add_argument("--features-per-batch", type=int, default=FEATURES_PER_BATCH, help="features per batch-N file")
     p.set_defaults(run=_cli)

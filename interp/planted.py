@@ -37,8 +37,15 @@ def zipf_tokens(n_seq: int, T: int, V: int, *, seed: int, exponent: float = 1.1)
     return tokens
 
 
-def token_detector_batches(tokens: Tensor, feature_tokens: list[list[int]], *, seed: int, batch: int = 8,
-                           fire_probability: float = 1.0, noise_density: float = 0.0) -> Iterator[tuple[Tensor, Tensor]]:
+def token_detector_batches(
+    tokens: Tensor,
+    feature_tokens: list[list[int]],
+    *,
+    seed: int,
+    batch: int = 8,
+    fire_probability: float = 1.0,
+    noise_density: float = 0.0,
+) -> Iterator[tuple[Tensor, Tensor]]:
     """(f [B, T, F], tokens [B, T]) batches: feature i fires on every occurrence of its tokens
     `feature_tokens[i]` (with `fire_probability`), value log-normal around 1 + i % 5; a feature with
     no tokens fires at random on a `noise_density` share of tokens."""
@@ -51,16 +58,24 @@ def token_detector_batches(tokens: Tensor, feature_tokens: list[list[int]], *, s
     noisy = torch.tensor([not ids for ids in feature_tokens])
     scale = 1.0 + torch.arange(F) % 5
     for start in range(0, len(tokens), batch):
-        window = tokens[start:start + batch]
+        window = tokens[start : start + batch]
         fires = owner[window] & (torch.rand(*window.shape, F, generator=g) < fire_probability)
         fires |= noisy & (torch.rand(*window.shape, F, generator=g) < noise_density)
         values = scale * torch.exp(0.3 * torch.randn(*window.shape, F, generator=g))
         yield torch.where(fires, values, 0.0), window
 
 
-def planted_analysis(batches: Iterable[tuple[Tensor, Tensor]], token_strings: list[str], cfg: AnalysisConfig, *,
-                     W_dec: Tensor, unembed: Tensor | None = None, neurons: bool = False, expected_sequences: int = 1,
-                     meta: dict | None = None) -> Analysis:
+def planted_analysis(
+    batches: Iterable[tuple[Tensor, Tensor]],
+    token_strings: list[str],
+    cfg: AnalysisConfig,
+    *,
+    W_dec: Tensor,
+    unembed: Tensor | None = None,
+    neurons: bool = False,
+    expected_sequences: int = 1,
+    meta: dict | None = None,
+) -> Analysis:
     """Run the analysis pass on given activations. W_dec [F, d_in]; `unembed` [d_in, V] gives logit
     effects through the identity (the decoder direction read directly by the unembedding);
     `neurons=True` treats d_in as MLP neurons whose activations are x = f @ W_dec, analysed as in
@@ -84,17 +99,29 @@ def planted_analysis(batches: Iterable[tuple[Tensor, Tensor]], token_strings: li
     if stats is None:
         raise ValueError("planted_analysis got no batches.")
     tensors = stats.result()
-    logits = LogitMap(None, False, None, unembed.float(), "planted: decoder direction @ unembed") if unembed is not None else None
+    logits = (
+        LogitMap(None, False, None, unembed.float(), "planted: decoder direction @ unembed")
+        if unembed is not None
+        else None
+    )
     tensors.update(decoder_statistics(W_dec, logits, cfg, neurons=neurons))
     if logits is not None:
         tensors["logit_directions"], tensors["unembed"] = W_dec.float().clone(), unembed.float()
     record = {
-        "format": ANALYSIS_FORMAT, "format_version": ANALYSIS_FORMAT_VERSION, "hook_name": "planted",
-        "context_length": stats.T, "vocab_size": V, "ignored_token_ids": ignored,
-        "model": {"name": "planted"}, "sae": {"d_in": d_in, "d_sae": F, "architecture": "planted"},
-        "config": dataclasses.asdict(cfg), "logit_effects": logits.basis if logits else None,
+        "format": ANALYSIS_FORMAT,
+        "format_version": ANALYSIS_FORMAT_VERSION,
+        "hook_name": "planted",
+        "context_length": stats.T,
+        "vocab_size": V,
+        "ignored_token_ids": ignored,
+        "model": {"name": "planted"},
+        "sae": {"d_in": d_in, "d_sae": F, "architecture": "planted"},
+        "config": dataclasses.asdict(cfg),
+        "logit_effects": logits.basis if logits else None,
         "logit_effects_missing": None if logits else "planted analysis without an unembedding",
-        "neurons_written": neurons, **stats.flags(), **(meta or {}),
+        "neurons_written": neurons,
+        **stats.flags(),
+        **(meta or {}),
     }
     analysis = Analysis(meta=record, tensors=tensors, token_strings=token_strings)
     if neuron_pass is not None:

@@ -24,7 +24,6 @@ import math
 import os
 import re
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,7 +74,9 @@ class FeatureIndex:
         self.token_counts = t["token_counts"].double()
         self.labels = labels
         self.label_text = [labels.get(i, {}).get("label") for i in range(self.F)]
-        self.label_score = torch.tensor([_number(labels.get(i, {}).get("score")) for i in range(self.F)], dtype=torch.float64)
+        self.label_score = torch.tensor(
+            [_number(labels.get(i, {}).get("score")) for i in range(self.F)], dtype=torch.float64
+        )
         # all labels as one text, one line each, so a regex scans them in one call: line i is feature i
         lines = [(text or "").replace("\n", " ") for text in self.label_text]
         self._label_blob = "\n".join(lines)
@@ -92,20 +93,29 @@ class FeatureIndex:
         self.token_ptr = torch.searchsorted(tokens, torch.arange(len(self.vocab) + 1))
         self.activation_sum = t["activation_sum"].double()
         decoder = t.get("decoder")
-        self.unit_decoder = decoder.float() / decoder.float().norm(dim=1, keepdim=True).clamp_min(1e-12) if decoder is not None else None
+        self.unit_decoder = (
+            decoder.float() / decoder.float().norm(dim=1, keepdim=True).clamp_min(1e-12)
+            if decoder is not None
+            else None
+        )
         self.logit_directions = t["logit_directions"].float() if "logit_directions" in t else None
         self.unembed_rows = t["unembed"].float().T.contiguous() if "unembed" in t else None  # [V, d_model]
         self._runner: _TextRunner | None = None
 
     @classmethod
-    def load(cls, analysis_dir: str | os.PathLike) -> "FeatureIndex":
+    def load(cls, analysis_dir: str | os.PathLike) -> FeatureIndex:
         """The analysis in `analysis_dir` with its labels.json when `interp label` has written one."""
         analysis = Analysis.load(analysis_dir)
         return cls(analysis, read_labels(analysis_dir))
 
     # ---- filters and records -----------------------------------------------------------------
-    def mask(self, *, min_density: float | None = None, max_density: float | None = None,
-             min_label_score: float | None = None) -> Tensor:
+    def mask(
+        self,
+        *,
+        min_density: float | None = None,
+        max_density: float | None = None,
+        min_label_score: float | None = None,
+    ) -> Tensor:
         """bool [F]: the features that pass the filters (a label-score filter drops unscored features)."""
         keep = torch.ones(self.F, dtype=torch.bool)
         if min_density is not None:
@@ -118,8 +128,15 @@ class FeatureIndex:
 
     def hit(self, i: int, score: float, **detail: Any) -> FeatureHit:
         s = float(self.label_score[i])
-        return FeatureHit(i, float(score), float(self.density[i]), float(self.max_activation[i]), self.label_text[i],
-                          None if math.isnan(s) else s, detail)
+        return FeatureHit(
+            i,
+            float(score),
+            float(self.density[i]),
+            float(self.max_activation[i]),
+            self.label_text[i],
+            None if math.isnan(s) else s,
+            detail,
+        )
 
     def token_id(self, token: str) -> int:
         """The id of a token string exactly as in the vocabulary (`#123` names id 123)."""
@@ -143,15 +160,24 @@ class FeatureIndex:
         features, mass, fired = features[keep], mass[keep], fired[keep]
         order = torch.argsort(mass, descending=True, stable=True)[:top]
         occurrences = max(float(self.token_counts[v]), 1.0)
-        return [self.hit(int(features[k]), float(mass[k]) / occurrences, firings=int(fired[k]),
-                         mass_share=float(mass[k] / self.activation_sum[features[k]].clamp_min(1e-300))) for k in order.tolist()]
+        return [
+            self.hit(
+                int(features[k]),
+                float(mass[k]) / occurrences,
+                firings=int(fired[k]),
+                mass_share=float(mass[k] / self.activation_sum[features[k]].clamp_min(1e-300)),
+            )
+            for k in order.tolist()
+        ]
 
     def by_label(self, pattern: str, *, top: int | None = None, **filters: float | None) -> list[FeatureHit]:
         """Features whose label matches `pattern` (a regular expression, case-insensitive, ^ and $ at
         each label's ends; plain words work as keywords), best label score first; score = label score
         (NaN when unscored)."""
         if not self.labels:
-            raise ValueError(f"{self.analysis.path} has no labels.json; run `interp label --analysis {self.analysis.path}` first.")
+            raise ValueError(
+                f"{self.analysis.path} has no labels.json; run `interp label --analysis {self.analysis.path}` first."
+            )
         try:
             regex = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
         except re.error as err:
@@ -167,16 +193,23 @@ class FeatureIndex:
     def logit_effects(self, token: str) -> Tensor:
         """[F]: every feature's direct effect on the logit of `token` (decoder direction through the unembedding)."""
         if self.logit_directions is None or self.unembed_rows is None:
-            why = self.meta.get("logit_effects_missing") or "this analysis was written without 'logit_directions'; re-run `interp analyze`"
+            why = (
+                self.meta.get("logit_effects_missing")
+                or "this analysis was written without 'logit_directions'; re-run `interp analyze`"
+            )
             raise ValueError(f"{self.analysis.path}: no logit effects to search ({why}).")
         return self.logit_directions @ self.unembed_rows[self.token_id(token)]
 
-    def by_logit(self, token: str, *, top: int = 10, suppress: bool = False, **filters: float | None) -> list[FeatureHit]:
+    def by_logit(
+        self, token: str, *, top: int = 10, suppress: bool = False, **filters: float | None
+    ) -> list[FeatureHit]:
         """Features that promote `token` most (or suppress it, `suppress=True`); score = logit effect."""
         effects = self.logit_effects(token)
         ranked = torch.where(self.mask(**filters), -effects if suppress else effects, -math.inf)
         best = ranked.topk(min(top, self.F))
-        return [self.hit(i, float(effects[i])) for i, r in zip(best.indices.tolist(), best.values.tolist()) if r > -math.inf]
+        return [
+            self.hit(i, float(effects[i])) for i, r in zip(best.indices.tolist(), best.values.tolist()) if r > -math.inf
+        ]
 
     def nearest(self, query: int | Tensor, *, top: int = 10, **filters: float | None) -> list[FeatureHit]:
         """Features whose decoder direction is nearest (cosine) to feature `query`'s, or to a vector [d_in]."""
@@ -191,14 +224,17 @@ class FeatureIndex:
         else:
             direction = torch.as_tensor(query, dtype=torch.float32).flatten()
             if direction.numel() != self.unit_decoder.shape[1]:
-                raise ValueError(f"a direction for nearest() needs {self.unit_decoder.shape[1]} values (the SAE's d_in), got {direction.numel()}.")
+                raise ValueError(
+                    f"a direction for nearest() needs {self.unit_decoder.shape[1]} values (the SAE's d_in), got {direction.numel()}."
+                )
             direction = direction / direction.norm().clamp_min(1e-12)
         cosine = self.unit_decoder @ direction
         best = torch.where(keep, cosine, -math.inf).topk(min(top, self.F))
         return [self.hit(i, c) for i, c in zip(best.indices.tolist(), best.values.tolist()) if c > -math.inf]
 
-    def by_text(self, prompt: str, *, top: int = 5, positions: list[int] | None = None,
-                **filters: float | None) -> list[TokenFeatures]:
+    def by_text(
+        self, prompt: str, *, top: int = 5, positions: list[int] | None = None, **filters: float | None
+    ) -> list[TokenFeatures]:
         """Run the model on BOS + `prompt` and return, for each prompt token (or the chosen positions,
         0 = first prompt token, negative from the end), the features active on it, strongest first;
         score = activation, detail: activation as a share of the feature's max over the analysis."""
@@ -206,7 +242,9 @@ class FeatureIndex:
             self._runner = _TextRunner(self.meta)
         tokens, f = self._runner.features(prompt)  # [n] ids without BOS, [n, F]
         if f.shape[1] != self.F:
-            raise ValueError(f"the SAE at {self._runner.sae_path} has {f.shape[1]} features but the index has {self.F}.")
+            raise ValueError(
+                f"the SAE at {self._runner.sae_path} has {f.shape[1]} features but the index has {self.F}."
+            )
         n = len(tokens)
         chosen = range(n) if positions is None else [p + n if p < 0 else p for p in positions]
         keep = self.mask(**filters)
@@ -216,9 +254,14 @@ class FeatureIndex:
                 raise ValueError(f"position {p} is outside the prompt's {n} tokens.")
             row = torch.where(keep & (f[p] > 0), f[p], 0.0)
             best = row.topk(min(top, self.F))
-            hits = [self.hit(i, a, share_of_max=a / max(float(self.max_activation[i]), 1e-12))
-                    for i, a in zip(best.indices.tolist(), best.values.tolist()) if a > 0]
-            out.append(TokenFeatures(p, self.vocab[tokens[p]] if tokens[p] < len(self.vocab) else f"<{tokens[p]}>", hits))
+            hits = [
+                self.hit(i, a, share_of_max=a / max(float(self.max_activation[i]), 1e-12))
+                for i, a in zip(best.indices.tolist(), best.values.tolist())
+                if a > 0
+            ]
+            out.append(
+                TokenFeatures(p, self.vocab[tokens[p]] if tokens[p] < len(self.vocab) else f"<{tokens[p]}>", hits)
+            )
         return out
 
 
@@ -230,14 +273,17 @@ class _TextRunner:
     """The model and SAE named in analysis.json, loaded once: prompt -> feature activations per token."""
 
     def __init__(self, meta: dict[str, Any]):
+        from sae.io import load_sae
+
         from interp.capture import ActivationHooks, plan_capture
         from interp.model import load_model
-        from sae.io import load_sae
 
         spec, self.sae_path = meta.get("model", {}).get("spec"), meta.get("sae", {}).get("path")
         if not spec or not self.sae_path:
-            raise ValueError("analysis.json names no model spec (field model.spec) or SAE path (field sae.path); text "
-                             "queries need both, as written by `interp analyze`.")
+            raise ValueError(
+                "analysis.json names no model spec (field model.spec) or SAE path (field sae.path); text "
+                "queries need both, as written by `interp analyze`."
+            )
         self.model = load_model(spec)
         self.sae = load_sae(self.sae_path)
         self.hook = meta["hook_name"]
@@ -259,6 +305,7 @@ class _TextRunner:
 
 # ---- printing ----------------------------------------------------------------------------------------
 
+
 def format_hits(hits: list[FeatureHit], score_name: str = "score") -> str:
     """A fixed-width table: feature, score, density, max activation, label (score)."""
     if not hits:
@@ -271,11 +318,18 @@ def format_hits(hits: list[FeatureHit], score_name: str = "score") -> str:
 
 
 QUERY_KINDS = ("text", "token", "label", "logit", "nearest")
-SCORE_NAMES = {"token": "act/occur", "label": "label scr", "logit": "logit eff", "nearest": "cosine", "text": "activation"}
+SCORE_NAMES = {
+    "token": "act/occur",
+    "label": "label scr",
+    "logit": "logit eff",
+    "nearest": "cosine",
+    "text": "activation",
+}
 
 
-def run_query(index: FeatureIndex, kind: str, query: str, *, top: int, suppress: bool = False,
-              **filters: float | None) -> list[FeatureHit] | list[TokenFeatures]:
+def run_query(
+    index: FeatureIndex, kind: str, query: str, *, top: int, suppress: bool = False, **filters: float | None
+) -> list[FeatureHit] | list[TokenFeatures]:
     """One query by name, as the CLI gives it (a nearest query takes a feature id)."""
     if kind == "text":
         return index.by_text(query, top=top, **filters)
@@ -293,17 +347,26 @@ def run_query(index: FeatureIndex, kind: str, query: str, *, top: int, suppress:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("search", help="find features by text, token, label, logit effect or direction",
-                                   description="Queries an analysis folder (and its labels.json). Kinds: text (runs the "
-                                               "model on the query), token (a token string exactly as in the vocabulary, "
-                                               "or #ID), label (regex), logit (features promoting a token), nearest (a feature id).")
+    parser = subparsers.add_parser(
+        "search",
+        help="find features by text, token, label, logit effect or direction",
+        description="Queries an analysis folder (and its labels.json). Kinds: text (runs the "
+        "model on the query), token (a token string exactly as in the vocabulary, "
+        "or #ID), label (regex), logit (features promoting a token), nearest (a feature id).",
+    )
     parser.add_argument("--index", required=True, help="analysis folder written by `interp analyze`")
     parser.add_argument("kind", choices=QUERY_KINDS, help="what the query is")
     parser.add_argument("query", help="the text, token, pattern or feature id")
     parser.add_argument("--top", type=int, default=10, help="results per query (per token for text; default 10)")
-    parser.add_argument("--min-density", type=float, default=None, help="keep features firing on at least this share of tokens")
-    parser.add_argument("--max-density", type=float, default=None, help="keep features firing on at most this share of tokens")
-    parser.add_argument("--min-label-score", type=float, default=None, help="keep features whose label scores at least this")
+    parser.add_argument(
+        "--min-density", type=float, default=None, help="keep features firing on at least this share of tokens"
+    )
+    parser.add_argument(
+        "--max-density", type=float, default=None, help="keep features firing on at most this share of tokens"
+    )
+    parser.add_argument(
+        "--min-label-score", type=float, default=None, help="keep features whose label scores at least this"
+    )
     parser.add_argument("--suppress", action="store_true", help="logit: features that suppress the token instead")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(run=_run_cli)

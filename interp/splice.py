@@ -32,8 +32,10 @@ def sae_hook_name(sae: Any, hook_name: str | None) -> str:
         return hook_name
     trained_on = (getattr(sae, "metadata", None) or {}).get("hook_name")
     if not trained_on:
-        raise ValueError("the SAE's cfg.json names no hook (metadata.hook_name); pass --hook NAME "
-                         "(list them with `interp hooks --model SPEC`).")
+        raise ValueError(
+            "the SAE's cfg.json names no hook (metadata.hook_name); pass --hook NAME "
+            "(list them with `interp hooks --model SPEC`)."
+        )
     return trained_on
 
 

@@ -52,16 +52,31 @@ class ModelActivationStream:
     identity: what must match for a saved state to be restored (model, corpus, seed, ...).
     """
 
-    def __init__(self, bridge: Any, plan: CapturePlan, sequences: Callable[[], Iterator[Tensor]], *,
-                 total_tokens: int, batch_size: int, shuffle_buffer: int, seed: int,
-                 forward_batch: int = DEFAULT_BATCH_SIZE, autocast: str = "none", identity: dict | None = None):
+    def __init__(
+        self,
+        bridge: Any,
+        plan: CapturePlan,
+        sequences: Callable[[], Iterator[Tensor]],
+        *,
+        total_tokens: int,
+        batch_size: int,
+        shuffle_buffer: int,
+        seed: int,
+        forward_batch: int = DEFAULT_BATCH_SIZE,
+        autocast: str = "none",
+        identity: dict | None = None,
+    ):
         if total_tokens <= 0 or batch_size <= 0 or forward_batch <= 0 or shuffle_buffer < 0:
-            raise ValueError(f"need tokens > 0, batch size > 0, forward batch > 0 and shuffle buffer >= 0; got "
-                             f"{total_tokens}, {batch_size}, {forward_batch}, {shuffle_buffer}.")
+            raise ValueError(
+                f"need tokens > 0, batch size > 0, forward batch > 0 and shuffle buffer >= 0; got "
+                f"{total_tokens}, {batch_size}, {forward_batch}, {shuffle_buffer}."
+            )
         if autocast not in AUTOCAST_DTYPES:
             raise ValueError(f"model autocast {autocast!r} is not one of {list(AUTOCAST_DTYPES)}.")
         if total_tokens < batch_size:
-            raise ValueError(f"--tokens {total_tokens} is less than one batch of {batch_size} tokens; stream more tokens.")
+            raise ValueError(
+                f"--tokens {total_tokens} is less than one batch of {batch_size} tokens; stream more tokens."
+            )
         self.bridge, self.plan, self.sequences = bridge, plan, sequences
         self.total_tokens, self.batch_size, self.seed = total_tokens, batch_size, seed
         self.shuffle_buffer, self.forward_batch, self.autocast = shuffle_buffer, forward_batch, autocast
@@ -70,9 +85,17 @@ class ModelActivationStream:
         self.group_windows = max(1, shuffle_buffer // ctx // forward_batch) * forward_batch
         self.group_rows = self.group_windows * ctx
         self.num_batches = total_tokens // batch_size
-        self.identity = {"hooks": list(plan.hook_names), "context_length": ctx, "total_tokens": total_tokens,
-                         "batch_size": batch_size, "shuffle_buffer": shuffle_buffer, "seed": seed,
-                         "forward_batch": forward_batch, "autocast": autocast, **(identity or {})}
+        self.identity = {
+            "hooks": list(plan.hook_names),
+            "context_length": ctx,
+            "total_tokens": total_tokens,
+            "batch_size": batch_size,
+            "shuffle_buffer": shuffle_buffer,
+            "seed": seed,
+            "forward_batch": forward_batch,
+            "autocast": autocast,
+            **(identity or {}),
+        }
         self.batch = 0  # index of the next batch
         self._windows: Iterator[Tensor] | None = None
         self._next_window = 0  # index of the window self._windows yields next
@@ -84,11 +107,15 @@ class ModelActivationStream:
         return {"batch": self.batch, **self.identity}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        differ = [f"{k}: state has {state.get(k)!r}, stream has {v!r}" for k, v in self.identity.items()
-                  if state.get(k) != v]
+        differ = [
+            f"{k}: state has {state.get(k)!r}, stream has {v!r}" for k, v in self.identity.items() if state.get(k) != v
+        ]
         if differ:
-            raise ValueError("cannot resume the model activation stream: it was saved with other settings ("
-                             + "; ".join(differ) + "); resume with the original model, corpus, hooks and options.")
+            raise ValueError(
+                "cannot resume the model activation stream: it was saved with other settings ("
+                + "; ".join(differ)
+                + "); resume with the original model, corpus, hooks and options."
+            )
         self.batch = int(state["batch"])
 
     # --- rows ------------------------------------------------------------------------------
@@ -110,8 +137,10 @@ class ModelActivationStream:
             windows = list(itertools.islice(self._windows_from(g * self.group_windows), math.ceil(rows / ctx)))
             self._next_window += len(windows)
             if len(windows) * ctx < rows:  # the trainer then saves what it has, as at the end of any data
-                warnings.warn(f"the corpus ran out after {(g * self.group_windows + len(windows)) * ctx} tokens, "
-                              f"fewer than --tokens {self.total_tokens}; lower --tokens or use a larger corpus.")
+                warnings.warn(
+                    f"the corpus ran out after {(g * self.group_windows + len(windows)) * ctx} tokens, "
+                    f"fewer than --tokens {self.total_tokens}; lower --tokens or use a larger corpus."
+                )
                 raise StopIteration
             parts: list[list[Tensor]] = [[] for _ in self.plan.hooks]
             device = next(self.bridge.parameters()).device
@@ -135,12 +164,12 @@ class ModelActivationStream:
             g = start // self.group_rows
             end = min(stop, (g + 1) * self.group_rows)
             for i, rows in enumerate(self._group(g)):
-                pieces[i].append(rows[start - g * self.group_rows:end - g * self.group_rows])
+                pieces[i].append(rows[start - g * self.group_rows : end - g * self.group_rows])
             start = end
         return [torch.cat(p) if len(p) > 1 else p[0] for p in pieces]
 
     # --- iteration -------------------------------------------------------------------------
-    def __iter__(self) -> "ModelActivationStream":
+    def __iter__(self) -> ModelActivationStream:
         return self
 
     def __next__(self) -> Tensor | tuple[Tensor, ...]:
@@ -175,41 +204,69 @@ def build_parser(arch: str | None) -> tuple[argparse.ArgumentParser, Any, Any, t
     from sae.train import TrainConfig
 
     parser = argparse.ArgumentParser(
-        prog="interp train-sae", allow_abbrev=False,
+        prog="interp train-sae",
+        allow_abbrev=False,
         description="Train SAEs on a model's activations as it runs, without writing them to disk. Each --hook gets "
-                    "its own SAE (or sweep: comma lists such as --k 16,32); all share one forward pass.",
-        epilog=None if arch else "Give --arch NAME --help to list that architecture's options.")
+        "its own SAE (or sweep: comma lists such as --k 16,32); all share one forward pass.",
+        epilog=None if arch else "Give --arch NAME --help to list that architecture's options.",
+    )
     stream = parser.add_argument_group("activations")
     stream.add_argument("--model", required=True, help="model folder, Hugging Face checkpoint folder or model name")
-    stream.add_argument("--hook", dest="hooks", action="append", required=True, metavar="NAME",
-                        help="hook name, e.g. blocks.0.mlp.hook_post; repeat for several (`interp hooks` lists them)")
+    stream.add_argument(
+        "--hook",
+        dest="hooks",
+        action="append",
+        required=True,
+        metavar="NAME",
+        help="hook name, e.g. blocks.0.mlp.hook_post; repeat for several (`interp hooks` lists them)",
+    )
     stream.add_argument("--corpus", default="stdlib", help="corpus spec (default: stdlib)")
     stream.add_argument("--split", default="train", help="corpus split (default: train)")
-    stream.add_argument("--corpus-seed", type=int, default=0, help="seed of the corpus window order, as `interp capture --seed` (default 0)")
+    stream.add_argument(
+        "--corpus-seed",
+        type=int,
+        default=0,
+        help="seed of the corpus window order, as `interp capture --seed` (default 0)",
+    )
     stream.add_argument("--tokens", type=int, required=True, help="tokens to stream through the model")
-    stream.add_argument("--forward-batch", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass")
-    stream.add_argument("--model-autocast", default="none", choices=list(AUTOCAST_DTYPES),
-                        help="autocast dtype of the model's forward pass (default none)")
-    parser.add_argument("--arch", default=arch, required=arch is None,
-                        help=f"SAE architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.")
+    stream.add_argument(
+        "--forward-batch", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass"
+    )
+    stream.add_argument(
+        "--model-autocast",
+        default="none",
+        choices=list(AUTOCAST_DTYPES),
+        help="autocast dtype of the model's forward pass (default none)",
+    )
+    parser.add_argument(
+        "--arch",
+        default=arch,
+        required=arch is None,
+        help=f"SAE architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
+    )
     parser.add_argument("--out", required=True, help="run folder: SAE(s), checkpoints, log.jsonl, train_config.json")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint "
-                        "(give the same arguments)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --out from its last checkpoint (give the same arguments)",
+    )
     train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig)
     if arch is None:
         return parser, train_options, None, None
     config_class = architectures.get_architecture(arch).config_class
-    sae_options = DataclassOptions(parser.add_argument_group(f"{arch} SAE (comma lists sweep)"), config_class,
-                                   sweep=True, skip=("d_in",))
+    sae_options = DataclassOptions(
+        parser.add_argument_group(f"{arch} SAE (comma lists sweep)"), config_class, sweep=True, skip=("d_in",)
+    )
     return parser, train_options, sae_options, config_class
 
 
 def run_train_sae(argv: list[str]) -> int:
-    from interp.corpus import load_corpus, token_sequences
-    from interp.model import load_model
     from sae.config import expand_sweep, sweep_names
     from sae.distributed import environment_ranks, resolve_device
     from sae.train import TrainConfig, train_sae
+
+    from interp.corpus import load_corpus, token_sequences
+    from interp.model import load_model
 
     first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     first.add_argument("--arch")
@@ -219,8 +276,10 @@ def run_train_sae(argv: list[str]) -> int:
     if sae_options is None:
         raise ValueError("--arch is required")
     if environment_ranks().distributed:
-        raise ValueError("interp train-sae runs in one process; for several processes capture the activations "
-                         "(`interp capture`) and train with `sae train --nproc N`")
+        raise ValueError(
+            "interp train-sae runs in one process; for several processes capture the activations "
+            "(`interp capture`) and train with `sae train --nproc N`"
+        )
     cfg = TrainConfig(**train_options.values(args))
     cfg.validate()
     if args.tokens <= 0 or args.forward_batch <= 0:
@@ -231,12 +290,23 @@ def run_train_sae(argv: list[str]) -> int:
     plan = plan_capture(loaded.bridge, args.hooks, loaded.context_length)
     model_spec = str(Path(args.model).resolve()) if Path(args.model).exists() else str(args.model)
     stream = ModelActivationStream(
-        loaded.bridge, plan,
+        loaded.bridge,
+        plan,
         lambda: token_sequences(corpus, loaded.tokenizer, loaded.context_length, args.corpus_seed),
-        total_tokens=args.tokens, batch_size=cfg.batch_size, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed,
-        forward_batch=args.forward_batch, autocast=args.model_autocast,
-        identity={"model": model_spec, "weights": weights_fingerprint(loaded.bridge), "corpus": args.corpus,
-                  "split": args.split, "corpus_seed": args.corpus_seed})
+        total_tokens=args.tokens,
+        batch_size=cfg.batch_size,
+        shuffle_buffer=cfg.shuffle_buffer,
+        seed=cfg.seed,
+        forward_batch=args.forward_batch,
+        autocast=args.model_autocast,
+        identity={
+            "model": model_spec,
+            "weights": weights_fingerprint(loaded.bridge),
+            "corpus": args.corpus,
+            "split": args.split,
+            "corpus_seed": args.corpus_seed,
+        },
+    )
     sweep = sae_options.values(args)
     members = expand_sweep(sweep)
     configs, sources, metadata = [], [], []
@@ -244,14 +314,35 @@ def run_train_sae(argv: list[str]) -> int:
         for m in members:
             configs.append((args.arch, config_class.from_dict({"d_in": spec.d_in, **m})))
             sources.append(source)
-            metadata.append({"hook_name": spec.name, "model_name": loaded.name, "model_path": model_spec,
-                             "context_size": loaded.context_length, "corpus": args.corpus,
-                             "activation_shape": list(spec.shape)})
+            metadata.append(
+                {
+                    "hook_name": spec.name,
+                    "model_name": loaded.name,
+                    "model_path": model_spec,
+                    "context_size": loaded.context_length,
+                    "corpus": args.corpus,
+                    "activation_shape": list(spec.shape),
+                }
+            )
     names = member_names(plan.hook_names, sweep_names(members))
-    run_info = {"source": "model", **{k: getattr(args, k) for k in STREAM_KEYS}, "model": model_spec,
-                "arch": args.arch, "sae": sweep}
-    trained = train_sae(configs, stream, cfg, Path(args.out), names=names, resume=args.resume, run_info=run_info,
-                        sources=sources, metadata=metadata)
+    run_info = {
+        "source": "model",
+        **{k: getattr(args, k) for k in STREAM_KEYS},
+        "model": model_spec,
+        "arch": args.arch,
+        "sae": sweep,
+    }
+    trained = train_sae(
+        configs,
+        stream,
+        cfg,
+        Path(args.out),
+        names=names,
+        resume=args.resume,
+        run_info=run_info,
+        sources=sources,
+        metadata=metadata,
+    )
     print(f"saved {len(trained)} SAE(s) to {args.out}" + (f": {', '.join(names)}" if len(trained) > 1 else ""))
     return 0
 
@@ -259,7 +350,11 @@ def run_train_sae(argv: list[str]) -> int:
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     # The real parser is built once --arch is known (its fields become options); this one passes
     # every argument through ('+' prefix: no '-' option is claimed here).
-    parser = subparsers.add_parser("train-sae", prefix_chars="+", add_help=False,
-                                   help="train SAEs on a model's activations as it runs (no activations on disk)")
+    parser = subparsers.add_parser(
+        "train-sae",
+        prefix_chars="+",
+        add_help=False,
+        help="train SAEs on a model's activations as it runs (no activations on disk)",
+    )
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     parser.set_defaults(run=lambda args: run_train_sae(args.argv))

@@ -69,39 +69,48 @@ class Tokenizer:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> Tokenizer:
         """Load our `tokenizer.json` (the file or the folder holding it)."""
         path = Path(path)
         if path.is_dir():
             path = path / TOKENIZER_FILE
         if not path.is_file():
-            raise FileNotFoundError(f"tokenizer file {path} does not exist; train one with interp.tokenizer.train_tokenizer.")
+            raise FileNotFoundError(
+                f"tokenizer file {path} does not exist; train one with interp.tokenizer.train_tokenizer."
+            )
         try:
             backend = tokenizers.Tokenizer.from_file(str(path))
         except Exception as err:  # the Rust side raises its own Exception type
             raise ValueError(f"{path} is not a readable tokenizers JSON file: {err}") from err
         bos_id = backend.token_to_id(BOS_TOKEN)
         if bos_id is None:
-            raise ValueError(f"tokenizer {path} has no {BOS_TOKEN!r} token to use as BOS; retrain it with train_tokenizer.")
+            raise ValueError(
+                f"tokenizer {path} has no {BOS_TOKEN!r} token to use as BOS; retrain it with train_tokenizer."
+            )
         return cls(backend, bos_id)
 
     @classmethod
-    def from_pretrained(cls, folder_or_name: str | Path) -> "Tokenizer":
+    def from_pretrained(cls, folder_or_name: str | Path) -> Tokenizer:
         """A Hugging Face checkpoint's tokenizer (transformers' AutoTokenizer; must be a fast one).
         BOS is the checkpoint's bos token, else its eos token (GPT-2's <|endoftext|>)."""
         from transformers import AutoTokenizer  # optional dependency, only for HF checkpoints
 
         hf = AutoTokenizer.from_pretrained(str(folder_or_name))
         if not getattr(hf, "is_fast", False):
-            raise ValueError(f"the tokenizer of {folder_or_name} has no fast (Rust) version; only fast tokenizers are supported.")
+            raise ValueError(
+                f"the tokenizer of {folder_or_name} has no fast (Rust) version; only fast tokenizers are supported."
+            )
         bos_id = hf.bos_token_id if hf.bos_token_id is not None else hf.eos_token_id
         if bos_id is None:
-            raise ValueError(f"the tokenizer of {folder_or_name} has neither a bos nor an eos token to start sequences with.")
+            raise ValueError(
+                f"the tokenizer of {folder_or_name} has neither a bos nor an eos token to start sequences with."
+            )
         return cls(hf.backend_tokenizer, bos_id)
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, *,
-                    min_frequency: int = 2, show_progress: bool = True) -> Tokenizer:
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, *, min_frequency: int = 2, show_progress: bool = True
+) -> Tokenizer:
     """Train a byte-level BPE on `texts` (e.g. a Corpus). Id 0 is `<|endoftext|>` (BOS);
     the 256 byte symbols come next, so any text encodes and decodes back exactly."""
     if vocab_size < 257 + 1:
@@ -123,7 +132,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int = DEFAULT_VOCAB_SIZE, 
 @cache
 def _byte_of_char() -> dict[str, int]:
     """The inverse of byte-level BPE's byte -> printable character table (GPT-2's bytes_to_unicode)."""
-    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    printable = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
     chars = {b: chr(b) for b in printable}
     extra = 0
     for b in range(256):

@@ -1,10 +1,10 @@
 """The training story of a model, kept in its folder for reports to tell:
 
-  training.json                  loss curves (train per step, held-out at fixed points), text sampled
-                                 from a fixed prompt at the start / along the way / at the end, a summary
-  training_tensors.safetensors   `prompt_tokens` [pos] int64 and the MLP neuron activations on that
-                                 prompt, `mlp_post.init` and `mlp_post.final` [n_layers, pos, d_mlp]
-                                 (hook `blocks.{layer}.mlp.hook_post`)
+training.json                  loss curves (train per step, held-out at fixed points), text sampled
+                               from a fixed prompt at the start / along the way / at the end, a summary
+training_tensors.safetensors   `prompt_tokens` [pos] int64 and the MLP neuron activations on that
+                               prompt, `mlp_post.init` and `mlp_post.final` [n_layers, pos, d_mlp]
+                               (hook `blocks.{layer}.mlp.hook_post`)
 """
 
 from __future__ import annotations
@@ -44,7 +44,9 @@ class TrainingRecord:
     sample_seed: int
     config: dict[str, Any] = field(default_factory=dict)  # model, training and corpus settings
     # per step: step, tokens seen, loss (nats/token), learning rate, training seconds so far
-    train_curve: dict[str, list] = field(default_factory=lambda: {"step": [], "tokens": [], "loss": [], "lr": [], "seconds": []})
+    train_curve: dict[str, list] = field(
+        default_factory=lambda: {"step": [], "tokens": [], "loss": [], "lr": [], "seconds": []}
+    )
     heldout_curve: dict[str, list] = field(default_factory=lambda: {"step": [], "tokens": [], "loss": []})
     samples: list[Sample] = field(default_factory=list)
     summary: dict[str, Any] = field(default_factory=dict)
@@ -66,20 +68,24 @@ class TrainingRecord:
         body = {k: v for k, v in asdict(self).items() if k != "tensors"}
         body = {"format": RECORD_FORMAT, "format_version": RECORD_FORMAT_VERSION, "mlp_hook": MLP_HOOK, **body}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
-        for name, write in ((TENSORS_FILE, lambda p: save_file(tensors, str(p))),
-                            (RECORD_FILE, lambda p: p.write_text(json.dumps(body) + "\n"))):
+        for name, write in (
+            (TENSORS_FILE, lambda p: save_file(tensors, str(p))),
+            (RECORD_FILE, lambda p: p.write_text(json.dumps(body) + "\n")),
+        ):
             tmp = folder / (name + ".tmp")
             write(tmp)
             os.replace(tmp, folder / name)
 
     @classmethod
-    def load(cls, folder: str | Path) -> "TrainingRecord":
+    def load(cls, folder: str | Path) -> TrainingRecord:
         from safetensors.torch import load_file
 
         folder = Path(folder)
         for name in (RECORD_FILE, TENSORS_FILE):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"model folder {folder} has no {name}; it was not trained by `interp model train`.")
+                raise FileNotFoundError(
+                    f"model folder {folder} has no {name}; it was not trained by `interp model train`."
+                )
         body = json.loads((folder / RECORD_FILE).read_text())
         if body.get("format") != RECORD_FORMAT or body.get("format_version") != RECORD_FORMAT_VERSION:
             raise ValueError(f"{folder / RECORD_FILE} is not a version-{RECORD_FORMAT_VERSION} {RECORD_FORMAT} file.")

@@ -34,8 +34,13 @@ EVAL_TOKENS = 65536
 
 # Trainer settings of the benchmark: one CPU thread, a fresh batch per step, no checkpoints.
 BENCH_TRAIN: dict[str, Any] = {
-    "batch_size": 1024, "steps": 1500, "device": "cpu", "threads": 1, "init_tokens": 16384,
-    "checkpoint_every": 0, "log_every": 100,
+    "batch_size": 1024,
+    "steps": 1500,
+    "device": "cpu",
+    "threads": 1,
+    "init_tokens": 16384,
+    "checkpoint_every": 0,
+    "log_every": 100,
 }
 # Per-architecture settings for the default planted set (d 256, 512 features, 5 active per sample).
 # Scale: the trainer normalises E||x||^2 to d_in, so one planted feature is a coefficient of about 7
@@ -59,22 +64,38 @@ BENCH_TRAIN_BY_ARCH: dict[str, dict[str, Any]] = {
 }
 
 
-def run_benchmark(arch: str, sae_cfg: architectures.SAEConfig, train_cfg: TrainConfig,
-                  data_cfg: SyntheticConfig, *, eval_tokens: int = EVAL_TOKENS, out: str | Path | None = None,
-                  with_match_table: bool = False, progress: bool = True) -> dict[str, Any]:
+def run_benchmark(
+    arch: str,
+    sae_cfg: architectures.SAEConfig,
+    train_cfg: TrainConfig,
+    data_cfg: SyntheticConfig,
+    *,
+    eval_tokens: int = EVAL_TOKENS,
+    out: str | Path | None = None,
+    with_match_table: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Train `arch` on the planted set and measure recovery; returns the JSON-ready result.
 
     Training reads batches 0 .. steps - 1 of the planted stream; FVU and L0 come from the next
     ceil(eval_tokens / batch_size) batches, which training never saw."""
     if sae_cfg.d_in != data_cfg.d:
-        raise ValueError(f"the SAE config has d_in={sae_cfg.d_in} but the planted set has d={data_cfg.d}; "
-                         "they must be equal (leave d_in unset to take --d).")
+        raise ValueError(
+            f"the SAE config has d_in={sae_cfg.d_in} but the planted set has d={data_cfg.d}; "
+            "they must be equal (leave d_in unset to take --d)."
+        )
     if train_cfg.steps is None:
         raise ValueError("TrainConfig.steps must be set: the planted stream never ends (pass --steps N).")
     data = SyntheticActivations(data_cfg)
     start, start_cpu = time.perf_counter(), time.process_time()
-    trained = train_sae([(arch, sae_cfg)], data.batches(train_cfg.batch_size), train_cfg, out, progress=progress,
-                        run_info={"benchmark": "synthetic", "synthetic": dataclasses.asdict(data_cfg)})[0]
+    trained = train_sae(
+        [(arch, sae_cfg)],
+        data.batches(train_cfg.batch_size),
+        train_cfg,
+        out,
+        progress=progress,
+        run_info={"benchmark": "synthetic", "synthetic": dataclasses.asdict(data_cfg)},
+    )[0]
     train_seconds, train_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     trained.eval()
     dictionary = trained.W_dec.detach()  # [d_sae, d] decoder rows
@@ -105,11 +126,16 @@ def run_benchmark(arch: str, sae_cfg: architectures.SAEConfig, train_cfg: TrainC
 
 # --- CLI ---------------------------------------------------------------------------------------
 
+
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     # The real parser is built once --arch is known (`parse_bench_args`); this one passes every
     # argument through ('+' prefixes: no '-' option is claimed here).
-    parser = subparsers.add_parser("bench-synthetic", prefix_chars="+", add_help=False,
-                                   help="Train an SAE on planted ground-truth features and report MMCS and recovery.")
+    parser = subparsers.add_parser(
+        "bench-synthetic",
+        prefix_chars="+",
+        add_help=False,
+        help="Train an SAE on planted ground-truth features and report MMCS and recovery.",
+    )
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     parser.set_defaults(run=lambda args: run(args.argv))
 
@@ -120,31 +146,50 @@ def parse_bench_args(argv: list[str]) -> dict[str, Any]:
     first.add_argument("--arch")
     known, _ = first.parse_known_args(argv)
     parser = argparse.ArgumentParser(
-        prog="sae bench-synthetic", allow_abbrev=False,
+        prog="sae bench-synthetic",
+        allow_abbrev=False,
         description="Train an SAE with `sae train`'s trainer on planted ground-truth features and report MMCS, "
-                    "the fraction of features recovered at cos > 0.9 and > 0.99, FVU and L0, as JSON.",
-        epilog=None if known.arch else "Give --arch NAME --help to list that architecture's options.")
-    parser.add_argument("--arch", required=True,
-                        help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.")
+        "the fraction of features recovered at cos > 0.9 and > 0.99, FVU and L0, as JSON.",
+        epilog=None if known.arch else "Give --arch NAME --help to list that architecture's options.",
+    )
+    parser.add_argument(
+        "--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}."
+    )
     parser.add_argument("--json", help="Write the full result to this file (then only a one-line summary is printed).")
     parser.add_argument("--out", help="Also save the trained SAE (and the run's log) in this folder.")
-    parser.add_argument("--data-seed", type=int, default=SyntheticConfig.seed,
-                        help=f"Seed of the planted features and of the batch stream (default {SyntheticConfig.seed}).")
-    parser.add_argument("--eval-tokens", type=int, default=EVAL_TOKENS,
-                        help=f"Held-out samples for FVU and L0 (default {EVAL_TOKENS}).")
-    parser.add_argument("--match-table", action="store_true",
-                        help="Include the per-feature match table (best latent and cosine of every planted feature).")
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=SyntheticConfig.seed,
+        help=f"Seed of the planted features and of the batch stream (default {SyntheticConfig.seed}).",
+    )
+    parser.add_argument(
+        "--eval-tokens", type=int, default=EVAL_TOKENS, help=f"Held-out samples for FVU and L0 (default {EVAL_TOKENS})."
+    )
+    parser.add_argument(
+        "--match-table",
+        action="store_true",
+        help="Include the per-feature match table (best latent and cosine of every planted feature).",
+    )
     data_options = DataclassOptions(parser.add_argument_group("planted set"), SyntheticConfig, skip=("seed",))
     train_defaults = {**BENCH_TRAIN, **BENCH_TRAIN_BY_ARCH.get(known.arch or "", {})}
-    train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig, defaults=train_defaults,
-                                     source="sae.bench_synthetic.BENCH_TRAIN")
+    train_options = DataclassOptions(
+        parser.add_argument_group("training"),
+        TrainConfig,
+        defaults=train_defaults,
+        source="sae.bench_synthetic.BENCH_TRAIN",
+    )
     if known.arch is None:
         parser.parse_args(argv)  # prints the help, or the error that --arch is required
         raise ValueError("--arch is required")
     config_class = architectures.get_architecture(known.arch).config_class
-    sae_options = DataclassOptions(parser.add_argument_group(f"{known.arch} SAE"), config_class,
-                                   defaults=BENCH_SAE.get(known.arch, {}), source="sae.bench_synthetic.BENCH_SAE",
-                                   skip=("d_in",))
+    sae_options = DataclassOptions(
+        parser.add_argument_group(f"{known.arch} SAE"),
+        config_class,
+        defaults=BENCH_SAE.get(known.arch, {}),
+        source="sae.bench_synthetic.BENCH_SAE",
+        skip=("d_in",),
+    )
     args = parser.parse_args(argv)
     if args.eval_tokens <= 0:
         raise ValueError(f"--eval-tokens must be positive, got {args.eval_tokens}")
@@ -167,8 +212,10 @@ def run(argv: list[str]) -> int:
     json_path = request.pop("json")
     result = run_benchmark(**request)
     text = json.dumps(result, indent=1)
-    summary = {k: result[k] for k in ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds",
-                                            "train_cpu_seconds")}
+    summary = {
+        k: result[k]
+        for k in ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds", "train_cpu_seconds")
+    }
     print(json.dumps(summary) if json_path else text)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -177,4 +224,12 @@ def run(argv: list[str]) -> int:
     return 0
 
 
-__all__ = ["BENCH_SAE", "BENCH_TRAIN", "BENCH_TRAIN_BY_ARCH", "parse_bench_args", "register_cli", "run", "run_benchmark"]
+__all__ = [
+    "BENCH_SAE",
+    "BENCH_TRAIN",
+    "BENCH_TRAIN_BY_ARCH",
+    "parse_bench_args",
+    "register_cli",
+    "run",
+    "run_benchmark",
+]

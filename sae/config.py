@@ -20,9 +20,10 @@ import os
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping
+from typing import Any, Literal
 
 _MISSING = dataclasses.MISSING
 
@@ -164,7 +165,9 @@ def sweep_values(value: Any, spec: FieldSpec, where: str) -> list[Any]:
 
     Scalar fields: a scalar is one value, a list is a sweep. List fields: a list is one value,
     a list of lists is a sweep."""
-    is_sweep = isinstance(value, list) and (not spec.is_list or (bool(value) and all(isinstance(v, list) for v in value)))
+    is_sweep = isinstance(value, list) and (
+        not spec.is_list or (bool(value) and all(isinstance(v, list) for v in value))
+    )
     values = value if is_sweep else [value]
     if not values:
         raise ValueError(f"{where}: field {spec.name!r} has an empty sweep list")

@@ -28,9 +28,10 @@ import json
 import os
 import struct
 import warnings
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -149,8 +150,11 @@ def _shard_layout(n: int, d_in: int, dtype: str) -> tuple[bytes, tuple[str, ...]
     order of its tensors in the data buffer: acts first, so that a shard can be hashed in file order
     while its rows arrive; tokens and positions first when 16-bit acts hold an odd number of values."""
     torch_dtype, code = STORAGE_DTYPES[dtype]
-    entries = {"acts": (code, [n, d_in], n * d_in * torch_dtype.itemsize),
-               "tokens": ("I32", [n], 4 * n), "positions": ("I32", [n], 4 * n)}
+    entries = {
+        "acts": (code, [n, d_in], n * d_in * torch_dtype.itemsize),
+        "tokens": ("I32", [n], 4 * n),
+        "positions": ("I32", [n], 4 * n),
+    }
     order = ("acts", "tokens", "positions") if entries["acts"][2] % 4 == 0 else ("tokens", "positions", "acts")
     header, offset = {}, 0
     for key in order:
@@ -301,10 +305,16 @@ class ActivationWriter:
     # --- resume ------------------------------------------------------------------------
     def _resume(self, metadata: dict) -> None:
         stored = _read_manifest(self.path)
-        differ = [f"{k}: dataset has {stored[k]!r}, capture has {self.manifest[k]!r}"
-                  for k in RESUME_FIELDS if stored[k] != self.manifest[k]]
-        differ += [f"metadata[{k!r}]: dataset has {stored['metadata'][k]!r}, capture has {v!r}"
-                    for k, v in metadata.items() if k in stored["metadata"] and stored["metadata"][k] != v]
+        differ = [
+            f"{k}: dataset has {stored[k]!r}, capture has {self.manifest[k]!r}"
+            for k in RESUME_FIELDS
+            if stored[k] != self.manifest[k]
+        ]
+        differ += [
+            f"metadata[{k!r}]: dataset has {stored['metadata'][k]!r}, capture has {v!r}"
+            for k, v in metadata.items()
+            if k in stored["metadata"] and stored["metadata"][k] != v
+        ]
         if differ:
             raise ValueError(
                 f"cannot resume {self.path}: the existing dataset was captured with different settings "
@@ -346,7 +356,9 @@ class ActivationWriter:
         The rows are hashed and written to the current shard's temp file before this returns (so the
         caller may reuse its tensors); a full shard is fsync-ed and renamed by a background thread."""
         if self._closed:
-            raise ValueError(f"ActivationWriter for {self.path} is closed; open a new one with resume=True to add more.")
+            raise ValueError(
+                f"ActivationWriter for {self.path} is closed; open a new one with resume=True to add more."
+            )
         d_in = self.manifest["d_in"]
         if acts.ndim != 2 or acts.shape[1] != d_in:
             raise ValueError(f"acts must have shape [n, {d_in}] (d_in of this dataset), got {list(acts.shape)}.")
@@ -367,7 +379,11 @@ class ActivationWriter:
             row = int((~torch.isfinite(stored).all(dim=1)).nonzero()[0, 0])
             index = start + row
             tps = self.manifest["tokens_per_shard"]
-            overflow = "" if not torch.isfinite(acts[row]).all() else f" (finite in the input, overflows {self.manifest['dtype']})"
+            overflow = (
+                ""
+                if not torch.isfinite(acts[row]).all()
+                else f" (finite in the input, overflows {self.manifest['dtype']})"
+            )
             raise ValueError(
                 f"non-finite activation (NaN/Inf){overflow} in row {row} of this batch: dataset token {index}, "
                 f"shard {index // tps} ({shard_name(index // tps)}) row {index % tps}. Nothing from this batch was written; "
@@ -379,11 +395,12 @@ class ActivationWriter:
         while done < n:
             if self._open is None:
                 left = tps if self.expected_tokens is None else self.expected_tokens - (start + done)
-                self._open = _ShardFile(self.path / shard_name(self._next_shard), min(tps, max(left, 1)), d_in,
-                                        self.manifest["dtype"])
+                self._open = _ShardFile(
+                    self.path / shard_name(self._next_shard), min(tps, max(left, 1)), d_in, self.manifest["dtype"]
+                )
                 self._next_shard += 1
             take = min(n - done, tps - self._open.rows)
-            self._open.append(stored[done:done + take], tokens[done:done + take], positions[done:done + take])
+            self._open.append(stored[done : done + take], tokens[done : done + take], positions[done : done + take])
             done += take
             if self._open.rows == tps:
                 self._complete_open_shard()
@@ -440,7 +457,7 @@ class ActivationWriter:
             self._discard_open_shard()
             self._pool.shutdown()
 
-    def __enter__(self) -> "ActivationWriter":
+    def __enter__(self) -> ActivationWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -451,7 +468,7 @@ class ActivationWriter:
         self._discard_open_shard()
         try:
             self._wait()
-        except Exception:  # noqa: BLE001 - the exception already leaving the block is the one to report
+        except Exception:
             pass
         finally:
             self._pool.shutdown()
@@ -506,10 +523,15 @@ class ActivationDataset:
             )
         header, data_start = _read_header(file, entry["sha256"])
         n, d_in, code = entry["tokens"], self.d_in, STORAGE_DTYPES[self.manifest["dtype"]][1]
-        expected = {"acts": (code, [n, d_in], self.dtype), "tokens": ("I32", [n], torch.int32),
-                    "positions": ("I32", [n], torch.int32)}
+        expected = {
+            "acts": (code, [n, d_in], self.dtype),
+            "tokens": ("I32", [n], torch.int32),
+            "positions": ("I32", [n], torch.int32),
+        }
         if set(header) != set(expected):
-            raise ValueError(f"shard {file} holds keys {sorted(header)} but an activation shard holds {sorted(expected)}.")
+            raise ValueError(
+                f"shard {file} holds keys {sorted(header)} but an activation shard holds {sorted(expected)}."
+            )
         layout = {}
         for key, (want_dtype, want_shape, dt) in expected.items():
             got = header[key]
@@ -520,8 +542,10 @@ class ActivationDataset:
                 )
             offset = data_start + got["data_offsets"][0]
             if offset % dt.itemsize:
-                raise ValueError(f"shard {file}: {key!r} starts at byte {offset}, not aligned to its {dt.itemsize}-byte "
-                                 f"elements; write shards with ActivationWriter.")
+                raise ValueError(
+                    f"shard {file}: {key!r} starts at byte {offset}, not aligned to its {dt.itemsize}-byte "
+                    f"elements; write shards with ActivationWriter."
+                )
             layout[key] = (offset, tuple(want_shape), dt)
         return layout
 
@@ -566,8 +590,9 @@ class ActivationDataset:
             out[torch.from_numpy(sel[order])] = self._tensors_of(int(s))["acts"][torch.from_numpy(local[order])]
         return out
 
-    def sequential(self, batch_size: int, *, max_tokens: int | None = None,
-                   dtype: torch.dtype = torch.float32) -> Iterator[Tensor]:
+    def sequential(
+        self, batch_size: int, *, max_tokens: int | None = None, dtype: torch.dtype = torch.float32
+    ) -> Iterator[Tensor]:
         """Batches [<= batch_size, d_in] in file order, every row once (the last batch may be
         shorter), stopping after max_tokens rows: for evaluation, where nothing may be dropped."""
         if batch_size <= 0:
@@ -591,17 +616,28 @@ class ActivationDataset:
         world_size: int = 1,
         state: dict | None = None,
         dtype: torch.dtype = torch.float32,
-    ) -> "BatchStream":
+    ) -> BatchStream:
         """Stream of [batch_size, d_in] batches for this rank; see BatchStream."""
-        return BatchStream(self, batch_size, shuffle_buffer=shuffle_buffer, seed=seed, epochs=epochs,
-                           rank=rank, world_size=world_size, state=state, dtype=dtype)
+        return BatchStream(
+            self,
+            batch_size,
+            shuffle_buffer=shuffle_buffer,
+            seed=seed,
+            epochs=epochs,
+            rank=rank,
+            world_size=world_size,
+            state=state,
+            dtype=dtype,
+        )
 
     def __len__(self) -> int:
         return self.num_tokens
 
     def __repr__(self) -> str:
-        return (f"ActivationDataset({str(self.path)!r}, hook={self.hook_name!r}, d_in={self.d_in}, "
-                f"tokens={self.num_tokens}, shards={self.num_shards}, dtype={self.manifest['dtype']})")
+        return (
+            f"ActivationDataset({str(self.path)!r}, hook={self.hook_name!r}, d_in={self.d_in}, "
+            f"tokens={self.num_tokens}, shards={self.num_shards}, dtype={self.manifest['dtype']})"
+        )
 
 
 class BatchStream:
@@ -619,11 +655,24 @@ class BatchStream:
     `state_dict()` is the same on every rank; `batches(..., state=sd)` continues with the next batch.
     """
 
-    def __init__(self, dataset: ActivationDataset, batch_size: int, *, shuffle_buffer: int, seed: int,
-                 epochs: int | None, rank: int, world_size: int, state: dict | None, dtype: torch.dtype):
+    def __init__(
+        self,
+        dataset: ActivationDataset,
+        batch_size: int,
+        *,
+        shuffle_buffer: int,
+        seed: int,
+        epochs: int | None,
+        rank: int,
+        world_size: int,
+        state: dict | None,
+        dtype: torch.dtype,
+    ):
         if batch_size <= 0 or world_size <= 0 or not 0 <= rank < world_size:
-            raise ValueError(f"need batch_size > 0 and 0 <= rank < world_size, got batch_size={batch_size}, "
-                             f"rank={rank}, world_size={world_size}.")
+            raise ValueError(
+                f"need batch_size > 0 and 0 <= rank < world_size, got batch_size={batch_size}, "
+                f"rank={rank}, world_size={world_size}."
+            )
         if epochs is not None and epochs < 0:
             raise ValueError(f"epochs must be >= 0 or None (forever), got {epochs}.")
         if shuffle_buffer < 0:
@@ -633,8 +682,10 @@ class BatchStream:
         self.shuffle_buffer, self.seed, self.epochs, self.dtype = shuffle_buffer, seed, epochs, dtype
         self.batches_per_epoch = dataset.num_tokens // self.global_batch
         if self.batches_per_epoch == 0:
-            raise ValueError(f"{dataset.path} holds {dataset.num_tokens} tokens, fewer than one global batch of "
-                             f"{self.global_batch} (batch_size {batch_size} x world_size {world_size}); use a smaller batch.")
+            raise ValueError(
+                f"{dataset.path} holds {dataset.num_tokens} tokens, fewer than one global batch of "
+                f"{self.global_batch} (batch_size {batch_size} x world_size {world_size}); use a smaller batch."
+            )
         ctx, n = dataset.context_length, dataset.num_tokens
         self._chunk_starts = np.arange(0, n, ctx, dtype=np.int64)  # [num_chunks]
         self._chunk_lens = np.minimum(ctx, n - self._chunk_starts)
@@ -646,18 +697,29 @@ class BatchStream:
 
     # --- state -------------------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
-        return {"dataset": self.dataset.fingerprint(), "num_tokens": self.dataset.num_tokens, "seed": self.seed,
-                "shuffle_buffer": self.shuffle_buffer, "global_batch": self.global_batch}
+        return {
+            "dataset": self.dataset.fingerprint(),
+            "num_tokens": self.dataset.num_tokens,
+            "seed": self.seed,
+            "shuffle_buffer": self.shuffle_buffer,
+            "global_batch": self.global_batch,
+        }
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable position of the next batch, with the settings it is valid for."""
         return {"epoch": self.epoch, "batch": self.batch, **self._settings()}
 
     def _load_state(self, state: dict) -> None:
-        differ = [f"{k}: state has {state.get(k)!r}, stream has {v!r}" for k, v in self._settings().items() if state.get(k) != v]
+        differ = [
+            f"{k}: state has {state.get(k)!r}, stream has {v!r}"
+            for k, v in self._settings().items()
+            if state.get(k) != v
+        ]
         if differ:
-            raise ValueError("cannot resume the batch stream: the saved state was taken with different settings "
-                             f"({'; '.join(differ)}); resume with the original dataset, seed, shuffle_buffer and global batch.")
+            raise ValueError(
+                "cannot resume the batch stream: the saved state was taken with different settings "
+                f"({'; '.join(differ)}); resume with the original dataset, seed, shuffle_buffer and global batch."
+            )
         self.epoch, self.batch = int(state["epoch"]), int(state["batch"])
 
     # --- order -------------------------------------------------------------------------
@@ -676,8 +738,10 @@ class BatchStream:
     def _window_rows(self, w: int) -> np.ndarray:
         """Dataset row ids of window w of the current epoch, in stream order."""
         if w not in self._window_cache:
-            chunks = self._perm[w * self._chunks_per_window:(w + 1) * self._chunks_per_window]
-            rows = np.concatenate([np.arange(s, s + k) for s, k in zip(self._chunk_starts[chunks], self._chunk_lens[chunks])])
+            chunks = self._perm[w * self._chunks_per_window : (w + 1) * self._chunks_per_window]
+            rows = np.concatenate(
+                [np.arange(s, s + k) for s, k in zip(self._chunk_starts[chunks], self._chunk_lens[chunks])]
+            )
             if self.shuffle_buffer:
                 rows = np.random.default_rng([self.seed, self.epoch, w]).permutation(rows)
             self._window_cache = {w: rows}  # the stream moves forward: keep one window
@@ -690,7 +754,7 @@ class BatchStream:
             w = int(np.searchsorted(self._window_ends, start, side="right"))
             w_start = int(self._window_ends[w - 1]) if w else 0
             end = min(stop, int(self._window_ends[w]))
-            parts.append(self._window_rows(w)[start - w_start:end - w_start])
+            parts.append(self._window_rows(w)[start - w_start : end - w_start])
             start = end
         return np.concatenate(parts)
 

@@ -40,8 +40,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 import torch.distributed as dist
@@ -68,8 +68,10 @@ class Ranks:
 
     def local_batch(self, batch_size: int) -> int:
         if batch_size % self.world_size:
-            raise ValueError(f"batch_size {batch_size} is not divisible by the {self.world_size} ranks; "
-                             f"use a multiple of {self.world_size}")
+            raise ValueError(
+                f"batch_size {batch_size} is not divisible by the {self.world_size} ranks; "
+                f"use a multiple of {self.world_size}"
+            )
         return batch_size // self.world_size
 
     # --- collectives (all ranks must call them in the same order) ---------------------------
@@ -161,18 +163,24 @@ def resolve_device(name: str, ranks: Ranks = Ranks()) -> torch.device:
         raise ValueError(f"--device {name!r} is not a device; use auto, cpu, cuda or cuda:N") from err
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"--device {name} asks for a GPU but this torch ({torch.__version__}) sees no CUDA device; "
-                             "use --device cpu (or auto), or install a CUDA build of torch")
+            raise ValueError(
+                f"--device {name} asks for a GPU but this torch ({torch.__version__}) sees no CUDA device; "
+                "use --device cpu (or auto), or install a CUDA build of torch"
+            )
         if ranks.distributed:
             if device.index is not None:
-                raise ValueError(f"--device {name} pins one GPU, but this job has {ranks.world_size} processes; "
-                                 "give --device cuda (or auto) and each rank uses GPU LOCAL_RANK")
+                raise ValueError(
+                    f"--device {name} pins one GPU, but this job has {ranks.world_size} processes; "
+                    "give --device cuda (or auto) and each rank uses GPU LOCAL_RANK"
+                )
             device = torch.device("cuda", ranks.local_rank)
         elif device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
         if device.index >= torch.cuda.device_count():
-            raise ValueError(f"--device {name}: GPU {device.index} does not exist; this machine has "
-                             f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1})")
+            raise ValueError(
+                f"--device {name}: GPU {device.index} does not exist; this machine has "
+                f"{torch.cuda.device_count()} (cuda:0 .. cuda:{torch.cuda.device_count() - 1})"
+            )
     elif device.type != "cpu":
         if device.type == "mps" and torch.backends.mps.is_available():
             return device
@@ -206,8 +214,17 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     (torchrun); returns its exit status."""
     if nproc < 1:
         raise ValueError(f"--nproc must be at least 1, got {nproc}")
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-               "-m", "sae", "train", *argv]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc_per_node={nproc}",
+        "-m",
+        "sae",
+        "train",
+        *argv,
+    ]
     return subprocess.run(command).returncode
 
 

@@ -75,13 +75,18 @@ def save_sae(sae: SAE, path: str | os.PathLike, *, metadata: dict | None = None)
     """
     inference = sae.inference_form()
     if inference.arch not in SAELENS_ARCHITECTURE:
-        raise ValueError(f"architecture {inference.arch!r} has no SAELens file form; savable: {sorted(SAELENS_ARCHITECTURE)}")
+        raise ValueError(
+            f"architecture {inference.arch!r} has no SAELens file form; savable: {sorted(SAELENS_ARCHITECTURE)}"
+        )
     c = inference.cfg
     # sae_lens_version names the SAELens config format followed here: SAELens reads a cfg.json
     # without it as a pre-6.0 file and then looks for hook_name outside `metadata`.
     merged = {
-        "sae_lens_version": SAELENS_FORMAT_VERSION, "hook_name": None, "model_name": None,
-        **sae.metadata, **(metadata or {}),
+        "sae_lens_version": SAELENS_FORMAT_VERSION,
+        "hook_name": None,
+        "model_name": None,
+        **sae.metadata,
+        **(metadata or {}),
     }
     cfg: dict[str, Any] = {
         "architecture": SAELENS_ARCHITECTURE[inference.arch],
@@ -226,7 +231,11 @@ def _build_from_saelens_cfg(cfg: dict[str, Any], file: Path) -> SAE:
                 f"d_in={d_in}, d_sae={d_sae}"
             )
     else:
-        fields: dict[str, Any] = {"d_in": d_in, "d_sae": d_sae, "apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", True))}
+        fields: dict[str, Any] = {
+            "d_in": d_in,
+            "d_sae": d_sae,
+            "apply_b_dec_to_input": bool(cfg.get("apply_b_dec_to_input", True)),
+        }
         if arch == "topk":
             fields["k"] = _require_int(cfg, "k", file)
         config = config_class.from_dict(fields)
@@ -290,12 +299,14 @@ def _load_sparsify(folder: Path) -> SAE:
                 f"(d_in={d_in}, num_latents={d_sae}) implies {list(shape)}"
             )
     sae.to(dtype=tensors["W_dec"].dtype)
-    sae.load_file_tensors({
-        "W_enc": tensors["encoder.weight"].t().contiguous(),
-        "b_enc": tensors["encoder.bias"],
-        "W_dec": tensors["W_dec"],
-        "b_dec": tensors["b_dec"],
-    })
+    sae.load_file_tensors(
+        {
+            "W_enc": tensors["encoder.weight"].t().contiguous(),
+            "b_enc": tensors["encoder.bias"],
+            "W_dec": tensors["W_dec"],
+            "b_dec": tensors["b_dec"],
+        }
+    )
     sae.metadata = {"hook_name": folder.name}  # sparsify names each SAE's folder by its hookpoint
     return sae
 
@@ -312,7 +323,9 @@ def load_sae(path: str | os.PathLike, device: str | torch.device | None = None) 
 # --- command line ----------------------------------------------------------------------------
 
 
-def convert(src: str | os.PathLike, src_format: str, dst: str | os.PathLike, dst_format: str, force: bool = False) -> SAE:
+def convert(
+    src: str | os.PathLike, src_format: str, dst: str | os.PathLike, dst_format: str, force: bool = False
+) -> SAE:
     """Read `src` (which must be in `src_format`) and write it to `dst` in `dst_format`."""
     layout, _ = detect_layout(src)
     if layout != src_format:
@@ -329,15 +342,21 @@ def convert(src: str | os.PathLike, src_format: str, dst: str | os.PathLike, dst
 
 def _run_convert(args: argparse.Namespace) -> int:
     sae = convert(args.src, args.src_format, args.dst, args.dst_format, force=args.force)
-    print(f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} layout")
+    print(
+        f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} layout"
+    )
     return 0
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("convert", help="convert an SAE between the SAELens and sparsify layouts")
-    parser.add_argument("--from", dest="src_format", choices=["saelens", "sparsify"], required=True, help="layout of SRC")
+    parser.add_argument(
+        "--from", dest="src_format", choices=["saelens", "sparsify"], required=True, help="layout of SRC"
+    )
     parser.add_argument("src", metavar="SRC", help="SAE folder to read")
-    parser.add_argument("--to", dest="dst_format", choices=["saelens", "sparsify"], required=True, help="layout to write")
+    parser.add_argument(
+        "--to", dest="dst_format", choices=["saelens", "sparsify"], required=True, help="layout to write"
+    )
     parser.add_argument("dst", metavar="DST", help="folder to write")
     parser.add_argument("--force", action="store_true", help="overwrite an SAE already in DST")
     parser.set_defaults(run=_run_convert)

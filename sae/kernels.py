@@ -54,7 +54,11 @@ class CodeLayout:
         weights [n, k], rows [n, d]; never forms an [n, d_sae] matrix.
         """
         return F.embedding_bag(
-            self.tokens, rows, offsets=self.offsets, per_sample_weights=weights.reshape(-1).index_select(0, self.order), mode="sum"
+            self.tokens,
+            rows,
+            offsets=self.offsets,
+            per_sample_weights=weights.reshape(-1).index_select(0, self.order),
+            mode="sum",
         )
 
 
@@ -62,7 +66,9 @@ def _layout(indices: Tensor, d_sae: int, layout: CodeLayout | None) -> CodeLayou
     if layout is None:
         return CodeLayout(indices, d_sae)
     if layout.shape != tuple(indices.shape) or layout.d_sae != d_sae:
-        raise ValueError(f"CodeLayout built for indices {layout.shape}, d_sae {layout.d_sae}; got {tuple(indices.shape)}, {d_sae}")
+        raise ValueError(
+            f"CodeLayout built for indices {layout.shape}, d_sae {layout.d_sae}; got {tuple(indices.shape)}, {d_sae}"
+        )
     return layout
 
 
@@ -128,8 +134,9 @@ class _GatherPreacts(torch.autograd.Function):
         return None, None, grad_x, grad_W_enc, grad_b_enc if need_b_enc else None, grad_b_dec, None
 
 
-def encoder_preacts(x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None = None,
-                    dtype: torch.dtype | None = None) -> Tensor:
+def encoder_preacts(
+    x: Tensor, W_enc: Tensor, b_enc: Tensor, b_dec: Tensor | None = None, dtype: torch.dtype | None = None
+) -> Tensor:
     """Dense pre-activations (x - b_dec) @ W_enc + b_enc, [n, d_sae], computed without autograd.
 
     One plain product [x - b_dec, 1] @ [W_enc; b_enc] (the bias as an extra input row): `addmm`

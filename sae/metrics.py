@@ -26,8 +26,9 @@ import argparse
 import json
 import math
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -138,8 +139,9 @@ class ReconstructionMetrics:
 
 
 @torch.no_grad()
-def evaluate_sae(sae: Any, batches: Iterable[Tensor], *, max_tokens: int | None = None,
-                 progress: bool = True) -> dict[str, Any]:
+def evaluate_sae(
+    sae: Any, batches: Iterable[Tensor], *, max_tokens: int | None = None, progress: bool = True
+) -> dict[str, Any]:
     """Run `sae` (anything with encode [n, d_in] -> [n, d_sae] and decode back) over batches
     [n, d_in]; return `ReconstructionMetrics.compute()` plus the log10-density histogram
     (`log10_density_hist_edges`, `log10_density_hist_counts`). Stops after max_tokens tokens."""
@@ -168,8 +170,19 @@ def evaluate_sae(sae: Any, batches: Iterable[Tensor], *, max_tokens: int | None 
 
 # --- CLI ---------------------------------------------------------------------------------------
 
-TABLE_KEYS = ("num_tokens", "explained_variance", "fvu", "nmse", "cosine", "norm_ratio", "l0", "l1",
-              "dead_fraction", "dense_fraction_1pct", "dense_fraction_10pct")
+TABLE_KEYS = (
+    "num_tokens",
+    "explained_variance",
+    "fvu",
+    "nmse",
+    "cosine",
+    "norm_ratio",
+    "l0",
+    "l1",
+    "dead_fraction",
+    "dense_fraction_1pct",
+    "dense_fraction_10pct",
+)
 
 
 def format_table(result: dict[str, Any]) -> str:
@@ -190,12 +203,16 @@ def run_eval(args: argparse.Namespace) -> int:
     sae = load_sae(args.sae, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sae.eval()
     if sae.cfg.d_in != dataset.d_in:
-        raise ValueError(f"the SAE in {args.sae} takes d_in={sae.cfg.d_in} but the activations in {args.acts} "
-                         f"have d_in={dataset.d_in}; evaluate it on activations from the hook it was trained on.")
+        raise ValueError(
+            f"the SAE in {args.sae} takes d_in={sae.cfg.d_in} but the activations in {args.acts} "
+            f"have d_in={dataset.d_in}; evaluate it on activations from the hook it was trained on."
+        )
     hook = (getattr(sae, "metadata", None) or {}).get("hook_name")
     if hook and hook != dataset.hook_name:
-        print(f"sae eval: warning: the SAE was trained on {hook!r}, the activations come from {dataset.hook_name!r}",
-              file=sys.stderr)
+        print(
+            f"sae eval: warning: the SAE was trained on {hook!r}, the activations come from {dataset.hook_name!r}",
+            file=sys.stderr,
+        )
     tokens = dataset.num_tokens if args.tokens is None else min(args.tokens, dataset.num_tokens)
     result = evaluate_sae(sae, dataset.sequential(args.batch_size, max_tokens=tokens), max_tokens=tokens)
     result = {**result, "acts": str(args.acts), "sae": str(args.sae), "hook_name": dataset.hook_name}
@@ -208,9 +225,12 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("eval", help="reconstruction metrics of an SAE on an activation dataset",
-                              description="Stream an activation dataset through an SAE and report FVU, explained "
-                                          "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.")
+    p = subparsers.add_parser(
+        "eval",
+        help="reconstruction metrics of an SAE on an activation dataset",
+        description="Stream an activation dataset through an SAE and report FVU, explained "
+        "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.",
+    )
     p.add_argument("--acts", required=True, help="activation dataset folder (manifest.json + shards)")
     p.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
     p.add_argument("--json", help="write the metrics as flat-key JSON to this file")

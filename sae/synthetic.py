@@ -18,8 +18,8 @@ of cos(g, d); a feature counts as recovered at threshold t when that max exceeds
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -50,15 +50,21 @@ class SyntheticConfig:
         if self.d <= 0 or self.num_features <= 0:
             raise ValueError(f"d and num_features must be positive, got d={self.d}, num_features={self.num_features}")
         if not 1 <= self.mean_active <= self.num_features:
-            raise ValueError(f"mean_active must be in [1, num_features={self.num_features}] (every sample has at least "
-                             f"one active feature), got {self.mean_active}")
+            raise ValueError(
+                f"mean_active must be in [1, num_features={self.num_features}] (every sample has at least "
+                f"one active feature), got {self.mean_active}"
+            )
         if not 0 <= self.correlation < 1 or self.correlation_rank <= 0:
-            raise ValueError(f"correlation must be in [0, 1) and correlation_rank positive, got correlation="
-                             f"{self.correlation}, correlation_rank={self.correlation_rank}")
+            raise ValueError(
+                f"correlation must be in [0, 1) and correlation_rank positive, got correlation="
+                f"{self.correlation}, correlation_rank={self.correlation_rank}"
+            )
         if not 0 < self.magnitude_min <= self.magnitude_max:
             raise ValueError(f"need 0 < magnitude_min <= magnitude_max, got {self.magnitude_min}, {self.magnitude_max}")
         if self.noise_std < 0 or self.firing_exponent < 0:
-            raise ValueError(f"noise_std and firing_exponent must be >= 0, got {self.noise_std}, {self.firing_exponent}")
+            raise ValueError(
+                f"noise_std and firing_exponent must be >= 0, got {self.noise_std}, {self.firing_exponent}"
+            )
 
 
 def _seed(*parts: int) -> int:
@@ -124,7 +130,9 @@ class SyntheticActivations:
         cfg, N = self.cfg, self.cfg.num_features
         if cfg.correlation > 0:
             shared = torch.randn(n, cfg.correlation_rank, generator=generator) @ self.factors.T
-            z = math.sqrt(cfg.correlation) * shared + math.sqrt(1 - cfg.correlation) * torch.randn(n, N, generator=generator)
+            z = math.sqrt(cfg.correlation) * shared + math.sqrt(1 - cfg.correlation) * torch.randn(
+                n, N, generator=generator
+            )
             active = z < self.thresholds
             rows, cols = active.nonzero(as_tuple=True)
         else:
@@ -133,7 +141,9 @@ class SyntheticActivations:
         if len(silent):
             chosen = torch.multinomial(self.rescue_weights, len(silent), replacement=True, generator=generator)
             rows, cols = torch.cat([rows, silent]), torch.cat([cols, chosen])
-        magnitudes = cfg.magnitude_min + (cfg.magnitude_max - cfg.magnitude_min) * torch.rand(len(rows), generator=generator)
+        magnitudes = cfg.magnitude_min + (cfg.magnitude_max - cfg.magnitude_min) * torch.rand(
+            len(rows), generator=generator
+        )
         order = torch.argsort(rows, stable=True)  # group by sample for the bag sum
         rows, cols, magnitudes = rows[order], cols[order], magnitudes[order]
         offsets = torch.cumsum(torch.bincount(rows, minlength=n), 0) - torch.bincount(rows, minlength=n)
@@ -185,8 +195,10 @@ def max_cosines(ground_truth: Tensor, dictionary: Tensor) -> tuple[Tensor, Tenso
     """For each ground-truth row [N, d], the best cosine with a dictionary row [d_sae, d] and its index.
     Returns (cosines [N] float64, indices [N] int64). Pass an SAE's decoder W_dec as the dictionary."""
     if ground_truth.ndim != 2 or dictionary.ndim != 2 or ground_truth.shape[1] != dictionary.shape[1]:
-        raise ValueError(f"ground_truth [N, d] and dictionary [d_sae, d] must share d, got "
-                         f"{list(ground_truth.shape)} and {list(dictionary.shape)}")
+        raise ValueError(
+            f"ground_truth [N, d] and dictionary [d_sae, d] must share d, got "
+            f"{list(ground_truth.shape)} and {list(dictionary.shape)}"
+        )
     g = ground_truth.detach().cpu().double()
     d = dictionary.detach().cpu().double()
     g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-12)

@@ -79,9 +79,9 @@ def _select_row(row, groups, out_row, maxima, nan_in_group, ranked, group_ids, v
     maxima[:] = -np.inf
     nan_in_group[:] = False
     for s in range(full):
-        _elementwise_max(maxima, nan_in_group, row[s * groups:(s + 1) * groups])
+        _elementwise_max(maxima, nan_in_group, row[s * groups : (s + 1) * groups])
     if tail:
-        _elementwise_max(maxima[:tail], nan_in_group[:tail], row[full * groups:])
+        _elementwise_max(maxima[:tail], nan_in_group[:tail], row[full * groups :])
     for g in range(groups):
         ranked[g] = maxima[g]
         group_ids[g] = g
@@ -116,8 +116,9 @@ def _topk_rows(pre: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarra
 
 
 @numba.njit(nogil=True, cache=True)
-def _topk_rows_bfloat16(bits: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int,
-                        stop: int) -> None:
+def _topk_rows_bfloat16(
+    bits: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int, stop: int
+) -> None:
     """_topk_rows for bfloat16 rows given as their uint16 bit patterns: each row is widened to
     float32 (the bits shifted into the high half, exact) in an L1-sized buffer, then selected."""
     d = bits.shape[1]
@@ -174,12 +175,16 @@ def topk_indices(pre: Tensor, k: int, threads: int | None = None) -> Tensor:
         kernel(array, groups, out, has_nan, 0, n)
     else:
         step = math.ceil(n / workers)
-        jobs = [_thread_pool(workers).submit(kernel, array, groups, out, has_nan, s, min(s + step, n))
-                for s in range(0, n, step)]
+        jobs = [
+            _thread_pool(workers).submit(kernel, array, groups, out, has_nan, s, min(s + step, n))
+            for s in range(0, n, step)
+        ]
         for job in jobs:
             job.result()
     if has_nan.any():
         rows = np.flatnonzero(has_nan)
-        raise ValueError(f"top-k selection: row {int(rows[0])} of the [{n}, {d}] pre-activations holds NaN "
-                         f"({rows.size} such rows); check the inputs and the SAE's weights for NaN")
+        raise ValueError(
+            f"top-k selection: row {int(rows[0])} of the [{n}, {d}] pre-activations holds NaN "
+            f"({rows.size} such rows); check the inputs and the SAE's weights for NaN"
+        )
     return torch.from_numpy(out)

@@ -47,10 +47,11 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -58,7 +59,7 @@ from torch import Tensor
 from tqdm import tqdm
 
 from sae.architectures import SAE, SAEConfig, TrainState, get_architecture
-from sae.config import field_specs, from_dict, sweep_names, write_json_atomic
+from sae.config import field_specs, sweep_names, write_json_atomic
 from sae.data import ActivationDataset
 from sae.distributed import Ranks, resolve_device
 from sae.io import save_sae
@@ -75,36 +76,87 @@ RESUMABLE_CHANGES = frozenset({"checkpoint_every", "log_every"})
 class TrainConfig:
     """How to train (shared by every SAE of a sweep). Sizes in tokens are counts of activation rows."""
 
-    batch_size: int = field(default=4096, metadata={"help": "Tokens per optimizer step: the global batch, split across ranks."})
+    batch_size: int = field(
+        default=4096, metadata={"help": "Tokens per optimizer step: the global batch, split across ranks."}
+    )
     steps: int | None = field(default=None, metadata={"help": "Optimizer steps; none: one pass over the dataset."})
-    lr: float | None = field(default=None, metadata={"help": "Adam learning rate; none: 3e-3 * sqrt(2^14 / d_sae) * sqrt(256 / d_in) per SAE, at most 1e-2 (6e-3 at 4096 latents on 256-wide inputs)."})
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Adam learning rate; none: 3e-3 * sqrt(2^14 / d_sae) * sqrt(256 / d_in) per SAE, at most 1e-2 (6e-3 at 4096 latents on 256-wide inputs)."
+        },
+    )
     lr_warmup_steps: int = field(default=0, metadata={"help": "Steps of linear learning-rate warm-up from 0."})
-    lr_decay: Literal["none", "linear", "cosine"] = field(default="linear", metadata={"help": "Learning-rate decay to 0 over the last lr_decay_fraction of the steps."})
-    lr_decay_fraction: float = field(default=0.2, metadata={"help": "Fraction of the run (at its end) over which the learning rate decays."})
+    lr_decay: Literal["none", "linear", "cosine"] = field(
+        default="linear", metadata={"help": "Learning-rate decay to 0 over the last lr_decay_fraction of the steps."}
+    )
+    lr_decay_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of the run (at its end) over which the learning rate decays."}
+    )
     adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1."})
     adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2."})
     adam_eps: float = field(default=1e-8, metadata={"help": "Adam epsilon."})
-    grad_clip_norm: float | None = field(default=None, metadata={"help": "Clip each SAE's gradient to this global L2 norm; none: no clipping."})
+    grad_clip_norm: float | None = field(
+        default=None, metadata={"help": "Clip each SAE's gradient to this global L2 norm; none: no clipping."}
+    )
     seed: int = field(default=0, metadata={"help": "Seed of the SAE initialisation and of the data shuffle."})
-    device: str = field(default="auto", metadata={"help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK."})
-    dtype: Literal["float32", "float64", "bfloat16"] = field(default="float32", metadata={"help": "Parameter and activation dtype."})
-    autocast: Literal["none", "bfloat16", "float16"] = field(default="none", metadata={"help": "Autocast dtype of the training forward pass (float16 adds a gradient scaler)."})
-    selection_dtype: Literal["auto", "float32", "bfloat16"] = field(default="auto", metadata={"help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."})
-    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(default="geometric_median", metadata={"help": "Decoder-bias initialisation from the first init_tokens tokens."})
-    normalize_activations: bool = field(default=True, metadata={"help": "Train on x * s with s set so that E||x s||^2 = d_in; s is folded into the saved weights."})
-    init_tokens: int = field(default=65536, metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."})
-    dead_window_tokens: int = field(default=10_000_000, metadata={"help": "A latent is dead when it has not fired in this many tokens."})
-    resample_steps: list[int] = field(default_factory=list, metadata={"help": "Steps at which dead latents are resampled (architectures with resample_dead: relu)."})
-    checkpoint_every: int = field(default=1000, metadata={"help": "Write a checkpoint every this many steps (0: only at the end)."})
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK."
+        },
+    )
+    dtype: Literal["float32", "float64", "bfloat16"] = field(
+        default="float32", metadata={"help": "Parameter and activation dtype."}
+    )
+    autocast: Literal["none", "bfloat16", "float16"] = field(
+        default="none",
+        metadata={"help": "Autocast dtype of the training forward pass (float16 adds a gradient scaler)."},
+    )
+    selection_dtype: Literal["auto", "float32", "bfloat16"] = field(
+        default="auto",
+        metadata={
+            "help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."
+        },
+    )
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(
+        default="geometric_median", metadata={"help": "Decoder-bias initialisation from the first init_tokens tokens."}
+    )
+    normalize_activations: bool = field(
+        default=True,
+        metadata={"help": "Train on x * s with s set so that E||x s||^2 = d_in; s is folded into the saved weights."},
+    )
+    init_tokens: int = field(
+        default=65536,
+        metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."},
+    )
+    dead_window_tokens: int = field(
+        default=10_000_000, metadata={"help": "A latent is dead when it has not fired in this many tokens."}
+    )
+    resample_steps: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Steps at which dead latents are resampled (architectures with resample_dead: relu)."},
+    )
+    checkpoint_every: int = field(
+        default=1000, metadata={"help": "Write a checkpoint every this many steps (0: only at the end)."}
+    )
     log_every: int = field(default=10, metadata={"help": "Log metrics every this many steps."})
-    shuffle_buffer: int = field(default=2**18, metadata={"help": "Rows of the activation dataset shuffled together (0: file order)."})
+    shuffle_buffer: int = field(
+        default=2**18, metadata={"help": "Rows of the activation dataset shuffled together (0: file order)."}
+    )
     threads: int | None = field(default=None, metadata={"help": "torch CPU threads; none: torch's default."})
 
     def validate(self) -> None:
         """Raise ValueError naming the field when a value is out of range."""
-        positive = {"batch_size": self.batch_size, "log_every": self.log_every, "init_tokens": self.init_tokens,
-                    "dead_window_tokens": self.dead_window_tokens, "steps": self.steps or 1, "lr": self.lr or 1,
-                    "threads": self.threads or 1}
+        positive = {
+            "batch_size": self.batch_size,
+            "log_every": self.log_every,
+            "init_tokens": self.init_tokens,
+            "dead_window_tokens": self.dead_window_tokens,
+            "steps": self.steps or 1,
+            "lr": self.lr or 1,
+            "threads": self.threads or 1,
+        }
         for name, value in positive.items():
             if value <= 0:
                 raise ValueError(f"TrainConfig.{name} must be positive, got {value}")
@@ -117,8 +169,9 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.grad_clip_norm must be positive or none, got {self.grad_clip_norm}")
         for spec in field_specs(TrainConfig):  # the CLI checks these too; the Python API comes here
             if spec.choices is not None and getattr(self, spec.name) not in spec.choices:
-                raise ValueError(f"TrainConfig.{spec.name} must be one of {list(spec.choices)}, "
-                                 f"got {getattr(self, spec.name)!r}")
+                raise ValueError(
+                    f"TrainConfig.{spec.name} must be one of {list(spec.choices)}, got {getattr(self, spec.name)!r}"
+                )
 
 
 # --- small pieces ------------------------------------------------------------------------
@@ -174,8 +227,9 @@ def activation_scale(x: Tensor) -> float:
 class _Member:
     """One SAE with its optimizer, dead-latent counters and the index of the source it trains on."""
 
-    def __init__(self, name: str, arch: str, sae_cfg: SAEConfig, cfg: TrainConfig, device: torch.device,
-                 source: int = 0):
+    def __init__(
+        self, name: str, arch: str, sae_cfg: SAEConfig, cfg: TrainConfig, device: torch.device, source: int = 0
+    ):
         self.name, self.arch, self.source = name, arch, source
         with torch.random.fork_rng(devices=[]):  # every member starts as a lone run with this seed would
             torch.manual_seed(cfg.seed)
@@ -183,28 +237,42 @@ class _Member:
         self.sae.to(device=device, dtype=getattr(torch, cfg.dtype))
         self.base_lr = cfg.lr if cfg.lr is not None else default_lr(sae_cfg.d_sae, sae_cfg.d_in)
         self.params = [p for p in self.sae.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=self.base_lr, betas=(cfg.adam_beta1, cfg.adam_beta2),
-                                          eps=cfg.adam_eps, **_fast_adam(device))
+        self.optimizer = torch.optim.Adam(
+            self.params, lr=self.base_lr, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_eps, **_fast_adam(device)
+        )
         self.tokens_since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.int64, device=device)
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
         self.scaler = torch.amp.GradScaler(device.type) if cfg.autocast == "float16" else None
         self.selection_dtype = resolve_selection_dtype(cfg, device)
         if cfg.resample_steps and type(self.sae).resample_dead is SAE.resample_dead:
-            raise ValueError(f"resample_steps is set but architecture {arch!r} does not resample dead latents; "
-                             "clear resample_steps or use an architecture that resamples (relu)")
+            raise ValueError(
+                f"resample_steps is set but architecture {arch!r} does not resample dead latents; "
+                "clear resample_steps or use an architecture that resamples (relu)"
+            )
 
     def dead_mask(self, window: int) -> Tensor:
         return self.tokens_since_fired >= window
 
-    def step(self, x: Tensor, step: int, cfg: TrainConfig, total_steps: int, autocast: torch.autocast | None,
-             ranks: Ranks = Ranks()) -> dict[str, Any]:
+    def step(
+        self,
+        x: Tensor,
+        step: int,
+        cfg: TrainConfig,
+        total_steps: int,
+        autocast: torch.autocast | None,
+        ranks: Ranks = Ranks(),
+    ) -> dict[str, Any]:
         """One optimizer step on this rank's x [n, d_in] (all ranks together: the global batch);
         returns the step's detached outputs for logging."""
         lr = self.base_lr * lr_factor(step, cfg, total_steps)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        state = TrainState(step=step, total_steps=total_steps, dead_mask=self.dead_mask(cfg.dead_window_tokens),
-                           selection_dtype=self.selection_dtype)
+        state = TrainState(
+            step=step,
+            total_steps=total_steps,
+            dead_mask=self.dead_mask(cfg.dead_window_tokens),
+            selection_dtype=self.selection_dtype,
+        )
         with autocast if autocast is not None else nullcontext():
             out = self.sae.train_step(x, state)
         fired, loss = out.fired, out.total.detach()
@@ -212,8 +280,10 @@ class _Member:
             summed = ranks.sum_(torch.cat([fired.double(), loss.double().reshape(1)]))
             fired, loss = summed[:-1], summed[-1] / ranks.world_size
         if not torch.isfinite(loss):
-            raise ValueError(f"the loss of SAE {self.name or self.arch!r} became {loss.item()} at step {step}; "
-                                     "lower the learning rate (--lr) or set --grad-clip-norm")
+            raise ValueError(
+                f"the loss of SAE {self.name or self.arch!r} became {loss.item()} at step {step}; "
+                "lower the learning rate (--lr) or set --grad-clip-norm"
+            )
         (self.scaler.scale(out.total) if self.scaler is not None else out.total).backward()
         ranks.average_gradients(self.params)
         if self.scaler is not None:
@@ -248,18 +318,36 @@ class _Member:
         with torch.no_grad():
             x64, x_hat64 = x.double(), out.x_hat.detach().double()
             local_mean = x64.mean(0)
-            means = torch.stack([out.total.detach().double(), *(v.detach().double() for v in out.terms.values()),
-                                 out.l0.detach().double()])
+            means = torch.stack(
+                [
+                    out.total.detach().double(),
+                    *(v.detach().double() for v in out.terms.values()),
+                    out.l0.detach().double(),
+                ]
+            )
             n = x.shape[0] * ranks.world_size
-            sums = ranks.sum_(torch.cat([means / ranks.world_size, (x64 - x_hat64).pow(2).sum().reshape(1),
-                                         (x64 - local_mean).pow(2).sum(0), x.shape[0] * local_mean.pow(2), x64.sum(0)]))
+            sums = ranks.sum_(
+                torch.cat(
+                    [
+                        means / ranks.world_size,
+                        (x64 - x_hat64).pow(2).sum().reshape(1),
+                        (x64 - local_mean).pow(2).sum(0),
+                        x.shape[0] * local_mean.pow(2),
+                        x64.sum(0),
+                    ]
+                )
+            )
             k, d = len(means), x.shape[1]
             means, error = sums[:k].tolist(), sums[k]
-            centred, between, total = sums[k + 1:k + 1 + d], sums[k + 1 + d:k + 1 + 2 * d], sums[k + 1 + 2 * d:]
+            centred, between, total = sums[k + 1 : k + 1 + d], sums[k + 1 + d : k + 1 + 2 * d], sums[k + 1 + 2 * d :]
             variance = (centred + between - n * (total / n).pow(2)).sum()
         return {
-            "sae": self.name, "lr": result["lr"], "loss": means[0],
-            "terms": dict(zip(out.terms, means[1:-1])), "l0": means[-1], "fvu": (error / variance).item(),
+            "sae": self.name,
+            "lr": result["lr"],
+            "loss": means[0],
+            "terms": dict(zip(out.terms, means[1:-1])),
+            "l0": means[-1],
+            "fvu": (error / variance).item(),
             "dead_fraction": self.dead_mask(window).double().mean().item(),
         }
 
@@ -301,7 +389,11 @@ def native_bfloat16_matmul(device: torch.device) -> bool:
     kernels (other CPUs emulate bfloat16, no faster than float32)."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)
-    return device.type == "cpu" and torch.backends.mkldnn.is_available() and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return (
+        device.type == "cpu"
+        and torch.backends.mkldnn.is_available()
+        and bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    )
 
 
 def resolve_selection_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
@@ -328,13 +420,27 @@ class _Feed:
     With `prefetch`, a background thread reads (and with `pin`, pins) up to two batches ahead.
     """
 
-    def __init__(self, source: ActivationDataset | Iterable[Any], cfg: TrainConfig, ranks: Ranks,
-                 position: dict | None, *, prefetch: bool = False, pin: bool = False):
+    def __init__(
+        self,
+        source: ActivationDataset | Iterable[Any],
+        cfg: TrainConfig,
+        ranks: Ranks,
+        position: dict | None,
+        *,
+        prefetch: bool = False,
+        pin: bool = False,
+    ):
         self.read = position["batches"] if position else 0
         if isinstance(source, ActivationDataset):
-            self.stream = source.batches(ranks.local_batch(cfg.batch_size), shuffle_buffer=cfg.shuffle_buffer,
-                                         seed=cfg.seed, epochs=None, rank=ranks.rank, world_size=ranks.world_size,
-                                         state=position["stream"] if position else None)
+            self.stream = source.batches(
+                ranks.local_batch(cfg.batch_size),
+                shuffle_buffer=cfg.shuffle_buffer,
+                seed=cfg.seed,
+                epochs=None,
+                rank=ranks.rank,
+                world_size=ranks.world_size,
+                state=position["stream"] if position else None,
+            )
             self.iterator: Iterator[Any] = self.stream
         elif _seekable(source):
             self.stream = source
@@ -374,7 +480,7 @@ class _Feed:
         while not self._stop.is_set():
             try:
                 item: Any = self._read()
-            except BaseException as err:  # noqa: BLE001 - handed to the consumer, raised there
+            except BaseException as err:
                 item = err
             self._queue.put(item)  # type: ignore[union-attr]
             if item is None or isinstance(item, BaseException):
@@ -427,14 +533,20 @@ def _flatten(prefix: str, value: Any) -> dict[str, Any]:
 def config_differences(saved: dict, current: dict) -> list[str]:
     """Fields (dotted paths) whose values differ between two resolved configs, with both values."""
     a, b = _flatten("", saved), _flatten("", current)
-    return [f"{k}: checkpoint has {a.get(k)!r}, this run has {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return [
+        f"{k}: checkpoint has {a.get(k)!r}, this run has {b.get(k)!r}"
+        for k in sorted(set(a) | set(b))
+        if a.get(k) != b.get(k)
+    ]
 
 
 def resolved_config(cfg: TrainConfig, members: Sequence[_Member]) -> dict[str, Any]:
     """What a resumed run must share with the run it continues."""
     return {
         "train": {k: v for k, v in dataclasses.asdict(cfg).items() if k not in RESUMABLE_CHANGES},
-        "saes": {str(i): {"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for i, m in enumerate(members)},
+        "saes": {
+            str(i): {"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for i, m in enumerate(members)
+        },
     }
 
 
@@ -450,8 +562,15 @@ def _split_optimizer_state(prefix: str, state: dict) -> tuple[dict[str, Tensor],
     return tensors, scalars
 
 
-def save_checkpoint(out: Path, step: int, tokens: int, position: dict, scales: Sequence[float], cfg: TrainConfig,
-                    members: Sequence[_Member]) -> Path:
+def save_checkpoint(
+    out: Path,
+    step: int,
+    tokens: int,
+    position: dict,
+    scales: Sequence[float],
+    cfg: TrainConfig,
+    members: Sequence[_Member],
+) -> Path:
     """Write checkpoint/step-NNNNNNNN atomically (temp folder + rename), point latest.json at it,
     and delete older checkpoints. Returns the new folder."""
     root = out / CHECKPOINT_DIR
@@ -473,9 +592,16 @@ def save_checkpoint(out: Path, step: int, tokens: int, position: dict, scales: S
         optimizer_scalars.append(s)
         tensors[f"sae{i}.tokens_since_fired"] = m.tokens_since_fired.cpu()
     save_file(tensors, str(tmp / "tensors.safetensors"))
-    state = {"format_version": CHECKPOINT_FORMAT, "step": step, "tokens": tokens, "data_position": position,
-             "activation_scale": scales[0], "activation_scales": list(scales), "optimizer_scalars": optimizer_scalars,
-             "config": resolved_config(cfg, members)}
+    state = {
+        "format_version": CHECKPOINT_FORMAT,
+        "step": step,
+        "tokens": tokens,
+        "data_position": position,
+        "activation_scale": scales[0],
+        "activation_scales": list(scales),
+        "optimizer_scalars": optimizer_scalars,
+        "config": resolved_config(cfg, members),
+    }
     if any(m.scaler is not None for m in members):
         state["grad_scalers"] = [m.scaler.state_dict() if m.scaler is not None else None for m in members]
     write_json_atomic(tmp / "state.json", state)
@@ -507,9 +633,11 @@ def load_checkpoint(folder: Path, cfg: TrainConfig, members: Sequence[_Member]) 
     state = json.loads((folder / "state.json").read_text())
     differ = config_differences(state["config"], resolved_config(cfg, members))
     if differ:
-        raise ValueError(f"cannot resume from {folder}: the config differs from the checkpoint's in "
-                         f"{len(differ)} field(s): " + "; ".join(differ) + ". Resume with the original settings "
-                         "or start a new run in another --out folder.")
+        raise ValueError(
+            f"cannot resume from {folder}: the config differs from the checkpoint's in "
+            f"{len(differ)} field(s): " + "; ".join(differ) + ". Resume with the original settings "
+            "or start a new run in another --out folder."
+        )
     tensors = load_file(str(folder / "tensors.safetensors"))
     for i, m in enumerate(members):
         device = m.tokens_since_fired.device
@@ -573,19 +701,25 @@ def train_sae(
         raise ValueError(f"SAE names must be distinct, got {names}")
     sources = list(sources) if sources is not None else [0] * len(sae_configs)
     if len(sources) != len(sae_configs) or (sources and min(sources) < 0):
-        raise ValueError(f"sources must give one non-negative source index per SAE config, got {sources} "
-                         f"for {len(sae_configs)} configs")
+        raise ValueError(
+            f"sources must give one non-negative source index per SAE config, got {sources} "
+            f"for {len(sae_configs)} configs"
+        )
     if metadata is not None and len(metadata) != len(sae_configs):
         raise ValueError(f"metadata must hold one dict per SAE config, got {len(metadata)} for {len(sae_configs)}")
     for s in set(sources):
         widths = {c.d_in for (_, c), src in zip(sae_configs, sources) if src == s}
         if len(widths) > 1:
-            raise ValueError(f"the SAEs trained on source {s} disagree on d_in ({sorted(widths)}); they read the same batches")
+            raise ValueError(
+                f"the SAEs trained on source {s} disagree on d_in ({sorted(widths)}); they read the same batches"
+            )
     if isinstance(batches, ActivationDataset):
         for name, (_, c) in zip(names, sae_configs):
             if c.d_in != batches.d_in:
-                raise ValueError(f"the dataset {batches.path} has d_in={batches.d_in} (its manifest.json) but SAE "
-                                 f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the command line)")
+                raise ValueError(
+                    f"the dataset {batches.path} has d_in={batches.d_in} (its manifest.json) but SAE "
+                    f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the command line)"
+                )
     steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
@@ -600,25 +734,37 @@ def train_sae(
     folder = latest_checkpoint(out_dir) if out_dir is not None else None
     if resume:
         if folder is None:
-            raise FileNotFoundError(f"cannot resume: {out_dir}/{CHECKPOINT_DIR} holds no checkpoint; start the run without --resume")
+            raise FileNotFoundError(
+                f"cannot resume: {out_dir}/{CHECKPOINT_DIR} holds no checkpoint; start the run without --resume"
+            )
         state = load_checkpoint(folder, cfg, members)
         position, start = state["data_position"], state["step"]
         scales = state.get("activation_scales", [state["activation_scale"]])
     elif folder is not None:
-        raise ValueError(f"{out_dir} already holds a run (checkpoint at {folder.name}); resume it with --resume "
-                         "or choose another --out folder")
+        raise ValueError(
+            f"{out_dir} already holds a run (checkpoint at {folder.name}); resume it with --resume "
+            "or choose another --out folder"
+        )
     for m in members:
         ranks.broadcast_(m.sae)  # the same seed builds the same weights; this makes it certain
     if writes:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out_dir / TRAIN_CONFIG, {"format_version": CHECKPOINT_FORMAT, **(run_info or {}),
-                                                   "train": dataclasses.asdict(cfg),
-                                                   "resolved": {"device": str(device), "selection_dtype": str(
-                                                       members[0].selection_dtype or cfg.dtype).removeprefix("torch.")},
-                                                   "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members]})
+        write_json_atomic(
+            out_dir / TRAIN_CONFIG,
+            {
+                "format_version": CHECKPOINT_FORMAT,
+                **(run_info or {}),
+                "train": dataclasses.asdict(cfg),
+                "resolved": {
+                    "device": str(device),
+                    "selection_dtype": str(members[0].selection_dtype or cfg.dtype).removeprefix("torch."),
+                },
+                "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members],
+            },
+        )
     feed = _Feed(batches, cfg, ranks, position, prefetch=device.type == "cuda", pin=device.type == "cuda")
     dtype = getattr(torch, cfg.dtype)
-    autocast = (torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None)
+    autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None
     log = open(out_dir / LOG_FILE, "a") if writes else None
     last_saved = start
     bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
@@ -647,11 +793,16 @@ def train_sae(
                 now = time.perf_counter()
                 rate = (done - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
                 clock, clock_step = now, done
-                bar.set_postfix_str(" | ".join(f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f}" for r in rows)
-                                    + f" | {rate:,.0f} tok/s")
+                bar.set_postfix_str(
+                    " | ".join(f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f}" for r in rows)
+                    + f" | {rate:,.0f} tok/s"
+                )
                 if log is not None:
                     for r in rows:
-                        log.write(json.dumps({"step": done, "tokens": done * cfg.batch_size, "tokens_per_s": rate, **r}) + "\n")
+                        log.write(
+                            json.dumps({"step": done, "tokens": done * cfg.batch_size, "tokens_per_s": rate, **r})
+                            + "\n"
+                        )
                     log.flush()
             if writes and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
                 save_checkpoint(out_dir, done, done * cfg.batch_size, feed.position, scales, cfg, members)
@@ -670,8 +821,9 @@ def train_sae(
     return trained
 
 
-def _next_batch(feed: _Feed, step: int, members: Sequence[_Member], out: Path | None, last_saved: int,
-                ranks: Ranks) -> tuple[Tensor, ...] | None:
+def _next_batch(
+    feed: _Feed, step: int, members: Sequence[_Member], out: Path | None, last_saved: int, ranks: Ranks
+) -> tuple[Tensor, ...] | None:
     """This rank's next batch (one tensor per source), checked; None when the data ran out on any rank.
 
     Ranks agree: a bad batch on one rank stops every rank with an error naming it."""
@@ -687,8 +839,10 @@ def _next_batch(feed: _Feed, step: int, members: Sequence[_Member], out: Path | 
     if error is not None:
         raise error
     if code >= 2:
-        raise ValueError(f"batch {step} of rank {code - 2} is bad (NaN/Inf or a wrong shape; rank {code - 2} "
-                         "reports which); every rank stopped")
+        raise ValueError(
+            f"batch {step} of rank {code - 2} is bad (NaN/Inf or a wrong shape; rank {code - 2} "
+            "reports which); every rank stopped"
+        )
     return None if code == 1 else batch
 
 
@@ -696,20 +850,25 @@ def _steps_of(batches: Any, cfg: TrainConfig) -> int:
     if isinstance(batches, ActivationDataset):
         steps = batches.num_tokens // cfg.batch_size
         if steps == 0:
-            raise ValueError(f"the dataset {batches.path} holds {batches.num_tokens} tokens, fewer than one batch of {cfg.batch_size}")
+            raise ValueError(
+                f"the dataset {batches.path} holds {batches.num_tokens} tokens, fewer than one batch of {cfg.batch_size}"
+            )
         return steps
     if hasattr(batches, "__len__"):
         return len(batches)
     raise ValueError("TrainConfig.steps is required when batches is a plain iterator (its length is unknown)")
 
 
-def _check_batches(batch: tuple[Tensor, ...], step: int, members: Sequence[_Member], out: Path | None,
-                   last_saved: int) -> None:
+def _check_batches(
+    batch: tuple[Tensor, ...], step: int, members: Sequence[_Member], out: Path | None, last_saved: int
+) -> None:
     """Each source's tensor of one step checked against the d_in of the SAEs that read it."""
     needed = max(m.source for m in members) + 1
     if len(batch) < needed:
-        raise ValueError(f"batch {step} holds {len(batch)} tensor(s) but the SAEs read source(s) up to "
-                         f"index {needed - 1}; yield one tensor per source")
+        raise ValueError(
+            f"batch {step} holds {len(batch)} tensor(s) but the SAEs read source(s) up to "
+            f"index {needed - 1}; yield one tensor per source"
+        )
     for m in members:
         _check_batch(batch[m.source], step, m.sae.cfg.d_in, out, last_saved)
 
@@ -717,19 +876,27 @@ def _check_batches(batch: tuple[Tensor, ...], step: int, members: Sequence[_Memb
 def _check_batch(x: Tensor, step: int, d_in: int, out: Path | None, last_saved: int) -> Tensor:
     """Refuse a batch of the wrong shape or with NaN/Inf, naming the batch and the last good checkpoint."""
     if x.ndim != 2 or x.shape[1] != d_in:
-        raise ValueError(f"batch {step} has shape {tuple(x.shape)} but the SAE config has d_in={d_in}; "
-                         f"the data and the config disagree on d_in")
+        raise ValueError(
+            f"batch {step} has shape {tuple(x.shape)} but the SAE config has d_in={d_in}; "
+            f"the data and the config disagree on d_in"
+        )
     if not torch.isfinite(x).all():
         row = int((~torch.isfinite(x)).any(1).nonzero()[0])
-        where = (f"the last good checkpoint (step {last_saved}) is kept in {out / CHECKPOINT_DIR}"
-                 if out is not None and last_saved else "no checkpoint was written before it")
-        raise ValueError(f"batch {step} (0-based, the batch of step {step + 1}) contains NaN or Inf values "
-                         f"(first at row {row}); training stopped and {where}. Fix or remove the bad activations.")
+        where = (
+            f"the last good checkpoint (step {last_saved}) is kept in {out / CHECKPOINT_DIR}"
+            if out is not None and last_saved
+            else "no checkpoint was written before it"
+        )
+        raise ValueError(
+            f"batch {step} (0-based, the batch of step {step + 1}) contains NaN or Inf values "
+            f"(first at row {row}); training stopped and {where}. Fix or remove the bad activations."
+        )
     return x
 
 
-def _initialise(feed: _Feed, members: Sequence[_Member], cfg: TrainConfig, dtype: torch.dtype,
-                device: torch.device, ranks: Ranks) -> list[float]:
+def _initialise(
+    feed: _Feed, members: Sequence[_Member], cfg: TrainConfig, dtype: torch.dtype, device: torch.device, ranks: Ranks
+) -> list[float]:
     """Per source: activation scale and decoder bias from the first init_tokens tokens of the global
     stream (all ranks' local batches gathered); returns the scales."""
     first = feed.peek(max(1, math.ceil(cfg.init_tokens / cfg.batch_size)))
@@ -765,8 +932,12 @@ def _saveable(sae: SAE, scale: float) -> SAE:
 def _metadata(batches: Any, scale: float, tokens: int) -> dict[str, Any]:
     meta: dict[str, Any] = {"training_tokens": tokens, "activation_scale_folded": scale}
     if isinstance(batches, ActivationDataset):
-        meta.update(hook_name=batches.hook_name, model_name=batches.model_id, context_size=batches.context_length,
-                    dataset_path=str(batches.path))
+        meta.update(
+            hook_name=batches.hook_name,
+            model_name=batches.model_id,
+            context_size=batches.context_length,
+            dataset_path=str(batches.path),
+        )
     return meta
 
 

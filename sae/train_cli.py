@@ -35,8 +35,9 @@ IGNORED_KEYS = {"format_version", "members", "resolved"}  # written into train_c
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
     # The real parser is built after --arch is known (see `parse_train_args`); this one hands it
     # every argument: '+' prefixes mean no '-' option is claimed here.
-    parser = subparsers.add_parser("train", help="Train an SAE, or a sweep of SAEs, on an activation dataset.",
-                                   prefix_chars="+", add_help=False)
+    parser = subparsers.add_parser(
+        "train", help="Train an SAE, or a sweep of SAEs, on an activation dataset.", prefix_chars="+", add_help=False
+    )
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     parser.set_defaults(run=lambda args: run(args.argv))
 
@@ -56,7 +57,9 @@ def run(argv: list[str]) -> int:
         stop()
     if ranks.is_main:
         out = request["out"]
-        print(f"saved {len(trained)} SAE(s) to {out}" + (f": {', '.join(request['names'])}" if len(trained) > 1 else ""))
+        print(
+            f"saved {len(trained)} SAE(s) to {out}" + (f": {', '.join(request['names'])}" if len(trained) > 1 else "")
+        )
     return 0
 
 
@@ -77,8 +80,9 @@ def _base_config(resume: str | None, config: str | None) -> dict[str, Any]:
     if resume is not None:
         path = Path(resume) / TRAIN_CONFIG
         if not path.is_file():
-            raise FileNotFoundError(f"cannot resume: {path} does not exist; --resume takes the --out folder of an "
-                                    "earlier `sae train` run")
+            raise FileNotFoundError(
+                f"cannot resume: {path} does not exist; --resume takes the --out folder of an earlier `sae train` run"
+            )
         sources.append(path)
     if config is not None:
         sources.append(Path(config))
@@ -111,33 +115,63 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
     arch = known.arch or base.get("arch")
 
     parser = argparse.ArgumentParser(
-        prog="sae train", allow_abbrev=False,
+        prog="sae train",
+        allow_abbrev=False,
         description="Train an SAE (or a sweep: comma lists such as --k 16,32,64) on an activation dataset.",
         epilog=None if arch else "Give --arch NAME --help to list that architecture's options.",
     )
-    parser.add_argument("--acts", default=base.get("acts"), required="acts" not in base,
-                        help="Activation dataset folder (manifest.json + shards).")
-    parser.add_argument("--arch", default=arch, required=arch is None,
-                        help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.")
-    parser.add_argument("--out", default=known.resume, required=known.resume is None,
-                        help="Run folder: the trained SAE(s), checkpoints, log.jsonl, train_config.json.")
+    parser.add_argument(
+        "--acts",
+        default=base.get("acts"),
+        required="acts" not in base,
+        help="Activation dataset folder (manifest.json + shards).",
+    )
+    parser.add_argument(
+        "--arch",
+        default=arch,
+        required=arch is None,
+        help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
+    )
+    parser.add_argument(
+        "--out",
+        default=known.resume,
+        required=known.resume is None,
+        help="Run folder: the trained SAE(s), checkpoints, log.jsonl, train_config.json.",
+    )
     parser.add_argument("--config", help="JSON file of defaults (the layout of train_config.json); flags override it.")
     parser.add_argument("--resume", metavar="DIR", help="Continue the run in DIR from its last checkpoint.")
-    parser.add_argument("--d-in", type=int, default=base.get("d_in"),
-                        help="Input width; default: the dataset's. Must match the dataset.")
-    parser.add_argument("--nproc", type=int, help="Data-parallel processes on this machine, started through torchrun "
-                        "(gloo on CPU, nccl with one GPU each on CUDA); --batch-size stays the global batch.")
-    train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig,
-                                     defaults=base.get("train"), source=source)
+    parser.add_argument(
+        "--d-in",
+        type=int,
+        default=base.get("d_in"),
+        help="Input width; default: the dataset's. Must match the dataset.",
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        help="Data-parallel processes on this machine, started through torchrun "
+        "(gloo on CPU, nccl with one GPU each on CUDA); --batch-size stays the global batch.",
+    )
+    train_options = DataclassOptions(
+        parser.add_argument_group("training"), TrainConfig, defaults=base.get("train"), source=source
+    )
     if arch is None:
         parser.parse_args(argv)  # prints the help, or the error that --arch is required
         raise ValueError("--arch is required")
     config_class = architectures.get_architecture(arch).config_class
-    sae_options = DataclassOptions(parser.add_argument_group(f"{arch} SAE (comma lists sweep)"), config_class,
-                                   defaults=base.get("sae"), source=source, sweep=True, skip=("d_in",))
+    sae_options = DataclassOptions(
+        parser.add_argument_group(f"{arch} SAE (comma lists sweep)"),
+        config_class,
+        defaults=base.get("sae"),
+        source=source,
+        sweep=True,
+        skip=("d_in",),
+    )
     args = parser.parse_args(argv)
     if known.resume is not None and Path(args.out).resolve() != Path(known.resume).resolve():
-        raise ValueError(f"--resume {known.resume} continues the run in that folder; drop --out {args.out} or make it the same")
+        raise ValueError(
+            f"--resume {known.resume} continues the run in that folder; drop --out {args.out} or make it the same"
+        )
 
     dataset = ActivationDataset(args.acts)
     d_in = args.d_in if args.d_in is not None else dataset.d_in

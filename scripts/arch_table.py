@@ -32,18 +32,18 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor
-
 from sae.architectures import ARCHITECTURES, SAE, SAEConfig, get_architecture
 from sae.config import field_specs, parse_text
 from sae.data import ActivationDataset
 from sae.metrics import evaluate_sae
 from sae.train import TrainConfig, default_lr, train_sae
+from torch import Tensor
 
 ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")
 DEMO_ACTS = Path("artifacts/demo/activations/blocks.0.mlp.hook_post")
@@ -58,8 +58,10 @@ class TrainingRows:
 
     def __init__(self, dataset: ActivationDataset, num_rows: int, batch_size: int, seed: int = 0):
         if batch_size > num_rows:
-            raise ValueError(f"the training part of {dataset.path} holds {num_rows} rows, fewer than one batch of "
-                             f"{batch_size}; lower --batch-size or --heldout-tokens")
+            raise ValueError(
+                f"the training part of {dataset.path} holds {num_rows} rows, fewer than one batch of "
+                f"{batch_size}; lower --batch-size or --heldout-tokens"
+            )
         self.dataset, self.num_rows, self.batch_size, self.seed = dataset, num_rows, batch_size, seed
 
     def __iter__(self) -> Iterator[Tensor]:
@@ -67,7 +69,7 @@ class TrainingRows:
         while True:
             order = np.random.default_rng([self.seed, epoch]).permutation(self.num_rows)
             for start in range(0, self.num_rows - self.batch_size + 1, self.batch_size):
-                yield self.dataset.rows(order[start:start + self.batch_size]).float()
+                yield self.dataset.rows(order[start : start + self.batch_size]).float()
             epoch += 1
 
 
@@ -134,10 +136,18 @@ def heldout_text(model: Path, corpus: str | None, tokens: int, batch_size: int =
 
 def format_table(rows: list[dict[str, Any]], with_ce: bool) -> str:
     """Markdown table, one row per architecture."""
-    head = ["arch", "held-out FVU", "L0", "dead", "train tok/s"] + (["CE loss recovered", "ΔCE (nats)"] if with_ce else [])
+    head = ["arch", "held-out FVU", "L0", "dead", "train tok/s"] + (
+        ["CE loss recovered", "ΔCE (nats)"] if with_ce else []
+    )
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
-        cells = [r["arch"], f"{r['fvu']:.4f}", f"{r['l0']:.1f}", f"{r['dead_fraction']:.3f}", f"{r['tokens_per_s']:,.0f}"]
+        cells = [
+            r["arch"],
+            f"{r['fvu']:.4f}",
+            f"{r['l0']:.1f}",
+            f"{r['dead_fraction']:.3f}",
+            f"{r['tokens_per_s']:,.0f}",
+        ]
         if with_ce:
             cells += [f"{r['ce_loss_recovered']:.4f}", f"{r['delta_ce']:+.4f}"]
         lines.append("| " + " | ".join(cells) + " |")
@@ -147,24 +157,44 @@ def format_table(rows: list[dict[str, Any]], with_ce: bool) -> str:
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     p.add_argument("--acts", type=Path, default=DEMO_ACTS, help=f"activation dataset folder (default {DEMO_ACTS})")
-    p.add_argument("--model", default=None,
-                   help=f"model folder for CE loss recovered and delta CE; 'none' skips them (default {DEMO_MODEL} "
-                        "when it exists)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help=f"model folder for CE loss recovered and delta CE; 'none' skips them (default {DEMO_MODEL} "
+        "when it exists)",
+    )
     p.add_argument("--archs", default=",".join(ARCHS), help=f"comma list of architectures (default {','.join(ARCHS)})")
     p.add_argument("--steps", type=int, default=300, help="optimizer steps per architecture (default 300)")
     p.add_argument("--batch-size", type=int, default=4096, help="training tokens per step (default 4096)")
     p.add_argument("--d-sae", type=int, default=1024, help="latents per SAE (default 1024)")
-    p.add_argument("--k", type=int, default=32,
-                   help="k of topk/batchtopk/matryoshka and l0_target of jumprelu (default 32)")
-    p.add_argument("--heldout-tokens", type=int, default=32768,
-                   help="rows at the end of the dataset kept out of training and evaluated on (default 32768)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="ARCH.FIELD=VALUE",
-                   help="override one field of an architecture's config (repeatable)")
-    p.add_argument("--lr", type=float, default=None,
-                   help="Adam learning rate of every SAE (default: the trainer's rule, sae.train.default_lr(d_sae, d_in))")
+    p.add_argument(
+        "--k", type=int, default=32, help="k of topk/batchtopk/matryoshka and l0_target of jumprelu (default 32)"
+    )
+    p.add_argument(
+        "--heldout-tokens",
+        type=int,
+        default=32768,
+        help="rows at the end of the dataset kept out of training and evaluated on (default 32768)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="ARCH.FIELD=VALUE",
+        help="override one field of an architecture's config (repeatable)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="Adam learning rate of every SAE (default: the trainer's rule, sae.train.default_lr(d_sae, d_in))",
+    )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SAE initialisation and of the batch order")
-    p.add_argument("--ce-tokens", type=int, default=16384, help="held-out text tokens of the splice evaluation (default 16384)")
+    p.add_argument(
+        "--ce-tokens", type=int, default=16384, help="held-out text tokens of the splice evaluation (default 16384)"
+    )
     p.add_argument("--corpus", default=None, help="corpus of the held-out text (default: the one the model records)")
     p.add_argument("--out", type=Path, default=None, help="also save each SAE and its training log in OUT/ARCH")
     p.add_argument("--json", type=Path, default=None, help="write the settings and every row as JSON to this file")
@@ -201,19 +231,34 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         torch.set_num_threads(args.threads)
     dataset = ActivationDataset(args.acts)
     if args.heldout_tokens >= dataset.num_tokens:
-        raise ValueError(f"--heldout-tokens {args.heldout_tokens} leaves nothing to train on: {dataset.path} holds "
-                         f"{dataset.num_tokens} tokens")
+        raise ValueError(
+            f"--heldout-tokens {args.heldout_tokens} leaves nothing to train on: {dataset.path} holds "
+            f"{dataset.num_tokens} tokens"
+        )
     train_rows = dataset.num_tokens - args.heldout_tokens
-    train_cfg = TrainConfig(batch_size=args.batch_size, steps=args.steps, lr=args.lr, threads=args.threads, seed=args.seed,
-                            checkpoint_every=0, log_every=max(1, args.steps // 20))
-    print(f"data: {dataset.path} ({dataset.hook_name}, d_in {dataset.d_in}): training rows [0, {train_rows}), "
-          f"held-out rows [{train_rows}, {dataset.num_tokens}); {args.steps} steps x {args.batch_size} tokens "
-          f"= {args.steps * args.batch_size / train_rows:.2f} epochs of the training rows", flush=True)
+    train_cfg = TrainConfig(
+        batch_size=args.batch_size,
+        steps=args.steps,
+        lr=args.lr,
+        threads=args.threads,
+        seed=args.seed,
+        checkpoint_every=0,
+        log_every=max(1, args.steps // 20),
+    )
+    print(
+        f"data: {dataset.path} ({dataset.hook_name}, d_in {dataset.d_in}): training rows [0, {train_rows}), "
+        f"held-out rows [{train_rows}, {dataset.num_tokens}); {args.steps} steps x {args.batch_size} tokens "
+        f"= {args.steps * args.batch_size / train_rows:.2f} epochs of the training rows",
+        flush=True,
+    )
     loaded, token_batches, corpus = None, [], None
     if args.model is not None:
         loaded, token_batches, corpus = heldout_text(args.model, args.corpus, args.ce_tokens)
-        print(f"splice evaluation: {args.model}, {sum(b.numel() for b in token_batches)} held-out tokens of corpus "
-              f"{corpus!r}", flush=True)
+        print(
+            f"splice evaluation: {args.model}, {sum(b.numel() for b in token_batches)} held-out tokens of corpus "
+            f"{corpus!r}",
+            flush=True,
+        )
 
     rows: list[dict[str, Any]] = []
     for i, arch in enumerate(args.archs, 1):
@@ -222,27 +267,47 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         batches = TrainingRows(dataset, train_rows, args.batch_size, seed=args.seed)
         out = args.out / arch if args.out is not None else None
         start = time.perf_counter()
-        sae = train_sae([(arch, config)], batches, train_cfg, out, progress=not args.no_progress,
-                        metadata=[{"hook_name": dataset.hook_name, "model_name": dataset.model_id,
-                                   "context_size": dataset.context_length, "dataset_path": str(dataset.path)}])[0]
+        sae = train_sae(
+            [(arch, config)],
+            batches,
+            train_cfg,
+            out,
+            progress=not args.no_progress,
+            metadata=[
+                {
+                    "hook_name": dataset.hook_name,
+                    "model_name": dataset.model_id,
+                    "context_size": dataset.context_length,
+                    "dataset_path": str(dataset.path),
+                }
+            ],
+        )[0]
         seconds = time.perf_counter() - start
         sae.eval()
         with torch.no_grad():
             recon = evaluate_sae(sae, heldout_batches(dataset, train_rows), progress=False)
         row: dict[str, Any] = {
-            "arch": arch, "inference_arch": sae.arch,
-            "fvu": recon["fvu"], "l0": recon["l0"], "dead_fraction": recon["dead_fraction"],
-            "explained_variance": recon["explained_variance"], "cosine": recon["cosine"],
+            "arch": arch,
+            "inference_arch": sae.arch,
+            "fvu": recon["fvu"],
+            "l0": recon["l0"],
+            "dead_fraction": recon["dead_fraction"],
+            "explained_variance": recon["explained_variance"],
+            "cosine": recon["cosine"],
             "heldout_tokens": int(recon["num_tokens"]),
-            "tokens_per_s": args.steps * args.batch_size / seconds, "train_seconds": seconds,
-            "train_tokens": args.steps * args.batch_size, "config": config.to_dict(),
+            "tokens_per_s": args.steps * args.batch_size / seconds,
+            "train_seconds": seconds,
+            "train_tokens": args.steps * args.batch_size,
+            "config": config.to_dict(),
             "lr": train_cfg.lr if train_cfg.lr is not None else default_lr(config.d_sae, config.d_in),
         }
         if loaded is not None:
             row.update(measure_splice(sae, loaded, dataset.hook_name, token_batches))
         rows.append(row)
-        line = (f"[{i}/{len(args.archs)}] {arch}: FVU {row['fvu']:.4f}  L0 {row['l0']:.1f}  dead {row['dead_fraction']:.3f}"
-                f"  {row['tokens_per_s']:,.0f} tok/s ({seconds:.0f} s)")
+        line = (
+            f"[{i}/{len(args.archs)}] {arch}: FVU {row['fvu']:.4f}  L0 {row['l0']:.1f}  dead {row['dead_fraction']:.3f}"
+            f"  {row['tokens_per_s']:,.0f} tok/s ({seconds:.0f} s)"
+        )
         if loaded is not None:
             line += f"  CE recovered {row['ce_loss_recovered']:.4f}  ΔCE {row['delta_ce']:+.4f}"
         print(line, flush=True)
@@ -254,12 +319,21 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print(table)
     document = {
         "command": command,
-        "acts": str(dataset.path), "hook_name": dataset.hook_name, "d_in": dataset.d_in,
-        "train_rows": train_rows, "heldout_rows": dataset.num_tokens - train_rows,
-        "model": str(args.model) if args.model is not None else None, "corpus": corpus,
+        "acts": str(dataset.path),
+        "hook_name": dataset.hook_name,
+        "d_in": dataset.d_in,
+        "train_rows": train_rows,
+        "heldout_rows": dataset.num_tokens - train_rows,
+        "model": str(args.model) if args.model is not None else None,
+        "corpus": corpus,
         "ce_tokens": sum(b.numel() for b in token_batches),
-        "d_sae": args.d_sae, "k": args.k, "overrides": overrides, "train": dataclasses.asdict(train_cfg),
-        "torch_threads": torch.get_num_threads(), "rows": rows, "table": table,
+        "d_sae": args.d_sae,
+        "k": args.k,
+        "overrides": overrides,
+        "train": dataclasses.asdict(train_cfg),
+        "torch_threads": torch.get_num_threads(),
+        "rows": rows,
+        "table": table,
     }
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -40,12 +40,21 @@ import time
 from pathlib import Path
 
 import torch
-
 from interp.capture import ActivationHooks, capture_to_disk, plan_capture
 
 DEMO_MODEL = Path("artifacts/demo/model")
-DEFAULT_MODEL = dict(d_model=128, d_head=32, n_heads=4, n_layers=1, d_mlp=512, n_ctx=128, d_vocab=4096,
-                     act_fn="gelu", normalization_type="LN", seed=0)
+DEFAULT_MODEL = dict(
+    d_model=128,
+    d_head=32,
+    n_heads=4,
+    n_layers=1,
+    d_mlp=512,
+    n_ctx=128,
+    d_vocab=4096,
+    act_fn="gelu",
+    normalization_type="LN",
+    seed=0,
+)
 
 
 def load_bridge(spec: str | None):
@@ -87,19 +96,31 @@ def settle(seconds: float = 0.5) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=None, help="model spec (default: demo model, else a fresh default-size one)")
-    parser.add_argument("--hook", dest="hooks", action="append", default=None,
-                        help="hook to capture; repeat for several (default: blocks.0.mlp.hook_post)")
-    parser.add_argument("--tokens", type=int, default=2**17 + 2**14,
-                        help="tokens per measurement (default 147456: four and a half default shards of a 512-wide "
-                             "float32 hook, so the last shard is a partial one)")
+    parser.add_argument(
+        "--hook",
+        dest="hooks",
+        action="append",
+        default=None,
+        help="hook to capture; repeat for several (default: blocks.0.mlp.hook_post)",
+    )
+    parser.add_argument(
+        "--tokens",
+        type=int,
+        default=2**17 + 2**14,
+        help="tokens per measurement (default 147456: four and a half default shards of a 512-wide "
+        "float32 hook, so the last shard is a partial one)",
+    )
     parser.add_argument("--shard-tokens", type=int, default=None, help="tokens per shard (default: capture's default)")
     parser.add_argument("--batch-size", type=int, default=32, help="context windows per forward pass")
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--stop-at-layer", action="store_true", help="also time the bare pass with stop_at_layer")
-    parser.add_argument("--free-writes", action="store_true",
-                        help="also time capture with the writes thread free-running (share_cores=False)")
+    parser.add_argument(
+        "--free-writes",
+        action="store_true",
+        help="also time capture with the writes thread free-running (share_cores=False)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="folder for the captures (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -114,8 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     n_tokens = tokens.numel()
     plan = plan_capture(bridge, hooks, ctx)
     batches = list(tokens.split(args.batch_size))
-    print(f"model: {described}; hooks: {', '.join(hooks)}; dtype {args.dtype}; {n_tokens} tokens in batches of "
-          f"{args.batch_size} x {ctx}; torch intra-op threads: {torch.get_num_threads()}; {os.cpu_count()} CPUs")
+    print(
+        f"model: {described}; hooks: {', '.join(hooks)}; dtype {args.dtype}; {n_tokens} tokens in batches of "
+        f"{args.batch_size} x {ctx}; torch intra-op threads: {torch.get_num_threads()}; {os.cpu_count()} CPUs"
+    )
 
     def bare_stop_at_layer() -> None:
         with torch.inference_mode():
@@ -131,9 +154,20 @@ def main(argv: list[str] | None = None) -> int:
     out = root / "capture"
 
     def capture_once(windows: torch.Tensor = tokens, share_cores: bool = True) -> None:
-        capture_to_disk(bridge, hooks, iter(windows), out, total_tokens=windows.numel(), model_id=described,
-                        context_length=ctx, dtype=args.dtype, batch_size=args.batch_size,
-                        tokens_per_shard=args.shard_tokens, progress=False, share_cores=share_cores)
+        capture_to_disk(
+            bridge,
+            hooks,
+            iter(windows),
+            out,
+            total_tokens=windows.numel(),
+            model_id=described,
+            context_length=ctx,
+            dtype=args.dtype,
+            batch_size=args.batch_size,
+            tokens_per_shard=args.shard_tokens,
+            progress=False,
+            share_cores=share_cores,
+        )
 
     fns = {"bare (stop at hook)": bare_stop_at_hook, "capture to disk": capture_once}
     if args.free_writes:
@@ -146,7 +180,9 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(out)
         settle()
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in fns}
-        print(f"{'round':>5s} {'':22s} {'tokens/s':>10s} {'CPU us/tok':>11s} {'main thread':>12s} {'ratio':>7s} {'load':>5s}")
+        print(
+            f"{'round':>5s} {'':22s} {'tokens/s':>10s} {'CPU us/tok':>11s} {'main thread':>12s} {'ratio':>7s} {'load':>5s}"
+        )
         for r in range(args.repeats):
             for name, fn in fns.items():
                 runs[name].append(timed(fn))
@@ -156,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
                 ratio = ""
                 if name.startswith("capture"):
                     ratio = f"{runs['bare (stop at hook)'][-1][0] / wall:7.3f}"
-                print(f"{r:5d} {name:22s} {n_tokens / wall:10,.0f} {cpu / n_tokens * 1e6:11.1f} "
-                      f"{main_cpu / n_tokens * 1e6:12.1f} {ratio:>7s} {os.getloadavg()[0]:5.1f}", flush=True)
+                print(
+                    f"{r:5d} {name:22s} {n_tokens / wall:10,.0f} {cpu / n_tokens * 1e6:11.1f} "
+                    f"{main_cpu / n_tokens * 1e6:12.1f} {ratio:>7s} {os.getloadavg()[0]:5.1f}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -167,25 +206,37 @@ def main(argv: list[str] | None = None) -> int:
     def per_token(name: str, column: int) -> float:
         return min(run[column] for run in runs[name]) / n_tokens * 1e6
 
-    print(f"\nover {args.repeats} rounds    {'best tok/s':>11s} {'median tok/s':>13s} {'min CPU us/tok':>15s} {'min main us/tok':>16s}")
+    print(
+        f"\nover {args.repeats} rounds    {'best tok/s':>11s} {'median tok/s':>13s} {'min CPU us/tok':>15s} {'min main us/tok':>16s}"
+    )
     for name in fns:
-        print(f"{name:22s} {rate(name, min):11,.0f} {rate(name, statistics.median):13,.0f} "
-              f"{per_token(name, 1):15.1f} {per_token(name, 2):16.1f}")
+        print(
+            f"{name:22s} {rate(name, min):11,.0f} {rate(name, statistics.median):13,.0f} "
+            f"{per_token(name, 1):15.1f} {per_token(name, 2):16.1f}"
+        )
     bare, cap = "bare (stop at hook)", "capture to disk"
     round_ratios = [b[0] / c[0] for b, c in zip(runs[bare], runs[cap])]
-    print(f"capture / bare (stop at hook), tokens/s: best {rate(cap, min) / rate(bare, min):.3f}, "
-          f"median {rate(cap, statistics.median) / rate(bare, statistics.median):.3f}, "
-          f"per round {', '.join(f'{x:.3f}' for x in round_ratios)}")
-    print(f"CPU per token, bare / capture: {per_token(bare, 1) / per_token(cap, 1):.3f} (what the ratio tends to when "
-          f"every core is busy); bare / capture's main thread: {per_token(bare, 2) / per_token(cap, 2):.3f} (its estimate "
-          f"with a core to spare for the writes thread; meaningful with --threads 1)")
+    print(
+        f"capture / bare (stop at hook), tokens/s: best {rate(cap, min) / rate(bare, min):.3f}, "
+        f"median {rate(cap, statistics.median) / rate(bare, statistics.median):.3f}, "
+        f"per round {', '.join(f'{x:.3f}' for x in round_ratios)}"
+    )
+    print(
+        f"CPU per token, bare / capture: {per_token(bare, 1) / per_token(cap, 1):.3f} (what the ratio tends to when "
+        f"every core is busy); bare / capture's main thread: {per_token(bare, 2) / per_token(cap, 2):.3f} (its estimate "
+        f"with a core to spare for the writes thread; meaningful with --threads 1)"
+    )
     if args.stop_at_layer:
-        print(f"capture / bare (stop_at_layer), tokens/s: best {rate(cap, min) / rate('bare (stop_at_layer)', min):.3f}")
+        print(
+            f"capture / bare (stop_at_layer), tokens/s: best {rate(cap, min) / rate('bare (stop_at_layer)', min):.3f}"
+        )
     if args.free_writes:
         free = "capture, writes free"
-        print(f"capture / capture with free-running writes, tokens/s: median "
-              f"{rate(cap, statistics.median) / rate(free, statistics.median):.3f}; free-running / bare: median "
-              f"{rate(free, statistics.median) / rate(bare, statistics.median):.3f}")
+        print(
+            f"capture / capture with free-running writes, tokens/s: median "
+            f"{rate(cap, statistics.median) / rate(free, statistics.median):.3f}; free-running / bare: median "
+            f"{rate(free, statistics.median) / rate(bare, statistics.median):.3f}"
+        )
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0
 

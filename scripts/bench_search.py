@@ -21,7 +21,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from interp.analysis import AnalysisConfig, logit_map
 from interp.labels import Label, LabelConfig, save_labels, show_token
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
@@ -56,16 +55,27 @@ def build_index(folder: Path, model_dir: Path, features: int, seed: int) -> None
     sae = load_sae(folder / "sae")
     g = torch.Generator().manual_seed(seed)
     vocab = model.tokenizer.token_strings() + [f"<unused {i}>" for i in range(model.tokenizer.vocab_size, V)]
-    feature_tokens = [torch.randint(1, V, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g).tolist()
-                      for _ in range(features)]
+    feature_tokens = [
+        torch.randint(1, V, (int(torch.randint(1, 4, (1,), generator=g)),), generator=g).tolist()
+        for _ in range(features)
+    ]
     n_seq, T = 64, model.context_length
     tokens = zipf_tokens(n_seq, T, V, seed=seed)
     cfg = AnalysisConfig()
     batches = token_detector_batches(tokens, feature_tokens, seed=seed, batch=4, fire_probability=0.8)
-    analysis = planted_analysis(batches, vocab, cfg, W_dec=sae.W_dec.detach(), expected_sequences=n_seq,
-                                meta={"hook_name": HOOK, "model": {"name": model.name, "spec": str(model_dir.resolve())},
-                                      "sae": {"d_in": d_mlp, "d_sae": features, "architecture": "topk",
-                                              "path": str((folder / "sae").resolve())}, "neurons_written": True})
+    analysis = planted_analysis(
+        batches,
+        vocab,
+        cfg,
+        W_dec=sae.W_dec.detach(),
+        expected_sequences=n_seq,
+        meta={
+            "hook_name": HOOK,
+            "model": {"name": model.name, "spec": str(model_dir.resolve())},
+            "sae": {"d_in": d_mlp, "d_sae": features, "architecture": "topk", "path": str((folder / "sae").resolve())},
+            "neurons_written": True,
+        },
+    )
     logits, basis = logit_map(model.bridge, HOOK, d_mlp)
     analysis.tensors["logit_directions"] = logits.residual(sae.W_dec.detach().float())
     analysis.tensors["unembed"] = logits.W_U
@@ -92,7 +102,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--features", type=int, default=16_384)
     parser.add_argument("--repeats", type=int, default=30)
-    parser.add_argument("--model", type=Path, default=Path("artifacts/demo/model"), help="model folder (default: the demo's, if built)")
+    parser.add_argument(
+        "--model", type=Path, default=Path("artifacts/demo/model"), help="model folder (default: the demo's, if built)"
+    )
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -107,7 +119,7 @@ def main() -> int:
         index = FeatureIndex.load(scratch / "analysis")
         load_s = time.perf_counter() - start
         vocab = index.vocab
-        common = [vocab[int(t)] for t in torch.argsort(index.token_counts, descending=True)[:args.repeats + 1]]
+        common = [vocab[int(t)] for t in torch.argsort(index.token_counts, descending=True)[: args.repeats + 1]]
         prompts = [f"def function_{r}(self, value):\n    return value + {r}" for r in range(args.repeats + 1)]
         queries = {
             "token": lambda r: index.by_token(common[r], top=10),
@@ -115,7 +127,9 @@ def main() -> int:
             "logit": lambda r: index.by_logit(common[r], top=10),
             "nearest (id)": lambda r: index.nearest(r * 97 % index.F, top=10),
             "nearest (vector)": lambda r: index.nearest(torch.randn(index.unit_decoder.shape[1]), top=10),
-            "token + filters": lambda r: index.by_token(common[r], top=10, min_density=1e-5, max_density=0.1, min_label_score=0.5),
+            "token + filters": lambda r: index.by_token(
+                common[r], top=10, min_density=1e-5, max_density=0.1, min_label_score=0.5
+            ),
         }
         start = time.perf_counter()
         index.by_text(prompts[0])
@@ -132,8 +146,10 @@ def main() -> int:
         runner.features = timed_model
         queries["text (whole prompt)"] = lambda r: index.by_text(prompts[r], top=5)
 
-        print(f"index load: {load_s * 1000:.0f} ms ({index.F} features, vocabulary {len(vocab)}); "
-              f"first text query (loads model and SAE): {first_text_s * 1000:.0f} ms")
+        print(
+            f"index load: {load_s * 1000:.0f} ms ({index.F} features, vocabulary {len(vocab)}); "
+            f"first text query (loads model and SAE): {first_text_s * 1000:.0f} ms"
+        )
         print(f"{'query':<32}{'median ms':>10}{'p95 ms':>9}{'max ms':>9}")
         worst, text_times = 0.0, []
         for name, call in queries.items():
@@ -148,9 +164,13 @@ def main() -> int:
             if not name.startswith("text"):
                 worst = max(worst, median)
         text_times.sort()
-        print(f"{'  of which forward pass + encode':<32}{statistics.median(model_ms):>10.2f}{model_ms[int(0.95 * (len(model_ms) - 1))]:>9.2f}{model_ms[-1]:>9.2f}")
-        print(f"{'  of which the query itself':<32}{statistics.median(text_times):>10.2f}"
-              f"{text_times[int(0.95 * (len(text_times) - 1))]:>9.2f}{text_times[-1]:>9.2f}")
+        print(
+            f"{'  of which forward pass + encode':<32}{statistics.median(model_ms):>10.2f}{model_ms[int(0.95 * (len(model_ms) - 1))]:>9.2f}{model_ms[-1]:>9.2f}"
+        )
+        print(
+            f"{'  of which the query itself':<32}{statistics.median(text_times):>10.2f}"
+            f"{text_times[int(0.95 * (len(text_times) - 1))]:>9.2f}{text_times[-1]:>9.2f}"
+        )
         worst = max(worst, statistics.median(text_times))
         print(f"slowest query median, forward pass excluded: {worst:.2f} ms (target < {TARGET_MS:.0f} ms)")
         print(f"torch threads {torch.get_num_threads()}")

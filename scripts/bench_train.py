@@ -36,9 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_DIR = Path(__file__).resolve().parent / "peers"
 sys.path.insert(0, str(PEER_DIR))
 from common import TimedBatches, steady_rate  # noqa: E402  (shared with the peer runners)
-
-from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.architectures.base import TrainState  # noqa: E402
+from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.data import ActivationDataset  # noqa: E402
 from sae.distributed import resolve_device  # noqa: E402
 from sae.train import TrainConfig, keep_freed_memory, resolve_selection_dtype, train_sae  # noqa: E402
@@ -52,7 +51,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--peer-python", help="python of an environment with sae-lens, eai-sparsify, dictionary-learning")
     p.add_argument("--peers", default=",".join(PEERS), help="comma list of peers to run")
     p.add_argument("--steps", type=int, default=120, help="training steps of every trainer")
-    p.add_argument("--warmup", type=int, default=20, help="steps left out of the timing (>= this trainer's init batches)")
+    p.add_argument(
+        "--warmup", type=int, default=20, help="steps left out of the timing (>= this trainer's init batches)"
+    )
     p.add_argument("--batch-size", type=int, default=4096)
     p.add_argument("--d-in", type=int, default=256, help="width of the synthetic activations")
     p.add_argument("--d-sae", type=int, default=4096)
@@ -63,9 +64,17 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--json", help="also write the results here")
     p.add_argument("--profile", action="store_true", help="print where one step of this trainer spends its time")
     p.add_argument("--skip-ours", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--device", default="auto", help="device of this trainer: auto (default: cuda when present), cpu, cuda or cuda:N")
-    p.add_argument("--autocast", default="none", choices=["none", "bfloat16", "float16"],
-                   help="autocast dtype of this trainer's forward pass")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="device of this trainer: auto (default: cuda when present), cpu, cuda or cuda:N",
+    )
+    p.add_argument(
+        "--autocast",
+        default="none",
+        choices=["none", "bfloat16", "float16"],
+        help="autocast dtype of this trainer's forward pass",
+    )
     return p.parse_args()
 
 
@@ -155,34 +164,73 @@ def fvu(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespace, selection: str) -> dict:
     """This trainer with TrainConfig.selection_dtype = `selection` (auto: its default)."""
     timer = TimedBatches(train, args.batch_size)
-    cfg = TrainConfig(batch_size=args.batch_size, steps=len(timer), checkpoint_every=0, log_every=10**9,
-                      threads=args.threads, device=args.device, autocast=args.autocast, selection_dtype=selection)
+    cfg = TrainConfig(
+        batch_size=args.batch_size,
+        steps=len(timer),
+        checkpoint_every=0,
+        log_every=10**9,
+        threads=args.threads,
+        device=args.device,
+        autocast=args.autocast,
+        selection_dtype=selection,
+    )
     init_batches = math.ceil(cfg.init_tokens / args.batch_size)  # read ahead before the first step
     if args.warmup < init_batches:
-        raise SystemExit(f"--warmup must be at least {init_batches}: this trainer reads its first {init_batches} "
-                         "batches before step 0 (activation scale and b_dec)")
+        raise SystemExit(
+            f"--warmup must be at least {init_batches}: this trainer reads its first {init_batches} "
+            "batches before step 0 (activation scale and b_dec)"
+        )
     config = TopKConfig(d_in=train.shape[1], d_sae=args.d_sae, k=args.k)
     sae = train_sae([("topk", config)], timer, cfg, None, progress=False)[0]
     with torch.no_grad():
         device = sae.W_enc.device
         x_hat = torch.cat([sae(c.to(device)).cpu() for c in heldout.split(4096)])
-        l0 = torch.cat([(sae.encode(c.to(device)) != 0).sum(-1).cpu() for c in heldout.split(4096)]).float().mean().item()
+        l0 = (
+            torch.cat([(sae.encode(c.to(device)) != 0).sum(-1).cpu() for c in heldout.split(4096)])
+            .float()
+            .mean()
+            .item()
+        )
     tokens_per_s, seconds, steps = steady_rate(timer.times, args.batch_size, args.warmup)
     used = resolve_selection_dtype(cfg, resolve_device(cfg.device))
     used = str(used or getattr(torch, cfg.dtype)).removeprefix("torch.")
     label = f"monosemantic ({'default: ' if selection == 'auto' else ''}{used} selection)"
-    return {"trainer": label, "selection_dtype": used, "default": selection == "auto", "tokens_per_s": tokens_per_s,
-            "seconds": seconds, "timed_steps": steps, "heldout_fvu": fvu(heldout, x_hat), "heldout_l0": l0}
+    return {
+        "trainer": label,
+        "selection_dtype": used,
+        "default": selection == "auto",
+        "tokens_per_s": tokens_per_s,
+        "seconds": seconds,
+        "timed_steps": steps,
+        "heldout_fvu": fvu(heldout, x_hat),
+        "heldout_l0": l0,
+    }
 
 
 def run_peer(name: str, data: Path, heldout: torch.Tensor, args: argparse.Namespace) -> dict:
     out = data.parent / f"{data.stem}-{name}"
-    cmd = [args.peer_python, str(PEER_DIR / f"{name}_peer.py"), "--data", str(data), "--out", str(out),
-           "--batch-size", str(args.batch_size), "--d-sae", str(args.d_sae), "--k", str(args.k),
-           "--warmup", str(args.warmup)] + (["--threads", str(args.threads)] if args.threads else [])
+    cmd = [
+        args.peer_python,
+        str(PEER_DIR / f"{name}_peer.py"),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--batch-size",
+        str(args.batch_size),
+        "--d-sae",
+        str(args.d_sae),
+        "--k",
+        str(args.k),
+        "--warmup",
+        str(args.warmup),
+    ] + (["--threads", str(args.threads)] if args.threads else [])
     done = subprocess.run(cmd, cwd=PEER_DIR, capture_output=True, text=True)
     if done.returncode != 0:
-        return {"trainer": name, "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}"}
+        return {
+            "trainer": name,
+            "error": done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"exit {done.returncode}",
+        }
     result = json.loads((out / "result.json").read_text())
     x_hat = load_file(str(out / "heldout.safetensors"))["x_hat"]
     return {"trainer": f"{name} {result.pop('version')}", **result, "heldout_fvu": fvu(heldout, x_hat)}
@@ -226,8 +274,10 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
     for _ in range(runs):
         step(True)
     total = sum(phases.values())
-    print(f"\nwhere one step goes (batch {args.batch_size}, d_in {d_in}, d_sae {args.d_sae}, k {args.k}, "
-          f"selection {selection or torch.float32}; mean of {runs}):")
+    print(
+        f"\nwhere one step goes (batch {args.batch_size}, d_in {d_in}, d_sae {args.d_sae}, k {args.k}, "
+        f"selection {selection or torch.float32}; mean of {runs}):"
+    )
     for name, ms in phases.items():
         print(f"  {name:24s} {ms / runs:8.1f} ms  {100 * ms / total:5.1f}%")
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -243,10 +293,14 @@ def report(source: str, rows: list[dict], peaks: dict, d_in: int, args: argparse
     product on the CPU (on CUDA, `peak` is already the GPU's bf16 rate)."""
     ours = next((r for r in rows if r.get("default")), None)
     flops_per_token = 2 * d_in * args.d_sae
-    print(f"\n{source}: d_in {d_in}, d_sae {args.d_sae}, k {args.k}, batch {args.batch_size}, "
-          f"{args.steps} steps ({args.warmup} untimed), {args.heldout} held-out tokens")
-    print(f"  {'trainer':44s} {'tokens/s':>10s} {'default/peer':>13s} {'held-out FVU':>13s} {'L0':>6s} "
-          f"{'encoder % of peak':>18s}")
+    print(
+        f"\n{source}: d_in {d_in}, d_sae {args.d_sae}, k {args.k}, batch {args.batch_size}, "
+        f"{args.steps} steps ({args.warmup} untimed), {args.heldout} held-out tokens"
+    )
+    print(
+        f"  {'trainer':44s} {'tokens/s':>10s} {'default/peer':>13s} {'held-out FVU':>13s} {'L0':>6s} "
+        f"{'encoder % of peak':>18s}"
+    )
     for r in rows:
         if "error" in r:
             print(f"  {r['trainer']:44s} failed: {r['error']}")
@@ -255,13 +309,17 @@ def report(source: str, rows: list[dict], peaks: dict, d_in: int, args: argparse
         bf16_peak = r.get("selection_dtype") == "bfloat16" and "bf16" in peaks
         peak = peaks["bf16"]["peak"] if bf16_peak else peaks["peak"]
         share = 100 * r["tokens_per_s"] * flops_per_token / (peak * 1e9)
-        print(f"  {r['trainer']:44s} {r['tokens_per_s']:10,.0f} {ratio:>13s} {r['heldout_fvu']:13.4f} "
-              f"{r['heldout_l0']:6.1f} {share:13.1f}% {'bf16' if bf16_peak else 'fp32':>4s}")
+        print(
+            f"  {r['trainer']:44s} {r['tokens_per_s']:10,.0f} {ratio:>13s} {r['heldout_fvu']:13.4f} "
+            f"{r['heldout_l0']:6.1f} {share:13.1f}% {'bf16' if bf16_peak else 'fp32':>4s}"
+        )
     exact = next((r for r in rows if r.get("selection_dtype") and not r.get("default") and "error" not in r), None)
     if exact is not None:
         others = [r for r in rows if "selection_dtype" not in r and "error" not in r]
-        print(f"  {exact['trainer']} / peer: " + ", ".join(
-            f"{r['trainer']} {exact['tokens_per_s'] / r['tokens_per_s']:.2f}x" for r in others))
+        print(
+            f"  {exact['trainer']} / peer: "
+            + ", ".join(f"{r['trainer']} {exact['tokens_per_s'] / r['tokens_per_s']:.2f}x" for r in others)
+        )
 
 
 def main() -> None:
@@ -274,23 +332,33 @@ def main() -> None:
     work.mkdir(parents=True, exist_ok=True)
     print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}; work folder {work}")
     peak = matmul_peak(args.threads)
-    print(f"fp32 matmul: {peak['square_2048']:.1f} GFLOP/s (2048^3), {peak['encoder_shape']:.1f} GFLOP/s "
-          f"(4096x256 @ 256x4096); peak {peak['peak']:.1f}")
+    print(
+        f"fp32 matmul: {peak['square_2048']:.1f} GFLOP/s (2048^3), {peak['encoder_shape']:.1f} GFLOP/s "
+        f"(4096x256 @ 256x4096); peak {peak['peak']:.1f}"
+    )
     device = resolve_device(args.device)
     if device.type == "cuda":
         gpu = matmul_peak_cuda(device, args)
-        print(f"{torch.cuda.get_device_name(device)} bf16 matmul: {gpu['square_8192']:.1f} TFLOP/s (8192^3), "
-              f"{gpu['encoder_shape']:.1f} TFLOP/s ({args.batch_size}x{args.d_in} @ {args.d_in}x{args.d_sae}); "
-              f"the '% of peak' column below is of {gpu['peak']:.1f} TFLOP/s bf16")
+        print(
+            f"{torch.cuda.get_device_name(device)} bf16 matmul: {gpu['square_8192']:.1f} TFLOP/s (8192^3), "
+            f"{gpu['encoder_shape']:.1f} TFLOP/s ({args.batch_size}x{args.d_in} @ {args.d_in}x{args.d_sae}); "
+            f"the '% of peak' column below is of {gpu['peak']:.1f} TFLOP/s bf16"
+        )
         peak = {**peak, "cuda_bf16_tflops": gpu, "peak": gpu["peak"] * 1e3}
 
     bf16_default = resolve_selection_dtype(TrainConfig(device=args.device), device) is not None
     if bf16_default and device.type == "cpu":
         peak["bf16"] = matmul_peak(args.threads, torch.bfloat16)
-        print(f"bf16 matmul (the default selection product here): {peak['bf16']['square_2048']:.1f} GFLOP/s (2048^3), "
-              f"{peak['bf16']['encoder_shape']:.1f} GFLOP/s (encoder shape); peak {peak['bf16']['peak']:.1f}")
-    sources = {"synthetic": lambda: (synthetic(args.steps * args.batch_size, args.d_in, seed=0),
-                                     synthetic(args.heldout, args.d_in, seed=1))}
+        print(
+            f"bf16 matmul (the default selection product here): {peak['bf16']['square_2048']:.1f} GFLOP/s (2048^3), "
+            f"{peak['bf16']['encoder_shape']:.1f} GFLOP/s (encoder shape); peak {peak['bf16']['peak']:.1f}"
+        )
+    sources = {
+        "synthetic": lambda: (
+            synthetic(args.steps * args.batch_size, args.d_in, seed=0),
+            synthetic(args.heldout, args.d_in, seed=1),
+        )
+    }
     if args.acts:
         sources[f"real ({args.acts})"] = lambda: real(args.acts, args)
     results = {"matmul_gflops": peak, "args": vars(args), "sources": {}}

@@ -11,7 +11,6 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
-
 from interp.analysis import (
     Analysis,
     AnalysisConfig,
@@ -52,7 +51,12 @@ def brute_force(batches, cfg: AnalysisConfig, ignored: list[int]) -> dict:
     analysed = ~np.isin(tokens, ignored)
     f = np.where(analysed[..., None] & (f > 0), f, 0.0)
     S = f.shape[0]
-    out: dict = {"tokens": int(analysed.sum()), "fire_count": (f > 0).sum((0, 1)), "sum": f.sum((0, 1)), "max": f.max((0, 1))}
+    out: dict = {
+        "tokens": int(analysed.sum()),
+        "fire_count": (f > 0).sum((0, 1)),
+        "sum": f.sum((0, 1)),
+        "max": f.max((0, 1)),
+    }
     bpo, low = cfg.bins_per_octave, cfg.histogram_low_exp
     hist = np.zeros((F, cfg.histogram_bins), dtype=np.int64)
     s_idx, p_idx, j_idx = np.nonzero(f)
@@ -74,7 +78,9 @@ def brute_force(batches, cfg: AnalysisConfig, ignored: list[int]) -> dict:
     for j in range(F):
         per_seq = [(f[s, :, j].max(), s, int(f[s, :, j].argmax())) for s in range(S) if f[s, :, j].max() > 0]
         per_seq.sort(key=lambda e: -e[0])
-        top[j] = [(s, p, v, (f[s, :, j] > 0).sum() / analysed[s].sum(), *window(s, p, j)) for v, s, p in per_seq[:cfg.top_k]]
+        top[j] = [
+            (s, p, v, (f[s, :, j] > 0).sum() / analysed[s].sum(), *window(s, p, j)) for v, s, p in per_seq[: cfg.top_k]
+        ]
     out["top"] = top
 
     intervals = {}
@@ -84,10 +90,16 @@ def brute_force(batches, cfg: AnalysisConfig, ignored: list[int]) -> dict:
         top_octave = math.floor(math.log2(out["max"][j]))
         for i in range(cfg.intervals):
             octave = top_octave - i
-            firings = [(s, p) for s, p in zip(*np.nonzero(f[:, :, j] > 0)) if math.floor(math.log2(f[s, p, j])) == octave]
+            firings = [
+                (s, p) for s, p in zip(*np.nonzero(f[:, :, j] > 0)) if math.floor(math.log2(f[s, p, j])) == octave
+            ]
             keys = hash_keys(torch.tensor([(s * T + p) * F + j for s, p in firings], dtype=torch.long)).tolist()
-            chosen = [firings[k] for k in np.argsort(keys, kind="stable")[:cfg.interval_samples]]
-            intervals[j, i] = (octave, len(firings), {(int(s), int(p)): (f[s, p, j], window(s, p, j)) for s, p in chosen})
+            chosen = [firings[k] for k in np.argsort(keys, kind="stable")[: cfg.interval_samples]]
+            intervals[j, i] = (
+                octave,
+                len(firings),
+                {(int(s), int(p)): (f[s, p, j], window(s, p, j)) for s, p in chosen},
+            )
     out["intervals"] = intervals
 
     mass = defaultdict(lambda: [0.0, 0])
@@ -96,7 +108,7 @@ def brute_force(batches, cfg: AnalysisConfig, ignored: list[int]) -> dict:
         for p in range(T):
             active = np.nonzero(f[s, p])[0]
             if len(active) > cfg.cofire_max_active:
-                active = active[np.argsort(-f[s, p, active], kind="stable")[:cfg.cofire_max_active]]
+                active = active[np.argsort(-f[s, p, active], kind="stable")[: cfg.cofire_max_active]]
             for j in np.nonzero(f[s, p])[0]:
                 mass[j, int(tokens[s, p])][0] += f[s, p, j]
                 mass[j, int(tokens[s, p])][1] += 1
@@ -115,14 +127,26 @@ def run_stream(batches, cfg: AnalysisConfig, ignored: list[int]) -> FeatureStati
     return stats
 
 
-SMALL = dict(top_k=5, intervals=3, interval_samples=3, window_left=3, window_right=2, top_tokens=6, neighbours=5, random_sequences=4)
+SMALL = dict(
+    top_k=5,
+    intervals=3,
+    interval_samples=3,
+    window_left=3,
+    window_right=2,
+    top_tokens=6,
+    neighbours=5,
+    random_sequences=4,
+)
 
 
-@pytest.mark.parametrize("variant", [
-    dict(),  # dense pair tables
-    dict(dense_pair_limit=1),  # sparse pair tables, exact
-    dict(cofire_max_active=3),  # co-firing among each token's 3 strongest features
-])
+@pytest.mark.parametrize(
+    "variant",
+    [
+        dict(),  # dense pair tables
+        dict(dense_pair_limit=1),  # sparse pair tables, exact
+        dict(cofire_max_active=3),  # co-firing among each token's 3 strongest features
+    ],
+)
 def test_streamed_statistics_equal_brute_force(variant):
     cfg = AnalysisConfig(**SMALL, **variant)
     batches = planted_stream(seed=1)
@@ -156,7 +180,11 @@ def test_streamed_statistics_equal_brute_force(variant):
             octave, count, chosen = ref["intervals"][j, i]
             assert int(r["interval_octave"][j, i]) == octave
             assert int(r["interval_count"][j, i]) == count
-            got = {(int(s), int(p)): k for k, (s, p) in enumerate(zip(r["interval_seq"][j, i].tolist(), r["interval_pos"][j, i].tolist())) if s >= 0}
+            got = {
+                (int(s), int(p)): k
+                for k, (s, p) in enumerate(zip(r["interval_seq"][j, i].tolist(), r["interval_pos"][j, i].tolist()))
+                if s >= 0
+            }
             assert set(got) == set(chosen)
             for key, k in got.items():
                 value, (toks, acts) = chosen[key]
@@ -168,7 +196,9 @@ def test_streamed_statistics_equal_brute_force(variant):
     assert shifted > 0  # some octaves held more firings than samples: the reservoir did choose
 
     for j in range(F):  # activation mass by token: the top tokens, their mass and count
-        by_token = sorted(((m, c, t) for (jj, t), (m, c) in ref["mass"].items() if jj == j), reverse=True)[:cfg.top_tokens]
+        by_token = sorted(((m, c, t) for (jj, t), (m, c) in ref["mass"].items() if jj == j), reverse=True)[
+            : cfg.top_tokens
+        ]
         ids = r["token_mass_ids"][j]
         assert ids[: len(by_token)].tolist() == [t for _, _, t in by_token]
         np.testing.assert_allclose(r["token_mass"][j, : len(by_token)].numpy(), [m for m, _, _ in by_token], rtol=1e-5)
@@ -183,7 +213,9 @@ def test_streamed_statistics_equal_brute_force(variant):
         n = min(len(pairs), cfg.neighbours)
         got = dict(zip(r["cofire_ids"][j, :n].tolist(), r["cofire_count"][j, :n].tolist()))
         assert all(ref["cofire"][j, b] == c for b, c in got.items())
-        np.testing.assert_allclose(sorted(r["cofire_jaccard"][j, :n].tolist(), reverse=True), [e[0] for e in pairs[:n]], rtol=1e-6)
+        np.testing.assert_allclose(
+            sorted(r["cofire_jaccard"][j, :n].tolist(), reverse=True), [e[0] for e in pairs[:n]], rtol=1e-6
+        )
 
     f_all, tokens_all = ref["f"], ref["token_array"]  # the random sample: whole windows, every firing
     chosen_seqs = [s for s in range(f_all.shape[0]) if s % stats.random_stride == 0][: cfg.random_sequences]
@@ -207,7 +239,9 @@ def test_pruned_pair_tables_say_so_and_never_overstate():
     r, ref = stats.result(), brute_force(batches, cfg, [BOS])
     assert stats.flags()["token_mass_exact"] is False
     for j in range(F):
-        for t, m, c in zip(r["token_mass_ids"][j].tolist(), r["token_mass"][j].tolist(), r["token_mass_count"][j].tolist()):
+        for t, m, c in zip(
+            r["token_mass_ids"][j].tolist(), r["token_mass"][j].tolist(), r["token_mass_count"][j].tolist()
+        ):
             if t >= 0:
                 assert m <= ref["mass"][j, t][0] * (1 + 1e-6) and c <= ref["mass"][j, t][1]
 
@@ -248,19 +282,31 @@ def test_config_and_shape_errors():
 
 # ---- through a model -----------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def tiny_model():
     """A 1-layer native model (untrained), a byte-level tokenizer and held-out-like token windows."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
-    from transformer_lens.model_bridge.bridge import TransformerBridge
-
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
+    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     text = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)]
     tokenizer = train_tokenizer(text, vocab_size=300, show_progress=False)
-    bridge = TransformerBridge.boot_native(dict(d_model=32, d_head=8, n_layers=1, n_ctx=T, n_heads=4, d_vocab=300,
-                                                d_mlp=64, act_fn="gelu", seed=0, normalization_type="LN"))
+    bridge = TransformerBridge.boot_native(
+        dict(
+            d_model=32,
+            d_head=8,
+            n_layers=1,
+            n_ctx=T,
+            n_heads=4,
+            d_vocab=300,
+            d_mlp=64,
+            act_fn="gelu",
+            seed=0,
+            normalization_type="LN",
+        )
+    )
     model = LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name="tiny", context_length=T)
     g = torch.Generator().manual_seed(3)
     windows = torch.randint(1, tokenizer.vocab_size, (40, T), generator=g)
@@ -398,8 +444,11 @@ def test_load_refuses_bad_folders(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(FileNotFoundError, match="analysis.json"):
         Analysis.load(tmp_path / "a")
-    a = Analysis(meta={"format": "monosemantic-analysis", "format_version": 99, "sae": {"d_sae": 1}},
-                 tensors={"x": torch.zeros(1)}, token_strings=["a"])
+    a = Analysis(
+        meta={"format": "monosemantic-analysis", "format_version": 99, "sae": {"d_sae": 1}},
+        tensors={"x": torch.zeros(1)},
+        token_strings=["a"],
+    )
     a.save(tmp_path / "a")
     with pytest.raises(ValueError, match="format_version"):
         Analysis.load(tmp_path / "a")

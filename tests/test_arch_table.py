@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from sae.data import ActivationDataset, ActivationWriter
 from sae.io import load_sae
 
@@ -34,8 +33,15 @@ def write_dataset(path: Path, tail_value: float | None = None) -> Path:
     acts = codes @ features + 0.01 * torch.randn(ROWS, D_IN, generator=g)
     if tail_value is not None:
         acts[-HELDOUT:] = tail_value
-    with ActivationWriter(path, d_in=D_IN, dtype="float32", hook_name="blocks.0.mlp.hook_post", model_id="planted",
-                          context_length=CONTEXT, tokens_per_shard=128) as writer:
+    with ActivationWriter(
+        path,
+        d_in=D_IN,
+        dtype="float32",
+        hook_name="blocks.0.mlp.hook_post",
+        model_id="planted",
+        context_length=CONTEXT,
+        tokens_per_shard=128,
+    ) as writer:
         writer.add(acts, torch.arange(ROWS, dtype=torch.int32) % 50)
     return path
 
@@ -45,9 +51,29 @@ def run(tmp_path_factory):
     """main() on the planted dataset, no model; returns (document, stdout lines, tmp folder)."""
     tmp = tmp_path_factory.mktemp("arch_table")
     acts = write_dataset(tmp / "acts")
-    argv = ["--acts", str(acts), "--model", "none", "--steps", "40", "--batch-size", "64", "--d-sae", "32",
-            "--k", "4", "--heldout-tokens", str(HELDOUT), "--threads", "1", "--no-progress",
-            "--out", str(tmp / "saes"), "--json", str(tmp / "table.json")]
+    argv = [
+        "--acts",
+        str(acts),
+        "--model",
+        "none",
+        "--steps",
+        "40",
+        "--batch-size",
+        "64",
+        "--d-sae",
+        "32",
+        "--k",
+        "4",
+        "--heldout-tokens",
+        str(HELDOUT),
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(tmp / "saes"),
+        "--json",
+        str(tmp / "table.json"),
+    ]
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
         document = arch_table.main(argv)
@@ -123,4 +149,6 @@ def test_bad_input_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="model folder"):
         arch_table.main(common + ["--model", str(tmp_path / "missing")])
     assert arch_table.parse_overrides(["relu.l1_coefficient=3", "gated.l1_coefficient=0.5"]) == {
-        "relu": {"l1_coefficient": 3.0}, "gated": {"l1_coefficient": 0.5}}
+        "relu": {"l1_coefficient": 3.0},
+        "gated": {"l1_coefficient": 0.5},
+    }

@@ -5,7 +5,6 @@ import math
 
 import pytest
 import torch
-
 from sae.architectures import ARCHITECTURES, TrainState, build_sae, get_architecture
 from sae.architectures.batchtopk import batch_topk_indices
 from sae.topk_select import topk_indices
@@ -68,8 +67,9 @@ def test_training_on_a_planted_dictionary_lowers_fvu(arch, selection_dtype):
     steps, tokens_since_fired = 200, torch.zeros(128)
     for step in range(steps):
         x = data.batch(128)
-        out = sae.train_step(x, TrainState(step, steps, dead_mask=tokens_since_fired > 2048,
-                                           selection_dtype=selection_dtype))
+        out = sae.train_step(
+            x, TrainState(step, steps, dead_mask=tokens_since_fired > 2048, selection_dtype=selection_dtype)
+        )
         tokens_since_fired += 128
         tokens_since_fired[out.fired > 0] = 0
         opt.zero_grad()

@@ -6,7 +6,6 @@ import json
 
 import pytest
 import torch
-
 from sae.architectures import build_sae, get_architecture
 from sae.bench_synthetic import parse_bench_args, run_benchmark
 from sae.cli import main
@@ -15,8 +14,9 @@ from sae.train import TrainConfig
 
 # An easy planted set: 32 equally frequent features in 32 dimensions, 2 active per sample.
 EASY = SyntheticConfig(d=32, num_features=32, mean_active=2.0, firing_exponent=0.0, seed=3)
-EASY_TRAIN = TrainConfig(batch_size=256, steps=300, lr=4e-3, device="cpu", threads=1, init_tokens=2048,
-                         checkpoint_every=0, log_every=50)
+EASY_TRAIN = TrainConfig(
+    batch_size=256, steps=300, lr=4e-3, device="cpu", threads=1, init_tokens=2048, checkpoint_every=0, log_every=50
+)
 
 
 def topk_config(**fields):
@@ -46,10 +46,40 @@ def test_a_random_dictionary_recovers_little():
 
 def test_cli_writes_the_result_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    code = main(["bench-synthetic", "--arch", "topk", "--d", "32", "--num-features", "32", "--mean-active", "2",
-                 "--firing-exponent", "0", "--data-seed", "3", "--d-sae", "64", "--k", "2", "--steps", "300",
-                 "--batch-size", "256", "--lr", "4e-3", "--init-tokens", "2048", "--eval-tokens", "2048",
-                 "--match-table", "--json", str(out)])
+    code = main(
+        [
+            "bench-synthetic",
+            "--arch",
+            "topk",
+            "--d",
+            "32",
+            "--num-features",
+            "32",
+            "--mean-active",
+            "2",
+            "--firing-exponent",
+            "0",
+            "--data-seed",
+            "3",
+            "--d-sae",
+            "64",
+            "--k",
+            "2",
+            "--steps",
+            "300",
+            "--batch-size",
+            "256",
+            "--lr",
+            "4e-3",
+            "--init-tokens",
+            "2048",
+            "--eval-tokens",
+            "2048",
+            "--match-table",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert {"mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "sae", "train", "synthetic"} <= result.keys()

@@ -15,20 +15,29 @@ from pathlib import Path
 import pytest
 import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
-from transformer_lens.model_bridge import TransformerBridge
-
 from interp.capture import capture_to_disk, check_dtype, check_hook_names, plan_capture, stop_layer
 from interp.cli import main as interp_main
 from interp.corpus import cut_at_line_breaks, load_corpus, token_sequences
 from interp.model import ModelConfig, build_native_model, load_model, save_model
 from interp.tokenizer import Tokenizer, train_tokenizer
 from sae.data import ActivationDataset
+from transformer_lens.model_bridge import TransformerBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
 CTX, VOCAB = 32, 300
-TINY = dict(d_model=64, d_head=16, n_layers=2, n_ctx=CTX, n_heads=4, d_vocab=VOCAB, d_mlp=128, act_fn="gelu",
-            seed=0, normalization_type="LN")
+TINY = dict(
+    d_model=64,
+    d_head=16,
+    n_layers=2,
+    n_ctx=CTX,
+    n_heads=4,
+    d_vocab=VOCAB,
+    d_mlp=128,
+    act_fn="gelu",
+    seed=0,
+    normalization_type="LN",
+)
 
 
 def boot(**overrides) -> TransformerBridge:
@@ -66,6 +75,7 @@ def cached_rows(bridge, windows: torch.Tensor, name: str) -> torch.Tensor:
 
 # --- known answers --------------------------------------------------------------------------
 
+
 def test_stop_layer_is_deepest_block_plus_one_and_none_after_the_blocks():
     assert stop_layer(["blocks.0.mlp.hook_post"], 4) == 1
     assert stop_layer(["blocks.0.hook_resid_pre", "blocks.2.attn.hook_z"], 4) == 3
@@ -77,6 +87,7 @@ def test_stop_layer_is_deepest_block_plus_one_and_none_after_the_blocks():
 
 # --- equality with run_with_cache -----------------------------------------------------------
 
+
 def test_rows_equal_run_with_cache_exactly_for_float32_with_several_hooks_in_one_pass(bridge, tmp_path):
     windows = random_windows(20, seed=1)
     hooks = ["blocks.0.mlp.hook_post", "blocks.0.attn.hook_z", "blocks.0.attn.hook_pattern", "blocks.1.hook_resid_post"]
@@ -84,15 +95,29 @@ def test_rows_equal_run_with_cache_exactly_for_float32_with_several_hooks_in_one
     embed_calls = []
     bridge.hook_dict["hook_embed"].add_hook(lambda act, hook: embed_calls.append(1))
     try:
-        paths = capture_to_disk(bridge, hooks, iter(windows), tmp_path, total_tokens=total, model_id="tiny",
-                                context_length=CTX, batch_size=6, tokens_per_shard=4 * CTX,
-                                metadata={"corpus": "random", "seed": 1}, progress=False)
+        paths = capture_to_disk(
+            bridge,
+            hooks,
+            iter(windows),
+            tmp_path,
+            total_tokens=total,
+            model_id="tiny",
+            context_length=CTX,
+            batch_size=6,
+            tokens_per_shard=4 * CTX,
+            metadata={"corpus": "random", "seed": 1},
+            progress=False,
+        )
     finally:
         bridge.hook_dict["hook_embed"].remove_hooks()
     # one probe pass plus one pass per batch of 6 windows serves all four hooks
     assert len(embed_calls) == 1 + 4
-    expected_shape = {"blocks.0.mlp.hook_post": [128], "blocks.0.attn.hook_z": [4, 16],
-                      "blocks.0.attn.hook_pattern": [4, CTX], "blocks.1.hook_resid_post": [64]}
+    expected_shape = {
+        "blocks.0.mlp.hook_post": [128],
+        "blocks.0.attn.hook_z": [4, 16],
+        "blocks.0.attn.hook_pattern": [4, CTX],
+        "blocks.1.hook_resid_post": [64],
+    }
     for name in hooks:
         assert paths[name] == tmp_path / name
         got = read_all(paths[name])
@@ -110,8 +135,19 @@ def test_rows_equal_run_with_cache_exactly_for_float32_with_several_hooks_in_one
 def test_half_precision_rows_are_the_float32_rows_rounded(bridge, tmp_path, dtype, torch_dtype):
     windows = random_windows(6, seed=2)
     name = "blocks.1.mlp.hook_pre"
-    capture_to_disk(bridge, [name], iter(windows), tmp_path, total_tokens=windows.numel(), model_id="tiny",
-                    context_length=CTX, dtype=dtype, batch_size=4, tokens_per_shard=2 * CTX, progress=False)
+    capture_to_disk(
+        bridge,
+        [name],
+        iter(windows),
+        tmp_path,
+        total_tokens=windows.numel(),
+        model_id="tiny",
+        context_length=CTX,
+        dtype=dtype,
+        batch_size=4,
+        tokens_per_shard=2 * CTX,
+        progress=False,
+    )
     got = read_all(tmp_path / name)["acts"]
     want = cached_rows(bridge, windows, name)
     assert got.dtype == torch_dtype
@@ -123,9 +159,20 @@ def test_half_precision_rows_are_the_float32_rows_rounded(bridge, tmp_path, dtyp
 def test_gated_hook_is_turned_on_and_an_unsupported_one_refused(tmp_path):
     bridge = boot()
     windows = random_windows(2, seed=11)
-    capture_to_disk(bridge, ["blocks.1.hook_mlp_in"], iter(windows), tmp_path, total_tokens=windows.numel(),
-                    model_id="tiny", context_length=CTX, tokens_per_shard=CTX, progress=False)
-    assert torch.equal(read_all(tmp_path / "blocks.1.hook_mlp_in")["acts"], cached_rows(bridge, windows, "blocks.1.hook_mlp_in"))
+    capture_to_disk(
+        bridge,
+        ["blocks.1.hook_mlp_in"],
+        iter(windows),
+        tmp_path,
+        total_tokens=windows.numel(),
+        model_id="tiny",
+        context_length=CTX,
+        tokens_per_shard=CTX,
+        progress=False,
+    )
+    assert torch.equal(
+        read_all(tmp_path / "blocks.1.hook_mlp_in")["acts"], cached_rows(bridge, windows, "blocks.1.hook_mlp_in")
+    )
     with pytest.raises(ValueError, match="'blocks.0.attn.hook_result' needs the model setting use_attn_result"):
         plan_capture(bridge, ["blocks.0.attn.hook_result"], CTX)
     with pytest.raises(ValueError, match="'embed.hook_in' carries torch.int64 values \\(token ids\\)"):
@@ -134,14 +181,30 @@ def test_gated_hook_is_turned_on_and_an_unsupported_one_refused(tmp_path):
 
 def test_pass_stops_after_the_deepest_hook(bridge, tmp_path):
     fired: dict[str, int] = {}
-    watched = ["blocks.0.mlp.hook_post", "blocks.0.hook_mlp_out", "blocks.0.hook_resid_post", "blocks.1.hook_in",
-               "blocks.1.mlp.hook_post", "ln_final.hook_normalized", "unembed.hook_out"]
+    watched = [
+        "blocks.0.mlp.hook_post",
+        "blocks.0.hook_mlp_out",
+        "blocks.0.hook_resid_post",
+        "blocks.1.hook_in",
+        "blocks.1.mlp.hook_post",
+        "ln_final.hook_normalized",
+        "unembed.hook_out",
+    ]
     for name in watched:
         bridge.hook_dict[name].add_hook(lambda act, hook, name=name: fired.__setitem__(name, fired.get(name, 0) + 1))
     try:
-        capture_to_disk(bridge, ["blocks.0.mlp.hook_post"], iter(random_windows(4, seed=3)), tmp_path,
-                        total_tokens=4 * CTX, model_id="tiny", context_length=CTX, batch_size=2,
-                        tokens_per_shard=CTX, progress=False)
+        capture_to_disk(
+            bridge,
+            ["blocks.0.mlp.hook_post"],
+            iter(random_windows(4, seed=3)),
+            tmp_path,
+            total_tokens=4 * CTX,
+            model_id="tiny",
+            context_length=CTX,
+            batch_size=2,
+            tokens_per_shard=CTX,
+            progress=False,
+        )
     finally:
         for name in watched:
             bridge.hook_dict[name].remove_hooks()
@@ -156,8 +219,17 @@ def test_hugging_face_gpt2_rows_equal_run_with_cache_and_later_blocks_never_run(
     tokenizer = Tokenizer.load(model_dir / "tokenizer.json")
     folder = tmp_path / "gpt2-tiny"
     torch.manual_seed(0)
-    GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=CTX,
-                               bos_token_id=0, eos_token_id=0)).save_pretrained(folder)
+    GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=2,
+            n_embd=32,
+            n_head=2,
+            vocab_size=tokenizer.vocab_size,
+            n_positions=CTX,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    ).save_pretrained(folder)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token="<|endoftext|>").save_pretrained(folder)
     bridge = load_model(folder).bridge
     hooks = ["blocks.0.attn.hook_z", "blocks.0.mlp.hook_post"]
@@ -165,8 +237,18 @@ def test_hugging_face_gpt2_rows_equal_run_with_cache_and_later_blocks_never_run(
     later = []
     bridge.hook_dict["blocks.1.hook_in"].add_hook(lambda act, hook: later.append(1))
     try:
-        capture_to_disk(bridge, hooks, iter(windows), tmp_path / "out", total_tokens=windows.numel(), model_id="gpt2-tiny",
-                        context_length=CTX, batch_size=2, tokens_per_shard=2 * CTX, progress=False)
+        capture_to_disk(
+            bridge,
+            hooks,
+            iter(windows),
+            tmp_path / "out",
+            total_tokens=windows.numel(),
+            model_id="gpt2-tiny",
+            context_length=CTX,
+            batch_size=2,
+            tokens_per_shard=2 * CTX,
+            progress=False,
+        )
     finally:
         bridge.hook_dict["blocks.1.hook_in"].remove_hooks()
     assert later == []
@@ -176,25 +258,48 @@ def test_hugging_face_gpt2_rows_equal_run_with_cache_and_later_blocks_never_run(
 
 # --- resume ---------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A saved 2-layer native model (untrained) with a 300-token BPE tokenizer of Shakespeare."""
-    tokenizer = train_tokenizer(cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:50_000]), vocab_size=300,
-                                show_progress=False)
+    tokenizer = train_tokenizer(
+        cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:50_000]), vocab_size=300, show_progress=False
+    )
     cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, context_length=CTX, d_vocab=tokenizer.vocab_size)
     return save_model(build_native_model(cfg), cfg, tokenizer, tmp_path_factory.mktemp("model") / "tiny")
 
 
 def cli_args(model_dir: Path, out: Path, *extra: str, tokens: int = 40 * CTX - 5) -> list[str]:
-    return ["capture", "--model", str(model_dir), "--hook", "blocks.0.mlp.hook_post", "--hook", "blocks.1.hook_resid_pre",
-            "--corpus", SHAKESPEARE, "--tokens", str(tokens), "--out", str(out), "--batch-size", "3",
-            "--shard-tokens", str(4 * CTX), "--seed", "3", *extra]
+    return [
+        "capture",
+        "--model",
+        str(model_dir),
+        "--hook",
+        "blocks.0.mlp.hook_post",
+        "--hook",
+        "blocks.1.hook_resid_pre",
+        "--corpus",
+        SHAKESPEARE,
+        "--tokens",
+        str(tokens),
+        "--out",
+        str(out),
+        "--batch-size",
+        "3",
+        "--shard-tokens",
+        str(4 * CTX),
+        "--seed",
+        "3",
+        *extra,
+    ]
 
 
 def test_cli_capture_writes_the_corpus_windows_and_their_activations(model_dir, tmp_path, capsys):
     assert interp_main(cli_args(model_dir, tmp_path, "--split", "heldout", tokens=6 * CTX)) == 0
     loaded = load_model(model_dir)
-    windows = torch.stack([w for w, _ in zip(token_sequences(load_corpus(SHAKESPEARE, "heldout"), loaded.tokenizer, CTX, 3), range(6))])
+    windows = torch.stack(
+        [w for w, _ in zip(token_sequences(load_corpus(SHAKESPEARE, "heldout"), loaded.tokenizer, CTX, 3), range(6))]
+    )
     for name in ("blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"):
         got = read_all(tmp_path / name)
         assert torch.equal(got["tokens"], windows.reshape(-1).to(torch.int32))
@@ -203,7 +308,10 @@ def test_cli_capture_writes_the_corpus_windows_and_their_activations(model_dir, 
         assert manifest["model_id"] == "tiny" and manifest["context_length"] == CTX
         assert manifest["metadata"]["model"] == str(model_dir.resolve())
         assert {k: manifest["metadata"][k] for k in ("corpus", "split", "seed")} == {
-            "corpus": SHAKESPEARE, "split": "heldout", "seed": 3}
+            "corpus": SHAKESPEARE,
+            "split": "heldout",
+            "seed": 3,
+        }
     assert f"blocks.0.mlp.hook_post: {tmp_path / 'blocks.0.mlp.hook_post'}" in capsys.readouterr().out
 
 
@@ -231,8 +339,12 @@ def shards_on_disk(path: Path) -> int:
 def test_sigkilled_cli_capture_resumes_to_the_same_bytes_as_an_uninterrupted_one(model_dir, tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     hooks = ["blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"]
-    victim = subprocess.Popen([sys.executable, "-c", SLOW_CLI_CAPTURE, *cli_args(model_dir, killed)], cwd=ROOT,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    victim = subprocess.Popen(
+        [sys.executable, "-c", SLOW_CLI_CAPTURE, *cli_args(model_dir, killed)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         assert interp_main(cli_args(model_dir, whole)) == 0
         deadline = time.monotonic() + 120
@@ -250,7 +362,10 @@ def test_sigkilled_cli_capture_resumes_to_the_same_bytes_as_an_uninterrupted_one
         assert a["acts"].shape[0] == 40 * CTX - 5
         for key in ("acts", "tokens", "positions"):
             assert torch.equal(a[key], b[key]), (name, key)
-        sha = [[s["sha256"] for s in json.loads((p / name / "manifest.json").read_text())["shards"]] for p in (whole, killed)]
+        sha = [
+            [s["sha256"] for s in json.loads((p / name / "manifest.json").read_text())["shards"]]
+            for p in (whole, killed)
+        ]
         assert sha[0] == sha[1]
 
 
@@ -258,8 +373,15 @@ def test_resume_continues_datasets_that_stopped_at_different_shards(bridge, tmp_
     """A kill can land between two hooks' shard writes: each dataset continues from its own end."""
     hooks = ["blocks.0.hook_resid_post", "blocks.1.mlp.hook_post"]
     windows = random_windows(17, seed=5)
-    kwargs = dict(total_tokens=windows.numel(), model_id="tiny", context_length=CTX, batch_size=4,
-                  tokens_per_shard=2 * CTX, metadata={"seed": 5}, progress=False)
+    kwargs = dict(
+        total_tokens=windows.numel(),
+        model_id="tiny",
+        context_length=CTX,
+        batch_size=4,
+        tokens_per_shard=2 * CTX,
+        metadata={"seed": 5},
+        progress=False,
+    )
     capture_to_disk(bridge, hooks, iter(windows), tmp_path / "whole", **kwargs)
 
     def interrupted_windows():
@@ -298,20 +420,39 @@ def test_cli_resume_on_a_retrained_model_is_refused(model_dir, tmp_path, capsys)
 
 
 def test_resume_with_another_seed_is_refused(bridge, tmp_path):
-    kwargs = dict(total_tokens=4 * CTX, model_id="tiny", context_length=CTX, batch_size=2, tokens_per_shard=CTX,
-                  progress=False)
-    capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter(random_windows(4, 6)), tmp_path, metadata={"seed": 6}, **kwargs)
+    kwargs = dict(
+        total_tokens=4 * CTX, model_id="tiny", context_length=CTX, batch_size=2, tokens_per_shard=CTX, progress=False
+    )
+    capture_to_disk(
+        bridge, ["blocks.0.hook_resid_post"], iter(random_windows(4, 6)), tmp_path, metadata={"seed": 6}, **kwargs
+    )
     with pytest.raises(ValueError, match="seed"):
-        capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter(random_windows(4, 7)), tmp_path,
-                        metadata={"seed": 7}, resume=True, **kwargs)
+        capture_to_disk(
+            bridge,
+            ["blocks.0.hook_resid_post"],
+            iter(random_windows(4, 7)),
+            tmp_path,
+            metadata={"seed": 7},
+            resume=True,
+            **kwargs,
+        )
 
 
 # --- bad input ------------------------------------------------------------------------------
 
+
 def test_unknown_hook_lists_valid_names_and_the_closest_match(bridge, tmp_path):
     with pytest.raises(ValueError) as err:
-        capture_to_disk(bridge, ["blocks.0.mlp.hook_psot"], iter(random_windows(2, 8)), tmp_path,
-                        total_tokens=CTX, model_id="tiny", context_length=CTX, progress=False)
+        capture_to_disk(
+            bridge,
+            ["blocks.0.mlp.hook_psot"],
+            iter(random_windows(2, 8)),
+            tmp_path,
+            total_tokens=CTX,
+            model_id="tiny",
+            context_length=CTX,
+            progress=False,
+        )
     message = str(err.value)
     assert "unknown hook name 'blocks.0.mlp.hook_psot'" in message
     assert "did you mean 'blocks.0.mlp.hook_post'?" in message
@@ -328,15 +469,32 @@ def test_repeated_or_missing_hook_names_are_refused():
 
 def test_invalid_dtype_names_the_choices(bridge, tmp_path):
     with pytest.raises(ValueError, match="'float64' is not a storage dtype.*float32, float16, bfloat16"):
-        capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter(random_windows(2, 9)), tmp_path,
-                        total_tokens=CTX, model_id="tiny", context_length=CTX, dtype="float64", progress=False)
+        capture_to_disk(
+            bridge,
+            ["blocks.0.hook_resid_post"],
+            iter(random_windows(2, 9)),
+            tmp_path,
+            total_tokens=CTX,
+            model_id="tiny",
+            context_length=CTX,
+            dtype="float64",
+            progress=False,
+        )
     assert check_dtype("bfloat16") == "bfloat16"
 
 
 def test_empty_token_stream_is_refused_before_any_folder_is_made(bridge, tmp_path):
     with pytest.raises(ValueError, match="less than one window of 32 tokens"):
-        capture_to_disk(bridge, ["blocks.0.hook_resid_post"], iter([]), tmp_path / "out", total_tokens=CTX,
-                        model_id="tiny", context_length=CTX, progress=False)
+        capture_to_disk(
+            bridge,
+            ["blocks.0.hook_resid_post"],
+            iter([]),
+            tmp_path / "out",
+            total_tokens=CTX,
+            model_id="tiny",
+            context_length=CTX,
+            progress=False,
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -350,8 +508,18 @@ def test_non_finite_activation_names_hook_shard_and_row(tmp_path):
     windows[9, 12] = poison  # dataset token 9 * 32 + 12 = 300: shard 300 // 128 = 2, row 300 % 128 = 44
     name = "blocks.0.hook_resid_pre"
     with pytest.raises(ValueError) as err:
-        capture_to_disk(bridge, [name], iter(windows), tmp_path, total_tokens=windows.numel(), model_id="tiny",
-                        context_length=CTX, batch_size=2, tokens_per_shard=4 * CTX, progress=False)
+        capture_to_disk(
+            bridge,
+            [name],
+            iter(windows),
+            tmp_path,
+            total_tokens=windows.numel(),
+            model_id="tiny",
+            context_length=CTX,
+            batch_size=2,
+            tokens_per_shard=4 * CTX,
+            progress=False,
+        )
     message = str(err.value)
     assert f"hook '{name}'" in message and str(tmp_path / name) in message
     assert "NaN" in message and "shard 2" in message and "row 44" in message

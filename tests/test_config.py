@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-
 from sae.config import (
     DataclassOptions,
     expand_sweep,
@@ -39,17 +38,47 @@ def parser_for(cls=Example, **kwargs) -> tuple[argparse.ArgumentParser, Dataclas
 
 def test_every_field_becomes_an_option_with_its_type():
     parser, opts = parser_for()
-    args = parser.parse_args(["--width", "64", "--rate", "0.25", "--name", "x", "--flag", "--limit", "7",
-                              "--sizes", "3,5,8", "--mode", "slow"])
-    assert opts.values(args) == {"width": 64, "rate": 0.25, "name": "x", "flag": True, "limit": 7,
-                                 "sizes": [3, 5, 8], "mode": "slow"}
+    args = parser.parse_args(
+        [
+            "--width",
+            "64",
+            "--rate",
+            "0.25",
+            "--name",
+            "x",
+            "--flag",
+            "--limit",
+            "7",
+            "--sizes",
+            "3,5,8",
+            "--mode",
+            "slow",
+        ]
+    )
+    assert opts.values(args) == {
+        "width": 64,
+        "rate": 0.25,
+        "name": "x",
+        "flag": True,
+        "limit": 7,
+        "sizes": [3, 5, 8],
+        "mode": "slow",
+    }
     assert Example(**opts.values(args)).sizes == [3, 5, 8]
 
 
 def test_defaults_come_from_the_dataclass_and_none_parses():
     parser, opts = parser_for()
     values = opts.values(parser.parse_args(["--width", "3", "--limit", "none", "--no-flag"]))
-    assert values == {"width": 3, "rate": 0.5, "name": "plain", "flag": False, "limit": None, "sizes": [1, 2], "mode": "fast"}
+    assert values == {
+        "width": 3,
+        "rate": 0.5,
+        "name": "plain",
+        "flag": False,
+        "limit": None,
+        "sizes": [1, 2],
+        "mode": "fast",
+    }
 
 
 def test_help_comes_from_field_metadata_and_shows_defaults(capsys):
@@ -108,7 +137,14 @@ def test_sweep_comma_lists_expand_to_every_combination():
     assert values["flag"] == [True] and values["sizes"] == [[4, 5]] and values["name"] == ["plain"]
     members = expand_sweep(values)
     assert len(members) == 6
-    assert [(m["width"], m["rate"]) for m in members] == [(64, 0.1), (64, 0.2), (64, 0.3), (128, 0.1), (128, 0.2), (128, 0.3)]
+    assert [(m["width"], m["rate"]) for m in members] == [
+        (64, 0.1),
+        (64, 0.2),
+        (64, 0.3),
+        (128, 0.1),
+        (128, 0.2),
+        (128, 0.3),
+    ]
     assert all(m["sizes"] == [4, 5] and m["flag"] is True for m in members)
     assert sweep_names(members)[:2] == ["width64-rate0.1", "width64-rate0.2"]
 
@@ -117,7 +153,12 @@ def test_sweep_lists_from_a_file_and_list_fields():
     parser, opts = parser_for(sweep=True, defaults={"width": [8, 16], "sizes": [[1], [2, 3]], "flag": True})
     values = opts.values(parser.parse_args([]))
     assert values["width"] == [8, 16] and values["sizes"] == [[1], [2, 3]] and values["flag"] == [True]
-    assert sweep_names(expand_sweep(values)) == ["width8-sizes1", "width8-sizes2_3", "width16-sizes1", "width16-sizes2_3"]
+    assert sweep_names(expand_sweep(values)) == [
+        "width8-sizes1",
+        "width8-sizes2_3",
+        "width16-sizes1",
+        "width16-sizes2_3",
+    ]
     assert sweep_names([{"k": 1}]) == [""]  # a single SAE is not named
 
 

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from interp.corpus import (
     HELDOUT_EVERY,
     TEXT_PIECE_CHARS,
@@ -35,6 +34,7 @@ class LetterTokenizer:
 
 # ---- stdlib ------------------------------------------------------------------------------
 
+
 def test_stdlib_files_are_library_source_in_sorted_order():
     files = stdlib_files()
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -50,7 +50,7 @@ def test_stdlib_split_is_fixed_disjoint_and_complete():
     everything = list(load_corpus("stdlib", "all"))
     train = list(load_corpus("stdlib", "train"))
     heldout = list(load_corpus("stdlib", "heldout"))
-    assert heldout == everything[HELDOUT_EVERY - 1::HELDOUT_EVERY]
+    assert heldout == everything[HELDOUT_EVERY - 1 :: HELDOUT_EVERY]
     assert train == [d for i, d in enumerate(everything) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
     assert len(train) + len(heldout) == len(everything)
     assert list(load_corpus("stdlib", "heldout")) == heldout  # deterministic across loads
@@ -66,6 +66,7 @@ def test_unknown_split_and_bad_heldout_every_are_refused():
 
 # ---- paths -------------------------------------------------------------------------------
 
+
 def test_text_file_is_read_as_pieces_cut_at_line_breaks():
     text = SHAKESPEARE.read_text()
     pieces = list(load_corpus(str(SHAKESPEARE), "all"))
@@ -73,7 +74,7 @@ def test_text_file_is_read_as_pieces_cut_at_line_breaks():
     assert all(len(p) <= TEXT_PIECE_CHARS for p in pieces)
     assert all(p.endswith("\n") for p in pieces[:-1])
     assert len(pieces) > HELDOUT_EVERY  # a single file still has a held-out part
-    assert list(load_corpus(str(SHAKESPEARE), "heldout")) == pieces[HELDOUT_EVERY - 1::HELDOUT_EVERY]
+    assert list(load_corpus(str(SHAKESPEARE), "heldout")) == pieces[HELDOUT_EVERY - 1 :: HELDOUT_EVERY]
 
 
 def test_cut_at_line_breaks_known_answer():
@@ -87,18 +88,22 @@ def test_glob_folder_and_jsonl(tmp_path):
     (tmp_path / "a.txt").write_text("first file\n")
     (tmp_path / "sub").mkdir()
     (tmp_path / "sub" / "c.jsonl").write_text(
-        json.dumps({"text": "record one", "id": 1}) + "\n\n" + json.dumps({"text": "record two"}) + "\n")
+        json.dumps({"text": "record one", "id": 1}) + "\n\n" + json.dumps({"text": "record two"}) + "\n"
+    )
     (tmp_path / ".hidden").write_text("not part of the corpus\n")
     assert list(load_corpus(str(tmp_path / "*.txt"), "all")) == ["first file\n", "second file\n"]
     assert list(load_corpus(str(tmp_path / "**" / "*.jsonl"), "all")) == ["record one", "record two"]
     assert list(load_corpus(str(tmp_path), "all")) == ["first file\n", "second file\n", "record one", "record two"]
-    assert list(load_corpus(str(tmp_path / "sub" / "c.jsonl"), "all", text_field="text")) == ["record one", "record two"]
+    assert list(load_corpus(str(tmp_path / "sub" / "c.jsonl"), "all", text_field="text")) == [
+        "record one",
+        "record two",
+    ]
 
 
 def test_jsonl_record_without_text_names_file_and_line(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text(json.dumps({"text": "fine"}) + "\n" + json.dumps({"body": "no text here"}) + "\n")
-    with pytest.raises(ValueError, match=rf"docs.jsonl:2: record has no string field 'text' \(found \['body'\]\)"):
+    with pytest.raises(ValueError, match=r"docs.jsonl:2: record has no string field 'text' \(found \['body'\]\)"):
         list(load_corpus(str(path), "all"))
     path.write_text(json.dumps({"text": "fine"}) + "\n{not json\n")
     with pytest.raises(ValueError, match=r"docs.jsonl:2: not valid JSON"):
@@ -133,6 +138,7 @@ def test_a_corpus_too_small_for_a_heldout_part_says_so(tmp_path):
 
 # ---- Hugging Face datasets (a local folder stands in for the hub, offline) -----------------
 
+
 @pytest.fixture
 def offline(monkeypatch):
     import datasets
@@ -151,7 +157,7 @@ def test_hf_dataset_streams_records_and_splits(tmp_path, offline):
     folder.mkdir()
     (folder / "train.jsonl").write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts)))
     assert list(load_corpus(f"hf:{folder}", "all")) == texts
-    assert list(load_corpus(f"hf:{folder}::train", "heldout")) == texts[HELDOUT_EVERY - 1::HELDOUT_EVERY]
+    assert list(load_corpus(f"hf:{folder}::train", "heldout")) == texts[HELDOUT_EVERY - 1 :: HELDOUT_EVERY]
     with pytest.raises(ValueError, match=r"record 0 has no string field 'body'"):
         list(load_corpus(f"hf:{folder}", "all", text_field="body"))
 
@@ -164,6 +170,7 @@ def test_hf_dataset_name_offline_gives_a_clear_error(offline):
 
 
 # ---- packing -----------------------------------------------------------------------------
+
 
 def test_shuffled_is_a_seeded_permutation_even_with_a_small_buffer():
     items = [str(i) for i in range(100)]
@@ -192,7 +199,7 @@ def test_packing_known_answer(ctx):
     letters = [t for w in windows for t in w.tolist() if t != 0]
     runs = [chr(k) * len(list(g)) for k, g in itertools.groupby(letters)]
     expected = list(shuffled(docs, seed=5 * 1_000_003, buffer_size=4096))
-    assert runs[:-1] == expected[:len(runs) - 1]  # the last run may be cut by the dropped partial window
+    assert runs[:-1] == expected[: len(runs) - 1]  # the last run may be cut by the dropped partial window
     assert expected[len(runs) - 1].startswith(runs[-1])
     total = sum(len(d) + 1 for d in docs)  # each document plus its BOS
     assert len(windows) >= (total - ctx) // ctx  # nothing but the final partial window is lost

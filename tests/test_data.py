@@ -6,9 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from sae.data import ActivationDataset, ActivationWriter
+from safetensors.torch import load_file
 
 CTX = 8
 
@@ -16,10 +15,19 @@ CTX = 8
 def write(path, acts, *, dtype="float32", tokens_per_shard=64, step=37, **kw):
     """Write acts [n, d] in uneven pieces; tokens are the row indices."""
     n, d = acts.shape
-    with ActivationWriter(path, d_in=d, dtype=dtype, hook_name="blocks.0.hook_mlp_out", model_id="toy",
-                          context_length=CTX, tokens_per_shard=tokens_per_shard, metadata={"seed": 3}, **kw) as w:
+    with ActivationWriter(
+        path,
+        d_in=d,
+        dtype=dtype,
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="toy",
+        context_length=CTX,
+        tokens_per_shard=tokens_per_shard,
+        metadata={"seed": 3},
+        **kw,
+    ) as w:
         for i in range(0, n, step):
-            w.add(acts[i:i + step], torch.arange(i, min(i + step, n)))
+            w.add(acts[i : i + step], torch.arange(i, min(i + step, n)))
     return path
 
 
@@ -34,8 +42,9 @@ def row_ids(batch):
     return batch[:, 0].long().tolist()
 
 
-@pytest.mark.parametrize("dtype,torch_dtype", [("float32", torch.float32), ("float16", torch.float16),
-                                               ("bfloat16", torch.bfloat16)])
+@pytest.mark.parametrize(
+    "dtype,torch_dtype", [("float32", torch.float32), ("float16", torch.float16), ("bfloat16", torch.bfloat16)]
+)
 def test_round_trip_every_dtype(tmp_path, dtype, torch_dtype):
     acts = torch.randn(300, 5, generator=torch.Generator().manual_seed(1)) * 3
     write(tmp_path / "ds", acts, dtype=dtype)
@@ -60,8 +69,9 @@ def test_round_trip_every_dtype(tmp_path, dtype, torch_dtype):
 def test_explicit_positions_are_stored(tmp_path):
     acts = torch.randn(20, 3)
     pos = torch.randint(0, CTX, (20,))
-    with ActivationWriter(tmp_path, d_in=3, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
-                          tokens_per_shard=16) as w:
+    with ActivationWriter(
+        tmp_path, d_in=3, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=16
+    ) as w:
         w.add(acts, torch.arange(20), pos)
     ds = ActivationDataset(tmp_path)
     assert torch.equal(torch.cat([ds.shard(i)["positions"] for i in range(2)]), pos.int())
@@ -108,7 +118,9 @@ def test_resumed_stream_continues_with_exactly_the_next_batch(tmp_path):
             next(stream)
         state = json.loads(json.dumps(stream.state_dict()))
         rest = list(stream)
-        resumed = list(ActivationDataset(tmp_path / "ds").batches(32, shuffle_buffer=128, seed=9, epochs=2, state=state))
+        resumed = list(
+            ActivationDataset(tmp_path / "ds").batches(32, shuffle_buffer=128, seed=9, epochs=2, state=state)
+        )
         assert len(resumed) == len(rest) == 40 - k
         assert all(torch.equal(a, b) for a, b in zip(rest, resumed))
     # the state is global: rank 1 of 2 resumes on its half of the same next global batch
@@ -140,11 +152,18 @@ def test_crashed_capture_resumes_to_the_same_dataset(tmp_path):
     acts = torch.randn(400, 4, generator=torch.Generator().manual_seed(4))
     write(tmp_path / "clean", acts)
     path = tmp_path / "crashed"
-    with pytest.raises(RuntimeError, match="killed"):
-        with ActivationWriter(path, d_in=4, dtype="float32", hook_name="blocks.0.hook_mlp_out", model_id="toy",
-                              context_length=CTX, tokens_per_shard=64, metadata={"seed": 3}) as w:
-            w.add(acts[:150], torch.arange(150))
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError, match="killed"), ActivationWriter(
+        path,
+        d_in=4,
+        dtype="float32",
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="toy",
+        context_length=CTX,
+        tokens_per_shard=64,
+        metadata={"seed": 3},
+    ) as w:
+        w.add(acts[:150], torch.arange(150))
+        raise RuntimeError("killed")
     (path / "acts-00002.safetensors.tmp").write_bytes(b"half a shard")  # a write cut short
     (path / "acts-00002.safetensors").write_bytes(b"written after the manifest was")
     manifest = json.loads((path / "manifest.json").read_text())
@@ -152,13 +171,26 @@ def test_crashed_capture_resumes_to_the_same_dataset(tmp_path):
     with pytest.warns(UserWarning, match="incomplete capture"):
         assert ActivationDataset(path).num_tokens == 128
 
-    w = ActivationWriter(path, d_in=4, dtype="float32", hook_name="blocks.0.hook_mlp_out", model_id="toy",
-                         context_length=CTX, tokens_per_shard=64, metadata={"seed": 3}, resume=True)
+    w = ActivationWriter(
+        path,
+        d_in=4,
+        dtype="float32",
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="toy",
+        context_length=CTX,
+        tokens_per_shard=64,
+        metadata={"seed": 3},
+        resume=True,
+    )
     assert w.tokens_written == 128
-    assert sorted(p.name for p in path.iterdir()) == ["acts-00000.safetensors", "acts-00001.safetensors", "manifest.json"]
+    assert sorted(p.name for p in path.iterdir()) == [
+        "acts-00000.safetensors",
+        "acts-00001.safetensors",
+        "manifest.json",
+    ]
     with w:
         for i in range(w.tokens_written, 400, 37):
-            w.add(acts[i:i + 37], torch.arange(i, min(i + 37, 400)))
+            w.add(acts[i : i + 37], torch.arange(i, min(i + 37, 400)))
     clean = json.loads((tmp_path / "clean" / "manifest.json").read_text())
     assert json.loads((path / "manifest.json").read_text())["shards"] == clean["shards"]  # same bytes, same hashes
     ActivationDataset(path, verify=True)
@@ -167,8 +199,16 @@ def test_crashed_capture_resumes_to_the_same_dataset(tmp_path):
 def test_resuming_a_complete_dataset_rewrites_its_partial_last_shard(tmp_path):
     acts = torch.randn(150, 4)
     write(tmp_path, acts)
-    w = ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="blocks.0.hook_mlp_out", model_id="toy",
-                         context_length=CTX, tokens_per_shard=64, resume=True)
+    w = ActivationWriter(
+        tmp_path,
+        d_in=4,
+        dtype="float32",
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="toy",
+        context_length=CTX,
+        tokens_per_shard=64,
+        resume=True,
+    )
     assert w.tokens_written == 128 and not (tmp_path / "acts-00002.safetensors").exists()
     w.add(acts[128:], torch.arange(128, 150))
     w.close()
@@ -179,8 +219,17 @@ def test_resuming_a_complete_dataset_rewrites_its_partial_last_shard(tmp_path):
 def test_resume_with_different_settings_lists_every_differing_field(tmp_path):
     write(tmp_path, torch.randn(100, 4))
     with pytest.raises(ValueError) as err:
-        ActivationWriter(tmp_path, d_in=5, dtype="float16", hook_name="blocks.0.hook_mlp_out", model_id="toy",
-                         context_length=CTX, tokens_per_shard=64, metadata={"seed": 4}, resume=True)
+        ActivationWriter(
+            tmp_path,
+            d_in=5,
+            dtype="float16",
+            hook_name="blocks.0.hook_mlp_out",
+            model_id="toy",
+            context_length=CTX,
+            tokens_per_shard=64,
+            metadata={"seed": 4},
+            resume=True,
+        )
     msg = str(err.value)
     assert "d_in: dataset has 4, capture has 5" in msg and "dtype: dataset has 'float32', capture has 'float16'" in msg
     assert "metadata['seed']: dataset has 3, capture has 4" in msg
@@ -196,12 +245,16 @@ def test_existing_dataset_is_not_overwritten_without_resume(tmp_path):
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
 def test_non_finite_activation_names_shard_and_row(tmp_path, bad):
     acts = torch.randn(100, 4)
-    with ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
-                          tokens_per_shard=64) as w:
+    with ActivationWriter(
+        tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=64
+    ) as w:
         w.add(acts[:60], torch.arange(60))
         acts[70, 2] = bad  # dataset token 70 = shard 1, row 6; row 10 of the second batch
-        with pytest.raises(ValueError, match=r"non-finite activation \(NaN/Inf\) in row 10 of this batch: "
-                                             r"dataset token 70, shard 1 \(acts-00001.safetensors\) row 6"):
+        with pytest.raises(
+            ValueError,
+            match=r"non-finite activation \(NaN/Inf\) in row 10 of this batch: "
+            r"dataset token 70, shard 1 \(acts-00001.safetensors\) row 6",
+        ):
             w.add(acts[60:], torch.arange(60, 100))
         assert w.tokens_written == 0  # the first 60 rows wait in the buffer; nothing of the bad batch was kept
 
@@ -209,15 +262,18 @@ def test_non_finite_activation_names_shard_and_row(tmp_path, bad):
 def test_float16_overflow_is_reported_as_non_finite(tmp_path):
     acts = torch.randn(10, 4)
     acts[3, 1] = 1e6
-    w = ActivationWriter(tmp_path, d_in=4, dtype="float16", hook_name="h", model_id="m", context_length=CTX,
-                         tokens_per_shard=64)
+    w = ActivationWriter(
+        tmp_path, d_in=4, dtype="float16", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=64
+    )
     with pytest.raises(ValueError, match=r"overflows float16.*shard 0 \(acts-00000.safetensors\) row 3"):
         w.add(acts, torch.arange(10))
 
 
 def test_writer_argument_checks(tmp_path):
     kw = dict(d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX)
-    with pytest.raises(ValueError, match=r"tokens_per_shard \(100\) must be a multiple of context_length \(8\).*try 96"):
+    with pytest.raises(
+        ValueError, match=r"tokens_per_shard \(100\) must be a multiple of context_length \(8\).*try 96"
+    ):
         ActivationWriter(tmp_path / "a", tokens_per_shard=100, **kw)
     with pytest.raises(ValueError, match="dtype 'float64' is not supported"):
         ActivationWriter(tmp_path / "b", tokens_per_shard=64, **{**kw, "dtype": "float64"})
@@ -289,7 +345,9 @@ def test_missing_shard_is_named(tmp_path):
 def test_shape_and_dtype_mismatch_between_manifest_and_shard(tmp_path):
     write(tmp_path, torch.randn(100, 4))
     edit_manifest(tmp_path, d_in=5)
-    with pytest.raises(ValueError, match=r"acts-00000.safetensors: 'acts' is F32 \[64, 4\] but manifest.json implies F32 \[64, 5\]"):
+    with pytest.raises(
+        ValueError, match=r"acts-00000.safetensors: 'acts' is F32 \[64, 4\] but manifest.json implies F32 \[64, 5\]"
+    ):
         ActivationDataset(tmp_path)
     edit_manifest(tmp_path, d_in=4, dtype="bfloat16")
     with pytest.raises(ValueError, match=r"'acts' is F32 \[64, 4\] but manifest.json implies BF16 \[64, 4\]"):
@@ -322,10 +380,13 @@ def test_sequential_reads_every_row_in_order(tmp_path):
 
 
 def test_background_write_errors_surface_in_the_caller(tmp_path, monkeypatch):
-    w = ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
-                         tokens_per_shard=16)
+    w = ActivationWriter(
+        tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=16
+    )
+
     def disk_full(*args):
         raise OSError("No space left on device")
+
     monkeypatch.setattr("sae.data.os.replace", disk_full)
     w.add(torch.randn(16, 4), torch.arange(16))  # the shard fails in the background...
     with pytest.raises(OSError, match="No space left"):
@@ -336,10 +397,11 @@ def test_background_write_errors_surface_in_the_caller(tmp_path, monkeypatch):
 def test_rows_are_stored_as_added_even_if_the_caller_reuses_its_tensor(tmp_path):
     acts = torch.randn(100, 4, generator=torch.Generator().manual_seed(7))
     batch = torch.empty(25, 4)
-    with ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
-                          tokens_per_shard=32) as w:
+    with ActivationWriter(
+        tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=32
+    ) as w:
         for i in range(0, 100, 25):
-            batch.copy_(acts[i:i + 25])
+            batch.copy_(acts[i : i + 25])
             w.add(batch, torch.arange(i, i + 25))
         batch.fill_(float("nan"))
     ds = ActivationDataset(tmp_path, verify=True)
@@ -351,25 +413,28 @@ def test_odd_numbers_of_16_bit_values_keep_every_tensor_aligned(tmp_path, dtype,
     """3-wide 16-bit rows in shards of 33 rows (and a last one of 2): 99 values of 2 bytes would leave
     int32 tokens after them unaligned, so those shards put tokens and positions first."""
     acts = torch.randn(101, 3, generator=torch.Generator().manual_seed(8))
-    with ActivationWriter(tmp_path, d_in=3, dtype=dtype, hook_name="h", model_id="m", context_length=3,
-                          tokens_per_shard=33) as w:
+    with ActivationWriter(
+        tmp_path, d_in=3, dtype=dtype, hook_name="h", model_id="m", context_length=3, tokens_per_shard=33
+    ) as w:
         for i in range(0, 101, 10):
-            w.add(acts[i:i + 10], torch.arange(i, min(i + 10, 101)))
+            w.add(acts[i : i + 10], torch.arange(i, min(i + 10, 101)))
     ds = ActivationDataset(tmp_path, verify=True)
     assert [s["tokens"] for s in ds.manifest["shards"]] == [33, 33, 33, 2]
     assert torch.equal(torch.cat([ds.shard(i)["acts"] for i in range(4)]), acts.to(torch_dtype))
     assert torch.equal(torch.cat([ds.shard(i)["tokens"] for i in range(4)]), torch.arange(101, dtype=torch.int32))
     for i in range(4):
         official = load_file(tmp_path / f"acts-{i:05d}.safetensors")
-        assert torch.equal(official["acts"], ds.shard(i)["acts"]) and torch.equal(official["positions"], ds.shard(i)["positions"])
+        assert torch.equal(official["acts"], ds.shard(i)["acts"]) and torch.equal(
+            official["positions"], ds.shard(i)["positions"]
+        )
 
 
 def test_leaving_by_an_exception_leaves_no_temp_file(tmp_path):
-    with pytest.raises(RuntimeError, match="killed"):
-        with ActivationWriter(tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX,
-                              tokens_per_shard=64) as w:
-            w.add(torch.randn(100, 4), torch.arange(100))
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError, match="killed"), ActivationWriter(
+        tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=64
+    ) as w:
+        w.add(torch.randn(100, 4), torch.arange(100))
+        raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts-00000.safetensors", "manifest.json"]
 
 

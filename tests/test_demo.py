@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from interp.analysis import AnalysisConfig
 from interp.capture import run_capture
 from interp.demo import STEPS, DemoConfig, run_demo
@@ -24,13 +23,30 @@ ALL_STEPS = [step.name for step in STEPS]
 
 def tiny_demo(out: Path, capture_tokens: int = 1000) -> DemoConfig:
     """The demo shrunk to seconds: a 1-layer model of width 32 trained on 2048 stdlib tokens."""
-    train = TrainConfig(corpus="stdlib", tokens=2048, batch_size=8, warmup_steps=2, vocab_size=300,
-                        tokenizer_chars=200_000, eval_tokens=256, heldout_points=1, sample_tokens=4)
+    train = TrainConfig(
+        corpus="stdlib",
+        tokens=2048,
+        batch_size=8,
+        warmup_steps=2,
+        vocab_size=300,
+        tokenizer_chars=200_000,
+        eval_tokens=256,
+        heldout_points=1,
+        sample_tokens=4,
+    )
     model = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, context_length=32)
     sae_train = SAETrainConfig(batch_size=200, device="cpu", checkpoint_every=0, init_tokens=400, shuffle_buffer=1000)
-    return DemoConfig(out=out, train=train, model=model, hooks=tuple(HOOK_WIDTHS), capture_tokens=capture_tokens,
-                      sae_fields={"d_sae": 48, "k": 4}, sae_train=sae_train, analysis=AnalysisConfig(tokens=512),
-                      progress=False)
+    return DemoConfig(
+        out=out,
+        train=train,
+        model=model,
+        hooks=tuple(HOOK_WIDTHS),
+        capture_tokens=capture_tokens,
+        sae_fields={"d_sae": 48, "k": 4},
+        sae_train=sae_train,
+        analysis=AnalysisConfig(tokens=512),
+        progress=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +74,11 @@ def test_demo_builds_every_artifact(built):
         dataset = ActivationDataset(built.activations_dir / hook, verify=True)
         assert (dataset.num_tokens, dataset.d_in, dataset.hook_name) == (1000, width, hook)
         metadata = dataset.manifest["metadata"]
-        assert (metadata["corpus"], metadata["split"], metadata["model"]) == ("stdlib", "train", str(built.model_dir.resolve()))
+        assert (metadata["corpus"], metadata["split"], metadata["model"]) == (
+            "stdlib",
+            "train",
+            str(built.model_dir.resolve()),
+        )
 
 
 def test_second_run_reuses_every_artifact(built, capsys):
@@ -78,7 +98,10 @@ def test_capture_holding_too_few_tokens_is_continued_to_the_same_bytes(tmp_path)
     assert run_demo(cfg) == ["capture", "sae", "analysis", "labels", "report"]
     fresh = run_capture(cfg.model_dir, cfg.hooks, "stdlib", 2000, tmp_path / "fresh", progress=False)
     for hook in HOOK_WIDTHS:
-        continued, reference = ActivationDataset(cfg.activations_dir / hook, verify=True), ActivationDataset(fresh[hook])
+        continued, reference = (
+            ActivationDataset(cfg.activations_dir / hook, verify=True),
+            ActivationDataset(fresh[hook]),
+        )
         assert continued.num_tokens == 2000 and continued.num_shards == reference.num_shards
         for i in range(reference.num_shards):
             for key, tensor in reference.shard(i).items():

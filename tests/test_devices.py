@@ -7,9 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
-
 import sae.architectures as architectures
+import torch
 from sae.architectures import TrainState
 from sae.distributed import Ranks
 from sae.kernels import gather_rows_dot
@@ -56,8 +55,9 @@ def test_float16_scaler_state_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.amp, "GradScaler", lambda device: plain_scaler(device, growth_interval=2))
     batches = list(data(12 * 128, seed=2).split(128))
     arch = ("relu", architectures.get_architecture("relu").config_class.from_dict({"d_in": D_IN, "d_sae": D_SAE}))
-    cfg = TrainConfig(batch_size=128, steps=12, checkpoint_every=4, log_every=4, init_tokens=256, threads=1,
-                      autocast="float16")
+    cfg = TrainConfig(
+        batch_size=128, steps=12, checkpoint_every=4, log_every=4, init_tokens=256, threads=1, autocast="float16"
+    )
     full = train_sae([arch], batches, cfg, tmp_path / "full", progress=False)[0]
 
     def dies_at(n):
@@ -71,8 +71,10 @@ def test_float16_scaler_state_resumes_exactly(tmp_path, monkeypatch):
     state = json.loads((latest_checkpoint(tmp_path / "cut") / "state.json").read_text())
     assert state["step"] == 8 and state["grad_scalers"][0]["scale"] != 2.0**16  # it grew (or backed off)
     resumed = train_sae([arch], batches, cfg, tmp_path / "cut", resume=True, progress=False)[0]
-    final = [json.loads((latest_checkpoint(tmp_path / run) / "state.json").read_text())["grad_scalers"]
-             for run in ("full", "cut")]
+    final = [
+        json.loads((latest_checkpoint(tmp_path / run) / "state.json").read_text())["grad_scalers"]
+        for run in ("full", "cut")
+    ]
     assert final[0] == final[1]
     for name, tensor in full.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], tensor, atol=1e-6, rtol=0, msg=name)

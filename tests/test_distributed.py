@@ -14,11 +14,9 @@ import traceback
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file, save_file
-
 import sae.architectures as architectures
 import sae.train
+import torch
 from sae.architectures.batchtopk import BatchTopKConfig
 from sae.architectures.gated import GatedConfig
 from sae.architectures.jumprelu import JumpReLUConfig
@@ -28,6 +26,7 @@ from sae.cli import main as sae_main
 from sae.data import ActivationDataset, ActivationWriter
 from sae.distributed import Ranks, resolve_device
 from sae.train import TrainConfig, latest_checkpoint, train_sae
+from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 D_IN, D_SAE, BATCH = 16, 64, 128
@@ -43,23 +42,41 @@ def planted(n: int, seed: int) -> torch.Tensor:
 
 def write_dataset(path: Path, n: int = 2048) -> Path:
     x = planted(n, seed=0)
-    with ActivationWriter(path, d_in=D_IN, dtype="float32", hook_name="blocks.0.hook_mlp_out", model_id="test-model",
-                          context_length=16, tokens_per_shard=512) as writer:
+    with ActivationWriter(
+        path,
+        d_in=D_IN,
+        dtype="float32",
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="test-model",
+        context_length=16,
+        tokens_per_shard=512,
+    ) as writer:
         writer.add(x, torch.arange(n, dtype=torch.int32) % 50)
     return path
 
 
 def config(**overrides) -> TrainConfig:
-    base = dict(batch_size=BATCH, steps=12, log_every=4, checkpoint_every=4, init_tokens=2 * BATCH, threads=1,
-                shuffle_buffer=256, dead_window_tokens=3 * BATCH, lr=3e-3)
+    base = dict(
+        batch_size=BATCH,
+        steps=12,
+        log_every=4,
+        checkpoint_every=4,
+        init_tokens=2 * BATCH,
+        threads=1,
+        shuffle_buffer=256,
+        dead_window_tokens=3 * BATCH,
+        lr=3e-3,
+    )
     return TrainConfig(**{**base, **overrides})
 
 
 # Per-token losses: two ranks must reproduce one process.
-EXACT = [("topk", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=4)),
-         ("relu", ReLUConfig(d_in=D_IN, d_sae=D_SAE, l1_coefficient=3.0)),
-         ("jumprelu", JumpReLUConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.05)),
-         ("gated", GatedConfig(d_in=D_IN, d_sae=D_SAE))]
+EXACT = [
+    ("topk", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=4)),
+    ("relu", ReLUConfig(d_in=D_IN, d_sae=D_SAE, l1_coefficient=3.0)),
+    ("jumprelu", JumpReLUConfig(d_in=D_IN, d_sae=D_SAE, l0_coefficient=0.05)),
+    ("gated", GatedConfig(d_in=D_IN, d_sae=D_SAE)),
+]
 NAMES = [arch for arch, _ in EXACT]
 
 
@@ -69,10 +86,12 @@ def _rank_main(rank: int, world_size: int, store: str, job, args, result: Path) 
         torch.set_num_threads(1)  # first: OpenMP pools do not survive fork; one thread never enters them
         torch.distributed.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world_size)
         trained = job(Ranks(rank=rank, world_size=world_size), *args)
-        save_file({f"{i}.{k}": v.detach().contiguous() for i, sae in enumerate(trained) for k, v in sae.state_dict().items()},
-                  str(result))
+        save_file(
+            {f"{i}.{k}": v.detach().contiguous() for i, sae in enumerate(trained) for k, v in sae.state_dict().items()},
+            str(result),
+        )
         torch.distributed.destroy_process_group()
-    except BaseException:  # noqa: BLE001 - the parent reports it
+    except BaseException:
         result.with_suffix(".err").write_text(traceback.format_exc())
         os._exit(1)
     os._exit(0)
@@ -89,8 +108,10 @@ def run_ranks(tmp: Path, job, *args, world_size: int = 2, timeout: float = 120) 
     for path in results:
         path.unlink(missing_ok=True)
         path.with_suffix(".err").unlink(missing_ok=True)
-    procs = [context.Process(target=_rank_main, args=(r, world_size, str(store), job, args, results[r]))
-             for r in range(world_size)]
+    procs = [
+        context.Process(target=_rank_main, args=(r, world_size, str(store), job, args, results[r]))
+        for r in range(world_size)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -104,8 +125,7 @@ def run_ranks(tmp: Path, job, *args, world_size: int = 2, timeout: float = 120) 
 
 def train_job(ranks: Ranks, acts: str, out: str | None, cfg: TrainConfig, saes, resume: bool = False):
     names = [a.split("_")[-1] for a, _ in saes]
-    return train_sae(saes, ActivationDataset(acts), cfg, out, names=names, resume=resume,
-                     progress=False, ranks=ranks)
+    return train_sae(saes, ActivationDataset(acts), cfg, out, names=names, resume=resume, progress=False, ranks=ranks)
 
 
 def crashing_job(ranks: Ranks, acts: str, out: str, cfg: TrainConfig, saes, crash_at: int):
@@ -141,8 +161,10 @@ def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(tmp_path):
     assert_close(tensors_of(single), ranks[0])
     assert_close(ranks[0], ranks[1], atol=0)  # the ranks hold identical weights
     for name in NAMES:  # the files written by rank 0 are the single-process ones
-        expected, got = load_file(str(tmp_path / "one" / name / "sae_weights.safetensors")), \
-            load_file(str(tmp_path / "two" / name / "sae_weights.safetensors"))
+        expected, got = (
+            load_file(str(tmp_path / "one" / name / "sae_weights.safetensors")),
+            load_file(str(tmp_path / "two" / name / "sae_weights.safetensors")),
+        )
         assert_close(expected, got)
     one_log = [json.loads(line) for line in (tmp_path / "one" / "log.jsonl").read_text().splitlines()]
     two_log = [json.loads(line) for line in (tmp_path / "two" / "log.jsonl").read_text().splitlines()]
@@ -187,7 +209,9 @@ def test_resume_across_rank_counts_matches_the_uninterrupted_run(tmp_path, monke
     acts = write_dataset(tmp_path / "acts")
     saes = [("silent_relu", EXACT[1][1])]
     cfg = config(resample_steps=[6])
-    reference = tensors_of(train_sae(saes, ActivationDataset(acts), cfg, tmp_path / "ref", names=["relu"], progress=False))
+    reference = tensors_of(
+        train_sae(saes, ActivationDataset(acts), cfg, tmp_path / "ref", names=["relu"], progress=False)
+    )
     log = [json.loads(line) for line in (tmp_path / "ref" / "log.jsonl").read_text().splitlines()]
     assert [row["resampled"] for row in log if "resampled" in row] == [16]
     ranks = run_ranks(tmp_path / "job", crashing_job, str(acts), str(tmp_path / "cut"), cfg, saes, 6)
@@ -206,7 +230,7 @@ def test_resume_across_rank_counts_matches_the_uninterrupted_run(tmp_path, monke
 def slices_job(ranks: Ranks, global_batches: list[torch.Tensor], cfg: TrainConfig, saes):
     """Train on plain tensors: each rank takes its slice of every global batch."""
     local = ranks.local_batch(cfg.batch_size)
-    mine = [b[ranks.rank * local:(ranks.rank + 1) * local] for b in global_batches]
+    mine = [b[ranks.rank * local : (ranks.rank + 1) * local] for b in global_batches]
     return train_sae(saes, mine, cfg, None, progress=False, ranks=ranks)
 
 
@@ -245,16 +269,45 @@ def test_device_names_are_checked():
 
 def test_cli_nproc_2_through_torchrun_matches_one_process(tmp_path, capsys):
     acts = write_dataset(tmp_path / "acts")
-    args = ["train", "--acts", str(acts), "--arch", "topk", "--d-sae", str(D_SAE), "--k", "4", "--batch-size",
-            str(BATCH), "--steps", "8", "--init-tokens", "256", "--shuffle-buffer", "256", "--threads", "1",
-            "--checkpoint-every", "4", "--lr", "0.003"]
+    args = [
+        "train",
+        "--acts",
+        str(acts),
+        "--arch",
+        "topk",
+        "--d-sae",
+        str(D_SAE),
+        "--k",
+        "4",
+        "--batch-size",
+        str(BATCH),
+        "--steps",
+        "8",
+        "--init-tokens",
+        "256",
+        "--shuffle-buffer",
+        "256",
+        "--threads",
+        "1",
+        "--checkpoint-every",
+        "4",
+        "--lr",
+        "0.003",
+    ]
     assert sae_main([*args, "--out", str(tmp_path / "one")]) == 0
     assert sae_main([*args, "--out", str(tmp_path / "bad"), "--nproc", "0"]) == 2
     assert "--nproc must be at least 1, got 0" in capsys.readouterr().err
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    two = subprocess.run([sys.executable, "-m", "sae", *args, "--out", str(tmp_path / "two"), "--nproc", "2"],
-                         env=env, capture_output=True, text=True, timeout=300)
+    two = subprocess.run(
+        [sys.executable, "-m", "sae", *args, "--out", str(tmp_path / "two"), "--nproc", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.stdout.count("saved 1 SAE(s)") == 1  # rank 0 reports
-    assert_close(load_file(str(tmp_path / "one" / "sae_weights.safetensors")),
-                 load_file(str(tmp_path / "two" / "sae_weights.safetensors")))
+    assert_close(
+        load_file(str(tmp_path / "one" / "sae_weights.safetensors")),
+        load_file(str(tmp_path / "two" / "sae_weights.safetensors")),
+    )

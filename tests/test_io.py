@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
-
 from sae.architectures import TrainState, build_sae
 from sae.cli import main as sae_main
 from sae.io import detect_layout, load_sae, save_sae, save_sparsify
+from safetensors.torch import load_file, save_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 if not FIXTURES.exists():
@@ -70,7 +69,10 @@ def test_peer_fixtures_reproduce_their_reference_outputs(name):
 def test_saelens_fixture_metadata_and_sparsify_hookpoint_folder():
     sae = load_sae(FIXTURES / "saelens-6.54.12-topk")
     assert sae.metadata["hook_name"] == "blocks.0.hook_resid_post" and sae.cfg.k == 8
-    assert detect_layout(FIXTURES / "sparsify-1.3.3-topk") == ("sparsify", FIXTURES / "sparsify-1.3.3-topk" / "layers.0")
+    assert detect_layout(FIXTURES / "sparsify-1.3.3-topk") == (
+        "sparsify",
+        FIXTURES / "sparsify-1.3.3-topk" / "layers.0",
+    )
     assert load_sae(FIXTURES / "sparsify-1.3.3-topk" / "layers.0").metadata == {"hook_name": "layers.0"}
 
 
@@ -105,8 +107,14 @@ def test_saelens_names_and_shapes_on_disk(tmp_path):
     expected = {
         "relu": ("standard", {"W_enc": [16, 64], "b_enc": [64], "W_dec": [64, 16], "b_dec": [16]}),
         "topk": ("topk", {"W_enc": [16, 64], "b_enc": [64], "W_dec": [64, 16], "b_dec": [16]}),
-        "batchtopk": ("jumprelu", {"W_enc": [16, 64], "b_enc": [64], "W_dec": [64, 16], "b_dec": [16], "threshold": [64]}),
-        "gated": ("gated", {"W_enc": [16, 64], "b_gate": [64], "r_mag": [64], "b_mag": [64], "W_dec": [64, 16], "b_dec": [16]}),
+        "batchtopk": (
+            "jumprelu",
+            {"W_enc": [16, 64], "b_enc": [64], "W_dec": [64, 16], "b_dec": [16], "threshold": [64]},
+        ),
+        "gated": (
+            "gated",
+            {"W_enc": [16, 64], "b_gate": [64], "r_mag": [64], "b_mag": [64], "W_dec": [64, 16], "b_dec": [16]},
+        ),
     }
     for arch, (saelens_name, shapes) in expected.items():
         save_sae(trained_ish(arch), tmp_path / arch)
@@ -121,7 +129,10 @@ def test_sparsify_round_trip_is_exact_and_non_topk_is_refused(tmp_path):
     save_sparsify(sae, tmp_path / "s")
     tensors = load_file(tmp_path / "s" / "sae.safetensors")
     assert {n: list(t.shape) for n, t in tensors.items()} == {
-        "encoder.weight": [64, 16], "encoder.bias": [64], "W_dec": [64, 16], "b_dec": [16]
+        "encoder.weight": [64, 16],
+        "encoder.bias": [64],
+        "W_dec": [64, 16],
+        "b_dec": [16],
     }
     loaded = load_sae(tmp_path / "s")
     for name in ("W_enc", "b_enc", "W_dec", "b_dec"):
@@ -136,8 +147,16 @@ def test_saelens_topk_rescaled_by_decoder_norm_loads_with_the_norms_folded(tmp_p
     W_enc, W_dec = torch.randn(16, 64, generator=g), torch.randn(64, 16, generator=g) * 3
     b_enc, b_dec = torch.randn(64, generator=g), torch.randn(16, generator=g)
     save_file({"W_enc": W_enc, "b_enc": b_enc, "W_dec": W_dec, "b_dec": b_dec}, tmp_path / "sae_weights.safetensors")
-    cfg = {"architecture": "topk", "d_in": 16, "d_sae": 64, "k": 5, "rescale_acts_by_decoder_norm": True,
-           "apply_b_dec_to_input": True, "normalize_activations": "none", "dtype": "float32"}
+    cfg = {
+        "architecture": "topk",
+        "d_in": 16,
+        "d_sae": 64,
+        "k": 5,
+        "rescale_acts_by_decoder_norm": True,
+        "apply_b_dec_to_input": True,
+        "normalize_activations": "none",
+        "dtype": "float32",
+    }
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     x = torch.randn(20, 16, generator=g)
     norms = W_dec.norm(dim=1)
@@ -162,7 +181,20 @@ def test_convert_cli_between_layouts(tmp_path, capsys):
         assert torch.equal(getattr(back, name), getattr(original, name))
     assert json.loads((tmp_path / "a" / "cfg.json").read_text())["metadata"]["hook_name"] == "layers.0"
     capsys.readouterr()
-    assert sae_main(["convert", "--from", "saelens", str(FIXTURES / "saelens-6.54.12-standard"), "--to", "sparsify", str(tmp_path / "c")]) == 2
+    assert (
+        sae_main(
+            [
+                "convert",
+                "--from",
+                "saelens",
+                str(FIXTURES / "saelens-6.54.12-standard"),
+                "--to",
+                "sparsify",
+                str(tmp_path / "c"),
+            ]
+        )
+        == 2
+    )
     assert "sparsify layout holds TopK SAEs only; this SAE is 'relu'" in capsys.readouterr().err
     assert not (tmp_path / "c").exists()
     assert sae_main(["convert", "--from", "sparsify", str(tmp_path / "a"), "--to", "saelens", str(tmp_path / "d")]) == 2
@@ -174,9 +206,20 @@ def test_convert_cli_between_layouts(tmp_path, capsys):
 
 def test_python_dash_m_sae_convert(tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "sae", "convert", "--from", "saelens", str(FIXTURES / "saelens-6.54.12-topk"),
-         "--to", "sparsify", str(tmp_path / "out")],
-        capture_output=True, text=True,
+        [
+            sys.executable,
+            "-m",
+            "sae",
+            "convert",
+            "--from",
+            "saelens",
+            str(FIXTURES / "saelens-6.54.12-topk"),
+            "--to",
+            "sparsify",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "out" / "sae.safetensors").exists()
@@ -190,7 +233,9 @@ def test_missing_path_and_folders_in_neither_layout(tmp_path):
         load_sae(tmp_path / "nowhere")
     (tmp_path / "cfg.json").write_text("{}")
     (tmp_path / "weights.bin").write_bytes(b"")
-    with pytest.raises(ValueError, match=r"found \['cfg.json', 'weights.bin'\]; expected cfg.json with sae_weights.safetensors"):
+    with pytest.raises(
+        ValueError, match=r"found \['cfg.json', 'weights.bin'\]; expected cfg.json with sae_weights.safetensors"
+    ):
         load_sae(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -224,11 +269,16 @@ def edit_cfg(folder, **changes):
 def test_tensor_shape_that_disagrees_with_cfg_names_both(tmp_path):
     folder = copy_fixture("saelens-6.54.12-standard", tmp_path)
     edit_cfg(folder, d_sae=128)
-    with pytest.raises(ValueError, match=r"tensor 'W_enc' has shape \[64, 256\], but .*cfg.json \(d_in=64, d_sae=128\) implies \[64, 128\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"tensor 'W_enc' has shape \[64, 256\], but .*cfg.json \(d_in=64, d_sae=128\) implies \[64, 128\]",
+    ):
         load_sae(folder)
     sparsify = copy_fixture("sparsify-1.3.3-topk", tmp_path) / "layers.0"
     edit_cfg(sparsify, num_latents=512)
-    with pytest.raises(ValueError, match=r"tensor 'encoder.weight' has shape \[256, 64\], but .*num_latents=512\) implies \[512, 64\]"):
+    with pytest.raises(
+        ValueError, match=r"tensor 'encoder.weight' has shape \[256, 64\], but .*num_latents=512\) implies \[512, 64\]"
+    ):
         load_sae(sparsify)
 
 
@@ -245,7 +295,10 @@ def test_missing_and_unexpected_tensors_are_listed(tmp_path):
     "changes, message",
     [
         (dict(architecture="transcoder"), "architecture 'transcoder' is not supported; supported: "),
-        (dict(normalize_activations="expected_average_only_in"), "normalize_activations='expected_average_only_in' is not supported"),
+        (
+            dict(normalize_activations="expected_average_only_in"),
+            "normalize_activations='expected_average_only_in' is not supported",
+        ),
         (dict(d_in="64"), "field 'd_in' must be a positive integer, found '64'"),
         (dict(k=None), "field 'k' must be a positive integer, found None"),
     ],

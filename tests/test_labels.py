@@ -13,7 +13,6 @@ import threading
 import numpy as np
 import pytest
 import torch
-
 from interp.analysis import Analysis, AnalysisConfig
 from interp.labels import (
     LABELS_FILE,
@@ -35,8 +34,16 @@ TOKEN, NGRAM_PREV, NGRAM_TOKEN, NEXT_TOKEN, CONTEXT_TOKEN = 5, 4, 9, 13, 20
 DIGITS = list(range(50, 60))
 PLANTED = {"token": 0, "noise": 1, "ngram": 2, "next": 3, "digits": 4, "context": 5, "dead": 6}
 F = len(PLANTED)
-CFG = AnalysisConfig(top_k=12, intervals=3, interval_samples=4, window_left=4, window_right=2, top_tokens=12,
-                     neighbours=4, random_sequences=150)
+CFG = AnalysisConfig(
+    top_k=12,
+    intervals=3,
+    interval_samples=4,
+    window_left=4,
+    window_right=2,
+    top_tokens=12,
+    neighbours=4,
+    random_sequences=150,
+)
 
 
 def planted_activations(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -77,7 +84,7 @@ def unembed_and_decoder() -> tuple[torch.Tensor, torch.Tensor]:
 
 def batches(f, tokens, size=16):
     for s in range(0, len(tokens), size):
-        yield f[s:s + size], tokens[s:s + size]
+        yield f[s : s + size], tokens[s : s + size]
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +97,7 @@ def planted():
 
 
 # ---- the scores ---------------------------------------------------------------------------------
+
 
 def test_auroc_hand_computed_with_ties():
     # positive 0.9 beats 3 negatives and ties 1 (3.5); each 0.5 beats 1 and ties 2 (2 each): 7.5 / 12
@@ -120,6 +128,7 @@ def test_pearson_known_answers():
 
 
 # ---- planted features -----------------------------------------------------------------------------
+
 
 def test_single_token_feature_is_named_with_auroc_one(planted):
     _, labels, _, _ = planted
@@ -193,7 +202,7 @@ def test_build_mass_leaves_out_exactly_the_held_out_positions(planted):
         for s in random_seqs:
             scored[s] = held_out_sequences(np.array([s]))[0]
         for s, p in zip(ex.seq[ex.held_out], ex.pos[ex.held_out]):
-            scored[s, max(p - CFG.window_left, 0): p + CFG.window_right + 1] = True
+            scored[s, max(p - CFG.window_left, 0) : p + CFG.window_right + 1] = True
         fi = f[..., i].double().numpy() * ~scored
         fi[:, 0] = 0.0
         build, total = labeller.build_token_mass(i, ex, d.random_activations(i))
@@ -216,6 +225,7 @@ def test_split_is_by_sequence_and_balanced(planted):
 
 # ---- the file, the CLI, bad inputs ---------------------------------------------------------------
 
+
 def test_cli_writes_labels_the_report_can_read(planted, tmp_path):
     from interp.cli import main
     from interp.report.data import read_labels as report_read_labels
@@ -224,7 +234,9 @@ def test_cli_writes_labels_the_report_can_read(planted, tmp_path):
     analysis.save(tmp_path / "a")
     assert main(["label", "--analysis", str(tmp_path / "a")]) == 0
     saved = read_labels(tmp_path / "a")
-    assert saved[PLANTED["token"]]["label"] == labels[PLANTED["token"]].label and saved[PLANTED["token"]]["score"] == 1.0
+    assert (
+        saved[PLANTED["token"]]["label"] == labels[PLANTED["token"]].label and saved[PLANTED["token"]]["score"] == 1.0
+    )
     data = json.loads((tmp_path / "a" / LABELS_FILE).read_text())
     assert data["format"] == "monosemantic-labels" and data["config"]["coverage"] == 0.8
     shown = report_read_labels(tmp_path / "a")
@@ -235,8 +247,12 @@ def test_bad_inputs_are_refused(planted, tmp_path):
     analysis, _, _, _ = planted
     with pytest.raises(ValueError, match="coverage"):
         LabelConfig(coverage=1.5).validate()
-    old = Analysis(meta=analysis.meta, tensors={k: v for k, v in analysis.tensors.items() if k != "random_seq"},
-                   token_strings=analysis.token_strings, path=tmp_path)
+    old = Analysis(
+        meta=analysis.meta,
+        tensors={k: v for k, v in analysis.tensors.items() if k != "random_seq"},
+        token_strings=analysis.token_strings,
+        path=tmp_path,
+    )
     with pytest.raises(ValueError, match="random_seq.*Re-run `interp analyze`"):
         Labeller(old)
     (tmp_path / LABELS_FILE).write_text("{broken")
@@ -251,13 +267,14 @@ def test_bad_inputs_are_refused(planted, tmp_path):
 
 # ---- the optional language-model labeller ----------------------------------------------------------
 
+
 class FakeChat(http.server.BaseHTTPRequestHandler):
     """Speaks the chat-completions protocol: explains any feature as the token most often marked,
     and scores snippets 1 when their marked token is the one named in the explanation."""
 
     requests: list[dict] = []
 
-    def do_POST(self):  # noqa: N802 (http.server's name)
+    def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeChat.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         if self.path != "/v1/chat/completions":
@@ -300,15 +317,30 @@ def test_llm_labeller_explains_scores_and_caches(planted, tmp_path, chat_server,
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
     monkeypatch.setenv("MONOSEMANTIC_LLM_API_KEY", "test-key")
-    args = ["label", "--analysis", str(tmp_path / "a"), "--llm", "--llm-base-url", chat_server + "/v1",
-            "--llm-model", "fake", "--llm-features", "7"]
+    args = [
+        "label",
+        "--analysis",
+        str(tmp_path / "a"),
+        "--llm",
+        "--llm-base-url",
+        chat_server + "/v1",
+        "--llm-model",
+        "fake",
+        "--llm-features",
+        "7",
+    ]
     assert main(args) == 0
     sent = len(FakeChat.requests)
-    assert sent == 2 * 6 and all(r["auth"] == "Bearer test-key" and r["body"]["model"] == "fake" for r in FakeChat.requests)
+    assert sent == 2 * 6 and all(
+        r["auth"] == "Bearer test-key" and r["body"]["model"] == "fake" for r in FakeChat.requests
+    )
     labels = read_labels(tmp_path / "a")
     token = labels[PLANTED["token"]]["facts"]["llm"]
     assert token["explanation"] == 'the token " w5"' and token["score"] == 1.0 and token["items"] > 20
-    assert json.loads((tmp_path / "a" / LABELS_FILE).read_text())["llm"] == {"base_url": chat_server + "/v1", "model": "fake"}
+    assert json.loads((tmp_path / "a" / LABELS_FILE).read_text())["llm"] == {
+        "base_url": chat_server + "/v1",
+        "model": "fake",
+    }
     assert "test-key" not in (tmp_path / "a" / LABELS_FILE).read_text()
     assert main(args) == 0 and len(FakeChat.requests) == sent  # every answer came from the cache
     assert read_labels(tmp_path / "a")[PLANTED["token"]]["facts"]["llm"] == token
@@ -324,11 +356,35 @@ def test_llm_errors_are_clear(planted, tmp_path, chat_server, monkeypatch):
     monkeypatch.delenv("MONOSEMANTIC_LLM_MODEL", raising=False)
     with pytest.raises(ValueError, match="--llm-base-url"):
         llm_from_args(build_parser().parse_args(["label", "--analysis", "x", "--llm"]))
-    bad_route = build_parser().parse_args(["label", "--analysis", "x", "--llm", "--llm-base-url", chat_server + "/nope",
-                                           "--llm-model", "m", "--llm-features", "1"])
+    bad_route = build_parser().parse_args(
+        [
+            "label",
+            "--analysis",
+            "x",
+            "--llm",
+            "--llm-base-url",
+            chat_server + "/nope",
+            "--llm-model",
+            "m",
+            "--llm-features",
+            "1",
+        ]
+    )
     with pytest.raises(ValueError, match="HTTP 404"):
         run_labels(tmp_path / "a", neurons=False, llm=llm_from_args(bad_route), progress=False)
-    unreachable = build_parser().parse_args(["label", "--analysis", "x", "--llm", "--llm-base-url", "http://127.0.0.1:9/v1",
-                                             "--llm-model", "m", "--llm-features", "1"])
+    unreachable = build_parser().parse_args(
+        [
+            "label",
+            "--analysis",
+            "x",
+            "--llm",
+            "--llm-base-url",
+            "http://127.0.0.1:9/v1",
+            "--llm-model",
+            "m",
+            "--llm-features",
+            "1",
+        ]
+    )
     with pytest.raises(ValueError, match="cannot reach"):
         run_labels(tmp_path / "a", neurons=False, llm=llm_from_args(unreachable), progress=False)

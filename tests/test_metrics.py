@@ -5,7 +5,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from sae.metrics import ReconstructionMetrics, evaluate_sae
 
 
@@ -44,7 +43,10 @@ def reference(x, x_hat, f):
 
 def random_case(n, d_in, d_sae, seed, offset=3.0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, d_in, generator=g, dtype=torch.float64) * torch.rand(d_in, generator=g, dtype=torch.float64) + offset
+    x = (
+        torch.randn(n, d_in, generator=g, dtype=torch.float64) * torch.rand(d_in, generator=g, dtype=torch.float64)
+        + offset
+    )
     x_hat = x + 0.3 * torch.randn(n, d_in, generator=g, dtype=torch.float64)
     f = torch.relu(torch.randn(n, d_sae, generator=g, dtype=torch.float64) - 1.0)
     return x.to(dtype), x_hat.to(dtype), f.to(dtype)
@@ -104,7 +106,9 @@ def test_planted_sparse_code():
     assert result["dead_fraction"] == 0.7
     assert result["dense_fraction_1pct"] == 0.2 and result["dense_fraction_10pct"] == 0.1
     assert m.fire_count.tolist() == [1000, 50, 5] + [0] * 7
-    assert torch.allclose(m.mean_activation()[:3], torch.tensor([f[:, 0].double().mean().item(), 2.0, -3.0], dtype=torch.float64))
+    assert torch.allclose(
+        m.mean_activation()[:3], torch.tensor([f[:, 0].double().mean().item(), 2.0, -3.0], dtype=torch.float64)
+    )
     assert m.mean_activation()[3:].eq(0).all()
     edges, counts = m.density_histogram()
     # bins of 0.25 decades from -8: log10 1 = 0 -> last bin 31; log10 0.05 = -1.30 -> 26; log10 0.005 = -2.30 -> 22
@@ -137,17 +141,23 @@ def test_evaluate_sae_streams_an_sae_over_batches():
         expected = reference(x.numpy(), sae.decode(f).numpy(), f.numpy())
     for key, value in expected.items():
         assert math.isclose(result[key], value, rel_tol=1e-6, abs_tol=1e-9), key
-    assert result["num_tokens"] == 250 and sum(result["log10_density_hist_counts"]) == 20 * (1 - result["dead_fraction"])
+    assert result["num_tokens"] == 250 and sum(result["log10_density_hist_counts"]) == 20 * (
+        1 - result["dead_fraction"]
+    )
     truncated = evaluate_sae(sae, iter(x.split(64)), max_tokens=100, progress=False)
     with torch.no_grad():
         f = sae.encode(x[:100])
-        assert math.isclose(truncated["fvu"], reference(x[:100].numpy(), sae.decode(f).numpy(), f.numpy())["fvu"], rel_tol=1e-6)
+        assert math.isclose(
+            truncated["fvu"], reference(x[:100].numpy(), sae.decode(f).numpy(), f.numpy())["fvu"], rel_tol=1e-6
+        )
     assert truncated["num_tokens"] == 100
 
 
 def test_bad_input_is_refused():
     m = ReconstructionMetrics(4, 8)
-    with pytest.raises(ValueError, match=r"expected x and x_hat \[n, 4\] and f \[n, 8\], got x \[3, 4\], x_hat \[3, 4\], f \[3, 7\]"):
+    with pytest.raises(
+        ValueError, match=r"expected x and x_hat \[n, 4\] and f \[n, 8\], got x \[3, 4\], x_hat \[3, 4\], f \[3, 7\]"
+    ):
         m.update(torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 7))
     with pytest.raises(ValueError, match="no tokens were evaluated"):
         m.compute()
@@ -170,12 +180,37 @@ def test_sae_eval_cli_writes_flat_json(tmp_path, capsys):
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     save_sae(sae, tmp_path / "sae", metadata={"hook_name": "blocks.0.hook_mlp_out"})
     acts = torch.randn(300, 8, generator=g) + 0.5
-    with ActivationWriter(tmp_path / "acts", d_in=8, dtype="float32", hook_name="blocks.0.hook_mlp_out",
-                          model_id="toy", context_length=10, tokens_per_shard=100) as w:
+    with ActivationWriter(
+        tmp_path / "acts",
+        d_in=8,
+        dtype="float32",
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="toy",
+        context_length=10,
+        tokens_per_shard=100,
+    ) as w:
         w.add(acts, torch.arange(300))
 
-    assert main(["eval", "--acts", str(tmp_path / "acts"), "--sae", str(tmp_path / "sae"), "--json",
-                 str(tmp_path / "m.json"), "--batch-size", "64", "--tokens", "250", "--device", "cpu"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "--acts",
+                str(tmp_path / "acts"),
+                "--sae",
+                str(tmp_path / "sae"),
+                "--json",
+                str(tmp_path / "m.json"),
+                "--batch-size",
+                "64",
+                "--tokens",
+                "250",
+                "--device",
+                "cpu",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "explained_variance" in out and "dead_fraction" in out
     result = json.loads((tmp_path / "m.json").read_text())

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-
 from interp.cli import main as interp_main
 from interp.corpus import cut_at_line_breaks, load_corpus
 from interp.model import (
@@ -43,13 +42,25 @@ def tokenizer_file(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, tokenizer_file):
     """A tiny model trained for 24 steps of 8 x 32 tokens (6144 tokens) on tinyshakespeare."""
     out = tmp_path_factory.mktemp("model") / "tiny"
-    cfg = TrainConfig(corpus=SHAKESPEARE, tokens=6144, batch_size=8, lr=1e-2, warmup_steps=3, seed=0,
-                      tokenizer=str(tokenizer_file), eval_tokens=512, heldout_points=2, prompt=PROMPT, sample_tokens=8)
+    cfg = TrainConfig(
+        corpus=SHAKESPEARE,
+        tokens=6144,
+        batch_size=8,
+        lr=1e-2,
+        warmup_steps=3,
+        seed=0,
+        tokenizer=str(tokenizer_file),
+        eval_tokens=512,
+        heldout_points=2,
+        prompt=PROMPT,
+        sample_tokens=8,
+    )
     loaded = train_model(cfg, TINY, out, show_progress=False)
     return cfg, out, loaded
 
 
 # ---- training ----------------------------------------------------------------------------
+
 
 def test_tiny_model_loss_drops_on_shakespeare(trained):
     _, out, _ = trained
@@ -77,8 +88,18 @@ def test_schedule_is_warmup_then_cosine_known_answer(trained):
 def test_training_record_has_curves_samples_and_neuron_activations(trained, tokenizer_file):
     cfg, out, _ = trained
     body = json.loads((out / RECORD_FILE).read_text())
-    for key in ("format", "format_version", "prompt", "prompt_token_strings", "config", "train_curve",
-                "heldout_curve", "samples", "summary", "mlp_hook"):
+    for key in (
+        "format",
+        "format_version",
+        "prompt",
+        "prompt_token_strings",
+        "config",
+        "train_curve",
+        "heldout_curve",
+        "samples",
+        "summary",
+        "mlp_hook",
+    ):
         assert key in body, key
     assert body["summary"].keys() >= {"steps", "tokens", "train_seconds", "tokens_per_second", "heldout_loss"}
     record = TrainingRecord.load(out)
@@ -138,8 +159,16 @@ def test_evaluate_is_mean_next_token_cross_entropy_known_answer():
 
 
 def test_minutes_budget_stops_on_the_training_clock(tmp_path, tokenizer_file):
-    cfg = TrainConfig(corpus=SHAKESPEARE, minutes=0.01, batch_size=2, tokenizer=str(tokenizer_file),
-                      eval_tokens=64, heldout_points=0, story_points=(), sample_tokens=2)
+    cfg = TrainConfig(
+        corpus=SHAKESPEARE,
+        minutes=0.01,
+        batch_size=2,
+        tokenizer=str(tokenizer_file),
+        eval_tokens=64,
+        heldout_points=0,
+        story_points=(),
+        sample_tokens=2,
+    )
     small = ModelConfig(n_layers=1, d_model=16, n_heads=2, d_mlp=32, context_length=16)
     train_model(cfg, small, tmp_path / "m", show_progress=False)
     record = TrainingRecord.load(tmp_path / "m")
@@ -171,6 +200,7 @@ def test_budget_options_are_validated():
 
 
 # ---- save / load -------------------------------------------------------------------------
+
 
 def test_saved_model_loads_back_bit_identical(trained):
     _, out, loaded_after_training = trained
@@ -227,14 +257,16 @@ def test_bad_model_specs_are_refused(trained, tmp_path):
 
 # ---- Hugging Face checkpoints ------------------------------------------------------------
 
+
 def test_hugging_face_gpt2_folder_loads_and_matches_transformers(tmp_path, tokenizer_file):
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
     tokenizer = Tokenizer.load(tokenizer_file)
     hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token="<|endoftext|>")
     torch.manual_seed(0)
-    config = GPT2Config(n_layer=1, n_embd=64, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=64,
-                        bos_token_id=0, eos_token_id=0)
+    config = GPT2Config(
+        n_layer=1, n_embd=64, n_head=2, vocab_size=tokenizer.vocab_size, n_positions=64, bos_token_id=0, eos_token_id=0
+    )
     hf_model = GPT2LMHeadModel(config).eval()
     hf_model.save_pretrained(tmp_path / "gpt2-tiny")
     hf_tokenizer.save_pretrained(tmp_path / "gpt2-tiny")
@@ -268,11 +300,14 @@ def test_a_model_name_goes_the_hugging_face_way(monkeypatch, offline):
     import huggingface_hub
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    with pytest.raises(ValueError, match=r"(?s)cannot load Hugging Face model name 'no-such-org/no-such-model'.*needs network access"):
+    with pytest.raises(
+        ValueError, match=r"(?s)cannot load Hugging Face model name 'no-such-org/no-such-model'.*needs network access"
+    ):
         load_model("no-such-org/no-such-model")
 
 
 # ---- sampling ----------------------------------------------------------------------------
+
 
 class Counter(torch.nn.Module):
     """Known-answer model: the next token is (last token + 1) mod 5 with probability ~1."""
@@ -306,19 +341,73 @@ def test_sample_text_continues_the_prompt(trained):
 
 # ---- command line ------------------------------------------------------------------------
 
+
 def test_cli_train_sample_and_hooks(tmp_path, tokenizer_file, capsys):
     out = tmp_path / "cli-model"
-    rc = interp_main(["model", "train", "--corpus", SHAKESPEARE, "--out", str(out), "--tokens", "512",
-                      "--tokenizer", str(tokenizer_file), "--batch-size", "4", "--d-model", "16", "--n-heads", "2",
-                      "--d-mlp", "32", "--context-length", "16", "--eval-tokens", "64", "--heldout-points", "1",
-                      "--sample-tokens", "2", "--seed", "3"])
+    rc = interp_main(
+        [
+            "model",
+            "train",
+            "--corpus",
+            SHAKESPEARE,
+            "--out",
+            str(out),
+            "--tokens",
+            "512",
+            "--tokenizer",
+            str(tokenizer_file),
+            "--batch-size",
+            "4",
+            "--d-model",
+            "16",
+            "--n-heads",
+            "2",
+            "--d-mlp",
+            "32",
+            "--context-length",
+            "16",
+            "--eval-tokens",
+            "64",
+            "--heldout-points",
+            "1",
+            "--sample-tokens",
+            "2",
+            "--seed",
+            "3",
+        ]
+    )
     assert rc == 0 and "held-out loss" in capsys.readouterr().out
     assert json.loads((out / CONFIG_FILE).read_text())["model"] == {
-        "n_layers": 1, "d_model": 16, "n_heads": 2, "d_mlp": 32, "context_length": 16, "d_vocab": 512,
-        "act_fn": "gelu", "normalization_type": "LN", "seed": 3}
+        "n_layers": 1,
+        "d_model": 16,
+        "n_heads": 2,
+        "d_mlp": 32,
+        "context_length": 16,
+        "d_vocab": 512,
+        "act_fn": "gelu",
+        "normalization_type": "LN",
+        "seed": 3,
+    }
 
-    assert interp_main(["model", "sample", "--model", str(out), "--prompt", "ROMEO:", "--tokens", "5",
-                        "--temperature", "0.7", "--seed", "1"]) == 0
+    assert (
+        interp_main(
+            [
+                "model",
+                "sample",
+                "--model",
+                str(out),
+                "--prompt",
+                "ROMEO:",
+                "--tokens",
+                "5",
+                "--temperature",
+                "0.7",
+                "--seed",
+                "1",
+            ]
+        )
+        == 0
+    )
     assert capsys.readouterr().out.startswith("ROMEO:")
 
     assert interp_main(["hooks", "--model", str(out)]) == 0

@@ -9,27 +9,86 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from interp.analysis import AnalysisConfig, analyze
 from interp.cli import main as interp_main
 from interp.neuronpedia import export_neuronpedia, histogram_centres, hook_layer, neuronpedia_id
 
 T = 16
 # Columns of Neuronpedia's tables (apps/webapp/prisma/schema.prisma) that the export may fill.
-NEURON_COLUMNS = {"modelId", "layer", "index", "sourceSetName", "creatorId", "maxActApprox", "hookName",
-                  "topkCosSimIndices", "topkCosSimValues", "neuron_alignment_indices", "neuron_alignment_values",
-                  "neg_str", "neg_values", "pos_str", "pos_values", "frac_nonzero", "freq_hist_data_bar_heights",
-                  "freq_hist_data_bar_values", "logits_hist_data_bar_heights", "logits_hist_data_bar_values"}
-ACTIVATION_COLUMNS = {"id", "tokens", "dataIndex", "index", "layer", "modelId", "maxValue", "maxValueTokenIndex",
-                      "minValue", "values", "creatorId", "binMin", "binMax", "binContains"}
-ACTIVATION_REQUIRED = {"id", "tokens", "index", "layer", "modelId", "maxValue", "maxValueTokenIndex", "minValue",
-                       "values", "creatorId"}
+NEURON_COLUMNS = {
+    "modelId",
+    "layer",
+    "index",
+    "sourceSetName",
+    "creatorId",
+    "maxActApprox",
+    "hookName",
+    "topkCosSimIndices",
+    "topkCosSimValues",
+    "neuron_alignment_indices",
+    "neuron_alignment_values",
+    "neg_str",
+    "neg_values",
+    "pos_str",
+    "pos_values",
+    "frac_nonzero",
+    "freq_hist_data_bar_heights",
+    "freq_hist_data_bar_values",
+    "logits_hist_data_bar_heights",
+    "logits_hist_data_bar_values",
+}
+ACTIVATION_COLUMNS = {
+    "id",
+    "tokens",
+    "dataIndex",
+    "index",
+    "layer",
+    "modelId",
+    "maxValue",
+    "maxValueTokenIndex",
+    "minValue",
+    "values",
+    "creatorId",
+    "binMin",
+    "binMax",
+    "binContains",
+}
+ACTIVATION_REQUIRED = {
+    "id",
+    "tokens",
+    "index",
+    "layer",
+    "modelId",
+    "maxValue",
+    "maxValueTokenIndex",
+    "minValue",
+    "values",
+    "creatorId",
+}
 EXPLANATION_COLUMNS = {"id", "modelId", "layer", "index", "description", "authorId", "notes"}
-MODEL_COLUMNS = {"id", "displayNameShort", "displayName", "creatorId", "tlensId", "dimension", "layers",
-                 "neuronsPerLayer", "owner"}
+MODEL_COLUMNS = {
+    "id",
+    "displayNameShort",
+    "displayName",
+    "creatorId",
+    "tlensId",
+    "dimension",
+    "layers",
+    "neuronsPerLayer",
+    "owner",
+}
 SOURCESET_COLUMNS = {"modelId", "name", "description", "type", "creatorName", "urls", "creatorId"}
-SOURCE_COLUMNS = {"id", "modelId", "setName", "creatorId", "hasDashboards", "num_prompts", "num_tokens_in_prompt",
-                  "dataset", "notes"}
+SOURCE_COLUMNS = {
+    "id",
+    "modelId",
+    "setName",
+    "creatorId",
+    "hasDashboards",
+    "num_prompts",
+    "num_tokens_in_prompt",
+    "dataset",
+    "notes",
+}
 
 
 class TokenDetector:
@@ -50,15 +109,27 @@ class TokenDetector:
 @pytest.fixture(scope="module")
 def analysis_dir(tmp_path_factory):
     import transformer_lens.model_bridge.sources.native  # noqa: F401
-    from transformer_lens.model_bridge.bridge import TransformerBridge
-
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
+    from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    tokenizer = train_tokenizer([f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)],
-                                vocab_size=300, show_progress=False)
-    bridge = TransformerBridge.boot_native(dict(d_model=32, d_head=8, n_layers=1, n_ctx=T, n_heads=4, d_vocab=300,
-                                                d_mlp=64, act_fn="gelu", seed=0, normalization_type="LN"))
+    tokenizer = train_tokenizer(
+        [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)], vocab_size=300, show_progress=False
+    )
+    bridge = TransformerBridge.boot_native(
+        dict(
+            d_model=32,
+            d_head=8,
+            n_layers=1,
+            n_ctx=T,
+            n_heads=4,
+            d_vocab=300,
+            d_mlp=64,
+            act_fn="gelu",
+            seed=0,
+            normalization_type="LN",
+        )
+    )
     model = LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name="Tiny Model", context_length=T)
     windows = torch.randint(1, tokenizer.vocab_size, (40, T), generator=torch.Generator().manual_seed(3))
     windows[:, 0] = tokenizer.bos_id
@@ -66,14 +137,27 @@ def analysis_dir(tmp_path_factory):
     frequent = torch.argsort(counts, descending=True)[:4].tolist()
     token_ids = [frequent[0], *frequent]  # features 0 and 1 detect the same token (they co-fire)
     sae = TokenDetector(bridge.W_E, token_ids)
-    cfg = AnalysisConfig(tokens=40 * T, top_k=4, window_left=3, window_right=2, intervals=3, interval_samples=2,
-                         neighbours=4, logit_bins=8, random_sequences=4)
+    cfg = AnalysisConfig(
+        tokens=40 * T,
+        top_k=4,
+        window_left=3,
+        window_right=2,
+        intervals=3,
+        interval_samples=2,
+        neighbours=4,
+        logit_bins=8,
+        random_sequences=4,
+    )
     analysis = analyze(model, sae, "hook_embed", iter(windows), cfg, progress=False)
     folder = tmp_path_factory.mktemp("analysis") / "a"
     analysis.save(folder)
-    labels = [{"id": 0, "label": f"fires on `{analysis.token_strings[token_ids[0]]}`", "score": 0.97, "correlation": 0.9},
-              {"id": 3, "label": "something else", "score": None, "correlation": None}]
-    (folder / "labels.json").write_text(json.dumps({"format": "monosemantic-labels", "format_version": 1, "features": labels}))
+    labels = [
+        {"id": 0, "label": f"fires on `{analysis.token_strings[token_ids[0]]}`", "score": 0.97, "correlation": 0.9},
+        {"id": 3, "label": "something else", "score": None, "correlation": None},
+    ]
+    (folder / "labels.json").write_text(
+        json.dumps({"format": "monosemantic-labels", "format_version": 1, "features": labels})
+    )
     return folder, analysis, token_ids, counts, sae
 
 
@@ -86,12 +170,20 @@ def test_export_layout_columns_and_known_answers(analysis_dir, tmp_path):
     folder, analysis, token_ids, counts, sae = analysis_dir
     out = export_neuronpedia(folder, tmp_path / "np", source_set="Planted Detectors", features_per_batch=3)
     assert out == tmp_path / "np" / "tiny-model" / "0-planted-detectors"
-    assert sorted(p.name for p in out.iterdir()) == ["activations", "explanations", "features", "model.jsonl",
-                                                     "source.jsonl", "sourceset.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "activations",
+        "explanations",
+        "features",
+        "model.jsonl",
+        "source.jsonl",
+        "sourceset.jsonl",
+    ]
     assert sorted(p.name for p in (out / "features").iterdir()) == ["batch-0.jsonl.gz", "batch-1.jsonl.gz"]
     features = read_gz(out / "features" / "batch-0.jsonl.gz") + read_gz(out / "features" / "batch-1.jsonl.gz")
     activations = [r for name in ("batch-0.jsonl.gz", "batch-1.jsonl.gz") for r in read_gz(out / "activations" / name)]
-    explanations = read_gz(out / "explanations" / "batch-0.jsonl.gz") + read_gz(out / "explanations" / "batch-1.jsonl.gz")
+    explanations = read_gz(out / "explanations" / "batch-0.jsonl.gz") + read_gz(
+        out / "explanations" / "batch-1.jsonl.gz"
+    )
     vocab = analysis.token_strings
     own = (sae.E * sae.E).sum(1)
     tokens_analysed = analysis.meta["tokens_analysed"]
@@ -145,20 +237,38 @@ def test_helpers_known_answers():
     assert neuronpedia_id("GPT-2 Small/v1") == "gpt-2-small-v1"
     assert hook_layer("blocks.11.hook_resid_post") == 11 and hook_layer("hook_embed") == 0
     cfg = AnalysisConfig(histogram_low_exp=-2, histogram_high_exp=0, bins_per_octave=1)
-    assert histogram_centres(cfg) == pytest.approx([0.125, 2 ** -1.5, 2 ** -0.5, 1.0])
+    assert histogram_centres(cfg) == pytest.approx([0.125, 2**-1.5, 2**-0.5, 1.0])
     with pytest.raises(ValueError, match="--model-id"):
         neuronpedia_id("///")
 
 
 def test_cli_and_bad_input(analysis_dir, tmp_path, capsys):
     folder = analysis_dir[0]
-    assert interp_main(["export-neuronpedia", "--analysis", str(folder), "--out", str(tmp_path / "np"),
-                        "--model-id", "my-model", "--creator-id", "admin-7"]) == 0
+    assert (
+        interp_main(
+            [
+                "export-neuronpedia",
+                "--analysis",
+                str(folder),
+                "--out",
+                str(tmp_path / "np"),
+                "--model-id",
+                "my-model",
+                "--creator-id",
+                "admin-7",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "np" / "my-model" / "0-mono-planted-5"
     assert f"Neuronpedia export: {out}" in capsys.readouterr().out
     assert {r["creatorId"] for r in read_gz(out / "activations" / "batch-0.jsonl.gz")} == {"admin-7"}
     assert interp_main(["export-neuronpedia", "--analysis", str(tmp_path / "none"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist; create it with `interp analyze`" in capsys.readouterr().err
-    assert interp_main(["export-neuronpedia", "--analysis", str(folder), "--out", str(tmp_path / "x"),
-                        "--features-per-batch", "0"]) == 2
+    assert (
+        interp_main(
+            ["export-neuronpedia", "--analysis", str(folder), "--out", str(tmp_path / "x"), "--features-per-batch", "0"]
+        )
+        == 2
+    )
     assert "--features-per-batch must be positive" in capsys.readouterr().err

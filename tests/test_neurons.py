@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
-
 from interp.analysis import Analysis, AnalysisConfig, analyze
 from interp.labels import run_labels
 from interp.neurons import (
@@ -24,18 +22,28 @@ from interp.planted import planted_analysis
 
 T, CYCLE, N_SEQ = 25, 12, 60  # tokens 1..12 cycle over positions 1..24: each twice per sequence
 VOCAB = ["<bos>"] + [f" t{i}" for i in range(1, CYCLE + 1)]
-CFG = AnalysisConfig(top_k=8, intervals=3, interval_samples=3, window_left=4, window_right=2, top_tokens=8,
-                     neighbours=4, random_sequences=30)
+CFG = AnalysisConfig(
+    top_k=8,
+    intervals=3,
+    interval_samples=3,
+    window_left=4,
+    window_right=2,
+    top_tokens=8,
+    neighbours=4,
+    random_sequences=30,
+)
 
 
 def test_effective_number_known_answers():
-    rows = torch.tensor([
-        [1.0, 1.0, 1.0, 0.0],  # three equal drivers
-        [0.0, 5.0, 0.0, 0.0],  # one
-        [1.0, -2.0, 0.0, 0.0],  # negative mass does not drive
-        [1.0, 3.0, 0.0, 0.0],  # p = (1/4, 3/4)
-        [0.0, -1.0, 0.0, 0.0],  # nothing drives it
-    ])
+    rows = torch.tensor(
+        [
+            [1.0, 1.0, 1.0, 0.0],  # three equal drivers
+            [0.0, 5.0, 0.0, 0.0],  # one
+            [1.0, -2.0, 0.0, 0.0],  # negative mass does not drive
+            [1.0, 3.0, 0.0, 0.0],  # p = (1/4, 3/4)
+            [0.0, -1.0, 0.0, 0.0],  # nothing drives it
+        ]
+    )
     expected_mixed = math.exp(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)))  # 1.7548...
     n = effective_number(rows)
     assert n.tolist() == pytest.approx([3.0, 1.0, 1.0, expected_mixed, 0.0], abs=1e-12)
@@ -67,7 +75,7 @@ def planted_neuron_sae():
 @pytest.fixture(scope="module")
 def planted():
     f, tokens, W_dec = planted_neuron_sae()
-    batches = ((f[s:s + 7], tokens[s:s + 7]) for s in range(0, N_SEQ, 7))
+    batches = ((f[s : s + 7], tokens[s : s + 7]) for s in range(0, N_SEQ, 7))
     return planted_analysis(batches, VOCAB, CFG, W_dec=W_dec, neurons=True, expected_sequences=N_SEQ), f, tokens, W_dec
 
 
@@ -85,8 +93,9 @@ def test_planted_neurons_have_the_known_effective_numbers(planted):
     top = summaries[0]
     assert sorted(d.feature for d in top.drivers) == [0, 1, 2]
     assert [d.share for d in top.drivers] == pytest.approx([1 / 3] * 3, abs=1e-9)
-    assert top.sentence() .startswith("neuron 0 fires for feature ") and top.sentence().endswith(
-        ", ".join(str(d.feature) for d in top.drivers))
+    assert top.sentence().startswith("neuron 0 fires for feature ") and top.sentence().endswith(
+        ", ".join(str(d.feature) for d in top.drivers)
+    )
 
 
 def test_top_examples_are_grouped_by_the_feature_at_the_peak(planted):
@@ -181,8 +190,11 @@ def test_score_comparison_known_values():
 
 def test_drivers_need_an_mlp_analysis(planted):
     analysis, _, _, _ = planted
-    other = Analysis(meta={**analysis.meta, "neurons_written": False, "hook_name": "blocks.0.hook_resid_post"},
-                     tensors=analysis.tensors, token_strings=analysis.token_strings)
+    other = Analysis(
+        meta={**analysis.meta, "neurons_written": False, "hook_name": "blocks.0.hook_resid_post"},
+        tensors=analysis.tensors,
+        token_strings=analysis.token_strings,
+    )
     with pytest.raises(ValueError, match="neurons_written.*mlp.hook_post"):
         driver_mass(other)
 
@@ -191,22 +203,35 @@ def test_neurons_sub_artifact_through_a_model(tmp_path):
     """analyze() on a real (tiny, untrained) model's MLP: the neuron statistics are those of the raw
     hook activations, and they survive save/load."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
-    from transformer_lens.model_bridge.bridge import TransformerBridge
-
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
     from sae.architectures import build_sae
+    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     text = [f"def f{i}(x):\n    return x * {i}\n" for i in range(100)]
     tokenizer = train_tokenizer(text, vocab_size=280, show_progress=False)
-    bridge = TransformerBridge.boot_native(dict(d_model=32, d_head=8, n_layers=1, n_ctx=16, n_heads=4, d_vocab=280,
-                                                d_mlp=48, act_fn="gelu", seed=0, normalization_type="LN"))
+    bridge = TransformerBridge.boot_native(
+        dict(
+            d_model=32,
+            d_head=8,
+            n_layers=1,
+            n_ctx=16,
+            n_heads=4,
+            d_vocab=280,
+            d_mlp=48,
+            act_fn="gelu",
+            seed=0,
+            normalization_type="LN",
+        )
+    )
     model = LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name="tiny", context_length=16)
     windows = torch.randint(1, tokenizer.vocab_size, (24, 16), generator=torch.Generator().manual_seed(1))
     windows[:, 0] = tokenizer.bos_id
     torch.manual_seed(0)
     sae = build_sae("topk", d_in=48, d_sae=40, k=5)
-    cfg = AnalysisConfig(top_k=4, intervals=2, interval_samples=2, window_left=3, window_right=1, random_sequences=4, batch_size=5)
+    cfg = AnalysisConfig(
+        top_k=4, intervals=2, interval_samples=2, window_left=3, window_right=1, random_sequences=4, batch_size=5
+    )
     analysis = analyze(model, sae, "blocks.0.mlp.hook_post", iter(windows), cfg, progress=False)
     with torch.no_grad():
         _, cache = bridge.run_with_cache(windows, names_filter=lambda n: n == "blocks.0.mlp.hook_post")
@@ -219,5 +244,7 @@ def test_neurons_sub_artifact_through_a_model(tmp_path):
     assert "logit_top_ids" in n.tensors and n.tensors["peak_driver_ids"].shape == (48, 4, 4)
     analysis.save(tmp_path / "a")
     loaded = Analysis.load(tmp_path / "a")
-    assert loaded.neurons is not None and torch.equal(loaded.neurons.tensors["peak_driver_ids"], n.tensors["peak_driver_ids"])
+    assert loaded.neurons is not None and torch.equal(
+        loaded.neurons.tensors["peak_driver_ids"], n.tensors["peak_driver_ids"]
+    )
     assert len(neuron_summaries(loaded)) == 48

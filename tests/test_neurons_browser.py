@@ -9,12 +9,12 @@ import json
 
 import pytest
 import torch
-
 from interp.analysis import AnalysisConfig
 from interp.labels import run_labels
 from interp.neurons import neuron_summaries
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.report.write import write_report
+
 from test_report_browser import HOSTILE_LINES, assert_clean, browser, open_page, shots, wait_for  # noqa: F401 (fixtures)
 
 F, N, V, T, N_SEQ = 24, 8, 48, 24, 90
@@ -36,8 +36,15 @@ def neuron_report(tmp_path_factory):
     tokens = zipf_tokens(N_SEQ, T, V, seed=1, exponent=0.7)
     feature_tokens = [[1 + i % (V - 1)] for i in range(F)]
     cfg = AnalysisConfig(top_k=8, intervals=3, interval_samples=3, window_left=5, window_right=2, random_sequences=40)
-    analysis = planted_analysis(token_detector_batches(tokens, feature_tokens, seed=2), vocab, cfg, W_dec=W_dec,
-                                unembed=torch.randn(N, V, generator=g), neurons=True, expected_sequences=N_SEQ)
+    analysis = planted_analysis(
+        token_detector_batches(tokens, feature_tokens, seed=2),
+        vocab,
+        cfg,
+        W_dec=W_dec,
+        unembed=torch.randn(N, V, generator=g),
+        neurons=True,
+        expected_sequences=N_SEQ,
+    )
     analysis.save(root / "analysis")
     run_labels(root / "analysis", progress=False)
     write_report(root / "analysis", root / "report", progress=False)
@@ -56,17 +63,27 @@ def test_neuron_index_sorts_filters_and_plots(browser, neuron_report, shots):
     report, analysis = neuron_report
     summaries = neuron_summaries(analysis)
     logs = open_page(browser, (report / "neurons.html").as_uri())
-    wait_for(browser, "document.querySelector('#score-plot .main-svg') && document.querySelector('#neff-plot .main-svg')")
-    ids = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-rows tr')).map(r => Number(r.dataset.id))")
+    wait_for(
+        browser, "document.querySelector('#score-plot .main-svg') && document.querySelector('#neff-plot .main-svg')"
+    )
+    ids = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#neuron-rows tr')).map(r => Number(r.dataset.id))"
+    )
     assert ids == [s.neuron for s in summaries]  # most polysemantic first
     first = browser.find_element("css selector", "#neuron-rows tr:first-child td:nth-child(2)").text
     assert float(first) == pytest.approx(summaries[0].effective_features, rel=2e-3)
-    counts = browser.execute_script("return Array.from(document.querySelectorAll('#score-summary tr[data-who] td:nth-child(2)')).map(c => c.textContent)")
-    scored = [sum(item["score"] is not None for item in json.loads((folder / "labels.json").read_text())["features"])
-              for folder in (report.parent / "analysis", report.parent / "analysis" / "neurons")]
+    counts = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#score-summary tr[data-who] td:nth-child(2)')).map(c => c.textContent)"
+    )
+    scored = [
+        sum(item["score"] is not None for item in json.loads((folder / "labels.json").read_text())["features"])
+        for folder in (report.parent / "analysis", report.parent / "analysis" / "neurons")
+    ]
     assert counts == [str(n) for n in scored] and scored[1] == N
     browser.find_element("css selector", ".nhdr th[data-key=id]").click()
-    ids = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-rows tr')).map(r => Number(r.dataset.id))")
+    ids = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#neuron-rows tr')).map(r => Number(r.dataset.id))"
+    )
     assert ids == list(range(N))
     driver = summaries[0].drivers[0].feature
     browser.find_element("id", "neuron-filter").send_keys(f"#{driver} ")
@@ -82,20 +99,34 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
     logs = open_page(browser, (report / "neuron.html").as_uri() + f"#{top.neuron}")
     wait_for(browser, f"document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'")
     assert browser.find_element("id", "neuron-sentence").text == top.sentence()
-    drivers = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-drivers tr')).map(r => Number(r.dataset.feature))")
+    drivers = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#neuron-drivers tr')).map(r => Number(r.dataset.feature))"
+    )
     assert drivers == [d.feature for d in top.drivers]
-    groups = browser.execute_script("return Array.from(document.querySelectorAll('#neuron-groups .group-head')).map(h => Number(h.dataset.feature))")
+    groups = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#neuron-groups .group-head')).map(h => Number(h.dataset.feature))"
+    )
     assert groups == [g.feature for g in top.groups]
-    assert browser.execute_script("return document.querySelectorAll('#neuron-groups .example').length") == sum(len(g.examples) for g in top.groups)
+    assert browser.execute_script("return document.querySelectorAll('#neuron-groups .example').length") == sum(
+        len(g.examples) for g in top.groups
+    )
     browser.save_screenshot(str(shots / f"neuron-{top.neuron}.png"))
     assert_clean(browser, logs)
 
     feature = top.drivers[0].feature
     browser.find_element("css selector", f"#neuron-drivers a[href='feature.html#{feature}']").click()
-    wait_for(browser, f"document.getElementById('feature-title') && document.getElementById('feature-title').textContent === 'Feature {feature}'")
-    back = browser.find_element("css selector", f"a[href='neuron.html#{top.neuron}']")  # the feature writes to this neuron
+    wait_for(
+        browser,
+        f"document.getElementById('feature-title') && document.getElementById('feature-title').textContent === 'Feature {feature}'",
+    )
+    back = browser.find_element(
+        "css selector", f"a[href='neuron.html#{top.neuron}']"
+    )  # the feature writes to this neuron
     back.click()
-    wait_for(browser, f"document.getElementById('neuron-title') && document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'")
+    wait_for(
+        browser,
+        f"document.getElementById('neuron-title') && document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'",
+    )
     assert browser.find_element("css selector", "header nav a.active").text == "Neurons"
     assert_clean(browser, [])
 

@@ -17,7 +17,9 @@ def test_sae_source_never_imports_interp():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names = [node.module]
-            offenders += [f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "interp"]
+            offenders += [
+                f"{path.relative_to(ROOT)}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "interp"
+            ]
     assert not offenders, "\n".join(offenders)
 
 

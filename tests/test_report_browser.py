@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from interp.analysis import AnalysisConfig, analyze
 from interp.report.data import read_labels, sig_array
 from interp.report.write import copy_static, script_json, write_index, write_report
@@ -22,13 +21,14 @@ T = 32
 MARK = "pwned"
 HOSTILE_LINES = [
     '<script>window.pwned = 1; document.title = "pwned"</script>',
-    '<img src=x onerror="window.pwned = 2; document.title = \'pwned\'">',
-    '</script><script>window.pwned = 3</script><!-- ',
+    "<img src=x onerror=\"window.pwned = 2; document.title = 'pwned'\">",
+    "</script><script>window.pwned = 3</script><!-- ",
     '"><svg onload=alert(1)>',
 ]
 
 
 # ---- Python side ---------------------------------------------------------------------------------
+
 
 def test_script_json_cannot_close_a_script():
     value = {"s": "</script><!-- <script>alert(1)</script> & \u2028"}
@@ -68,51 +68,88 @@ def test_report_of_a_missing_analysis_is_refused(tmp_path):
 
 # ---- a report built from hostile text ------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def hostile_report(tmp_path_factory) -> Path:
     """An analysis of a tiny model over a corpus of hostile HTML, with hostile labels and a hostile
     training record, written as a report."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
-    from transformer_lens.model_bridge.bridge import TransformerBridge
-
     from interp.corpus import token_sequences
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
     from interp.training_record import Sample, TrainingRecord
     from sae.architectures import build_sae
+    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     root = tmp_path_factory.mktemp("hostile")
     documents = [f"def f{i}(x):\n    s = '{HOSTILE_LINES[i % 4]}'\n    return x + {i}\n" for i in range(200)]
     tokenizer = train_tokenizer(documents, vocab_size=320, show_progress=False)
-    bridge = TransformerBridge.boot_native(dict(d_model=32, d_head=8, n_layers=1, n_ctx=T, n_heads=4, d_vocab=320,
-                                                d_mlp=64, act_fn="gelu", seed=0, normalization_type="LN"))
+    bridge = TransformerBridge.boot_native(
+        dict(
+            d_model=32,
+            d_head=8,
+            n_layers=1,
+            n_ctx=T,
+            n_heads=4,
+            d_vocab=320,
+            d_mlp=64,
+            act_fn="gelu",
+            seed=0,
+            normalization_type="LN",
+        )
+    )
     model = LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name="<b>tiny</b>", context_length=T)
     torch.manual_seed(0)
     sae = build_sae("topk", d_in=64, d_sae=80, k=10)
     windows = token_sequences(documents, tokenizer, T, seed=0)
     cfg = AnalysisConfig(tokens=96 * T, batch_size=32, top_k=6, intervals=4, interval_samples=3)
-    analysis = analyze(model, sae, "blocks.0.mlp.hook_post", windows, cfg, progress=False,
-                       meta={"corpus": {"spec": "<img src=x onerror=alert(1)>", "split": "heldout"}})
+    analysis = analyze(
+        model,
+        sae,
+        "blocks.0.mlp.hook_post",
+        windows,
+        cfg,
+        progress=False,
+        meta={"corpus": {"spec": "<img src=x onerror=alert(1)>", "split": "heldout"}},
+    )
     folder = root / "analysis"
     analysis.save(folder)
     labels = [{"id": i, "label": f"label {i}", "score": 0.5 + i / 200} for i in range(0, 80, 2)]
     labels[0]["label"] = HOSTILE_LINES[1]
     (folder / "labels.json").write_text(json.dumps({"features": labels}))
-    record = TrainingRecord(prompt=HOSTILE_LINES[0], prompt_token_strings=["<|endoftext|>", "<script>", "x"],
-                            sample_temperature=0.8, sample_seed=0)
+    record = TrainingRecord(
+        prompt=HOSTILE_LINES[0],
+        prompt_token_strings=["<|endoftext|>", "<script>", "x"],
+        sample_temperature=0.8,
+        sample_seed=0,
+    )
     for step in range(5):
         record.add_train_step(step=step, tokens=step * 100, loss=5.0 - step * 0.5, lr=1e-3, seconds=step * 2.0)
     record.add_heldout(4, 400, 3.2)
     record.samples.append(Sample(step=4, tokens=400, progress=1.0, greedy=HOSTILE_LINES[2], sampled=HOSTILE_LINES[1]))
-    record.tensors = {"prompt_tokens": torch.arange(3), "mlp_post.init": torch.randn(1, 3, 64), "mlp_post.final": torch.randn(1, 3, 64)}
+    record.tensors = {
+        "prompt_tokens": torch.arange(3),
+        "mlp_post.init": torch.randn(1, 3, 64),
+        "mlp_post.final": torch.randn(1, 3, 64),
+    }
     record.save(folder)
     write_report(folder, root / "report", progress=False)
     return root / "report"
 
 
 def test_report_folder_is_complete(hostile_report):
-    for name in ("index.html", "feature.html", "model.html", "plotly.min.js", "report.js", "data/meta.js",
-                 "data/vocab.js", "data/summary.js", "data/features-0000.js", "data/features-0001.js"):
+    for name in (
+        "index.html",
+        "feature.html",
+        "model.html",
+        "plotly.min.js",
+        "report.js",
+        "data/meta.js",
+        "data/vocab.js",
+        "data/summary.js",
+        "data/features-0000.js",
+        "data/features-0001.js",
+    ):
         assert (hostile_report / name).is_file(), name
     for page in ("index.html", "model.html"):
         text = (hostile_report / page).read_text()
@@ -122,22 +159,36 @@ def test_report_folder_is_complete(hostile_report):
 
 # ---- the browser ---------------------------------------------------------------------------------
 
-CHROMIUM, CHROMEDRIVER = shutil.which("chromium") or "/usr/bin/chromium", shutil.which("chromedriver") or "/usr/bin/chromedriver"
+CHROMIUM, CHROMEDRIVER = (
+    shutil.which("chromium") or "/usr/bin/chromium",
+    shutil.which("chromedriver") or "/usr/bin/chromedriver",
+)
 
 
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(f"Chromium and ChromeDriver are not installed ({CHROMIUM}, {CHROMEDRIVER}); "
-                    "`apt-get install chromium chromium-driver` (as .ci/run does) to run the browser tests")
+        pytest.skip(
+            f"Chromium and ChromeDriver are not installed ({CHROMIUM}, {CHROMEDRIVER}); "
+            "`apt-get install chromium chromium-driver` (as .ci/run does) to run the browser tests"
+        )
     webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed; pip install -e '.[test]'")
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}", "--window-size=1400,1000"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
+        "--window-size=1400,1000",
+    ):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -223,17 +274,25 @@ def test_index_loads_sorts_and_filters(browser, hostile_report, shots):
 
 def test_feature_page_shows_hostile_text_as_text(browser, hostile_report, shots):
     chunk = (hostile_report / "data" / "features-0000.js").read_text()
-    features = json.loads(chunk[chunk.index(", ") + 2:chunk.rindex(")")])
+    features = json.loads(chunk[chunk.index(", ") + 2 : chunk.rindex(")")])
     vocab = json.loads((hostile_report / "data" / "vocab.js").read_text().split("=", 1)[1].split(";\n")[0])
-    with_angle = next(f["id"] for f in features if f["fire_count"] and any(
-        "<" in vocab[t] for e in f["top"] for t in e[2][0] if t >= 0))
+    with_angle = next(
+        f["id"]
+        for f in features
+        if f["fire_count"] and any("<" in vocab[t] for e in f["top"] for t in e[2][0] if t >= 0)
+    )
     logs = open_page(browser, (hostile_report / "feature.html").as_uri() + f"#{with_angle}")
     wait_for(browser, "document.querySelector('#activation-histogram .main-svg')")
     wait_for(browser, "document.querySelector('#logit-histogram .main-svg')")
     assert browser.find_element("id", "feature-title").text == f"Feature {with_angle}"
     text = browser.execute_script("return document.getElementById('top-examples').textContent")
     assert "<" in text and ("script" in text or "img" in text or "onerror" in text)
-    assert browser.execute_script("return document.querySelectorAll('#top-examples script, #top-examples img, #intervals img').length") == 0
+    assert (
+        browser.execute_script(
+            "return document.querySelectorAll('#top-examples script, #top-examples img, #intervals img').length"
+        )
+        == 0
+    )
     peak = browser.find_element("css selector", "#top-examples .tok.peak")
     assert "activation" in peak.get_attribute("title") and float(peak.get_attribute("data-act")) > 0
     browser.save_screenshot(str(shots / f"feature-{with_angle}.png"))
@@ -242,7 +301,10 @@ def test_feature_page_shows_hostile_text_as_text(browser, hostile_report, shots)
     target = int(link.get_attribute("href").rsplit("#", 1)[1])
     link.click()
     wait_for(browser, f"document.getElementById('feature-title').textContent === 'Feature {target}'")
-    wait_for(browser, "document.querySelector('#activation-histogram .main-svg') || document.querySelector('#activation-histogram .empty')")
+    wait_for(
+        browser,
+        "document.querySelector('#activation-histogram .main-svg') || document.querySelector('#activation-histogram .empty')",
+    )
     labelled = browser.execute_script("window.location.hash = '#0'; return true")
     assert labelled
     wait_for(browser, "document.getElementById('feature-title').textContent === 'Feature 0'")
@@ -266,9 +328,20 @@ def test_index_stays_responsive_at_16k_features(browser, tmp_path, shots):
     density = (10 ** (-5 * torch.rand(n, generator=g))).tolist()
     maxes = (torch.rand(n, generator=g) * 10).tolist()
     words = ["def", " class", "(", " self", " return", "\n", " import", " the"]
-    rows = [[i, round(density[i], 6), round(maxes[i], 3), round(maxes[i] / 3, 3), int(density[i] * 1e6),
-             [words[i % 8], words[(i * 3) % 8]], [words[(i * 5) % 8]], f"feature about {words[i % 8].strip()} #{i}", 0.5]
-            for i in range(n)]
+    rows = [
+        [
+            i,
+            round(density[i], 6),
+            round(maxes[i], 3),
+            round(maxes[i] / 3, 3),
+            int(density[i] * 1e6),
+            [words[i % 8], words[(i * 3) % 8]],
+            [words[(i * 5) % 8]],
+            f"feature about {words[i % 8].strip()} #{i}",
+            0.5,
+        ]
+        for i in range(n)
+    ]
     copy_static(tmp_path)
     write_index(tmp_path, {"title": "16k", "dead": 0, "l0": 12.0, "tokens": 10**6, "d_sae": n}, rows)
     logs = open_page(browser, (tmp_path / "index.html").as_uri())

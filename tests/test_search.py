@@ -8,17 +8,24 @@ import json
 
 import pytest
 import torch
-
 from interp.analysis import Analysis, AnalysisConfig, analyze
-from interp.labels import label_analysis, save_labels, LabelConfig
+from interp.labels import LabelConfig, label_analysis, save_labels
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.search import FeatureHit, FeatureIndex, format_hits
 
 N_SEQ, T, V, F, D = 120, 24, 40, 10, 12
 VOCAB = ["<bos>"] + [f" t{i}" for i in range(1, V)]
 FEATURE_TOKENS = [[5], [5], [6], [7], [7, 8], [9], [10], [11], [], []]  # 8, 9: never fire
-CFG = AnalysisConfig(top_k=8, intervals=2, interval_samples=3, window_left=3, window_right=1, top_tokens=6,
-                     neighbours=4, random_sequences=40)
+CFG = AnalysisConfig(
+    top_k=8,
+    intervals=2,
+    interval_samples=3,
+    window_left=3,
+    window_right=1,
+    top_tokens=6,
+    neighbours=4,
+    random_sequences=40,
+)
 
 
 def planted_decoder_and_unembed():
@@ -109,10 +116,14 @@ def test_filters(index_dir):
     assert index.mask(min_density=float(density[1])).tolist() == (density >= density[1]).tolist()
     hits = index.by_token(" t5", max_density=float(density[0]) / 2)
     assert hits == []  # both features of token 5 fire on it exactly as often
-    assert [h.feature for h in index.nearest(0, top=3, min_density=1e-9)] and 8 not in [h.feature for h in index.nearest(0, top=F, min_density=1e-9)]
+    assert [h.feature for h in index.nearest(0, top=3, min_density=1e-9)] and 8 not in [
+        h.feature for h in index.nearest(0, top=F, min_density=1e-9)
+    ]
     scored = index.by_label(".", min_label_score=0.99)
     assert scored and all(h.label_score >= 0.99 for h in scored)
-    assert [h.feature for h in index.by_label(".", min_label_score=0.0)] == [h.feature for h in index.by_label(".") if h.label_score is not None]
+    assert [h.feature for h in index.by_label(".", min_label_score=0.0)] == [
+        h.feature for h in index.by_label(".") if h.label_score is not None
+    ]
 
 
 def test_records_table_and_cli(index_dir, capsys):
@@ -126,7 +137,13 @@ def test_records_table_and_cli(index_dir, capsys):
     capsys.readouterr()
     assert main(["search", "--index", str(folder), "logit", " t7", "--top", "2", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert [r["feature"] for r in out] == [3, 4] and set(out[0]) >= {"feature", "score", "density", "label", "label_score"}
+    assert [r["feature"] for r in out] == [3, 4] and set(out[0]) >= {
+        "feature",
+        "score",
+        "density",
+        "label",
+        "label_score",
+    }
     assert main(["search", "--index", str(folder), "nearest", "0", "--top", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[0] == "1"
     assert main(["search", "--index", str(folder), "token", "t5"]) == 2  # not a vocabulary string: a clear error
@@ -170,23 +187,35 @@ def test_text_query_matches_the_models_forward_pass(tmp_path):
     from sae.io import load_sae
 
     sae = load_sae(tmp_path / "sae")
-    windows = torch.tensor([[tokenizer.bos_id, *tokenizer.encode(t)][:16] for t in text[:20] if len(tokenizer.encode(t)) >= 15])
-    analysis = analyze(model, sae, hook, iter(windows), AnalysisConfig(top_k=4, intervals=2, interval_samples=2,
-                       window_left=2, window_right=1, random_sequences=4), progress=False,
-                       meta={"model": {"spec": str(tmp_path / "model")}, "sae": {"path": str(tmp_path / "sae")}})
+    windows = torch.tensor(
+        [[tokenizer.bos_id, *tokenizer.encode(t)][:16] for t in text[:20] if len(tokenizer.encode(t)) >= 15]
+    )
+    analysis = analyze(
+        model,
+        sae,
+        hook,
+        iter(windows),
+        AnalysisConfig(top_k=4, intervals=2, interval_samples=2, window_left=2, window_right=1, random_sequences=4),
+        progress=False,
+        meta={"model": {"spec": str(tmp_path / "model")}, "sae": {"path": str(tmp_path / "sae")}},
+    )
     analysis.save(tmp_path / "analysis")
     index = FeatureIndex.load(tmp_path / "analysis")
     prompt = "def main(x):\n    return x"
     results = index.by_text(prompt, top=3)
     ids = tokenizer.encode(prompt)
     with torch.no_grad():
-        _, cache = model.bridge.run_with_cache(torch.tensor([[tokenizer.bos_id, *ids]]), names_filter=lambda n: n == hook)
+        _, cache = model.bridge.run_with_cache(
+            torch.tensor([[tokenizer.bos_id, *ids]]), names_filter=lambda n: n == hook
+        )
         f = sae.encode(cache[hook][0])[1:]
     assert [r.position for r in results] == list(range(len(ids)))
     assert [r.token for r in results] == [analysis.token_strings[i] for i in ids]
     for r in results:
         expected = f[r.position].topk(3)
-        assert [h.feature for h in r.hits] == [i for i, v in zip(expected.indices.tolist(), expected.values.tolist()) if v > 0]
+        assert [h.feature for h in r.hits] == [
+            i for i, v in zip(expected.indices.tolist(), expected.values.tolist()) if v > 0
+        ]
         assert [h.score for h in r.hits] == pytest.approx([v for v in expected.values.tolist() if v > 0], rel=1e-4)
     last = index.by_text(prompt, top=2, positions=[-1])
     assert len(last) == 1 and last[0].position == len(ids) - 1

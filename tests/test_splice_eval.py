@@ -8,7 +8,6 @@ import re
 
 import pytest
 import torch
-
 from interp.evaluate import (
     SpliceMetrics,
     batched_windows,
@@ -30,9 +29,20 @@ def bridge():
     import transformer_lens.model_bridge.sources.native  # noqa: F401  (attaches boot_native)
     from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    model = TransformerBridge.boot_native(dict(d_model=D_MODEL, d_head=16, n_layers=1, n_ctx=N_CTX, n_heads=4,
-                                               d_vocab=D_VOCAB, d_mlp=D_MLP, act_fn="gelu", seed=0,
-                                               normalization_type="LN"))
+    model = TransformerBridge.boot_native(
+        dict(
+            d_model=D_MODEL,
+            d_head=16,
+            n_layers=1,
+            n_ctx=N_CTX,
+            n_heads=4,
+            d_vocab=D_VOCAB,
+            d_mlp=D_MLP,
+            act_fn="gelu",
+            seed=0,
+            normalization_type="LN",
+        )
+    )
     return model.eval()
 
 
@@ -64,6 +74,7 @@ def zero_sae(d: int):
 
 # --- CE and KL on hand-computed cases --------------------------------------------------------------
 
+
 def test_cross_entropy_and_kl_hand_computed():
     ln2 = math.log(2)
     # batch 1, 3 positions, vocab 3; the last position predicts nothing
@@ -74,7 +85,9 @@ def test_cross_entropy_and_kl_hand_computed():
     ce = next_token_cross_entropy(clean_lp, tokens)
     # clean: position 0 uniform -> ln 3; position 1 probabilities [1/2, 1/4, 1/4], target 1 -> ln 4
     assert ce[0].tolist() == pytest.approx([math.log(3), math.log(4)], abs=1e-12)
-    assert next_token_cross_entropy(other_lp, tokens)[0].tolist() == pytest.approx([math.log(2), math.log(3)], abs=1e-12)
+    assert next_token_cross_entropy(other_lp, tokens)[0].tolist() == pytest.approx(
+        [math.log(2), math.log(3)], abs=1e-12
+    )
     kl = kl_from_clean(clean_lp, other_lp)
     # position 0: KL(uniform || [1/2, 1/4, 1/4]) = 1/3 ln(2/3) + 2/3 ln(4/3)
     # position 1: KL([1/2, 1/4, 1/4] || uniform) = 1/2 ln(3/2) + 1/2 ln(3/4)
@@ -135,6 +148,7 @@ def test_batched_windows_limits_and_keeps_the_tail():
 
 
 # --- splicing into a model ---------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("hook, d", [(RESID, D_MODEL), (MLP_POST, D_MLP)])
 def test_identity_sae_recovers_everything(bridge, tokens, hook, d):
@@ -217,6 +231,7 @@ def test_hook_name_comes_from_the_sae_metadata():
 
 # --- `interp eval` end to end ------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     """A saved native model (random weights) whose training record names a small JSONL corpus."""
@@ -225,7 +240,7 @@ def model_folder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("eval")
     text = root / "corpus.jsonl"
-    words = "the cat sat on a mat while dogs ran far and wide under blue skies".split()
+    words = ["the", "cat", "sat", "on", "a", "mat", "while", "dogs", "ran", "far", "and", "wide", "under", "blue", "skies"]
     g = torch.Generator().manual_seed(0)
     lines = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (60,), generator=g)) for _ in range(60)]
     text.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))
@@ -242,8 +257,21 @@ def test_interp_eval_cli_on_a_saved_model_and_sae(model_folder, tmp_path, capsys
     sae.metadata = {"hook_name": RESID}
     save_sae(sae, tmp_path / "sae")
     out = tmp_path / "eval.json"
-    code = main(["eval", "--model", str(model_folder), "--sae", str(tmp_path / "sae"), "--tokens", "64",
-                 "--batch-size", "2", "--json", str(out)])
+    code = main(
+        [
+            "eval",
+            "--model",
+            str(model_folder),
+            "--sae",
+            str(tmp_path / "sae"),
+            "--tokens",
+            "64",
+            "--batch-size",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     result = json.loads(out.read_text())
     assert result["hook_name"] == RESID and result["split"] == "heldout"
@@ -260,7 +288,8 @@ def test_interp_eval_cli_refuses_an_sae_of_another_width(model_folder, tmp_path,
     from sae.io import save_sae
 
     save_sae(build_sae("topk", d_in=48, d_sae=64, k=4), tmp_path / "sae")
-    code = main(["eval", "--model", str(model_folder), "--sae", str(tmp_path / "sae"), "--hook", RESID,
-                 "--tokens", "32"])
+    code = main(
+        ["eval", "--model", str(model_folder), "--sae", str(tmp_path / "sae"), "--hook", RESID, "--tokens", "32"]
+    )
     assert code == 2
     assert re.search(r"d_in=48.*blocks\.0\.hook_resid_post.*per-token size 32", capsys.readouterr().err)

@@ -8,31 +8,47 @@ import json
 import socket
 from pathlib import Path
 
-import pytest
-import torch
-from safetensors.torch import load_file
-
 import interp.capture
 import interp.stream
+import pytest
+import torch
 from interp.cli import main as interp_main
 from interp.corpus import cut_at_line_breaks
 from interp.model import ModelConfig, build_native_model, save_model
 from interp.tokenizer import train_tokenizer
 from sae.cli import main as sae_main
+from safetensors.torch import load_file
 
 SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
 CTX = 32
 TOKENS = 40 * CTX - 5  # 9 batches of 128; the last window is partial
 HOOKS = ("blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre")
-SAE_ARGS = ["--arch", "topk", "--d-sae", "64", "--k", "4", "--batch-size", "128", "--init-tokens", "256",
-            "--threads", "1", "--lr", "0.003", "--log-every", "3"]
+SAE_ARGS = [
+    "--arch",
+    "topk",
+    "--d-sae",
+    "64",
+    "--k",
+    "4",
+    "--batch-size",
+    "128",
+    "--init-tokens",
+    "256",
+    "--threads",
+    "1",
+    "--lr",
+    "0.003",
+    "--log-every",
+    "3",
+]
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
     """A saved 2-layer native model (untrained) with a 300-token BPE tokenizer of Shakespeare."""
-    tokenizer = train_tokenizer(cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:50_000]), vocab_size=300,
-                                show_progress=False)
+    tokenizer = train_tokenizer(
+        cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:50_000]), vocab_size=300, show_progress=False
+    )
     cfg = ModelConfig(n_layers=2, d_model=32, n_heads=4, d_mlp=64, context_length=CTX, d_vocab=tokenizer.vocab_size)
     return save_model(build_native_model(cfg), cfg, tokenizer, tmp_path_factory.mktemp("model") / "tiny")
 
@@ -52,8 +68,24 @@ def forward_windows(monkeypatch) -> list[int]:
 
 
 def stream_args(model: Path | str, out: Path, *extra: str, hooks=HOOKS, corpus: str = SHAKESPEARE) -> list[str]:
-    return ["train-sae", "--model", str(model), *[a for h in hooks for a in ("--hook", h)], "--corpus", corpus,
-            "--tokens", str(TOKENS), "--corpus-seed", "3", "--forward-batch", "4", "--out", str(out), *SAE_ARGS, *extra]
+    return [
+        "train-sae",
+        "--model",
+        str(model),
+        *[a for h in hooks for a in ("--hook", h)],
+        "--corpus",
+        corpus,
+        "--tokens",
+        str(TOKENS),
+        "--corpus-seed",
+        "3",
+        "--forward-batch",
+        "4",
+        "--out",
+        str(out),
+        *SAE_ARGS,
+        *extra,
+    ]
 
 
 def assert_same_weights(a: Path, b: Path) -> None:
@@ -64,12 +96,43 @@ def assert_same_weights(a: Path, b: Path) -> None:
 
 
 def test_streaming_equals_capture_then_train_and_shares_one_forward_pass(model_dir, tmp_path, forward_windows, capsys):
-    assert interp_main(["capture", "--model", str(model_dir), *[a for h in HOOKS for a in ("--hook", h)], "--corpus",
-                        SHAKESPEARE, "--tokens", str(TOKENS), "--seed", "3", "--batch-size", "4",
-                        "--out", str(tmp_path / "acts")]) == 0
+    assert (
+        interp_main(
+            [
+                "capture",
+                "--model",
+                str(model_dir),
+                *[a for h in HOOKS for a in ("--hook", h)],
+                "--corpus",
+                SHAKESPEARE,
+                "--tokens",
+                str(TOKENS),
+                "--seed",
+                "3",
+                "--batch-size",
+                "4",
+                "--out",
+                str(tmp_path / "acts"),
+            ]
+        )
+        == 0
+    )
     for hook in HOOKS:
-        assert sae_main(["train", "--acts", str(tmp_path / "acts" / hook), "--shuffle-buffer", "0",
-                         "--out", str(tmp_path / "disk" / hook), *SAE_ARGS]) == 0
+        assert (
+            sae_main(
+                [
+                    "train",
+                    "--acts",
+                    str(tmp_path / "acts" / hook),
+                    "--shuffle-buffer",
+                    "0",
+                    "--out",
+                    str(tmp_path / "disk" / hook),
+                    *SAE_ARGS,
+                ]
+            )
+            == 0
+        )
     forward_windows.clear()
     assert interp_main(stream_args(model_dir, tmp_path / "stream", "--shuffle-buffer", "0")) == 0
     # a 1-window probe (hook shapes), then one pass per 4 windows serves both hooks, up to the last
@@ -84,10 +147,23 @@ def test_streaming_equals_capture_then_train_and_shares_one_forward_pass(model_d
     assert "saved 2 SAE(s)" in capsys.readouterr().out
 
 
-def test_a_resumed_stream_seeks_and_ends_with_the_uninterrupted_weights(model_dir, tmp_path, forward_windows, monkeypatch):
+def test_a_resumed_stream_seeks_and_ends_with_the_uninterrupted_weights(
+    model_dir, tmp_path, forward_windows, monkeypatch
+):
     # shuffle groups of 8 windows (256 rows); a sweep of two SAEs on one hook
-    args = lambda out: stream_args(model_dir, out, "--shuffle-buffer", "256", "--checkpoint-every", "3",  # noqa: E731
-                                   "--k", "3,4", hooks=HOOKS[:1])
+    args = (
+        lambda out: stream_args(
+            model_dir,
+            out,
+            "--shuffle-buffer",
+            "256",
+            "--checkpoint-every",
+            "3",
+            "--k",
+            "3,4",
+            hooks=HOOKS[:1],
+        )
+    )
     assert interp_main(args(tmp_path / "full")) == 0
     plain_next = interp.stream.ModelActivationStream.__next__
 
@@ -115,7 +191,7 @@ def test_resume_with_other_stream_settings_is_refused(model_dir, tmp_path, capsy
     args = stream_args(model_dir, tmp_path / "run", "--steps", "3", hooks=HOOKS[:1])
     assert interp_main(args) == 0
     seed = args.index("--corpus-seed") + 1
-    assert interp_main([*args[:seed], "4", *args[seed + 1:], "--resume"]) == 2
+    assert interp_main([*args[:seed], "4", *args[seed + 1 :], "--resume"]) == 2
     err = capsys.readouterr().err
     assert "cannot resume the model activation stream" in err and "corpus_seed: state has 3, stream has 4" in err
 
@@ -127,8 +203,12 @@ def test_bad_stream_sizes_are_refused_and_a_short_corpus_ends_the_run_early(mode
     small = tmp_path / "small.txt"
     small.write_text(Path(SHAKESPEARE).read_text()[:1500])  # about 20 windows
     with pytest.warns(UserWarning, match="the corpus ran out after .* tokens, fewer than --tokens 1275"):
-        assert interp_main(stream_args(model_dir, tmp_path / "b", "--shuffle-buffer", "0", hooks=HOOKS[:1],
-                                       corpus=str(small))) == 0
+        assert (
+            interp_main(
+                stream_args(model_dir, tmp_path / "b", "--shuffle-buffer", "0", hooks=HOOKS[:1], corpus=str(small))
+            )
+            == 0
+        )
     assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"]["training_tokens"] < 9 * 128
 
 
@@ -169,16 +249,27 @@ def cache_gpt2(hub: Path, repo: str) -> None:
     """A small GPT-2 with our Shakespeare tokenizer, laid out as the hub cache holds a downloaded model."""
     from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
-    tokenizer = train_tokenizer(cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:20_000]), vocab_size=300,
-                                show_progress=False)
+    tokenizer = train_tokenizer(
+        cut_at_line_breaks(Path(SHAKESPEARE).read_text()[:20_000]), vocab_size=300, show_progress=False
+    )
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=tokenizer.vocab_size,
-                                       n_positions=CTX, bos_token_id=0, eos_token_id=0))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            n_layer=1,
+            n_embd=32,
+            n_head=2,
+            vocab_size=tokenizer.vocab_size,
+            n_positions=CTX,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+    )
     folder = hub / f"models--{repo.replace('/', '--')}"
     commit = "0123456789abcdef0123456789abcdef01234567"
     model.save_pretrained(folder / "snapshots" / commit)
     PreTrainedTokenizerFast(tokenizer_object=tokenizer.backend, eos_token="<|endoftext|>").save_pretrained(
-        folder / "snapshots" / commit)
+        folder / "snapshots" / commit
+    )
     (folder / "refs").mkdir()
     (folder / "refs" / "main").write_text(commit)
 
@@ -191,8 +282,14 @@ def test_hub_model_name_and_hub_dataset_stream_offline(offline, tmp_path, forwar
     (tmp_path / "dataset").mkdir()
     (tmp_path / "dataset" / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
     out = tmp_path / "run"
-    args = stream_args("stand-in/gpt2-tiny", out, "--shuffle-buffer", "256", hooks=("blocks.0.mlp.hook_post",),
-                       corpus=f"hf:{tmp_path / 'dataset'}")
+    args = stream_args(
+        "stand-in/gpt2-tiny",
+        out,
+        "--shuffle-buffer",
+        "256",
+        hooks=("blocks.0.mlp.hook_post",),
+        corpus=f"hf:{tmp_path / 'dataset'}",
+    )
     assert interp_main(args) == 0
     assert forward_windows == [1] + [4] * 10  # shuffle groups of 8 windows: all 40
     meta = json.loads((out / "cfg.json").read_text())

@@ -4,9 +4,7 @@ import math
 
 import pytest
 import torch
-
-from sae.synthetic import (SyntheticActivations, SyntheticConfig, match_table, max_cosines, mmcs,
-                           recovered_fraction)
+from sae.synthetic import SyntheticActivations, SyntheticConfig, match_table, max_cosines, mmcs, recovered_fraction
 
 
 def test_dictionary_containing_the_ground_truth_has_mmcs_one():
@@ -27,7 +25,7 @@ def test_rotated_copy_has_the_hand_computed_cosine():
     # cos(g_i, d_j) = cos(t) if i == j else 0: MMCS = cos(t) exactly
     d, n, t = 40, 16, 0.7
     q, _ = torch.linalg.qr(torch.randn(d, d, generator=torch.Generator().manual_seed(4), dtype=torch.float64))
-    gt, other = q.T[:n], q.T[n:2 * n]
+    gt, other = q.T[:n], q.T[n : 2 * n]
     dictionary = math.cos(t) * gt + math.sin(t) * other
     assert abs(mmcs(gt, dictionary) - math.cos(t)) < 1e-12
     cos, idx = max_cosines(gt, dictionary)
@@ -35,7 +33,7 @@ def test_rotated_copy_has_the_hand_computed_cosine():
     assert recovered_fraction(gt, dictionary, math.cos(t) - 1e-9) == 1.0
     assert recovered_fraction(gt, dictionary, math.cos(t) + 1e-9) == 0.0
     # half the rows rotated by t, half exact: mean of cos(t) and 1
-    mixed = torch.cat([gt[: n // 2], dictionary[n // 2:]])
+    mixed = torch.cat([gt[: n // 2], dictionary[n // 2 :]])
     assert abs(mmcs(gt, mixed) - (1 + math.cos(t)) / 2) < 1e-12
 
 
@@ -67,8 +65,9 @@ def test_generator_firing_statistics_match_the_configuration():
 
 
 def test_correlated_features_keep_their_marginals_and_correlate():
-    gen = SyntheticActivations(d=32, num_features=24, mean_active=4.0, firing_exponent=0.3, correlation=0.9,
-                               correlation_rank=2, seed=7)
+    gen = SyntheticActivations(
+        d=32, num_features=24, mean_active=4.0, firing_exponent=0.3, correlation=0.9, correlation_rank=2, seed=7
+    )
     n = 20000
     _, coef = gen.sample(n, torch.Generator().manual_seed(8))
     active = (coef > 0).double()

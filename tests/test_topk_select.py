@@ -2,7 +2,6 @@
 
 import pytest
 import torch
-
 from sae.topk_select import kernel_applies, topk_indices
 
 

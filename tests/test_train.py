@@ -16,10 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from safetensors.torch import load_file
-
 import sae.architectures as architectures
+import torch
 from sae.architectures.topk import TopKConfig, TopKSAE
 from sae.cli import main as sae_main
 from sae.data import ActivationDataset, ActivationWriter
@@ -32,6 +30,7 @@ from sae.train import (
     lr_factor,
     train_sae,
 )
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 D_IN, D_SAE, K, BATCH = 16, 64, 4, 128
@@ -59,8 +58,15 @@ def topk(k: int = K, d_sae: int = D_SAE, d_in: int = D_IN) -> tuple[str, TopKCon
 
 
 def write_dataset(path: Path, n: int, d_in: int = D_IN, seed: int = 0) -> ActivationDataset:
-    with ActivationWriter(path, d_in=d_in, dtype="float32", hook_name="blocks.0.hook_mlp_out", model_id="test-model",
-                          context_length=16, tokens_per_shard=512) as writer:
+    with ActivationWriter(
+        path,
+        d_in=d_in,
+        dtype="float32",
+        hook_name="blocks.0.hook_mlp_out",
+        model_id="test-model",
+        context_length=16,
+        tokens_per_shard=512,
+    ) as writer:
         writer.add(planted(n, seed, d_in), torch.arange(n, dtype=torch.int32) % 50)
     return ActivationDataset(path)
 
@@ -75,7 +81,8 @@ def test_lr_schedule_known_values():
     assert [lr_factor(s, cfg, 10) for s in range(10)] == pytest.approx([0.25, 0.5, 0.75, 1, 1, 1, 0.8, 0.6, 0.4, 0.2])
     cos = TrainConfig(lr_decay="cosine", lr_decay_fraction=0.5)
     assert [lr_factor(s, cos, 8) for s in range(8)] == pytest.approx(
-        [1, 1, 1, 1, 1, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))])
+        [1, 1, 1, 1, 1, 0.5 * (1 + math.cos(math.pi / 4)), 0.5, 0.5 * (1 + math.cos(3 * math.pi / 4))]
+    )
     assert lr_factor(9, TrainConfig(lr_decay="none"), 10) == 1
 
 
@@ -112,7 +119,18 @@ def test_training_learns_and_writes_log_config_checkpoint_and_sae(tmp_path):
     assert (run / "cfg.json").is_file() and (run / "sae_weights.safetensors").is_file()
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [4, 8, 12]
-    assert set(rows[0]) >= {"step", "tokens", "sae", "lr", "loss", "terms", "l0", "fvu", "dead_fraction", "tokens_per_s"}
+    assert set(rows[0]) >= {
+        "step",
+        "tokens",
+        "sae",
+        "lr",
+        "loss",
+        "terms",
+        "l0",
+        "fvu",
+        "dead_fraction",
+        "tokens_per_s",
+    }
     assert set(rows[0]["terms"]) == {"mse", "auxk"} and rows[-1]["l0"] == pytest.approx(K, abs=0.5)
     assert rows[-1]["fvu"] < rows[0]["fvu"] < 1.5
     config = json.loads((run / "train_config.json").read_text())
@@ -134,8 +152,13 @@ def test_saved_sae_is_the_trained_one_with_the_scale_folded(tmp_path):
     x0 = torch.cat(batch_list(6)[:2])
     assert scale == pytest.approx(math.sqrt(D_IN / x0.double().pow(2).sum(1).mean().item()), rel=1e-12)
     raw = TopKSAE(TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))
-    raw.load_state_dict({k.split(".", 2)[2]: v for k, v in load_file(str(folder / "tensors.safetensors")).items()
-                         if k.startswith("sae0.param.")})
+    raw.load_state_dict(
+        {
+            k.split(".", 2)[2]: v
+            for k, v in load_file(str(folder / "tensors.safetensors")).items()
+            if k.startswith("sae0.param.")
+        }
+    )
     x = planted(512, seed=5)
     with torch.no_grad():
         expected = raw(x * scale) / scale  # the training-form SAE on scaled inputs, outputs rescaled
@@ -212,7 +235,13 @@ def test_dead_latents_are_those_silent_for_the_window(monkeypatch):
 def test_dead_fraction_is_logged(tmp_path, monkeypatch):
     monkeypatch.setitem(architectures.ARCHITECTURES, "planted_firing", PlantedFiring)
     cfg = small_cfg(steps=8, dead_window_tokens=2 * BATCH, checkpoint_every=0, log_every=8)
-    train_sae([("planted_firing", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))], batch_list(8), cfg, tmp_path / "r", progress=False)
+    train_sae(
+        [("planted_firing", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))],
+        batch_list(8),
+        cfg,
+        tmp_path / "r",
+        progress=False,
+    )
     row = json.loads((tmp_path / "r" / "log.jsonl").read_text())
     # after step 8 (0-based 7): latents with l % 4 == 3 fired at step 7, l % 4 == 2 at step 6: alive;
     # l % 4 in (0, 1) last fired 3 and 2 steps earlier: dead; and the 4 never-firing latents
@@ -267,7 +296,9 @@ def test_existing_run_needs_resume_and_resume_needs_a_checkpoint(tmp_path):
 def test_resume_with_a_different_config_lists_the_fields(tmp_path):
     train_sae([topk()], batch_list(12), small_cfg(steps=12), tmp_path / "run", progress=False)
     with pytest.raises(ValueError) as err:
-        train_sae([topk(k=5)], batch_list(12), small_cfg(steps=12, lr=1e-3), tmp_path / "run", resume=True, progress=False)
+        train_sae(
+            [topk(k=5)], batch_list(12), small_cfg(steps=12, lr=1e-3), tmp_path / "run", resume=True, progress=False
+        )
     message = str(err.value)
     assert "2 field(s)" in message and "saes.0.config.k: checkpoint has 4, this run has 5" in message
     assert "train.lr: checkpoint has None, this run has 0.001" in message
@@ -299,26 +330,76 @@ def test_checkpoint_holds_no_pickle_and_restores_adam(tmp_path):
     folder = latest_checkpoint(tmp_path / "run")
     assert sorted(p.name for p in folder.iterdir()) == ["state.json", "tensors.safetensors"]
     tensors = load_file(str(folder / "tensors.safetensors"))
-    assert {"sae0.param.W_enc", "sae0.optim.0.exp_avg", "sae0.optim.0.exp_avg_sq", "sae0.optim.0.step",
-            "sae0.tokens_since_fired", "rng.torch"} <= set(tensors)
+    assert {
+        "sae0.param.W_enc",
+        "sae0.optim.0.exp_avg",
+        "sae0.optim.0.exp_avg_sq",
+        "sae0.optim.0.step",
+        "sae0.tokens_since_fired",
+        "rng.torch",
+    } <= set(tensors)
     assert tensors["sae0.optim.0.step"].item() == 4
 
 
 # --- command line -----------------------------------------------------------------------------
 def cli_args(acts: Path, out: Path, *extra: str) -> list[str]:
-    return ["train", "--acts", str(acts), "--arch", "topk", "--d-sae", str(D_SAE), "--k", str(K), "--batch-size",
-            str(BATCH), "--steps", "12", "--out", str(out), "--init-tokens", "256", "--shuffle-buffer", "256",
-            "--threads", "1", "--log-every", "4", "--checkpoint-every", "4", *extra]
+    return [
+        "train",
+        "--acts",
+        str(acts),
+        "--arch",
+        "topk",
+        "--d-sae",
+        str(D_SAE),
+        "--k",
+        str(K),
+        "--batch-size",
+        str(BATCH),
+        "--steps",
+        "12",
+        "--out",
+        str(out),
+        "--init-tokens",
+        "256",
+        "--shuffle-buffer",
+        "256",
+        "--threads",
+        "1",
+        "--log-every",
+        "4",
+        "--checkpoint-every",
+        "4",
+        *extra,
+    ]
 
 
 def test_cli_sweep_config_file_and_resolved_config(tmp_path, capsys):
     acts = tmp_path / "acts"
     write_dataset(acts, 2048)
     config = tmp_path / "cfg.json"
-    config.write_text(json.dumps({"arch": "topk", "sae": {"d_sae": D_SAE, "k": [2, 3]}, "train": {"lr": 1e-3, "steps": 3}}))
+    config.write_text(
+        json.dumps({"arch": "topk", "sae": {"d_sae": D_SAE, "k": [2, 3]}, "train": {"lr": 1e-3, "steps": 3}})
+    )
     out = tmp_path / "sweep"
-    code = sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(out), "--batch-size", "128",
-                     "--init-tokens", "128", "--steps", "4", "--threads", "1"])
+    code = sae_main(
+        [
+            "train",
+            "--acts",
+            str(acts),
+            "--config",
+            str(config),
+            "--out",
+            str(out),
+            "--batch-size",
+            "128",
+            "--init-tokens",
+            "128",
+            "--steps",
+            "4",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert (out / "k2" / "cfg.json").is_file() and (out / "k3" / "sae_weights.safetensors").is_file()
     resolved = json.loads((out / "train_config.json").read_text())
@@ -387,8 +468,13 @@ def test_sigkill_after_a_checkpoint_then_resume_ends_with_the_uninterrupted_weig
     assert sae_main(cli_args(acts, tmp_path / "ref")) == 0
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     marker = tmp_path / "marker"
-    child = subprocess.Popen([sys.executable, "-c", KILLED_RUN, str(marker), "10", *cli_args(acts, tmp_path / "cut")],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_RUN, str(marker), "10", *cli_args(acts, tmp_path / "cut")],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 300
     while not marker.exists():
         assert child.poll() is None, child.stderr.read()
@@ -477,7 +563,9 @@ def test_steps_default_to_one_pass_over_the_dataset(tmp_path):
 
 @pytest.mark.parametrize("dtype, autocast", [("float64", "none"), ("float32", "bfloat16")])
 def test_dtype_and_autocast_options_train(dtype, autocast):
-    sae = train_sae([topk()], batch_list(4), small_cfg(steps=4, dtype=dtype, autocast=autocast), None, progress=False)[0]
+    sae = train_sae([topk()], batch_list(4), small_cfg(steps=4, dtype=dtype, autocast=autocast), None, progress=False)[
+        0
+    ]
     assert sae.W_enc.dtype == getattr(torch, dtype)
     x = planted(256, seed=4).to(sae.W_enc.dtype)
     with torch.no_grad():
@@ -486,12 +574,18 @@ def test_dtype_and_autocast_options_train(dtype, autocast):
 
 @pytest.mark.parametrize(
     "field, value, message",
-    [("batch_size", 0, "TrainConfig.batch_size must be positive"),
-     ("lr_decay_fraction", 1.5, "TrainConfig.lr_decay_fraction must be in [0, 1]"),
-     ("grad_clip_norm", -1.0, "TrainConfig.grad_clip_norm must be positive or none"),
-     ("checkpoint_every", -1, "TrainConfig.checkpoint_every must be >= 0"),
-     ("selection_dtype", "float16", "TrainConfig.selection_dtype must be one of ['auto', 'float32', 'bfloat16'], got 'float16'"),
-     ("autocast", "fp8", "TrainConfig.autocast must be one of ['none', 'bfloat16', 'float16'], got 'fp8'")],
+    [
+        ("batch_size", 0, "TrainConfig.batch_size must be positive"),
+        ("lr_decay_fraction", 1.5, "TrainConfig.lr_decay_fraction must be in [0, 1]"),
+        ("grad_clip_norm", -1.0, "TrainConfig.grad_clip_norm must be positive or none"),
+        ("checkpoint_every", -1, "TrainConfig.checkpoint_every must be >= 0"),
+        (
+            "selection_dtype",
+            "float16",
+            "TrainConfig.selection_dtype must be one of ['auto', 'float32', 'bfloat16'], got 'float16'",
+        ),
+        ("autocast", "fp8", "TrainConfig.autocast must be one of ['none', 'bfloat16', 'float16'], got 'fp8'"),
+    ],
 )
 def test_train_config_values_are_checked(field, value, message):
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -503,10 +597,16 @@ def test_cli_config_file_with_an_unknown_key_names_the_file(tmp_path, capsys):
     write_dataset(acts, 512)
     config = tmp_path / "cfg.json"
     config.write_text(json.dumps({"arch": "topk", "trian": {}}))
-    assert sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"]) == 2
+    assert (
+        sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"])
+        == 2
+    )
     assert f"{config}: unknown key(s) ['trian']" in capsys.readouterr().err
     config.write_text(json.dumps({"arch": "topk", "train": {"batch_sise": 3}}))
-    assert sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"]) == 2
+    assert (
+        sae_main(["train", "--acts", str(acts), "--config", str(config), "--out", str(tmp_path / "o"), "--d-sae", "64"])
+        == 2
+    )
     assert "unknown field(s) ['batch_sise'] for TrainConfig" in capsys.readouterr().err
 
 
@@ -517,8 +617,21 @@ def test_freed_step_temporaries_stay_in_the_heap():
     from sae.train import keep_freed_memory
 
     class MallInfo2(ctypes.Structure):
-        _fields_ = [(name, ctypes.c_size_t) for name in
-                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+        _fields_ = [
+            (name, ctypes.c_size_t)
+            for name in (
+                "arena",
+                "ordblks",
+                "smblks",
+                "hblks",
+                "hblkhd",
+                "usmblks",
+                "fsmblks",
+                "uordblks",
+                "fordblks",
+                "keepcost",
+            )
+        ]
 
     libc = ctypes.CDLL("libc.so.6")
     libc.mallinfo2.restype = MallInfo2
@@ -558,7 +671,9 @@ def test_cpu_flags_come_from_the_flags_line(tmp_path):
     from sae.train import cpu_flags
 
     fake = tmp_path / "cpuinfo"
-    fake.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\nbugs\t\t: spectre_v1\n")
+    fake.write_text(
+        "processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx512_bf16 amx_tile\nbugs\t\t: spectre_v1\n"
+    )
     assert cpu_flags(str(fake)) == {"fpu", "sse2", "avx512_bf16", "amx_tile"}
     assert cpu_flags(str(tmp_path / "missing")) == frozenset()
 
@@ -575,8 +690,9 @@ def test_bfloat16_selection_trains_as_well_and_the_run_records_it(tmp_path):
     cfg = small_cfg(steps=40, checkpoint_every=0)
     runs = {}
     for dtype in ("float32", "bfloat16"):
-        runs[dtype] = train_sae([topk()], batch_list(40), dataclasses.replace(cfg, selection_dtype=dtype),
-                                tmp_path / dtype, progress=False)[0]
+        runs[dtype] = train_sae(
+            [topk()], batch_list(40), dataclasses.replace(cfg, selection_dtype=dtype), tmp_path / dtype, progress=False
+        )[0]
         recorded = json.loads((tmp_path / dtype / "train_config.json").read_text())
         assert recorded["resolved"]["selection_dtype"] == dtype and recorded["train"]["selection_dtype"] == dtype
     exact, chosen = held_out_fvu(runs["float32"]), held_out_fvu(runs["bfloat16"])

@@ -53,11 +53,15 @@ def read_labels(folder: Path) -> dict[int, dict[str, Any]]:
     elif isinstance(features, list):
         items = features
     else:
-        raise ValueError(f"{path}: field 'features' must be a list of {{id, label, score}} records or an object keyed by id.")
+        raise ValueError(
+            f"{path}: field 'features' must be a list of {{id, label, score}} records or an object keyed by id."
+        )
     labels = {}
     for item in items:
         if not isinstance(item, dict) or not isinstance(item.get("id"), int) or not isinstance(item.get("label"), str):
-            raise ValueError(f"{path}: every entry of 'features' needs an integer 'id' and a string 'label'; found {item!r:.80}.")
+            raise ValueError(
+                f"{path}: every entry of 'features' needs an integer 'id' and a string 'label'; found {item!r:.80}."
+            )
         labels[item["id"]] = item
     return labels
 
@@ -85,12 +89,42 @@ class ReportData:
     Windows keep their padding (token id -1, which the page skips) so the example's own token is
     always at index `window_left`."""
 
-    FLOATS = {"density": 4, "mean_activation": 4, "max_activation": 4, "activation_sum": 4, "top_value": 4,
-              "top_seq_share": 3, "interval_value": 4, "token_mass": 4, "cofire_jaccard": 3, "nearest_cosine": 3,
-              "logit_top_values": 4, "logit_bottom_values": 4, "logit_range": 4, "neuron_weights": 3}
-    INTS = ("fire_count", "sequences_fired", "histogram", "top_seq", "top_tokens", "interval_octave", "interval_count",
-            "interval_seq", "interval_tokens", "token_mass_ids", "token_mass_count", "cofire_ids", "cofire_count",
-            "nearest_ids", "logit_top_ids", "logit_bottom_ids", "logit_histogram", "neuron_ids")
+    FLOATS = {
+        "density": 4,
+        "mean_activation": 4,
+        "max_activation": 4,
+        "activation_sum": 4,
+        "top_value": 4,
+        "top_seq_share": 3,
+        "interval_value": 4,
+        "token_mass": 4,
+        "cofire_jaccard": 3,
+        "nearest_cosine": 3,
+        "logit_top_values": 4,
+        "logit_bottom_values": 4,
+        "logit_range": 4,
+        "neuron_weights": 3,
+    }
+    INTS = (
+        "fire_count",
+        "sequences_fired",
+        "histogram",
+        "top_seq",
+        "top_tokens",
+        "interval_octave",
+        "interval_count",
+        "interval_seq",
+        "interval_tokens",
+        "token_mass_ids",
+        "token_mass_count",
+        "cofire_ids",
+        "cofire_count",
+        "nearest_ids",
+        "logit_top_ids",
+        "logit_bottom_ids",
+        "logit_histogram",
+        "neuron_ids",
+    )
 
     def __init__(self, analysis: Analysis, labels: dict[int, dict[str, Any]]):
         self.analysis, self.labels = analysis, labels
@@ -118,8 +152,19 @@ class ReportData:
             promoted = [vocab[t] for t in L["logit_top_ids"][i][:SHOWN_TOKENS]] if self.has_logits else []
             label = self.labels.get(i, {})
             score = label.get("score")
-            rows.append([i, L["density"][i], L["max_activation"][i], L["mean_activation"][i], L["fire_count"][i],
-                         tokens, promoted, label.get("label", ""), sig(score) if isinstance(score, (int, float)) else None])
+            rows.append(
+                [
+                    i,
+                    L["density"][i],
+                    L["max_activation"][i],
+                    L["mean_activation"][i],
+                    L["fire_count"][i],
+                    tokens,
+                    promoted,
+                    label.get("label", ""),
+                    sig(score) if isinstance(score, (int, float)) else None,
+                ]
+            )
         return rows
 
     # ---- one feature -----------------------------------------------------------------------
@@ -132,14 +177,28 @@ class ReportData:
         top_seq, top_value, top_share = L["top_seq"][i], L["top_value"][i], L["top_seq_share"][i]
         top_tokens, top_acts = L["top_tokens"][i], L["top_acts"][i]
         record: dict[str, Any] = {
-            "id": i, "fire_count": L["fire_count"][i], "density": L["density"][i], "max": L["max_activation"][i],
-            "mean": L["mean_activation"][i], "sequences": L["sequences_fired"][i],
-            "hist": {"first": first, "counts": hist[first:last + 1]},
-            "top": [[top_value[k], top_share[k], [top_tokens[k], top_acts[k]]] for k in range(len(top_seq)) if top_seq[k] >= 0],
+            "id": i,
+            "fire_count": L["fire_count"][i],
+            "density": L["density"][i],
+            "max": L["max_activation"][i],
+            "mean": L["mean_activation"][i],
+            "sequences": L["sequences_fired"][i],
+            "hist": {"first": first, "counts": hist[first : last + 1]},
+            "top": [
+                [top_value[k], top_share[k], [top_tokens[k], top_acts[k]]]
+                for k in range(len(top_seq))
+                if top_seq[k] >= 0
+            ],
             "intervals": [],
-            "mass": [[t, m, c] for t, m, c in zip(L["token_mass_ids"][i], L["token_mass"][i], L["token_mass_count"][i]) if t >= 0],
+            "mass": [
+                [t, m, c]
+                for t, m, c in zip(L["token_mass_ids"][i], L["token_mass"][i], L["token_mass_count"][i])
+                if t >= 0
+            ],
             "mass_total": L["activation_sum"][i],
-            "cofire": [[j, v, c] for j, v, c in zip(L["cofire_ids"][i], L["cofire_jaccard"][i], L["cofire_count"][i]) if j >= 0],
+            "cofire": [
+                [j, v, c] for j, v, c in zip(L["cofire_ids"][i], L["cofire_jaccard"][i], L["cofire_count"][i]) if j >= 0
+            ],
         }
         for k, octave in enumerate(L["interval_octave"][i]):
             count = L["interval_count"][i][k]
@@ -148,14 +207,15 @@ class ReportData:
             seqs, values = L["interval_seq"][i][k], L["interval_value"][i][k]
             tokens, acts = L["interval_tokens"][i][k], L["interval_acts"][i][k]
             examples = [[values[s], [tokens[s], acts[s]]] for s in range(len(seqs)) if seqs[s] >= 0]
-            record["intervals"].append([2.0 ** octave, 2.0 ** (octave + 1), count, sig(count / fired, 3), examples])
+            record["intervals"].append([2.0**octave, 2.0 ** (octave + 1), count, sig(count / fired, 3), examples])
         if self.has_nearest:
             record["nearest"] = [list(pair) for pair in zip(L["nearest_ids"][i], L["nearest_cosine"][i])]
         if self.has_logits:
             record["logits"] = {
                 "top": [list(pair) for pair in zip(L["logit_top_ids"][i], L["logit_top_values"][i])],
                 "bottom": [list(pair) for pair in zip(L["logit_bottom_ids"][i], L["logit_bottom_values"][i])],
-                "hist": L["logit_histogram"][i], "range": L["logit_range"][i],
+                "hist": L["logit_histogram"][i],
+                "range": L["logit_range"][i],
             }
         if self.has_neurons:
             record["neurons"] = [list(pair) for pair in zip(L["neuron_ids"][i], L["neuron_weights"][i])]
@@ -176,14 +236,29 @@ def report_meta(analysis: Analysis) -> dict[str, Any]:
     tokens = max(int(m.get("tokens_analysed", 0)), 1)
     cfg = m.get("config", {})
     return {
-        "model": m.get("model", {}).get("name") or m.get("model", {}).get("spec"), "hook": m.get("hook_name"),
-        "architecture": m.get("sae", {}).get("architecture"), "d_in": m.get("sae", {}).get("d_in"), "d_sae": analysis.d_sae,
-        "sae_path": m.get("sae", {}).get("path"), "corpus": m.get("corpus", {}).get("spec"), "split": m.get("corpus", {}).get("split"),
-        "tokens": int(m.get("tokens_analysed", 0)), "dead": int((fire == 0).sum()), "l0": sig(float(fire.sum()) / tokens),
-        "logit_basis": m.get("logit_effects"), "logit_missing": m.get("logit_effects_missing"),
-        "hist": {"low": cfg.get("histogram_low_exp"), "high": cfg.get("histogram_high_exp"), "bpo": cfg.get("bins_per_octave")},
-        "window_left": cfg.get("window_left"), "act_scale": ACT_SCALE, "special_ids": m.get("ignored_token_ids", []),
-        "token_mass_exact": m.get("token_mass_exact", True), "cofire_exact": m.get("cofire_exact", True),
+        "model": m.get("model", {}).get("name") or m.get("model", {}).get("spec"),
+        "hook": m.get("hook_name"),
+        "architecture": m.get("sae", {}).get("architecture"),
+        "d_in": m.get("sae", {}).get("d_in"),
+        "d_sae": analysis.d_sae,
+        "sae_path": m.get("sae", {}).get("path"),
+        "corpus": m.get("corpus", {}).get("spec"),
+        "split": m.get("corpus", {}).get("split"),
+        "tokens": int(m.get("tokens_analysed", 0)),
+        "dead": int((fire == 0).sum()),
+        "l0": sig(float(fire.sum()) / tokens),
+        "logit_basis": m.get("logit_effects"),
+        "logit_missing": m.get("logit_effects_missing"),
+        "hist": {
+            "low": cfg.get("histogram_low_exp"),
+            "high": cfg.get("histogram_high_exp"),
+            "bpo": cfg.get("bins_per_octave"),
+        },
+        "window_left": cfg.get("window_left"),
+        "act_scale": ACT_SCALE,
+        "special_ids": m.get("ignored_token_ids", []),
+        "token_mass_exact": m.get("token_mass_exact", True),
+        "cofire_exact": m.get("cofire_exact", True),
         "created": m.get("created"),
     }
 
@@ -198,15 +273,28 @@ def training_data(folder: Path) -> dict[str, Any] | None:
         return None
     tensors = record.tensors
     out: dict[str, Any] = {
-        "prompt": record.prompt, "prompt_tokens": record.prompt_token_strings,
+        "prompt": record.prompt,
+        "prompt_tokens": record.prompt_token_strings,
         "train": {k: sig_list(v) if k in ("loss", "lr") else v for k, v in record.train_curve.items()},
         "heldout": {k: sig_list(v) if k == "loss" else v for k, v in record.heldout_curve.items()},
-        "samples": [{"step": s.step, "tokens": s.tokens, "progress": sig(s.progress, 3), "greedy": s.greedy, "sampled": s.sampled}
-                    for s in record.samples],
-        "temperature": record.sample_temperature, "summary": record.summary, "config": record.config,
+        "samples": [
+            {
+                "step": s.step,
+                "tokens": s.tokens,
+                "progress": sig(s.progress, 3),
+                "greedy": s.greedy,
+                "sampled": s.sampled,
+            }
+            for s in record.samples
+        ],
+        "temperature": record.sample_temperature,
+        "summary": record.summary,
+        "config": record.config,
     }
     if "mlp_post.init" in tensors and "mlp_post.final" in tensors:
         init, final = tensors["mlp_post.init"].float(), tensors["mlp_post.final"].float()  # [n_layers, pos, d_mlp]
-        out["heatmap"] = {"init": [[sig_list(row, 3) for row in layer] for layer in init.tolist()],
-                          "final": [[sig_list(row, 3) for row in layer] for layer in final.tolist()]}
+        out["heatmap"] = {
+            "init": [[sig_list(row, 3) for row in layer] for layer in init.tolist()],
+            "final": [[sig_list(row, 3) for row in layer] for layer in final.tolist()],
+        }
     return out

@@ -43,22 +43,49 @@ def neuron_report_data(analysis: Analysis) -> dict[str, Any]:
         s = summaries[j]
         valid = [k for k, seq in enumerate(t["top_seq"][j].tolist()) if seq >= 0]
         record: dict[str, Any] = {
-            "id": j, "neff": sig(s.effective_features, 4), "density": sig(s.density, 4), "max": sig(s.max_activation, 4),
-            "mean": sig(float(t["mean_activation"][j]), 4), "fire_count": int(t["fire_count"][j]),
+            "id": j,
+            "neff": sig(s.effective_features, 4),
+            "density": sig(s.density, 4),
+            "max": sig(s.max_activation, 4),
+            "mean": sig(float(t["mean_activation"][j]), 4),
+            "fire_count": int(t["fire_count"][j]),
             "drivers": [[d.feature, sig(d.share, 3)] for d in s.drivers],
-            "label": {"text": s.label, "score": None if s.label_score is None else sig(s.label_score, 4)} if s.label else None,
-            "top": [[top_value[j][k], top_share[j][k], [top_tokens[j][k], top_acts[j][k]],
-                     [[f, v] for f, v in zip(driver_ids[j][k], driver_values[j][k]) if f >= 0]] for k in valid],
+            "label": {"text": s.label, "score": None if s.label_score is None else sig(s.label_score, 4)}
+            if s.label
+            else None,
+            "top": [
+                [
+                    top_value[j][k],
+                    top_share[j][k],
+                    [top_tokens[j][k], top_acts[j][k]],
+                    [[f, v] for f, v in zip(driver_ids[j][k], driver_values[j][k]) if f >= 0],
+                ]
+                for k in valid
+            ],
             "groups": [[g.feature, [valid.index(k) for k in g.examples]] for g in s.groups],
         }
         if has_logits:
-            record["logits"] = {"top": [[int(a), sig(float(b), 4)] for a, b in zip(t["logit_top_ids"][j][:10], t["logit_top_values"][j][:10])],
-                                "bottom": [[int(a), sig(float(b), 4)] for a, b in zip(t["logit_bottom_ids"][j][:10], t["logit_bottom_values"][j][:10])]}
+            record["logits"] = {
+                "top": [
+                    [int(a), sig(float(b), 4)]
+                    for a, b in zip(t["logit_top_ids"][j][:10], t["logit_top_values"][j][:10])
+                ],
+                "bottom": [
+                    [int(a), sig(float(b), 4)]
+                    for a, b in zip(t["logit_bottom_ids"][j][:10], t["logit_bottom_values"][j][:10])
+                ],
+            }
         records.append(record)
     feature_scores = label_scores(read_labels(analysis.path)) if analysis.path else []
     neuron_scores = label_scores(read_labels(neurons.path)) if neurons.path else []
-    return {"neurons": records, "scores": {"features": [sig(x, 4) for x in feature_scores], "neurons": [sig(x, 4) for x in neuron_scores],
-                                           "summary": _rounded(score_comparison(feature_scores, neuron_scores))}}
+    return {
+        "neurons": records,
+        "scores": {
+            "features": [sig(x, 4) for x in feature_scores],
+            "neurons": [sig(x, 4) for x in neuron_scores],
+            "summary": _rounded(score_comparison(feature_scores, neuron_scores)),
+        },
+    }
 
 
 def _rounded(value: Any) -> Any:
@@ -76,7 +103,10 @@ def write_neuron_pages(analysis: Analysis, out: Path, title: str) -> None:
     data = neuron_report_data(analysis)
     for name in NEURON_FILES:
         shutil.copyfile(ASSETS / name, out / name)
-    _write(out / "data" / "neurons.js", f"monoReport.neurons = {script_json(data['neurons'])};\n"
-                                        f"monoReport.neuronScores = {script_json(data['scores'])};\n")
+    _write(
+        out / "data" / "neurons.js",
+        f"monoReport.neurons = {script_json(data['neurons'])};\n"
+        f"monoReport.neuronScores = {script_json(data['scores'])};\n",
+    )
     _write(out / "neurons.html", _page("neurons.html", f"Neurons · {title}", {}))
     _write(out / "neuron.html", _page("neuron.html", f"Neuron · {title}", {}))

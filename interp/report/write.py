@@ -38,7 +38,13 @@ CHUNK = 64  # features per data file
 def script_json(value: Any) -> str:
     """JSON that is safe inside a <script> element and inside a .js file."""
     text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    for raw, escaped in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+    for raw, escaped in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, escaped)
     return text
 
@@ -49,7 +55,9 @@ def plotly_js() -> Path:
 
     path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
     if not path.is_file():
-        raise FileNotFoundError(f"the installed plotly package has no {path}; reinstall plotly (pip install --force-reinstall plotly).")
+        raise FileNotFoundError(
+            f"the installed plotly package has no {path}; reinstall plotly (pip install --force-reinstall plotly)."
+        )
     return path
 
 
@@ -96,13 +104,22 @@ def write_report(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, pro
     copy_static(out)
     rows = data.summary_rows()
     _write(out / "data" / "meta.js", f"monoReport.meta = {script_json(meta)};\n")
-    _write(out / "data" / "vocab.js", f"monoReport.vocab = {script_json(data.vocab)};\nmonoReport.tokenCounts = {script_json(data.token_counts)};\n")
+    _write(
+        out / "data" / "vocab.js",
+        f"monoReport.vocab = {script_json(data.vocab)};\nmonoReport.tokenCounts = {script_json(data.token_counts)};\n",
+    )
     _write(out / "data" / "summary.js", f"monoReport.rows = {script_json(rows)};\n")
     for first in tqdm(range(0, data.F, CHUNK), desc="report", unit="chunk", disable=not progress, leave=False):
         features = [data.feature(i) for i in range(first, min(first + CHUNK, data.F))]
-        _write(out / "data" / f"features-{first // CHUNK:04d}.js", f"monoReport.addChunk({first // CHUNK}, {script_json(features)});\n")
+        _write(
+            out / "data" / f"features-{first // CHUNK:04d}.js",
+            f"monoReport.addChunk({first // CHUNK}, {script_json(features)});\n",
+        )
     _write(out / "feature.html", _page("feature.html", f"Feature · {title}", {"chunk": CHUNK}))
-    _write(out / "model.html", _page("model.html", f"Model · {title}", {"meta": meta, "training": training_data(analysis_dir)}))
+    _write(
+        out / "model.html",
+        _page("model.html", f"Model · {title}", {"meta": meta, "training": training_data(analysis_dir)}),
+    )
     write_index(out, meta, rows)
     if analysis.neurons is not None:
         from interp.report.neurons import write_neuron_pages

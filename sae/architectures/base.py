@@ -35,7 +35,7 @@ class SAEConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SAEConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
         """Build from a dict, refusing unknown keys by name (a typo never passes silently)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -178,7 +178,7 @@ class SAE(nn.Module):
             self.b_dec.div_(scale)
             # b_enc unchanged: pre-activations are identical. Thresholds live in f-space: unchanged.
 
-    def inference_form(self) -> "SAE":
+    def inference_form(self) -> SAE:
         """The architecture a saved file holds (BatchTopK -> JumpReLU). Default: itself."""
         return self
 

@@ -73,7 +73,7 @@ def _kept_first(indices: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     keeps dropped: w becomes the busiest token's count (at least 1), so the sparse kernels' work
     follows the kept latents, about k per token, not the proposals."""
     order = keep.to(torch.uint8).argsort(dim=1, descending=True, stable=True)
-    order = order[:, :max(1, int(keep.sum(1).max()))]
+    order = order[:, : max(1, int(keep.sum(1).max()))]
     return indices.gather(1, order), keep.gather(1, order)
 
 
@@ -144,7 +144,9 @@ class BatchTopKSAE(SAE):
                 "train at least one step before saving or converting it"
             )
         cfg = self.cfg
-        jump = JumpReLUSAE(JumpReLUConfig(d_in=cfg.d_in, d_sae=cfg.d_sae, apply_b_dec_to_input=cfg.apply_b_dec_to_input))
+        jump = JumpReLUSAE(
+            JumpReLUConfig(d_in=cfg.d_in, d_sae=cfg.d_sae, apply_b_dec_to_input=cfg.apply_b_dec_to_input)
+        )
         jump.to(device=self.W_enc.device, dtype=self.W_enc.dtype)
         tensors = {name: getattr(self, name).detach().clone() for name in ("W_enc", "b_enc", "W_dec", "b_dec")}
         tensors["threshold"] = self.threshold.detach().to(self.W_enc.dtype).expand(cfg.d_sae).clone()

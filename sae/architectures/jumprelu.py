@@ -49,7 +49,9 @@ class JumpReLUConfig(SAEConfig):
         if self.bandwidth <= 0:
             raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
         if self.initial_threshold <= 0:
-            raise ValueError(f"initial_threshold must be positive (theta = exp(log_threshold)), got {self.initial_threshold}")
+            raise ValueError(
+                f"initial_threshold must be positive (theta = exp(log_threshold)), got {self.initial_threshold}"
+            )
 
 
 def rectangle(u: Tensor) -> Tensor:

@@ -38,7 +38,9 @@ class MatryoshkaConfig(BatchTopKConfig):
         if any(b <= a for a, b in zip(sizes, sizes[1:])):
             raise ValueError(f"prefixes must be strictly increasing, got {sizes}")
         if sizes[-1] != self.d_sae:
-            raise ValueError(f"prefixes must end at d_sae={self.d_sae} (the whole dictionary), got {sizes}; append {self.d_sae}")
+            raise ValueError(
+                f"prefixes must end at d_sae={self.d_sae} (the whole dictionary), got {sizes}; append {self.d_sae}"
+            )
 
     @property
     def resolved_prefixes(self) -> list[int]:

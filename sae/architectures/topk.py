@@ -51,9 +51,7 @@ class TopKConfig(SAEConfig):
         return self.aux_k if self.aux_k is not None else max(1, self.d_in // 2)
 
 
-def auxk_loss(
-    sae: SAE, x: Tensor, pre_acts: Tensor, x_hat: Tensor, dead_mask: Tensor | None, aux_k: int
-) -> Tensor:
+def auxk_loss(sae: SAE, x: Tensor, pre_acts: Tensor, x_hat: Tensor, dead_mask: Tensor | None, aux_k: int) -> Tensor:
     """E ||e - ReLU(TopK_aux_k over dead latents of pre_acts) @ W_dec||^2 with the residual
     e = x - x_hat (detached); 0 with no dead latents.
 

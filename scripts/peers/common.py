@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -80,8 +80,14 @@ def steady_rate(times: list[float], batch_size: int, warmup: int) -> tuple[float
     return steps * batch_size / seconds, seconds, steps
 
 
-def write_result(out: str, name: str, rate: tuple[float, float, int], heldout: Tensor,
-                 reconstruct: Callable[[Tensor], tuple[Tensor, Tensor]], extra: dict | None = None) -> None:
+def write_result(
+    out: str,
+    name: str,
+    rate: tuple[float, float, int],
+    heldout: Tensor,
+    reconstruct: Callable[[Tensor], tuple[Tensor, Tensor]],
+    extra: dict | None = None,
+) -> None:
     """Reconstruct the held-out set in chunks (x_hat and per-token L0) and write the result files."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
@@ -93,7 +99,14 @@ def write_result(out: str, name: str, rate: tuple[float, float, int], heldout: T
             l0s.append(l0.float())
     save_file({"x_hat": torch.cat(x_hats).contiguous()}, str(folder / "heldout.safetensors"))
     tokens_per_s, seconds, steps = rate
-    result = {"peer": name, "tokens_per_s": tokens_per_s, "seconds": seconds, "timed_steps": steps,
-              "heldout_l0": torch.cat(l0s).mean().item(), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), **(extra or {})}
+    result = {
+        "peer": name,
+        "tokens_per_s": tokens_per_s,
+        "seconds": seconds,
+        "timed_steps": steps,
+        "heldout_l0": torch.cat(l0s).mean().item(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        **(extra or {}),
+    }
     (folder / "result.json").write_text(json.dumps(result, indent=2))

@@ -14,9 +14,8 @@ import time
 from types import SimpleNamespace
 
 import torch
-from torch import nn
-
 from common import TimedBatches, load_activations, parse_args, steady_rate, write_result
+from torch import nn
 
 SEQUENCE = 64  # rows per stand-in sequence; the batch is batch_size / SEQUENCE sequences
 
@@ -63,7 +62,7 @@ class RowSequences(torch.utils.data.Dataset):
 
 
 def main() -> None:
-    from sparsify import SparseCoderConfig, Trainer, TrainConfig
+    from sparsify import SparseCoderConfig, TrainConfig, Trainer
 
     args = parse_args(__doc__)
     train, heldout = load_activations(args.data)
@@ -74,8 +73,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as save_dir:
         cfg = TrainConfig(
             SparseCoderConfig(num_latents=args.d_sae, k=args.k),
-            batch_size=args.batch_size // SEQUENCE, hookpoints=["layers.0"], log_to_wandb=False,
-            save_every=10**9, save_dir=save_dir, init_seeds=[args.seed],
+            batch_size=args.batch_size // SEQUENCE,
+            hookpoints=["layers.0"],
+            log_to_wandb=False,
+            save_every=10**9,
+            save_dir=save_dir,
+            init_seeds=[args.seed],
         )
         trainer = Trainer(cfg, RowSequences(len(train), timer, args.batch_size), model)
         trainer.fit()
@@ -85,8 +88,14 @@ def main() -> None:
         top_acts, top_indices, _ = coder.encode(x)
         return coder.decode(top_acts, top_indices), (top_acts > 0).sum(-1)
 
-    write_result(args.out, "sparsify", steady_rate(timer.times, args.batch_size, args.warmup), heldout, reconstruct,
-                 {"optimizer": cfg.optimizer, "version": importlib.metadata.version("eai-sparsify")})
+    write_result(
+        args.out,
+        "sparsify",
+        steady_rate(timer.times, args.batch_size, args.warmup),
+        heldout,
+        reconstruct,
+        {"optimizer": cfg.optimizer, "version": importlib.metadata.version("eai-sparsify")},
+    )
 
 
 if __name__ == "__main__":
