@@ -1106,7 +1106,7 @@ def _atomic(path: Path, write: Callable[[Path], Any]) -> None:
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    from sae.config import DataclassOptions
+    from sae.options import DataclassOptions
 
     parser = subparsers.add_parser(
         "analyze", help="one pass over held-out tokens: every feature's statistics, saved for reports"

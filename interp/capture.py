@@ -36,7 +36,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from sae.data import STORAGE_DTYPES, ActivationWriter
+from sae.shards import STORAGE_DTYPES
+from sae.writer import ActivationWriter
 from torch import Tensor
 from tqdm import tqdm
 

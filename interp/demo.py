@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sae.train import TrainConfig as SAETrainConfig
+from sae.config import TrainConfig as SAETrainConfig
 
 from interp.analysis import META_FILE as ANALYSIS_FILE
 from interp.analysis import NEURONS_DIR, AnalysisConfig, run_analysis
@@ -137,8 +137,9 @@ def _sae_is_complete(cfg: DemoConfig) -> bool:
 
 def _train_sae(cfg: DemoConfig) -> None:
     from sae.architectures import get_architecture
+    from sae.checkpoint import latest_checkpoint
     from sae.data import ActivationDataset
-    from sae.train import latest_checkpoint, train_sae
+    from sae.train import train_sae
 
     dataset = ActivationDataset(cfg.activations_dir / cfg.sae_hook)
     sae_cfg = get_architecture(cfg.sae_arch).config_class(d_in=dataset.d_in, **cfg.sae_fields)

@@ -663,7 +663,7 @@ def run_labels(
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    from sae.config import DataclassOptions
+    from sae.options import DataclassOptions
 
     from interp.llm_labels import add_llm_options, llm_from_args
 

@@ -200,8 +200,8 @@ STREAM_KEYS = ("model", "hooks", "corpus", "split", "corpus_seed", "tokens", "fo
 def build_parser(arch: str | None) -> tuple[argparse.ArgumentParser, Any, Any, type | None]:
     """The `interp train-sae` parser once --arch is known: (parser, train options, SAE options, config class)."""
     import sae.architectures as architectures
-    from sae.config import DataclassOptions
-    from sae.train import TrainConfig
+    from sae.config import TrainConfig
+    from sae.options import DataclassOptions
 
     parser = argparse.ArgumentParser(
         prog="interp train-sae",
@@ -261,9 +261,10 @@ def build_parser(arch: str | None) -> tuple[argparse.ArgumentParser, Any, Any, t
 
 
 def run_train_sae(argv: list[str]) -> int:
-    from sae.config import expand_sweep, sweep_names
+    from sae.config import TrainConfig
     from sae.distributed import environment_ranks, resolve_device
-    from sae.train import TrainConfig, train_sae
+    from sae.options import expand_sweep, sweep_names
+    from sae.train import train_sae
 
     from interp.corpus import load_corpus, token_sequences
     from interp.model import load_model

@@ -16,18 +16,16 @@ BENCH_SAE hold the defaults tuned for the default planted set; any option overri
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import Any
 
 import sae.architectures as architectures
-from sae.config import DataclassOptions
+from sae.config import TrainConfig
 from sae.metrics import evaluate_sae
 from sae.synthetic import SyntheticActivations, SyntheticConfig, match_table, max_cosines
-from sae.train import TrainConfig, train_sae
+from sae.train import train_sae
 
 RECOVERY_THRESHOLDS = (0.9, 0.99)
 EVAL_TOKENS = 65536
@@ -37,7 +35,6 @@ BENCH_TRAIN: dict[str, Any] = {
     "batch_size": 1024,
     "steps": 1500,
     "device": "cpu",
-    "threads": 1,
     "init_tokens": 16384,
     "checkpoint_every": 0,
     "log_every": 100,
@@ -125,111 +122,3 @@ def run_benchmark(
 
 
 # --- CLI ---------------------------------------------------------------------------------------
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    # The real parser is built once --arch is known (`parse_bench_args`); this one passes every
-    # argument through ('+' prefixes: no '-' option is claimed here).
-    parser = subparsers.add_parser(
-        "bench-synthetic",
-        prefix_chars="+",
-        add_help=False,
-        help="Train an SAE on planted ground-truth features and report MMCS and recovery.",
-    )
-    parser.add_argument("argv", nargs=argparse.REMAINDER)
-    parser.set_defaults(run=lambda args: run(args.argv))
-
-
-def parse_bench_args(argv: list[str]) -> dict[str, Any]:
-    """`sae bench-synthetic` arguments -> keyword arguments of `run_benchmark` (plus json)."""
-    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    first.add_argument("--arch")
-    known, _ = first.parse_known_args(argv)
-    parser = argparse.ArgumentParser(
-        prog="sae bench-synthetic",
-        allow_abbrev=False,
-        description="Train an SAE with `sae train`'s trainer on planted ground-truth features and report MMCS, "
-        "the fraction of features recovered at cos > 0.9 and > 0.99, FVU and L0, as JSON.",
-        epilog=None if known.arch else "Give --arch NAME --help to list that architecture's options.",
-    )
-    parser.add_argument(
-        "--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}."
-    )
-    parser.add_argument("--json", help="Write the full result to this file (then only a one-line summary is printed).")
-    parser.add_argument("--out", help="Also save the trained SAE (and the run's log) in this folder.")
-    parser.add_argument(
-        "--data-seed",
-        type=int,
-        default=SyntheticConfig.seed,
-        help=f"Seed of the planted features and of the batch stream (default {SyntheticConfig.seed}).",
-    )
-    parser.add_argument(
-        "--eval-tokens", type=int, default=EVAL_TOKENS, help=f"Held-out samples for FVU and L0 (default {EVAL_TOKENS})."
-    )
-    parser.add_argument(
-        "--match-table",
-        action="store_true",
-        help="Include the per-feature match table (best latent and cosine of every planted feature).",
-    )
-    data_options = DataclassOptions(parser.add_argument_group("planted set"), SyntheticConfig, skip=("seed",))
-    train_defaults = {**BENCH_TRAIN, **BENCH_TRAIN_BY_ARCH.get(known.arch or "", {})}
-    train_options = DataclassOptions(
-        parser.add_argument_group("training"),
-        TrainConfig,
-        defaults=train_defaults,
-        source="sae.bench_synthetic.BENCH_TRAIN",
-    )
-    if known.arch is None:
-        parser.parse_args(argv)  # prints the help, or the error that --arch is required
-        raise ValueError("--arch is required")
-    config_class = architectures.get_architecture(known.arch).config_class
-    sae_options = DataclassOptions(
-        parser.add_argument_group(f"{known.arch} SAE"),
-        config_class,
-        defaults=BENCH_SAE.get(known.arch, {}),
-        source="sae.bench_synthetic.BENCH_SAE",
-        skip=("d_in",),
-    )
-    args = parser.parse_args(argv)
-    if args.eval_tokens <= 0:
-        raise ValueError(f"--eval-tokens must be positive, got {args.eval_tokens}")
-    data_cfg = SyntheticConfig(**data_options.values(args), seed=args.data_seed)
-    data_cfg.validate()
-    return {
-        "arch": args.arch,
-        "sae_cfg": config_class.from_dict({"d_in": data_cfg.d, **sae_options.values(args)}),
-        "train_cfg": TrainConfig(**train_options.values(args)),
-        "data_cfg": data_cfg,
-        "eval_tokens": args.eval_tokens,
-        "out": args.out,
-        "with_match_table": args.match_table,
-        "json": args.json,
-    }
-
-
-def run(argv: list[str]) -> int:
-    request = parse_bench_args(argv)
-    json_path = request.pop("json")
-    result = run_benchmark(**request)
-    text = json.dumps(result, indent=1)
-    summary = {
-        k: result[k]
-        for k in ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds", "train_cpu_seconds")
-    }
-    print(json.dumps(summary) if json_path else text)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(text + "\n")
-        print(f"wrote {json_path}")
-    return 0
-
-
-__all__ = [
-    "BENCH_SAE",
-    "BENCH_TRAIN",
-    "BENCH_TRAIN_BY_ARCH",
-    "parse_bench_args",
-    "register_cli",
-    "run",
-    "run_benchmark",
-]

@@ -1,36 +1,388 @@
-"""`sae` command line. Each module with a CLI face exposes `register_cli(subparsers)`;
-this file only lists them, so adding a command never touches another command's code."""
+"""`sae` command line: train, evaluate, benchmark and convert SAEs. Every option of a config
+dataclass is rendered by sae.options (one definition per option); this module only adds the options
+that are not config fields and runs the library functions.
+
+    sae train --acts DIR --arch topk --d-sae 4096 --k 32 --batch-size 4096 --steps S --out DIR
+    sae train --acts DIR --arch topk --d-sae 4096 --k 16,32,64 --out DIR     # a sweep: DIR/k16, ...
+    sae train --config cfg.json --out DIR                                    # defaults from a file
+    sae train --resume DIR                                                   # continue a run
+    sae train --nproc 4 --acts DIR ...          # data-parallel on 4 processes (torchrun; one GPU each on CUDA)
+    torchrun --nproc_per_node 4 -m sae train --acts DIR ...                  # the same, launched by hand
+    sae eval --acts DIR --sae DIR [--json FILE]
+    sae bench-synthetic --arch topk [--json FILE]
+    sae convert --from sparsify SRC --to saelens DST
+
+`sae train` and `sae bench-synthetic` parse in two phases: `--arch` (or the config file's "arch")
+picks the architecture, whose config fields then become options (`sae train --arch topk --help`
+lists them). Config files hold the layout of the `train_config.json` every run writes: {"acts",
+"arch", "d_in", "sae": {field: value or sweep list}, "train": {TrainConfig field: value}};
+command-line flags override them. `--resume DIR` reads DIR/train_config.json the same way and
+refuses a run whose resolved config differs. `--batch-size` is the global batch in every case;
+under N processes each reads batch_size / N rows of every global batch (sae.distributed).
+
+Process settings (`--threads`, and glibc's allocator, see `sae.hardware.keep_freed_memory`) are applied
+here, once, never by the library.
+"""
 
 from __future__ import annotations
 
 import argparse
-import importlib
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
-# Modules that add subcommands, in the order `sae --help` lists them.
-COMMAND_MODULES: list[str] = [
-    "sae.train_cli",
-    "sae.metrics",
-    "sae.bench_synthetic",
-    "sae.io",
-]
+import torch
+
+import sae.architectures as architectures
+from sae.bench_synthetic import BENCH_SAE, BENCH_TRAIN, BENCH_TRAIN_BY_ARCH, EVAL_TOKENS, run_benchmark
+from sae.config import TrainConfig
+from sae.data import ActivationDataset
+from sae.distributed import environment_ranks, launch, start, stop
+from sae.files import read_json, write_json
+from sae.hardware import keep_freed_memory
+from sae.io import convert, load_sae
+from sae.metrics import evaluate_sae, format_table
+from sae.options import DataclassOptions, add_passthrough_command, expand_sweep, peek_options, sweep_names
+from sae.synthetic import SyntheticConfig
+from sae.train import TRAIN_CONFIG, train_sae
+
+CONFIG_KEYS = {"acts", "arch", "d_in", "sae", "train"}
+IGNORED_KEYS = {"format_version", "members", "resolved"}  # written into train_config.json, derived on every run
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="sae", description="Train, evaluate and convert sparse autoencoders.")
-    subparsers = parser.add_subparsers(dest="command", required=True)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register_cli(subparsers)
-    return parser
+    top = argparse.ArgumentParser(prog="sae", description="Train, evaluate and convert sparse autoencoders.")
+    subparsers = top.add_subparsers(dest="command", required=True)
+    add_passthrough_command(
+        subparsers, "train", "Train an SAE, or a sweep of SAEs, on an activation dataset.", run_train
+    )
+    p = subparsers.add_parser(
+        "eval",
+        help="reconstruction metrics of an SAE on an activation dataset",
+        description="Stream an activation dataset through an SAE and report FVU, explained "
+        "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.",
+    )
+    p.add_argument("--acts", required=True, help="activation dataset folder (manifest.json + shards)")
+    p.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
+    p.add_argument("--json", help="write the metrics as flat-key JSON to this file")
+    p.add_argument("--tokens", type=int, help="evaluate the first N tokens (default: all)")
+    p.add_argument("--batch-size", type=int, default=4096, help="tokens per forward pass (default 4096)")
+    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_process_options(p)
+    p.set_defaults(run=run_eval)
+
+    add_passthrough_command(
+        subparsers,
+        "bench-synthetic",
+        "Train an SAE on planted ground-truth features and report MMCS and recovery.",
+        run_bench,
+    )
+    parser = subparsers.add_parser("convert", help="convert an SAE between the SAELens and sparsify layouts")
+    parser.add_argument(
+        "--from", dest="src_format", choices=["saelens", "sparsify"], required=True, help="layout of SRC"
+    )
+    parser.add_argument("src", metavar="SRC", help="SAE folder to read")
+    parser.add_argument(
+        "--to", dest="dst_format", choices=["saelens", "sparsify"], required=True, help="layout to write"
+    )
+    parser.add_argument("dst", metavar="DST", help="folder to write")
+    parser.add_argument("--force", action="store_true", help="overwrite an SAE already in DST")
+    add_process_options(parser)
+    parser.set_defaults(run=run_convert)
+    return top
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if "threads" in args:  # the commands parsed here; the pass-through ones apply them themselves
+            apply_process_options(args)
         return int(args.run(args) or 0)
     except (ValueError, FileNotFoundError) as err:
         print(f"sae {args.command}: error: {err}", file=sys.stderr)
         return 2
+
+
+def add_process_options(parser: argparse.ArgumentParser) -> None:
+    """Options that set up this process rather than configure a run."""
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+
+def apply_process_options(args: argparse.Namespace) -> None:
+    """The one place the `sae` command line changes process-wide state (see sae.hardware.keep_freed_memory)."""
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ValueError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    keep_freed_memory()
+
+
+# --- sae train ---------------------------------------------------------------------------
+def run_train(argv: list[str]) -> int:
+    nproc, argv = _split_nproc(argv)
+    if nproc is not None and nproc > 1:
+        if environment_ranks().distributed:
+            raise ValueError("--nproc starts torchrun itself; under torchrun (or `sae train --nproc`) leave it out")
+        parse_train_args(argv)  # bad arguments are reported once, here, before any process starts
+        return launch(nproc, argv)
+    request = parse_train_args(argv)
+    ranks, _ = start(request["cfg"].device)
+    try:
+        trained = train_sae(**request, ranks=ranks)
+    finally:
+        stop()
+    if ranks.is_main:
+        out = request["out"]
+        print(
+            f"saved {len(trained)} SAE(s) to {out}" + (f": {', '.join(request['names'])}" if len(trained) > 1 else "")
+        )
+    return 0
+
+
+def _split_nproc(argv: list[str]) -> tuple[int | None, list[str]]:
+    """(--nproc N, the other arguments in order)."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--nproc", type=int)
+    known, rest = parser.parse_known_args(argv)
+    if known.nproc is not None and known.nproc < 1:
+        raise ValueError(f"--nproc must be at least 1, got {known.nproc}")
+    return known.nproc, rest
+
+
+def _base_config(resume: str | None, config: str | None) -> dict[str, Any]:
+    """Defaults from --resume DIR/train_config.json, then --config FILE on top (section by section)."""
+    base: dict[str, Any] = {}
+    sources = []
+    if resume is not None:
+        path = Path(resume) / TRAIN_CONFIG
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"cannot resume: {path} does not exist; --resume takes the --out folder of an earlier `sae train` run"
+            )
+        sources.append(path)
+    if config is not None:
+        sources.append(Path(config))
+    for path in sources:
+        data = read_json(path)
+        unknown = sorted(set(data) - CONFIG_KEYS - IGNORED_KEYS)
+        if unknown:
+            raise ValueError(f"{path}: unknown key(s) {unknown}; a config file holds {sorted(CONFIG_KEYS)}")
+        if data.get("arch", base.get("arch")) != base.get("arch"):
+            base.pop("sae", None)  # another architecture's fields do not carry over
+        for key in sorted(CONFIG_KEYS & set(data)):
+            if key in ("sae", "train"):
+                if not isinstance(data[key], dict):
+                    raise ValueError(f"{path}: {key!r} must be a JSON object of field: value")
+                base[key] = {**base.get(key, {}), **data[key]}
+            else:
+                base[key] = data[key]
+        base["source"] = str(path)
+    return base
+
+
+def parse_train_args(argv: list[str]) -> dict[str, Any]:
+    """`sae train` arguments -> keyword arguments of `train_sae` (plus the dataset opened)."""
+    known = peek_options(argv, "--config", "--resume", "--arch")
+    base = _base_config(known.resume, known.config)
+    source = base.get("source", "defaults")
+    arch = known.arch or base.get("arch")
+
+    parser = argparse.ArgumentParser(
+        prog="sae train",
+        allow_abbrev=False,
+        description="Train an SAE (or a sweep: comma lists such as --k 16,32,64) on an activation dataset.",
+        epilog=None if arch else "Give --arch NAME --help to list that architecture's options.",
+    )
+    parser.add_argument(
+        "--acts",
+        default=base.get("acts"),
+        required="acts" not in base,
+        help="Activation dataset folder (manifest.json + shards).",
+    )
+    parser.add_argument(
+        "--arch",
+        default=arch,
+        required=arch is None,
+        help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
+    )
+    parser.add_argument(
+        "--out",
+        default=known.resume,
+        required=known.resume is None,
+        help="Run folder: the trained SAE(s), checkpoints, log.jsonl, train_config.json.",
+    )
+    parser.add_argument("--config", help="JSON file of defaults (the layout of train_config.json); flags override it.")
+    parser.add_argument("--resume", metavar="DIR", help="Continue the run in DIR from its last checkpoint.")
+    parser.add_argument(
+        "--d-in",
+        type=int,
+        default=base.get("d_in"),
+        help="Input width; default: the dataset's. Must match the dataset.",
+    )
+    parser.add_argument(
+        "--nproc",
+        type=int,
+        help="Data-parallel processes on this machine, started through torchrun "
+        "(gloo on CPU, nccl with one GPU each on CUDA); --batch-size stays the global batch.",
+    )
+    add_process_options(parser)
+    train_options = DataclassOptions(
+        parser.add_argument_group("training"), TrainConfig, defaults=base.get("train"), source=source
+    )
+    if arch is None:
+        parser.parse_args(argv)  # prints the help, or the error that --arch is required
+        raise ValueError("--arch is required")
+    config_class = architectures.get_architecture(arch).config_class
+    sae_options = DataclassOptions(
+        parser.add_argument_group(f"{arch} SAE (comma lists sweep)"),
+        config_class,
+        defaults=base.get("sae"),
+        source=source,
+        sweep=True,
+        skip=("d_in",),
+    )
+    args = parser.parse_args(argv)
+    apply_process_options(args)
+    if known.resume is not None and Path(args.out).resolve() != Path(known.resume).resolve():
+        raise ValueError(
+            f"--resume {known.resume} continues the run in that folder; drop --out {args.out} or make it the same"
+        )
+
+    dataset = ActivationDataset(args.acts)
+    d_in = args.d_in if args.d_in is not None else dataset.d_in
+    sweep = sae_options.values(args)
+    members = expand_sweep(sweep)
+    return {
+        "sae_configs": [(arch, config_class.from_dict({"d_in": d_in, **m})) for m in members],
+        "batches": dataset,
+        "cfg": TrainConfig(**train_options.values(args)),
+        "out": Path(args.out),
+        "names": sweep_names(members),
+        "resume": known.resume is not None,
+        "run_info": {"acts": str(args.acts), "arch": arch, "d_in": args.d_in, "sae": sweep},
+    }
+
+
+# --- sae eval ----------------------------------------------------------------------------
+def run_eval(args: argparse.Namespace) -> int:
+    dataset = ActivationDataset(args.acts)
+    sae = load_sae(args.sae, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    sae.eval()
+    if sae.cfg.d_in != dataset.d_in:
+        raise ValueError(
+            f"the SAE in {args.sae} takes d_in={sae.cfg.d_in} but the activations in {args.acts} "
+            f"have d_in={dataset.d_in}; evaluate it on activations from the hook it was trained on."
+        )
+    hook = (getattr(sae, "metadata", None) or {}).get("hook_name")
+    if hook and hook != dataset.hook_name:
+        print(
+            f"sae eval: warning: the SAE was trained on {hook!r}, the activations come from {dataset.hook_name!r}",
+            file=sys.stderr,
+        )
+    tokens = dataset.num_tokens if args.tokens is None else min(args.tokens, dataset.num_tokens)
+    result = evaluate_sae(sae, dataset.sequential(args.batch_size, max_tokens=tokens), max_tokens=tokens)
+    result = {**result, "acts": str(args.acts), "sae": str(args.sae), "hook_name": dataset.hook_name}
+    print(format_table(result))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        write_json(args.json, result, indent=1)
+        print(f"wrote {args.json}")
+    return 0
+
+
+# --- sae bench-synthetic -----------------------------------------------------------------
+def parse_bench_args(argv: list[str]) -> dict[str, Any]:
+    """`sae bench-synthetic` arguments -> keyword arguments of `run_benchmark` (plus json)."""
+    known = peek_options(argv, "--arch")
+    parser = argparse.ArgumentParser(
+        prog="sae bench-synthetic",
+        allow_abbrev=False,
+        description="Train an SAE with `sae train`'s trainer on planted ground-truth features and report MMCS, "
+        "the fraction of features recovered at cos > 0.9 and > 0.99, FVU and L0, as JSON.",
+        epilog=None if known.arch else "Give --arch NAME --help to list that architecture's options.",
+    )
+    parser.add_argument(
+        "--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}."
+    )
+    parser.add_argument("--json", help="Write the full result to this file (then only a one-line summary is printed).")
+    parser.add_argument("--out", help="Also save the trained SAE (and the run's log) in this folder.")
+    parser.add_argument(
+        "--data-seed",
+        type=int,
+        default=SyntheticConfig.seed,
+        help=f"Seed of the planted features and of the batch stream (default {SyntheticConfig.seed}).",
+    )
+    parser.add_argument(
+        "--eval-tokens", type=int, default=EVAL_TOKENS, help=f"Held-out samples for FVU and L0 (default {EVAL_TOKENS})."
+    )
+    parser.add_argument(
+        "--match-table",
+        action="store_true",
+        help="Include the per-feature match table (best latent and cosine of every planted feature).",
+    )
+    add_process_options(parser)
+    data_options = DataclassOptions(parser.add_argument_group("planted set"), SyntheticConfig, skip=("seed",))
+    train_defaults = {**BENCH_TRAIN, **BENCH_TRAIN_BY_ARCH.get(known.arch or "", {})}
+    train_options = DataclassOptions(
+        parser.add_argument_group("training"),
+        TrainConfig,
+        defaults=train_defaults,
+        source="sae.bench_synthetic.BENCH_TRAIN",
+    )
+    if known.arch is None:
+        parser.parse_args(argv)  # prints the help, or the error that --arch is required
+        raise ValueError("--arch is required")
+    config_class = architectures.get_architecture(known.arch).config_class
+    sae_options = DataclassOptions(
+        parser.add_argument_group(f"{known.arch} SAE"),
+        config_class,
+        defaults=BENCH_SAE.get(known.arch, {}),
+        source="sae.bench_synthetic.BENCH_SAE",
+        skip=("d_in",),
+    )
+    args = parser.parse_args(argv)
+    apply_process_options(args)
+    if args.eval_tokens <= 0:
+        raise ValueError(f"--eval-tokens must be positive, got {args.eval_tokens}")
+    data_cfg = SyntheticConfig(**data_options.values(args), seed=args.data_seed)
+    data_cfg.validate()
+    return {
+        "arch": args.arch,
+        "sae_cfg": config_class.from_dict({"d_in": data_cfg.d, **sae_options.values(args)}),
+        "train_cfg": TrainConfig(**train_options.values(args)),
+        "data_cfg": data_cfg,
+        "eval_tokens": args.eval_tokens,
+        "out": args.out,
+        "with_match_table": args.match_table,
+        "json": args.json,
+    }
+
+
+def run_bench(argv: list[str]) -> int:
+    request = parse_bench_args(argv)
+    json_path = request.pop("json")
+    result = run_benchmark(**request)
+    text = json.dumps(result, indent=1)
+    summary = {
+        k: result[k]
+        for k in ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds", "train_cpu_seconds")
+    }
+    print(json.dumps(summary) if json_path else text)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(text + "\n")
+        print(f"wrote {json_path}")
+    return 0
+
+
+# --- sae convert -------------------------------------------------------------------------
+def run_convert(args: argparse.Namespace) -> int:
+    sae = convert(args.src, args.src_format, args.dst, args.dst_format, force=args.force)
+    print(
+        f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} layout"
+    )
+    return 0
 
 
 if __name__ == "__main__":

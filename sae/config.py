@@ -1,337 +1,109 @@
-"""Typed dataclasses are the command line: one argparse option per field, one definition per option.
-
-A field `d_sae: int` becomes `--d-sae`; its help is `field(metadata={"help": ...})`; its default is
-the dataclass default (or a value from a JSON config file). Supported field types: int, float, str,
-bool (`--flag` / `--no-flag`), Literal[...] (choices), X | None (the text `none` gives None) and
-list[X] (comma-separated: `--group-sizes 64,192`).
-
-Sweeps: with `sweep=True`, a scalar field takes a comma list (`--k 16,32,64`) and parses to a list
-of values; `expand_sweep` turns a dict of such lists into one dict per combination and
-`sweep_names` names each (`k16`, `k32`, ...).
-"""
+"""The training config of SAEs: one typed dataclass, serialised to `train_config.json`, whose fields are
+the `sae train` options (sae.options renders them)."""
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
-import itertools
-import json
-import os
-import re
-import types
-import typing
-from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Literal
 
-_MISSING = dataclasses.MISSING
+from sae.options import field_specs
 
 
-@dataclass(frozen=True)
-class FieldSpec:
-    """What one dataclass field means on the command line.
+@dataclass
+class TrainConfig:
+    """How to train (shared by every SAE of a sweep). Sizes in tokens are counts of activation rows."""
 
-    kind: the scalar type (int, float, str, bool); choices: allowed values of a Literal field;
-    optional: None is allowed; is_list: the value is a list of `kind`.
-    """
-
-    name: str
-    kind: type
-    optional: bool
-    is_list: bool
-    choices: tuple[Any, ...] | None
-    default: Any
-    help: str
-
-    @property
-    def option(self) -> str:
-        return "--" + self.name.replace("_", "-")
-
-    @property
-    def required(self) -> bool:
-        return self.default is _MISSING
-
-
-def field_specs(cls: type) -> list[FieldSpec]:
-    """One FieldSpec per field of the dataclass `cls`, in declaration order.
-
-    Help: `field(metadata={"help": ...})`, else the field's sentence in a class docstring written
-    as "name: what it is. other_name: ..." (searched along the class hierarchy)."""
-    hints = typing.get_type_hints(cls)
-    documented = _docstring_help(cls)
-    specs = []
-    for f in dataclasses.fields(cls):
-        kind, optional, is_list, choices = _unwrap(hints[f.name], f"{cls.__name__}.{f.name}")
-        if f.default is not _MISSING:
-            default = f.default
-        elif f.default_factory is not _MISSING:
-            default = f.default_factory()
-        else:
-            default = _MISSING
-        help_text = f.metadata.get("help") or documented.get(f.name, "")
-        specs.append(FieldSpec(f.name, kind, optional, is_list, choices, default, help_text))
-    return specs
-
-
-def _docstring_help(cls: type) -> dict[str, str]:
-    """{field: text} from docstrings of the form "k: latents kept per token. aux_k: ..."."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    found: dict[str, str] = {}
-    for klass in cls.__mro__:
-        text = " ".join((klass.__dict__.get("__doc__") or "").split())
-        marks = sorted((m.start(), m.end(), m.group(1)) for m in re.finditer(rf"(?<![\w.])({'|'.join(names)}): ", text))
-        for (start, end, name), nxt in zip(marks, [m[0] for m in marks[1:]] + [len(text)]):
-            found.setdefault(name, text[end:nxt].strip())
-    return found
-
-
-def _unwrap(hint: Any, where: str) -> tuple[type, bool, bool, tuple[Any, ...] | None]:
-    """Type hint -> (scalar kind, optional, is_list, choices)."""
-    optional = False
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        args = [a for a in typing.get_args(hint) if a is not type(None)]
-        if len(args) != 1:
-            raise TypeError(f"{where}: only `X | None` unions can become options, got {hint}")
-        optional, hint, origin = True, args[0], typing.get_origin(args[0])
-    is_list = origin in (list, tuple)
-    if is_list:
-        hint = typing.get_args(hint)[0]
-        origin = typing.get_origin(hint)
-    if origin is Literal:
-        choices = typing.get_args(hint)
-        return type(choices[0]), optional, is_list, choices
-    if hint not in (int, float, str, bool):
-        raise TypeError(f"{where}: type {hint} cannot become a command-line option")
-    return hint, optional, is_list, None
-
-
-# --- values --------------------------------------------------------------------------------
-def parse_scalar(text: str, spec: FieldSpec) -> Any:
-    """Command-line text -> one value of the field's scalar kind (raises ValueError naming the option)."""
-    text = text.strip()
-    if spec.optional and text.lower() == "none":
-        return None
-    try:
-        if spec.kind is bool:
-            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
-            value: Any = text.lower() in ("true", "1", "yes")
-        else:
-            value = spec.kind(text)
-    except ValueError:
-        raise ValueError(f"{spec.option}: {text!r} is not a valid {spec.kind.__name__}") from None
-    if spec.choices is not None and value not in spec.choices:
-        raise ValueError(f"{spec.option}: {value!r} is not one of {list(spec.choices)}")
-    return value
-
-
-def parse_text(text: str, spec: FieldSpec) -> Any:
-    """Command-line text -> the field's value (a list for list fields: comma-separated items)."""
-    if spec.is_list:
-        if spec.optional and text.strip().lower() == "none":
-            return None
-        return [parse_scalar(item, spec) for item in text.split(",") if item.strip()]
-    return parse_scalar(text, spec)
-
-
-def check_value(value: Any, spec: FieldSpec, where: str) -> Any:
-    """Type-check a value from a JSON file; ints are accepted for float fields. Returns the value."""
-    if value is None:
-        if spec.optional:
-            return None
-        raise ValueError(f"{where}: field {spec.name!r} may not be null")
-    if spec.is_list:
-        if not isinstance(value, list):
-            raise ValueError(f"{where}: field {spec.name!r} must be a list of {spec.kind.__name__}, got {value!r}")
-        return [_check_scalar(v, spec, where) for v in value]
-    return _check_scalar(value, spec, where)
-
-
-def _check_scalar(value: Any, spec: FieldSpec, where: str) -> Any:
-    ok = isinstance(value, spec.kind) and not (spec.kind is int and isinstance(value, bool))
-    if spec.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value, ok = float(value), True
-    if not ok:
-        raise ValueError(f"{where}: field {spec.name!r} must be {spec.kind.__name__}, got {value!r}")
-    if spec.choices is not None and value not in spec.choices:
-        raise ValueError(f"{where}: field {spec.name!r} must be one of {list(spec.choices)}, got {value!r}")
-    return value
-
-
-def sweep_values(value: Any, spec: FieldSpec, where: str) -> list[Any]:
-    """A JSON value of a sweepable field -> its list of sweep values.
-
-    Scalar fields: a scalar is one value, a list is a sweep. List fields: a list is one value,
-    a list of lists is a sweep."""
-    is_sweep = isinstance(value, list) and (
-        not spec.is_list or (bool(value) and all(isinstance(v, list) for v in value))
+    batch_size: int = field(
+        default=4096, metadata={"help": "Tokens per optimizer step: the global batch, split across ranks."}
     )
-    values = value if is_sweep else [value]
-    if not values:
-        raise ValueError(f"{where}: field {spec.name!r} has an empty sweep list")
-    return [check_value(v, spec, where) for v in values]
+    steps: int | None = field(default=None, metadata={"help": "Optimizer steps; none: one pass over the dataset."})
+    lr: float | None = field(
+        default=None,
+        metadata={
+            "help": "Adam learning rate; none: 3e-3 * sqrt(2^14 / d_sae) * sqrt(256 / d_in) per SAE, at most 1e-2 (6e-3 at 4096 latents on 256-wide inputs)."
+        },
+    )
+    lr_warmup_steps: int = field(default=0, metadata={"help": "Steps of linear learning-rate warm-up from 0."})
+    lr_decay: Literal["none", "linear", "cosine"] = field(
+        default="linear", metadata={"help": "Learning-rate decay to 0 over the last lr_decay_fraction of the steps."}
+    )
+    lr_decay_fraction: float = field(
+        default=0.2, metadata={"help": "Fraction of the run (at its end) over which the learning rate decays."}
+    )
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam beta1."})
+    adam_beta2: float = field(default=0.999, metadata={"help": "Adam beta2."})
+    adam_eps: float = field(default=1e-8, metadata={"help": "Adam epsilon."})
+    grad_clip_norm: float | None = field(
+        default=None, metadata={"help": "Clip each SAE's gradient to this global L2 norm; none: no clipping."}
+    )
+    seed: int = field(default=0, metadata={"help": "Seed of the SAE initialisation and of the data shuffle."})
+    device: str = field(
+        default="auto",
+        metadata={
+            "help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK."
+        },
+    )
+    dtype: Literal["float32", "float64", "bfloat16"] = field(
+        default="float32", metadata={"help": "Parameter and activation dtype."}
+    )
+    autocast: Literal["none", "bfloat16", "float16"] = field(
+        default="none",
+        metadata={"help": "Autocast dtype of the training forward pass (float16 adds a gradient scaler)."},
+    )
+    selection_dtype: Literal["auto", "float32", "bfloat16"] = field(
+        default="auto",
+        metadata={
+            "help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."
+        },
+    )
+    b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(
+        default="geometric_median", metadata={"help": "Decoder-bias initialisation from the first init_tokens tokens."}
+    )
+    normalize_activations: bool = field(
+        default=True,
+        metadata={"help": "Train on x * s with s set so that E||x s||^2 = d_in; s is folded into the saved weights."},
+    )
+    init_tokens: int = field(
+        default=65536,
+        metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."},
+    )
+    dead_window_tokens: int = field(
+        default=10_000_000, metadata={"help": "A latent is dead when it has not fired in this many tokens."}
+    )
+    resample_steps: list[int] = field(
+        default_factory=list,
+        metadata={"help": "Steps at which dead latents are resampled (architectures with resample_dead: relu)."},
+    )
+    checkpoint_every: int = field(
+        default=1000, metadata={"help": "Write a checkpoint every this many steps (0: only at the end)."}
+    )
+    log_every: int = field(default=10, metadata={"help": "Log metrics every this many steps."})
+    shuffle_buffer: int = field(
+        default=2**18, metadata={"help": "Rows of the activation dataset shuffled together (0: file order)."}
+    )
 
-
-# --- argparse ------------------------------------------------------------------------------
-class DataclassOptions:
-    """The options of one dataclass on an argparse parser (or argument group).
-
-    defaults: values that replace the dataclass defaults (e.g. from a JSON config file named by
-    `source`); a field with no default at all becomes a required option.
-    sweep: every field parses to a list of values. Scalar fields take comma lists (`--k 16,32`);
-    bool and list fields take one value on the command line, and a sweep from `defaults`
-    (a list of values for a scalar field, a list of lists for a list field).
-    """
-
-    def __init__(
-        self,
-        parser: argparse.ArgumentParser | argparse._ArgumentGroup,
-        cls: type,
-        *,
-        defaults: Mapping[str, Any] | None = None,
-        source: str = "defaults",
-        sweep: bool = False,
-        skip: tuple[str, ...] = (),
-    ):
-        self.cls, self.sweep = cls, sweep
-        self.specs = [s for s in field_specs(cls) if s.name not in skip]
-        known = {s.name for s in self.specs}
-        unknown = sorted(set(defaults or {}) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown field(s) {unknown} for {cls.__name__}; valid fields: {sorted(known)}")
-        self._defaults: dict[str, Any] = {}
-        for spec in self.specs:
-            if defaults and spec.name in defaults:
-                raw = defaults[spec.name]
-                default = sweep_values(raw, spec, source) if sweep else check_value(raw, spec, source)
-            elif spec.default is _MISSING:
-                default = _MISSING
-            else:
-                default = [spec.default] if sweep else spec.default
-            self._defaults[spec.name] = default
-            self._add(parser, spec, default)
-
-    def _sweepable(self, spec: FieldSpec) -> bool:
-        return self.sweep and not spec.is_list and spec.kind is not bool
-
-    def _add(self, parser: Any, spec: FieldSpec, default: Any) -> None:
-        help_text = spec.help + (" Comma list to sweep." if self._sweepable(spec) else "")
-        if spec.choices is not None:
-            help_text += f" One of: {', '.join(map(str, spec.choices))}."
-        kwargs: dict[str, Any] = {"dest": spec.name, "help": help_text}
-        if default is _MISSING:
-            kwargs["required"] = True
-        else:
-            kwargs["default"] = default
-            kwargs["help"] += f" (default: {_show(default, self.sweep)})"
-        if spec.kind is bool and not spec.is_list and not spec.optional:
-            parser.add_argument(spec.option, action=argparse.BooleanOptionalAction, **kwargs)
-            return
-        kwargs["metavar"] = spec.kind.__name__.upper() + ("[,...]" if spec.is_list or self._sweepable(spec) else "")
-        kwargs["type"] = _converter(spec, self._sweepable(spec))
-        parser.add_argument(spec.option, **kwargs)
-
-    def values(self, namespace: argparse.Namespace) -> dict[str, Any]:
-        """Parsed values by field name; with sweep=True, each a list of sweep values."""
-        out = {}
-        for spec in self.specs:
-            value = getattr(namespace, spec.name)
-            given = value is not self._defaults[spec.name]
-            out[spec.name] = [value] if self.sweep and given and not self._sweepable(spec) else value
-        return out
-
-
-def _show(value: Any, sweep: bool) -> str:
-    if sweep and len(value) == 1:
-        value = value[0]
-    text = ",".join(map(str, value)) if isinstance(value, list) else str(value)
-    return text.replace("%", "%%")
-
-
-def _converter(spec: FieldSpec, sweepable: bool):
-    def convert(text: str) -> Any:
-        try:
-            if sweepable:
-                return [parse_scalar(item, spec) for item in text.split(",")]
-            return parse_text(text, spec)
-        except ValueError as err:
-            raise argparse.ArgumentTypeError(str(err)) from None
-
-    convert.__name__ = spec.kind.__name__  # argparse names the type in its error messages
-    return convert
-
-
-def expand_sweep(values: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
-    """{"k": [16, 32], "d_sae": [4096]} -> [{"k": 16, "d_sae": 4096}, {"k": 32, "d_sae": 4096}].
-
-    The cartesian product, first field varying slowest."""
-    names = list(values)
-    return [dict(zip(names, combo)) for combo in itertools.product(*(values[n] for n in names))]
-
-
-def sweep_names(members: list[dict[str, Any]]) -> list[str]:
-    """A short folder name per sweep member from the fields that vary: "k16", "d_sae2048-k16".
-
-    A single member gets the name ""."""
-    if len(members) <= 1:
-        return [""] * len(members)
-    varying = [n for n in members[0] if len({json.dumps(m[n]) for m in members}) > 1]
-    return ["-".join(f"{n}{_name_part(m[n])}" for n in varying) for m in members]
-
-
-def _name_part(value: Any) -> str:
-    if isinstance(value, list):
-        return "_".join(map(str, value))
-    return str(value)
-
-
-def from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    """Build dataclass `cls` from a JSON dict, refusing unknown fields and wrong types by name."""
-    specs = {s.name: s for s in field_specs(cls)}
-    unknown = sorted(set(values) - set(specs))
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {unknown}; valid fields: {sorted(specs)}")
-    missing = sorted(n for n, s in specs.items() if s.required and n not in values)
-    if missing:
-        raise ValueError(f"{where}: missing required field(s) {missing}")
-    return cls(**{n: check_value(v, specs[n], where) for n, v in values.items()})
-
-
-# --- files ---------------------------------------------------------------------------------
-def read_json(path: str | os.PathLike) -> dict[str, Any]:
-    """A JSON object from a file, with errors that name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist; check the path.")
-    try:
-        data = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err}); fix the file.") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, got {type(data).__name__}.")
-    return data
-
-
-def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
-    """Write JSON so that readers see either the old file or the whole new one."""
-    path = Path(path)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
-
-
-__all__ = [
-    "DataclassOptions",
-    "FieldSpec",
-    "check_value",
-    "expand_sweep",
-    "field_specs",
-    "from_dict",
-    "parse_text",
-    "read_json",
-    "sweep_names",
-    "sweep_values",
-    "write_json_atomic",
-]
+    def validate(self) -> None:
+        """Raise ValueError naming the field when a value is out of range."""
+        positive = {
+            "batch_size": self.batch_size,
+            "log_every": self.log_every,
+            "init_tokens": self.init_tokens,
+            "dead_window_tokens": self.dead_window_tokens,
+            "steps": self.steps or 1,
+            "lr": self.lr or 1,
+        }
+        for name, value in positive.items():
+            if value <= 0:
+                raise ValueError(f"TrainConfig.{name} must be positive, got {value}")
+        for name in ("lr_warmup_steps", "checkpoint_every", "shuffle_buffer"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"TrainConfig.{name} must be >= 0, got {getattr(self, name)}")
+        if not 0 <= self.lr_decay_fraction <= 1:
+            raise ValueError(f"TrainConfig.lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
+        if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
+            raise ValueError(f"TrainConfig.grad_clip_norm must be positive or none, got {self.grad_clip_norm}")
+        for spec in field_specs(TrainConfig):  # the CLI checks these too; the Python API comes here
+            if spec.choices is not None and getattr(self, spec.name) not in spec.choices:
+                raise ValueError(
+                    f"TrainConfig.{spec.name} must be one of {list(spec.choices)}, got {getattr(self, spec.name)!r}"
+                )

@@ -143,15 +143,18 @@ class Ranks:
             dist.barrier()
 
 
+SINGLE_PROCESS = Ranks()  # rank 0 of 1: no torch.distributed
+
+
 def environment_ranks() -> Ranks:
     """Ranks from the variables torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK); one rank without them."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return Ranks()
+        return SINGLE_PROCESS
     return Ranks(rank=int(os.environ["RANK"]), world_size=world_size, local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def resolve_device(name: str, ranks: Ranks = Ranks()) -> torch.device:
+def resolve_device(name: str, ranks: Ranks = SINGLE_PROCESS) -> torch.device:
     """torch device of `--device`: auto (cuda when present, else cpu), cpu, cuda or cuda:N.
 
     With several ranks, auto and cuda mean cuda:LOCAL_RANK (one GPU per process)."""

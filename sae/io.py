@@ -18,7 +18,6 @@ encoder (same features, unit-norm decoder rows). Loading never unpickles: JSON a
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import tempfile
@@ -338,25 +337,3 @@ def convert(
     else:
         save_sae(sae, dst)
     return sae
-
-
-def _run_convert(args: argparse.Namespace) -> int:
-    sae = convert(args.src, args.src_format, args.dst, args.dst_format, force=args.force)
-    print(
-        f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} layout"
-    )
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("convert", help="convert an SAE between the SAELens and sparsify layouts")
-    parser.add_argument(
-        "--from", dest="src_format", choices=["saelens", "sparsify"], required=True, help="layout of SRC"
-    )
-    parser.add_argument("src", metavar="SRC", help="SAE folder to read")
-    parser.add_argument(
-        "--to", dest="dst_format", choices=["saelens", "sparsify"], required=True, help="layout to write"
-    )
-    parser.add_argument("dst", metavar="DST", help="folder to write")
-    parser.add_argument("--force", action="store_true", help="overwrite an SAE already in DST")
-    parser.set_defaults(run=_run_convert)

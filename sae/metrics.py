@@ -22,12 +22,8 @@ one-pass formula sum x^2 - (sum x)^2 / n without its cancellation.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -193,48 +189,3 @@ def format_table(result: dict[str, Any]) -> str:
         text = f"{int(value)}" if key == "num_tokens" else f"{value:.6g}"
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    from sae.data import ActivationDataset
-    from sae.io import load_sae
-
-    dataset = ActivationDataset(args.acts)
-    sae = load_sae(args.sae, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    sae.eval()
-    if sae.cfg.d_in != dataset.d_in:
-        raise ValueError(
-            f"the SAE in {args.sae} takes d_in={sae.cfg.d_in} but the activations in {args.acts} "
-            f"have d_in={dataset.d_in}; evaluate it on activations from the hook it was trained on."
-        )
-    hook = (getattr(sae, "metadata", None) or {}).get("hook_name")
-    if hook and hook != dataset.hook_name:
-        print(
-            f"sae eval: warning: the SAE was trained on {hook!r}, the activations come from {dataset.hook_name!r}",
-            file=sys.stderr,
-        )
-    tokens = dataset.num_tokens if args.tokens is None else min(args.tokens, dataset.num_tokens)
-    result = evaluate_sae(sae, dataset.sequential(args.batch_size, max_tokens=tokens), max_tokens=tokens)
-    result = {**result, "acts": str(args.acts), "sae": str(args.sae), "hook_name": dataset.hook_name}
-    print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "eval",
-        help="reconstruction metrics of an SAE on an activation dataset",
-        description="Stream an activation dataset through an SAE and report FVU, explained "
-        "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.",
-    )
-    p.add_argument("--acts", required=True, help="activation dataset folder (manifest.json + shards)")
-    p.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
-    p.add_argument("--json", help="write the metrics as flat-key JSON to this file")
-    p.add_argument("--tokens", type=int, help="evaluate the first N tokens (default: all)")
-    p.add_argument("--batch-size", type=int, default=4096, help="tokens per forward pass (default 4096)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.set_defaults(run=run_eval)

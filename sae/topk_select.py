@@ -13,7 +13,8 @@ can be ruled out cheaply. For each row, while it sits in the L1 cache:
 3. collect the elements >= t of those groups (typically k to 2k of them) and move the k largest
    to the front by quickselect.
 
-The kernel is compiled by numba and runs without the GIL on row ranges split across threads. The
+The kernel is compiled by numba and runs without the GIL on row ranges split across threads; where
+numba is not installed (it can lag a new Python release), every call goes to `torch.topk`. The
 result is exact: the same values as `torch.topk` (among equal values the chosen indices may
 differ, as they may between torch's own kernels). Anything the kernel does not cover (CUDA
 tensors, dtypes other than float32/float64/bfloat16, rows narrower than 4k) goes to `torch.topk`.
@@ -26,16 +27,26 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 
-import numba
 import numpy as np
 import torch
 from torch import Tensor
+
+try:
+    import numba
+except ImportError:
+    numba = None  # the kernels below stay plain Python and are never called: torch.topk serves
+
+
+def _compiled(**options):
+    """numba.njit(**options) where numba is installed, else the function as it is."""
+    return numba.njit(nogil=True, cache=True, **options) if numba is not None else (lambda function: function)
+
 
 GROUPS_PER_K = 4  # groups per row as a multiple of k: more groups, fewer candidates to collect
 _MIN_ROWS_PER_THREAD = 64
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_compiled(inline="always")
 def _elementwise_max(acc: np.ndarray, has_nan: np.ndarray, values: np.ndarray) -> None:
     """acc[i] = max(acc[i], values[i]); has_nan[i] |= values[i] is NaN (vectorised; NaN never wins the max)."""
     for i in range(values.shape[0]):
@@ -44,7 +55,7 @@ def _elementwise_max(acc: np.ndarray, has_nan: np.ndarray, values: np.ndarray) -
         has_nan[i] |= v != v
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled()
 def _move_largest_first(values: np.ndarray, columns: np.ndarray, count: int, k: int) -> None:
     """Quickselect: reorder values[:count] (and columns alongside) so its k largest come first."""
     lo, hi = 0, count - 1
@@ -69,7 +80,7 @@ def _move_largest_first(values: np.ndarray, columns: np.ndarray, count: int, k: 
             break
 
 
-@numba.njit(nogil=True, cache=True, inline="always")
+@_compiled(inline="always")
 def _select_row(row, groups, out_row, maxima, nan_in_group, ranked, group_ids, values, columns) -> bool:
     """out_row = columns of the k = out_row.shape[0] largest entries of row [d]; returns whether the
     row holds NaN (its selection is then meaningless). The other arrays are scratch space."""
@@ -103,7 +114,7 @@ def _select_row(row, groups, out_row, maxima, nan_in_group, ranked, group_ids, v
     return nan_in_group.any()
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled()
 def _topk_rows(pre: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int, stop: int) -> None:
     """out[i] = columns of the k = out.shape[1] largest entries of pre[i] (float32 or float64), for
     rows start..stop-1; has_nan[i] = whether the row holds NaN."""
@@ -115,7 +126,7 @@ def _topk_rows(pre: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarra
         has_nan[i] = _select_row(pre[i], groups, out[i], maxima, nan_in_group, ranked, group_ids, values, columns)
 
 
-@numba.njit(nogil=True, cache=True)
+@_compiled()
 def _topk_rows_bfloat16(
     bits: np.ndarray, groups: int, out: np.ndarray, has_nan: np.ndarray, start: int, stop: int
 ) -> None:
@@ -147,7 +158,8 @@ def _thread_pool(workers: int) -> ThreadPoolExecutor:
 def kernel_applies(pre: Tensor, k: int) -> bool:
     """Whether `topk_indices` runs the group kernel on pre [n, d] (else it calls torch.topk)."""
     return (
-        pre.device.type == "cpu"
+        numba is not None
+        and pre.device.type == "cpu"
         and pre.dtype in (torch.float32, torch.float64, torch.bfloat16)
         and pre.ndim == 2
         and pre.shape[1] >= GROUPS_PER_K * k

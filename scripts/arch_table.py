@@ -39,10 +39,12 @@ from typing import Any
 import numpy as np
 import torch
 from sae.architectures import ARCHITECTURES, SAE, SAEConfig, get_architecture
-from sae.config import field_specs, parse_text
+from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.metrics import evaluate_sae
-from sae.train import TrainConfig, default_lr, train_sae
+from sae.options import field_specs, parse_text
+from sae.schedule import default_lr
+from sae.train import train_sae
 from torch import Tensor
 
 ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")

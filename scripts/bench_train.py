@@ -38,9 +38,11 @@ sys.path.insert(0, str(PEER_DIR))
 from common import TimedBatches, steady_rate  # noqa: E402  (shared with the peer runners)
 from sae.architectures.base import TrainState  # noqa: E402
 from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
-from sae.data import ActivationDataset  # noqa: E402
+from sae.config import TrainConfig
+from sae.data import ActivationDataset
 from sae.distributed import resolve_device  # noqa: E402
-from sae.train import TrainConfig, keep_freed_memory, resolve_selection_dtype, train_sae  # noqa: E402
+from sae.hardware import keep_freed_memory, resolve_selection_dtype
+from sae.train import train_sae
 
 PEERS = ("sparsify", "saelens", "dictionary_learning")
 

@@ -34,9 +34,10 @@ from interp.evaluate import batched_windows, evaluate_splice, model_corpus
 from interp.model import load_model
 from plotly.subplots import make_subplots
 from sae.architectures import get_architecture
+from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.metrics import evaluate_sae
-from sae.train import TrainConfig, train_sae
+from sae.train import train_sae
 
 DEMO_MODEL = Path("artifacts/demo/model")
 DEMO_ACTS = Path("artifacts/demo/activations")

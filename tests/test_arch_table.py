@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sae.data import ActivationDataset, ActivationWriter
+from sae.data import ActivationDataset
 from sae.io import load_sae
+from sae.writer import ActivationWriter
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "arch_table.py"
 spec = importlib.util.spec_from_file_location("arch_table", SCRIPT)

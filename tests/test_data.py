@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sae.data import ActivationDataset, ActivationWriter
+from sae.data import ActivationDataset
+from sae.writer import ActivationWriter
 from safetensors.torch import load_file
 
 CTX = 8
@@ -152,16 +153,19 @@ def test_crashed_capture_resumes_to_the_same_dataset(tmp_path):
     acts = torch.randn(400, 4, generator=torch.Generator().manual_seed(4))
     write(tmp_path / "clean", acts)
     path = tmp_path / "crashed"
-    with pytest.raises(RuntimeError, match="killed"), ActivationWriter(
-        path,
-        d_in=4,
-        dtype="float32",
-        hook_name="blocks.0.hook_mlp_out",
-        model_id="toy",
-        context_length=CTX,
-        tokens_per_shard=64,
-        metadata={"seed": 3},
-    ) as w:
+    with (
+        pytest.raises(RuntimeError, match="killed"),
+        ActivationWriter(
+            path,
+            d_in=4,
+            dtype="float32",
+            hook_name="blocks.0.hook_mlp_out",
+            model_id="toy",
+            context_length=CTX,
+            tokens_per_shard=64,
+            metadata={"seed": 3},
+        ) as w,
+    ):
         w.add(acts[:150], torch.arange(150))
         raise RuntimeError("killed")
     (path / "acts-00002.safetensors.tmp").write_bytes(b"half a shard")  # a write cut short
@@ -430,9 +434,12 @@ def test_odd_numbers_of_16_bit_values_keep_every_tensor_aligned(tmp_path, dtype,
 
 
 def test_leaving_by_an_exception_leaves_no_temp_file(tmp_path):
-    with pytest.raises(RuntimeError, match="killed"), ActivationWriter(
-        tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=64
-    ) as w:
+    with (
+        pytest.raises(RuntimeError, match="killed"),
+        ActivationWriter(
+            tmp_path, d_in=4, dtype="float32", hook_name="h", model_id="m", context_length=CTX, tokens_per_shard=64
+        ) as w,
+    ):
         w.add(torch.randn(100, 4), torch.arange(100))
         raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["acts-00000.safetensors", "manifest.json"]

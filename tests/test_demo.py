@@ -14,8 +14,8 @@ from interp.capture import run_capture
 from interp.demo import STEPS, DemoConfig, run_demo
 from interp.model import ModelConfig, load_model
 from interp.model_training import TrainConfig
+from sae.config import TrainConfig as SAETrainConfig
 from sae.data import ActivationDataset
-from sae.train import TrainConfig as SAETrainConfig
 
 HOOK_WIDTHS = {"blocks.0.mlp.hook_post": 64, "blocks.0.hook_resid_post": 32}
 ALL_STEPS = [step.name for step in STEPS]

@@ -10,9 +10,12 @@ import pytest
 import sae.architectures as architectures
 import torch
 from sae.architectures import TrainState
+from sae.checkpoint import latest_checkpoint
+from sae.config import TrainConfig
 from sae.distributed import Ranks
+from sae.feed import BatchFeed
 from sae.kernels import gather_rows_dot
-from sae.train import TrainConfig, _Feed, latest_checkpoint, train_sae
+from sae.train import train_sae
 
 D_IN, D_SAE = 16, 64
 
@@ -55,9 +58,7 @@ def test_float16_scaler_state_resumes_exactly(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.amp, "GradScaler", lambda device: plain_scaler(device, growth_interval=2))
     batches = list(data(12 * 128, seed=2).split(128))
     arch = ("relu", architectures.get_architecture("relu").config_class.from_dict({"d_in": D_IN, "d_sae": D_SAE}))
-    cfg = TrainConfig(
-        batch_size=128, steps=12, checkpoint_every=4, log_every=4, init_tokens=256, threads=1, autocast="float16"
-    )
+    cfg = TrainConfig(batch_size=128, steps=12, checkpoint_every=4, log_every=4, init_tokens=256, autocast="float16")
     full = train_sae([arch], batches, cfg, tmp_path / "full", progress=False)[0]
 
     def dies_at(n):
@@ -83,8 +84,8 @@ def test_float16_scaler_state_resumes_exactly(tmp_path, monkeypatch):
 def test_background_reader_keeps_order_positions_and_errors():
     batches = list(data(6 * 32, seed=3).split(32))
     cfg = TrainConfig(batch_size=32)
-    plain = _Feed(batches, cfg, Ranks(), None)
-    ahead = _Feed(batches, cfg, Ranks(), None, prefetch=True)
+    plain = BatchFeed(batches, cfg, Ranks(), None)
+    ahead = BatchFeed(batches, cfg, Ranks(), None, prefetch=True)
     assert len(ahead.peek(2)) == 2
     for _ in range(6):
         a, b = plain.next(), ahead.next()
@@ -95,7 +96,7 @@ def test_background_reader_keeps_order_positions_and_errors():
         yield batches[0]
         raise OSError("disk went away")
 
-    feed = _Feed(broken(), cfg, Ranks(), None, prefetch=True)
+    feed = BatchFeed(broken(), cfg, Ranks(), None, prefetch=True)
     assert torch.equal(feed.next()[0], batches[0])
     with pytest.raises(OSError, match="disk went away"):
         feed.next()

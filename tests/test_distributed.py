@@ -22,10 +22,13 @@ from sae.architectures.gated import GatedConfig
 from sae.architectures.jumprelu import JumpReLUConfig
 from sae.architectures.relu import ReLUConfig, ReLUSAE
 from sae.architectures.topk import TopKConfig
+from sae.checkpoint import latest_checkpoint
 from sae.cli import main as sae_main
-from sae.data import ActivationDataset, ActivationWriter
+from sae.config import TrainConfig
+from sae.data import ActivationDataset
 from sae.distributed import Ranks, resolve_device
-from sae.train import TrainConfig, latest_checkpoint, train_sae
+from sae.train import train_sae
+from sae.writer import ActivationWriter
 from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +65,6 @@ def config(**overrides) -> TrainConfig:
         log_every=4,
         checkpoint_every=4,
         init_tokens=2 * BATCH,
-        threads=1,
         shuffle_buffer=256,
         dead_window_tokens=3 * BATCH,
         lr=3e-3,
@@ -130,14 +132,14 @@ def train_job(ranks: Ranks, acts: str, out: str | None, cfg: TrainConfig, saes, 
 
 def crashing_job(ranks: Ranks, acts: str, out: str, cfg: TrainConfig, saes, crash_at: int):
     """As train_job, but every rank's data stops with an error when batch `crash_at` is asked for."""
-    plain_next = sae.train._Feed.next
+    plain_next = sae.feed.BatchFeed.next
 
     def next_or_crash(self):
         if self.read == crash_at:
             raise KeyboardInterrupt
         return plain_next(self)
 
-    sae.train._Feed.next = next_or_crash
+    sae.feed.BatchFeed.next = next_or_crash
     return train_job(ranks, acts, out, cfg, saes)
 
 

@@ -170,8 +170,9 @@ def test_sae_eval_cli_writes_flat_json(tmp_path, capsys):
 
     from sae.architectures import build_sae
     from sae.cli import main
-    from sae.data import ActivationDataset, ActivationWriter
+    from sae.data import ActivationDataset
     from sae.io import save_sae
+    from sae.writer import ActivationWriter
 
     g = torch.Generator().manual_seed(11)
     sae = build_sae("topk", d_in=8, d_sae=32, k=4)

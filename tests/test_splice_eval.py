@@ -240,7 +240,23 @@ def model_folder(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("eval")
     text = root / "corpus.jsonl"
-    words = ["the", "cat", "sat", "on", "a", "mat", "while", "dogs", "ran", "far", "and", "wide", "under", "blue", "skies"]
+    words = [
+        "the",
+        "cat",
+        "sat",
+        "on",
+        "a",
+        "mat",
+        "while",
+        "dogs",
+        "ran",
+        "far",
+        "and",
+        "wide",
+        "under",
+        "blue",
+        "skies",
+    ]
     g = torch.Generator().manual_seed(0)
     lines = [" ".join(words[int(i)] for i in torch.randint(0, len(words), (60,), generator=g)) for _ in range(60)]
     text.write_text("".join(json.dumps({"text": line}) + "\n" for line in lines))

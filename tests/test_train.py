@@ -19,17 +19,13 @@ import pytest
 import sae.architectures as architectures
 import torch
 from sae.architectures.topk import TopKConfig, TopKSAE
+from sae.checkpoint import config_differences, latest_checkpoint
 from sae.cli import main as sae_main
-from sae.data import ActivationDataset, ActivationWriter
-from sae.train import (
-    TrainConfig,
-    activation_scale,
-    config_differences,
-    geometric_median,
-    latest_checkpoint,
-    lr_factor,
-    train_sae,
-)
+from sae.config import TrainConfig
+from sae.data import ActivationDataset
+from sae.schedule import lr_factor
+from sae.train import activation_scale, geometric_median, train_sae
+from sae.writer import ActivationWriter
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,7 +45,7 @@ def batch_list(num: int, seed: int = 0) -> list[torch.Tensor]:
 
 
 def small_cfg(**overrides) -> TrainConfig:
-    base = dict(batch_size=BATCH, steps=12, log_every=4, checkpoint_every=4, init_tokens=2 * BATCH, threads=1)
+    base = dict(batch_size=BATCH, steps=12, log_every=4, checkpoint_every=4, init_tokens=2 * BATCH)
     return TrainConfig(**{**base, **overrides})
 
 
@@ -614,7 +610,7 @@ def test_cli_config_file_with_an_unknown_key_names_the_file(tmp_path, capsys):
 def test_freed_step_temporaries_stay_in_the_heap():
     import ctypes
 
-    from sae.train import keep_freed_memory
+    from sae.hardware import keep_freed_memory
 
     class MallInfo2(ctypes.Structure):
         _fields_ = [
@@ -643,7 +639,7 @@ def test_freed_step_temporaries_stay_in_the_heap():
 
 
 def test_default_learning_rate_scales_with_width_and_input_size():
-    from sae.train import default_lr
+    from sae.schedule import default_lr
 
     assert default_lr(2**14, 256) == pytest.approx(3e-3)
     assert default_lr(4096, 256) == pytest.approx(6e-3)
@@ -652,23 +648,25 @@ def test_default_learning_rate_scales_with_width_and_input_size():
 
 
 def test_selection_dtype_resolution(monkeypatch):
-    import sae.train as train
+    import sae.hardware as hardware
 
     cpu = torch.device("cpu")
-    monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
-    assert train.native_bfloat16_matmul(cpu)
-    assert train.resolve_selection_dtype(TrainConfig(), cpu) is torch.bfloat16
-    assert train.resolve_selection_dtype(TrainConfig(dtype="float64"), cpu) is None  # float64 asks for precision
-    assert train.resolve_selection_dtype(TrainConfig(selection_dtype="float32"), cpu) is None  # the parameter dtype
-    monkeypatch.setattr(train, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))  # bfloat16 would be emulated
-    assert not train.native_bfloat16_matmul(cpu)
-    assert train.resolve_selection_dtype(TrainConfig(), cpu) is None
-    assert train.resolve_selection_dtype(TrainConfig(selection_dtype="bfloat16"), cpu) is torch.bfloat16
-    assert train.resolve_selection_dtype(TrainConfig(dtype="float64", selection_dtype="float32"), cpu) is torch.float32
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f", "avx512_bf16"}))
+    assert hardware.native_bfloat16_matmul(cpu)
+    assert hardware.resolve_selection_dtype(TrainConfig(), cpu) is torch.bfloat16
+    assert hardware.resolve_selection_dtype(TrainConfig(dtype="float64"), cpu) is None  # float64 asks for precision
+    assert hardware.resolve_selection_dtype(TrainConfig(selection_dtype="float32"), cpu) is None  # the parameter dtype
+    monkeypatch.setattr(hardware, "cpu_flags", lambda: frozenset({"avx2", "avx512f"}))  # bfloat16 would be emulated
+    assert not hardware.native_bfloat16_matmul(cpu)
+    assert hardware.resolve_selection_dtype(TrainConfig(), cpu) is None
+    assert hardware.resolve_selection_dtype(TrainConfig(selection_dtype="bfloat16"), cpu) is torch.bfloat16
+    assert (
+        hardware.resolve_selection_dtype(TrainConfig(dtype="float64", selection_dtype="float32"), cpu) is torch.float32
+    )
 
 
 def test_cpu_flags_come_from_the_flags_line(tmp_path):
-    from sae.train import cpu_flags
+    from sae.hardware import cpu_flags
 
     fake = tmp_path / "cpuinfo"
     fake.write_text(

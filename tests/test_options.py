@@ -3,21 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
-from sae.config import (
-    DataclassOptions,
-    expand_sweep,
-    field_specs,
-    from_dict,
-    read_json,
-    sweep_names,
-    sweep_values,
-    write_json_atomic,
-)
+from sae.options import DataclassOptions, expand_sweep, field_specs, from_dict, sweep_names, sweep_values
 
 
 @dataclass
@@ -186,20 +176,6 @@ def test_from_dict_refuses_unknown_and_missing_fields():
         from_dict(Example, {"width": 3, "size": 1}, "f.json")
     with pytest.raises(ValueError, match=r"f.json: missing required field\(s\) \['width'\]"):
         from_dict(Example, {}, "f.json")
-
-
-def test_json_files(tmp_path):
-    path = tmp_path / "cfg.json"
-    write_json_atomic(path, {"a": [1, 2]})
-    assert read_json(path) == {"a": [1, 2]} and [p.name for p in tmp_path.iterdir()] == ["cfg.json"]
-    with pytest.raises(FileNotFoundError, match="missing.json does not exist"):
-        read_json(tmp_path / "missing.json")
-    path.write_text("{not json")
-    with pytest.raises(ValueError, match="cfg.json is not valid JSON"):
-        read_json(path)
-    path.write_text(json.dumps([1]))
-    with pytest.raises(ValueError, match="must hold a JSON object"):
-        read_json(path)
 
 
 def test_real_architecture_config_parses_to_a_valid_config():

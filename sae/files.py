@@ -1,0 +1,70 @@
+"""Files on disk: atomic writes (readers see the old file or the whole new one) and JSON reads whose
+errors name the file and the fix. Used by every artifact writer of `sae` and `interp`."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+TMP_SUFFIX = ".tmp"  # every temp file ends so; a reader of a folder skips (or removes) them
+
+
+def temp_path(path: str | os.PathLike) -> Path:
+    """A hidden name beside `path` for the file that will replace it (unique to this process)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
+    """Call `write(tmp)` on a temp file beside `path`, then rename it over `path`.
+
+    durable: fsync the file before the rename and the folder after it, so the new file survives a
+    power cut (capture manifests need this; reports do not). A failed write leaves no temp file."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        write(tmp)
+        if durable:
+            _fsync(tmp, os.O_RDONLY)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if durable:
+        _fsync(path.parent, os.O_RDONLY)
+    return path
+
+
+def write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:
+    """Write UTF-8 text atomically."""
+    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"), durable=durable)
+
+
+def write_json(path: str | os.PathLike, data: Any, *, indent: int | None = 2, durable: bool = False) -> Path:
+    """Write JSON atomically: UTF-8 as is, no NaN or Infinity (they are not JSON), a final newline."""
+    text = json.dumps(data, indent=indent, ensure_ascii=False, allow_nan=False) + "\n"
+    return write_text(path, text, durable=durable)
+
+
+def read_json(path: str | os.PathLike, *, fix: str = "re-run the step that wrote it") -> dict[str, Any]:
+    """The JSON object in `path`; FileNotFoundError or ValueError naming the file and `fix`."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {fix}.")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path} is not readable JSON ({err}); {fix}.") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}; {fix}.")
+    return data
+
+
+def _fsync(path: Path, flags: int) -> None:
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,144 @@
+"""The on-disk format of an activation dataset (format_version 1): the manifest and the shard files.
+
+Folder layout::
+
+    manifest.json            format_version, model_id, hook_name, d_in, dtype, context_length,
+                             tokens_per_shard, total_tokens, complete, shards [{file, tokens, sha256}],
+                             metadata (free dict: corpus spec, seed, ...)
+    acts-00000.safetensors   acts [n, d_in] (float32|float16|bfloat16), tokens [n] int32,
+    acts-00001.safetensors   positions [n] int32 (position of the token within its context window)
+
+Rows are stored in capture order: context windows of `context_length` tokens one after another.
+Every shard but the last holds exactly `tokens_per_shard` rows, a multiple of `context_length`,
+so no context window straddles two shards. In a shard's data buffer `acts` come first, then
+`tokens` and `positions` (those two go first when 16-bit acts hold an odd number of values, which
+would leave the int32 arrays unaligned); readers follow the header's offsets either way.
+Written by sae.writer, read by sae.data.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# dtype name in the manifest -> (torch dtype, safetensors dtype code)
+STORAGE_DTYPES: dict[str, tuple[torch.dtype, str]] = {
+    "float32": (torch.float32, "F32"),
+    "float16": (torch.float16, "F16"),
+    "bfloat16": (torch.bfloat16, "BF16"),
+}
+# fields a resumed capture must share with the dataset it continues
+RESUME_FIELDS = ("model_id", "hook_name", "d_in", "dtype", "context_length", "tokens_per_shard")
+REQUIRED_FIELDS = RESUME_FIELDS + ("format_version", "total_tokens", "complete", "shards", "metadata")
+
+
+def shard_name(index: int) -> str:
+    return f"acts-{index:05d}.safetensors"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    file = path / MANIFEST
+    if not file.is_file():
+        hint = ""
+        nested = sorted(p.parent.name for p in path.glob(f"*/{MANIFEST}")) if path.is_dir() else []
+        if nested:
+            hint = f" It holds one dataset per hook; pass one of: {', '.join(str(path / n) for n in nested)}."
+        elif not path.exists():
+            hint = " The folder does not exist."
+        raise FileNotFoundError(
+            f"{file} not found: {path} is not an activation dataset folder (write one with "
+            f"`interp capture` or sae.data.ActivationWriter).{hint}"
+        )
+    try:
+        manifest = json.loads(file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{file} is not valid JSON ({err}); the capture that wrote it must be re-run.") from err
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{file} must hold a JSON object, found {type(manifest).__name__}.")
+    version = manifest.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(
+            f"{file}: format_version is {version!r} but this version of monosemantic reads format_version "
+            f"{FORMAT_VERSION}; re-capture the activations or use a matching monosemantic version."
+        )
+    missing = [k for k in REQUIRED_FIELDS if k not in manifest]
+    if missing:
+        raise ValueError(f"{file} lacks the field(s) {missing}; it was not written by ActivationWriter.")
+    if manifest["dtype"] not in STORAGE_DTYPES:
+        raise ValueError(f"{file}: dtype {manifest['dtype']!r} is not one of {sorted(STORAGE_DTYPES)}.")
+    return manifest
+
+
+def read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
+    """Parse a safetensors header; return (tensor entries, byte offset of the data buffer).
+
+    Raises ValueError naming the file (with the manifest's expected sha256) when the file is
+    shorter than its header says: a truncated shard is reported without hashing it.
+    """
+    size = file.stat().st_size
+    broken = f"shard {file} is truncated or corrupt"
+    fix = f"the manifest expects sha256 {expected_sha}; restore the file or re-capture the dataset"
+    if size < 8:
+        raise ValueError(f"{broken}: {size} bytes, too short for a safetensors header; {fix}.")
+    with open(file, "rb") as fh:
+        (header_len,) = struct.unpack("<Q", fh.read(8))
+        if 8 + header_len > size:
+            raise ValueError(f"{broken}: header claims {header_len} bytes but the file has {size}; {fix}.")
+        try:
+            header = json.loads(fh.read(header_len))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{broken}: unreadable header ({err}); {fix}.") from err
+    if not isinstance(header, dict):
+        raise ValueError(f"{broken}: its header is not a JSON object; {fix}.")
+    header.pop("__metadata__", None)
+    data_start = 8 + header_len
+    try:
+        end = max((int(entry["data_offsets"][1]) for entry in header.values()), default=0)
+    except (KeyError, TypeError, IndexError, ValueError) as err:
+        raise ValueError(f"{broken}: malformed header entry ({err!r}); {fix}.") from err
+    if data_start + end != size:
+        raise ValueError(f"{broken}: header describes {data_start + end} bytes but the file has {size}; {fix}.")
+    return header, data_start
+
+
+def shard_layout(n: int, d_in: int, dtype: str) -> tuple[bytes, tuple[str, ...]]:
+    """Header bytes (8-byte little-endian length + JSON padded to 8 bytes) of an n-row shard, and the
+    order of its tensors in the data buffer: acts first, so that a shard can be hashed in file order
+    while its rows arrive; tokens and positions first when 16-bit acts hold an odd number of values."""
+    torch_dtype, code = STORAGE_DTYPES[dtype]
+    entries = {
+        "acts": (code, [n, d_in], n * d_in * torch_dtype.itemsize),
+        "tokens": ("I32", [n], 4 * n),
+        "positions": ("I32", [n], 4 * n),
+    }
+    order = ("acts", "tokens", "positions") if entries["acts"][2] % 4 == 0 else ("tokens", "positions", "acts")
+    header, offset = {}, 0
+    for key in order:
+        kind, shape, size = entries[key]
+        header[key] = {"dtype": kind, "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text, order
+
+
+def raw_bytes(tensor: Tensor) -> memoryview:
+    """The bytes of a contiguous CPU tensor, without a copy."""
+    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())

@@ -1,0 +1,45 @@
+"""sae.files: atomic writes leave the old file or the whole new one, and JSON errors name the file."""
+
+import json
+
+import pytest
+from sae.files import atomic_write, read_json, write_json, write_text
+
+
+def test_write_json_round_trips_and_leaves_no_temp_file(tmp_path):
+    path = tmp_path / "cfg.json"
+    write_json(path, {"a": [1, 2], "text": "naïve ↵"})
+    assert read_json(path) == {"a": [1, 2], "text": "naïve ↵"}
+    assert [p.name for p in tmp_path.iterdir()] == ["cfg.json"]
+    write_json(path, {"b": 1}, durable=True)
+    assert read_json(path) == {"b": 1} and [p.name for p in tmp_path.iterdir()] == ["cfg.json"]
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temp_file(tmp_path):
+    path = write_text(tmp_path / "page.html", "old")
+
+    def half_then_fail(tmp):
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_write(path, half_then_fail)
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["page.html"]
+
+
+def test_write_json_refuses_nan(tmp_path):
+    with pytest.raises(ValueError):
+        write_json(tmp_path / "x.json", {"loss": float("nan")})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_read_json_errors_name_the_file_and_the_fix(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"missing\.json does not exist; re-run `interp label`"):
+        read_json(tmp_path / "missing.json", fix="re-run `interp label`")
+    path = tmp_path / "cfg.json"
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match=r"cfg\.json is not readable JSON .*; re-run the step that wrote it"):
+        read_json(path)
+    path.write_text(json.dumps([1]))
+    with pytest.raises(ValueError, match="must hold a JSON object, found list"):
+        read_json(path)
