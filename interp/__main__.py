@@ -1,5 +1,5 @@
 import sys
 
-from interp.cli import main
+from interp.cli.main import main
 
 sys.exit(main())

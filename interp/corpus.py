@@ -21,6 +21,7 @@ with BOS, documents separated by BOS, document order shuffled by seed.
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import random
@@ -288,6 +289,14 @@ def token_sequences(
                 del stream[:cursor]
                 cursor = 0
         epoch += 1
+
+
+def batched_windows(windows: Iterable[Tensor], batch_size: int, max_windows: int | None = None) -> Iterator[Tensor]:
+    """Token windows [ctx] -> batches [batch_size, ctx] (the last may be smaller), at most
+    `max_windows` windows in all."""
+    windows = iter(windows) if max_windows is None else itertools.islice(windows, max_windows)
+    while chunk := list(itertools.islice(windows, batch_size)):
+        yield torch.stack(chunk)
 
 
 def _batched(items: Iterable[str], size: int) -> Iterator[list[str]]:

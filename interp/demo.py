@@ -15,30 +15,35 @@ To add a step: write `run(cfg)` and `is_complete(cfg)` for its artifact folder a
 
 from __future__ import annotations
 
-import argparse
-import json
 import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sae.config import TrainConfig as SAETrainConfig
-
-from interp.analysis import META_FILE as ANALYSIS_FILE
-from interp.analysis import NEURONS_DIR, AnalysisConfig, run_analysis
+from interp.analysis.artifact import META_FILE as ANALYSIS_FILE
+from interp.analysis.artifact import NEURONS_DIR
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.run import run_analysis
 from interp.capture import run_capture
-from interp.labels import LABELS_FILE, LabelConfig, run_labels
+from interp.labels.files import LABELS_FILE
+from interp.labels.labeller import LabelConfig, run_labels
 from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
-from interp.model_training import TrainConfig, train_model
+from interp.model_training import ModelTrainConfig, train_model
+from interp.report.write import write_report
 from interp.tokenizer import TOKENIZER_FILE
 from interp.training_record import RECORD_FILE, TENSORS_FILE
+from sae.architectures import get_architecture
+from sae.checkpoint import latest_checkpoint
+from sae.config import TrainConfig as SAETrainConfig
+from sae.data import ActivationDataset
+from sae.files import read_json
+from sae.shards import MANIFEST
+from sae.train import train_sae
 
 DEFAULT_OUT = Path("artifacts/demo")
 DEFAULT_REPORT = Path("reports/demo")
-DEFAULT_MINUTES = (
-    3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes on 2 cores
-)
+DEFAULT_MINUTES = 3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes
 
 
 @dataclass
@@ -46,7 +51,7 @@ class DemoConfig:
     """Settings of every step. The defaults are the demo; tests shrink them."""
 
     out: Path = DEFAULT_OUT
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(corpus="stdlib", minutes=DEFAULT_MINUTES))
+    train: ModelTrainConfig = field(default_factory=lambda: ModelTrainConfig(corpus="stdlib", minutes=DEFAULT_MINUTES))
     model: ModelConfig = field(default_factory=ModelConfig)  # 1 layer, d_model 128, 512 MLP neurons, context 128
     hooks: tuple[str, ...] = ("blocks.0.mlp.hook_post", "blocks.0.hook_resid_post")
     capture_tokens: int = 2**18
@@ -104,8 +109,8 @@ def _train_model(cfg: DemoConfig) -> None:
 def _dataset_manifests(cfg: DemoConfig) -> list[dict | None]:
     manifests = []
     for hook in cfg.hooks:
-        file = cfg.activations_dir / hook / "manifest.json"
-        manifests.append(json.loads(file.read_text()) if file.is_file() else None)
+        file = cfg.activations_dir / hook / MANIFEST
+        manifests.append(read_json(file) if file.is_file() else None)
     return manifests
 
 
@@ -136,11 +141,6 @@ def _sae_is_complete(cfg: DemoConfig) -> bool:
 
 
 def _train_sae(cfg: DemoConfig) -> None:
-    from sae.architectures import get_architecture
-    from sae.checkpoint import latest_checkpoint
-    from sae.data import ActivationDataset
-    from sae.train import train_sae
-
     dataset = ActivationDataset(cfg.activations_dir / cfg.sae_hook)
     sae_cfg = get_architecture(cfg.sae_arch).config_class(d_in=dataset.d_in, **cfg.sae_fields)
     resume = cfg.sae_dir.is_dir() and latest_checkpoint(cfg.sae_dir) is not None
@@ -174,8 +174,6 @@ def _label(cfg: DemoConfig) -> None:
 
 
 def _report(cfg: DemoConfig) -> None:
-    from interp.report import write_report
-
     write_report(cfg.analysis_dir, cfg.report_dir, progress=cfg.progress)
 
 
@@ -208,36 +206,3 @@ def run_demo(cfg: DemoConfig, steps: list[Step] | None = None) -> list[str]:
         print(f"[{step.name}] done in {time.perf_counter() - start:.0f} s", flush=True)
         ran.append(step.name)
     return ran
-
-
-def _cli(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, capture_tokens=args.capture_tokens, report=args.report)
-    cfg.train.minutes = args.minutes
-    run_demo(cfg)
-    print(f"demo artifacts in {cfg.out}")
-    print(f"report: {(cfg.report_dir / 'index.html').resolve()}")
-    return 0
-
-
-def register_cli(subparsers) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="run the end-to-end pipeline on the built-in corpus",
-        description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
-        "reusing every artifact that already exists and is complete.",
-    )
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
-    p.add_argument(
-        "--minutes",
-        type=float,
-        default=DEFAULT_MINUTES,
-        help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})",
-    )
-    p.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"report folder (default {DEFAULT_REPORT})")
-    p.add_argument(
-        "--capture-tokens",
-        type=int,
-        default=DemoConfig.capture_tokens,
-        help=f"tokens of activations to capture per hook (default {DemoConfig.capture_tokens})",
-    )
-    p.set_defaults(run=_cli)

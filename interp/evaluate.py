@@ -1,4 +1,4 @@
-"""How much of the model's behaviour survives an SAE spliced in at one hook, and `interp eval`.
+"""How much of the model's behaviour survives an SAE spliced in at one hook (`interp eval`).
 
 Definitions (DESIGN.md, "Metrics"). Over the evaluated predictions (every position but the last of
 each window predicts the next token), with CE the mean next-token cross-entropy in nats and KL the
@@ -18,19 +18,19 @@ over the whole set, never a mean of per-batch ratios).
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable
 from typing import Any
 
 import torch
-from sae.metrics import ReconstructionMetrics
 from torch import Tensor
 from tqdm import tqdm
 
-from interp.splice import SplicedRuns, check_hook, sae_hook_name, spliced_runs
+from interp.corpus import batched_windows, load_corpus
+from interp.hooks import enable_hooks
+from interp.pipeline import corpus_windows, model_corpus, open_model_and_sae
+from interp.splice import SplicedRuns, spliced_runs
+from sae.metrics import ReconstructionMetrics
 
 DEFAULT_TOKENS = 32768
 DEFAULT_BATCH_SIZE = 16  # context windows per forward pass
@@ -98,29 +98,13 @@ class SpliceMetrics:
         }
 
 
-def batched_windows(sequences: Iterable[Tensor], batch_size: int, max_windows: int | None) -> Iterator[Tensor]:
-    """Windows [ctx] -> batches [batch_size, ctx] (the last may be smaller), at most max_windows in all."""
-    batch: list[Tensor] = []
-    taken = 0
-    for window in sequences:
-        if max_windows is not None and taken >= max_windows:
-            break
-        batch.append(window)
-        taken += 1
-        if len(batch) == batch_size:
-            yield torch.stack(batch)
-            batch = []
-    if batch:
-        yield torch.stack(batch)
-
-
 @torch.no_grad()
 def evaluate_splice(
     bridge: Any, sae: Any, hook_name: str, batches: Iterable[Tensor], *, progress: bool = True
 ) -> dict[str, float]:
     """Splice `sae` at `hook_name` over token batches [batch, ctx]; return the SpliceMetrics and the
     ReconstructionMetrics of the hooked activations in one flat dict (`num_tokens`: activation rows)."""
-    check_hook(bridge, hook_name)
+    enable_hooks(bridge, [hook_name])
     splice_metrics = SpliceMetrics()
     reconstruction = ReconstructionMetrics(int(sae.cfg.d_in), int(sae.cfg.d_sae))
     bar = tqdm(desc="interp eval", unit="tok", disable=not progress)
@@ -132,8 +116,6 @@ def evaluate_splice(
     bar.close()
     return {**reconstruction.compute(), **splice_metrics.compute()}
 
-
-# --- CLI ---------------------------------------------------------------------------------------
 
 TABLE_KEYS = (
     "num_tokens",
@@ -161,105 +143,40 @@ def format_table(result: dict[str, Any]) -> str:
     )
 
 
-def model_corpus(model_spec: str) -> str:
-    """The corpus a model folder records it was trained on (config.json training.corpus), else stdlib."""
-    config = Path(model_spec) / "config.json"
-    if config.is_file():
-        try:
-            corpus = json.loads(config.read_text()).get("training", {}).get("corpus")
-        except (json.JSONDecodeError, AttributeError):
-            corpus = None
-        if isinstance(corpus, str) and corpus:
-            return corpus
-    return "stdlib"
-
-
-def run_eval(args: argparse.Namespace) -> int:
-    from sae.io import load_sae
-
-    from interp.corpus import load_corpus, token_sequences
-    from interp.model import load_model
-
-    if args.tokens <= 0 or args.batch_size <= 0:
-        raise ValueError(f"--tokens and --batch-size must be positive, got {args.tokens} and {args.batch_size}")
-    loaded = load_model(args.model, device=args.device)
-    device = next(loaded.bridge.parameters()).device
-    sae = load_sae(args.sae, device=device)
-    sae.eval()
-    hook_name = sae_hook_name(sae, args.hook)
-    context_length = (
-        args.context_length or (getattr(sae, "metadata", None) or {}).get("context_size") or loaded.context_length
-    )
-    context_length = min(int(context_length), loaded.context_length)
-    corpus_spec = args.corpus or model_corpus(args.model)
-    corpus = load_corpus(corpus_spec, args.split)
-    windows = math.ceil(args.tokens / context_length)
-    sequences = token_sequences(corpus, loaded.tokenizer, context_length, seed=args.seed)
-    result: dict[str, Any] = evaluate_splice(
-        loaded.bridge, sae, hook_name, batched_windows(sequences, args.batch_size, windows)
-    )
+def run_eval(
+    model_spec: str,
+    sae_path: str,
+    *,
+    tokens: int = DEFAULT_TOKENS,
+    corpus: str | None = None,
+    split: str = "heldout",
+    hook: str | None = None,
+    context_length: int | None = None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    seed: int = 0,
+    device: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """`interp eval`: open model, SAE and corpus by spec; `evaluate_splice` on `tokens` tokens of
+    the corpus split (default corpus: the one the model folder records); the metrics with the
+    settings they were measured with."""
+    if tokens <= 0 or batch_size <= 0:
+        raise ValueError(f"--tokens and --batch-size must be positive, got {tokens} and {batch_size}")
+    opened = open_model_and_sae(model_spec, sae_path, hook=hook, device=device)
+    loaded = opened.model
+    context_length = context_length or (getattr(opened.sae, "metadata", None) or {}).get("context_size")
+    context_length = min(int(context_length or loaded.context_length), loaded.context_length)
+    corpus_spec = corpus or model_corpus(model_spec)
+    windows = corpus_windows(load_corpus(corpus_spec, split), loaded, seed=seed, context_length=context_length)
+    batches = batched_windows(windows, batch_size, max_windows=math.ceil(tokens / context_length))
+    result: dict[str, Any] = evaluate_splice(loaded.bridge, opened.sae, opened.hook, batches, progress=progress)
     result.update(
-        model=str(args.model),
-        sae=str(args.sae),
-        hook_name=hook_name,
+        model=str(model_spec),
+        sae=str(sae_path),
+        hook_name=opened.hook,
         corpus=corpus_spec,
-        split=args.split,
+        split=split,
         context_length=context_length,
-        seed=args.seed,
+        seed=seed,
     )
-    print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "eval",
-        help="CE loss recovered, delta CE, KL score and reconstruction metrics of an SAE spliced into a model",
-        description="Run the model on held-out corpus text three ways (clean, with the SAE's reconstruction at its "
-        "hook, with the hook zero-ablated) and report CE loss recovered, delta CE, KL score and the "
-        "reconstruction metrics of the hooked activations.",
-    )
-    p.add_argument("--model", required=True, help="model folder or Hugging Face model name")
-    p.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
-    p.add_argument("--tokens", type=int, default=DEFAULT_TOKENS, help=f"tokens to evaluate (default {DEFAULT_TOKENS})")
-    p.add_argument(
-        "--corpus", default=None, help="corpus spec (default: the corpus the model folder records, else stdlib)"
-    )
-    p.add_argument(
-        "--split",
-        default="heldout",
-        choices=("heldout", "train", "all"),
-        help="corpus split (default heldout: text the model and SAE were not trained on)",
-    )
-    p.add_argument("--hook", default=None, help="hook to splice at (default: the SAE's metadata hook_name)")
-    p.add_argument(
-        "--context-length",
-        type=int,
-        default=None,
-        help="tokens per window (default: the SAE's context_size, else the model's)",
-    )
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"windows per forward pass (default {DEFAULT_BATCH_SIZE})",
-    )
-    p.add_argument("--seed", type=int, default=0, help="document-order seed of the token windows (default 0)")
-    p.add_argument("--device", default=None, help="torch device (default: the model's)")
-    p.add_argument("--json", help="write the metrics as flat-key JSON to this file")
-    p.set_defaults(run=run_eval)
-
-
-__all__ = [
-    "SpliceMetrics",
-    "batched_windows",
-    "evaluate_splice",
-    "kl_from_clean",
-    "next_token_cross_entropy",
-    "next_token_log_probs",
-    "register_cli",
-]
+    return result

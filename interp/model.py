@@ -15,10 +15,7 @@ transformer_lens is imported inside functions: it takes seconds, and `interp --h
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +23,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from interp.compat import bridge_from_module
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
+from sae.files import atomic_write, read_json, write_json
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge.bridge import TransformerBridge
@@ -40,7 +39,11 @@ NATIVE_ARCHITECTURE = "TransformerLensNative"
 
 @dataclass
 class ModelConfig:
-    """Shape of our native transformer (pre-LN, learned positions, GELU MLP, untied unembedding)."""
+    """Shape of our native transformer (pre-LN, learned positions, GELU MLP, untied unembedding).
+
+    n_layers: transformer blocks. d_model: residual width. n_heads: attention heads.
+    d_mlp: MLP neurons per block. context_length: tokens per training window.
+    d_vocab: vocabulary size (set from the tokenizer). seed: weight initialisation."""
 
     n_layers: int = 1
     d_model: int = 128
@@ -50,7 +53,7 @@ class ModelConfig:
     d_vocab: int = 4096
     act_fn: str = "gelu"
     normalization_type: str = "LN"
-    seed: int = 0  # weight initialisation
+    seed: int = 0
 
     def validate(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_mlp", "context_length", "d_vocab"):
@@ -116,12 +119,14 @@ def native_to_bridge(model: nn.Module, cfg: ModelConfig, name: str = "native") -
     """Wrap a NativeModel in a TransformerBridge. The bridge takes the module over in place (its
     submodules become bridge components sharing the same parameters): save before wrapping."""
     from transformer_lens.config import TransformerBridgeConfig
-    from transformer_lens.model_bridge.sources._bridge_builder import build_bridge_from_module
 
-    bridge = build_bridge_from_module(
-        model, NATIVE_ARCHITECTURE, tl_config=TransformerBridgeConfig.from_dict(cfg.tl_config()), model_name=name
-    )
+    bridge = bridge_from_module(model, NATIVE_ARCHITECTURE, TransformerBridgeConfig.from_dict(cfg.tl_config()), name)
     return bridge.eval()
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of a model's (first) parameter."""
+    return next(model.parameters()).device
 
 
 def save_model(
@@ -133,7 +138,7 @@ def save_model(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    _atomic(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
+    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
     tokenizer.save(folder)
     config = {
         "format": MODEL_FORMAT,
@@ -144,7 +149,7 @@ def save_model(
         "bos_id": tokenizer.bos_id,
         "training": training or {},
     }
-    _atomic(folder / CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(config, indent=2) + "\n"))
+    write_json(folder / CONFIG_FILE, config)
     return folder
 
 
@@ -159,7 +164,7 @@ def load_model(spec: str | Path, device: str | torch.device | None = None) -> Lo
                 f"model folder {path} has no {CONFIG_FILE}; it is neither a model saved by "
                 "`interp model train` nor a Hugging Face checkpoint folder."
             )
-        config = _read_json(config_path)
+        config = read_json(config_path, fix="re-save the model with `interp model train`")
         if config.get("format") == MODEL_FORMAT:
             return _load_native(path, config, device)
         return _load_hugging_face(str(path), device)
@@ -228,7 +233,7 @@ def generate(
         raise ValueError(f"temperature must be >= 0, got {temperature}.")
     generator = torch.Generator().manual_seed(seed)
     out = tokens.to(torch.long).cpu()
-    device = next(model.parameters()).device
+    device = model_device(model)
     for _ in range(new_tokens):
         logits = model(out[-context_length:][None].to(device))[0, -1].float().cpu()
         if temperature == 0:
@@ -253,86 +258,3 @@ def sample_text(
     prompt_ids = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])
     ids = generate(model, prompt_ids, new_tokens, context_length=context_length, temperature=temperature, seed=seed)
     return tokenizer.decode(ids[len(prompt_ids) :].tolist())
-
-
-def hook_shapes(loaded: LoadedModel) -> dict[str, tuple[int, ...] | None]:
-    """Every hook name with the shape of its activation for one [1, context_length] input;
-    None for hooks that do not fire on a plain forward pass (they need a bridge option such as
-    use_attn_result or use_split_qkv_input)."""
-    tokens = torch.randint(
-        0, loaded.tokenizer.vocab_size, (1, loaded.context_length), generator=torch.Generator().manual_seed(0)
-    )
-    tokens[0, 0] = loaded.bos_id
-    device = next(loaded.bridge.parameters()).device
-    with torch.no_grad():
-        _, cache = loaded.bridge.run_with_cache(tokens.to(device))
-    return {name: tuple(cache[name].shape) if name in cache else None for name in loaded.bridge.hook_dict}
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON: {err}") from err
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}.")
-    return data
-
-
-def _atomic(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
-# ---- command line -------------------------------------------------------------------------
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    from interp.model_training import add_train_arguments, run_train
-
-    model_parser = subparsers.add_parser("model", help="train a small transformer, or sample from a model")
-    model_commands = model_parser.add_subparsers(dest="model_command", required=True)
-
-    train = model_commands.add_parser("train", help="train the tokenizer and a small transformer on a corpus")
-    add_train_arguments(train)
-    train.set_defaults(run=run_train)
-
-    sample = model_commands.add_parser("sample", help="continue a prompt with a model")
-    sample.add_argument("--model", required=True, help="model folder or Hugging Face model name")
-    sample.add_argument("--prompt", required=True, help="text to continue")
-    sample.add_argument("--tokens", type=int, default=64, help="number of tokens to generate (default 64)")
-    sample.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default 0)")
-    sample.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    sample.add_argument("--device", default=None, help="torch device (default: the model's)")
-    sample.set_defaults(run=_run_sample)
-
-    hooks = subparsers.add_parser("hooks", help="list every hook name of a model with its activation shape")
-    hooks.add_argument("--model", required=True, help="model folder or Hugging Face model name")
-    hooks.add_argument("--device", default=None, help="torch device")
-    hooks.set_defaults(run=_run_hooks)
-
-
-def _run_sample(args: argparse.Namespace) -> int:
-    loaded = load_model(args.model, device=args.device)
-    text = sample_text(
-        loaded.bridge,
-        loaded.tokenizer,
-        args.prompt,
-        args.tokens,
-        context_length=loaded.context_length,
-        temperature=args.temperature,
-        seed=args.seed,
-    )
-    print(args.prompt + text)
-    return 0
-
-
-def _run_hooks(args: argparse.Namespace) -> int:
-    loaded = load_model(args.model, device=args.device)
-    shapes = hook_shapes(loaded)
-    width = max(len(name) for name in shapes)
-    print(f"# {loaded.name}: {len(shapes)} hooks, activation shapes for a [1, {loaded.context_length}] input")
-    for name, shape in shapes.items():
-        print(f"{name:<{width}}  {list(shape) if shape is not None else '(does not fire on a plain forward pass)'}")
-    return 0

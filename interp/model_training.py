@@ -9,7 +9,6 @@ The clock counts training steps only (evaluation and sampling pause it).
 
 from __future__ import annotations
 
-import argparse
 import copy
 import dataclasses
 import math
@@ -17,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,16 +24,24 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from interp.corpus import Corpus, load_corpus, token_sequences
-from interp.model import LoadedModel, ModelConfig, build_native_model, native_to_bridge, sample_text, save_model
+from interp.model import (
+    LoadedModel,
+    ModelConfig,
+    build_native_model,
+    model_device,
+    native_to_bridge,
+    sample_text,
+    save_model,
+)
 from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
-from interp.training_record import Sample, TrainingRecord, mlp_activations
+from interp.training_record import MLP_HOOK, Sample, TrainingRecord
 
 STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
 PROMPT_CHARS = 80
 
 
 @dataclass
-class TrainConfig:
+class ModelTrainConfig:
     """How to train; every field is a `interp model train` option of the same name."""
 
     corpus: str = field(
@@ -65,12 +73,11 @@ class TrainConfig:
     )
     sample_tokens: int = field(default=48, metadata={"help": "tokens sampled from the prompt at each record point"})
     sample_temperature: float = field(default=0.8, metadata={"help": "temperature of the record's non-greedy samples"})
-    story_points: tuple[float, ...] = field(
-        default=(0.02, 0.1, 0.3),
+    story_points: list[float] = field(
+        default_factory=lambda: [0.02, 0.1, 0.3],
         metadata={"help": "progress fractions at which to sample text (besides start and end)"},
     )
     device: str = field(default="cpu", metadata={"help": "torch device"})
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads (default: torch's choice)"})
 
     def validate(self) -> None:
         if self.tokens is not None and self.minutes is not None:
@@ -88,14 +95,12 @@ class TrainConfig:
 
 
 def train_model(
-    cfg: TrainConfig, model_cfg: ModelConfig, out: str | Path, *, show_progress: bool = True
+    cfg: ModelTrainConfig, model_cfg: ModelConfig, out: str | Path, *, show_progress: bool = True
 ) -> LoadedModel:
     """Train the tokenizer (unless given) and the model; save model, tokenizer and training record
     into `out`; return the trained model as a LoadedModel."""
     cfg.validate()
     torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     train_corpus, heldout_corpus = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "heldout")
     tokenizer = (
         Tokenizer.load(cfg.tokenizer)
@@ -214,7 +219,7 @@ def next_token_loss(logits: Tensor, tokens: Tensor) -> Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, windows: Tensor, batch_size: int = 32) -> float:
     """Mean next-token cross-entropy (nats) over all windows [n, ctx], every prediction weighted equally."""
-    device = next(model.parameters()).device
+    device = model_device(model)
     total = 0.0
     for i in range(0, len(windows), batch_size):
         batch = windows[i : i + batch_size].to(device)
@@ -222,7 +227,7 @@ def evaluate(model: nn.Module, windows: Tensor, batch_size: int = 32) -> float:
     return total / len(windows)
 
 
-def _adamw(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+def _adamw(model: nn.Module, cfg: ModelTrainConfig) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices (incl. embeddings), none on biases and norm gains."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
@@ -279,7 +284,7 @@ def _sample(
     model: nn.Module,
     tokenizer: Tokenizer,
     prompt: str,
-    cfg: TrainConfig,
+    cfg: ModelTrainConfig,
     ctx: int,
     step: int,
     seen: int,
@@ -298,47 +303,11 @@ def _sample(
     return Sample(step=step, tokens=seen, progress=progress, greedy=greedy, sampled=sampled)
 
 
-# ---- command line (the `interp model train` options are TrainConfig's and ModelConfig's fields) ----
-
-MODEL_OPTIONS = {
-    "n_layers": "transformer blocks",
-    "d_model": "residual width",
-    "n_heads": "attention heads",
-    "d_mlp": "MLP neurons per block",
-    "context_length": "tokens per training window",
-}
-
-
-def add_train_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", required=True, help="folder to write the model into")
-    defaults_model = ModelConfig()
-    budget = parser.add_mutually_exclusive_group()
-    for f in dataclasses.fields(TrainConfig):
-        target = budget if f.name in ("tokens", "minutes") else parser
-        flag = "--" + f.name.replace("_", "-")
-        kind = {"tokens": int, "minutes": float, "tokenizer": str, "prompt": str, "threads": int}.get(
-            f.name, type(f.default)
-        )
-        if f.name == "story_points":
-            target.add_argument(flag, type=float, nargs="+", default=list(f.default), help=f.metadata["help"])
-        else:
-            target.add_argument(flag, type=kind, default=f.default, help=f"{f.metadata['help']} (default {f.default})")
-    for name, help_text in MODEL_OPTIONS.items():
-        default = getattr(defaults_model, name)
-        parser.add_argument(
-            "--" + name.replace("_", "-"), type=int, default=default, help=f"{help_text} (default {default})"
-        )
-
-
-def run_train(args: argparse.Namespace) -> int:
-    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
-    cfg.story_points = tuple(cfg.story_points)
-    model_cfg = ModelConfig(**{name: getattr(args, name) for name in MODEL_OPTIONS})
-    train_model(cfg, model_cfg, args.out)
-    summary = TrainingRecord.load(args.out).summary
-    print(
-        f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s "
-        f"({summary['tokens_per_second']:,.0f} tokens/s), train loss {summary['final_train_loss']:.3f}, "
-        f"held-out loss {summary['heldout_loss']:.3f} nats/token"
-    )
-    return 0
+def mlp_activations(bridge: Any, tokens: Tensor) -> Tensor:
+    """MLP neuron activations [n_layers, pos, d_mlp] of a bridge on one sequence `tokens` [pos]."""
+    n_layers = bridge.cfg.n_layers
+    names = [MLP_HOOK.format(layer=i) for i in range(n_layers)]
+    device = model_device(bridge)
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(tokens[None].to(device), names_filter=lambda name: name in names)
+    return torch.stack([cache[name][0].float().cpu() for name in names])

@@ -33,7 +33,6 @@ What each field holds, from the analysis (interp.analysis) and labels (interp.la
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
 import math
@@ -43,11 +42,14 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from interp.analysis import Analysis, AnalysisConfig, histogram_edges
+from interp.analysis.artifact import Analysis
+from interp.analysis.config import AnalysisConfig, histogram_edges
+from interp.hooks import hook_layer
+from interp.labels.files import read_labels
+from sae.files import atomic_write, write_json
 
 DEFAULT_CREATOR = "monosemantic"
 FEATURES_PER_BATCH = 1024
-_BLOCK = re.compile(r"^blocks\.(\d+)\.")
 _ID_CHARS = re.compile(r"[^a-z0-9_-]+")
 
 
@@ -57,12 +59,6 @@ def neuronpedia_id(text: str) -> str:
     if not cleaned:
         raise ValueError(f"cannot make a Neuronpedia id from {text!r}; pass --model-id with letters or digits.")
     return cleaned
-
-
-def hook_layer(hook_name: str) -> int:
-    """Block index of a hook (`blocks.3.mlp.hook_post` -> 3); 0 for hooks outside the blocks."""
-    match = _BLOCK.match(hook_name)
-    return int(match.group(1)) if match else 0
 
 
 def histogram_centres(cfg: AnalysisConfig) -> list[float]:
@@ -173,21 +169,20 @@ def explanation_record(label: dict[str, Any], i: int, ids: dict[str, str]) -> di
 
 
 def _write_jsonl_gz(path: Path, records: Iterable[dict[str, Any]]) -> int:
+    """Gzipped JSON lines, written atomically; returns the number of records."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    count = 0
-    with gzip.open(tmp, "wt", encoding="utf-8") as fh:
-        for record in records:
-            fh.write(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-            count += 1
-    os.replace(tmp, path)
-    return count
+    lines = [json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n" for record in records]
+
+    def write(tmp: Path) -> None:
+        with gzip.open(tmp, "wt", encoding="utf-8") as fh:
+            fh.writelines(lines)
+
+    atomic_write(path, write)
+    return len(lines)
 
 
 def _write_jsonl(path: Path, record: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(record, ensure_ascii=False, allow_nan=False) + "\n")
-    os.replace(tmp, path)
+    write_json(path, record, indent=None)
 
 
 def export_neuronpedia(
@@ -201,8 +196,6 @@ def export_neuronpedia(
 ) -> Path:
     """Write the export of the analysis in `analysis_dir` (with its labels.json, if any) under `out`;
     returns OUT/<model_id>/<source_id>."""
-    from interp.labels import read_labels
-
     if features_per_batch <= 0:
         raise ValueError(f"--features-per-batch must be positive, got {features_per_batch}.")
     if not creator_id:
@@ -211,7 +204,7 @@ def export_neuronpedia(
     meta = analysis.meta
     cfg = AnalysisConfig(**meta["config"])
     sae = meta["sae"]
-    layer = hook_layer(meta["hook_name"])
+    layer = hook_layer(meta["hook_name"]) or 0  # hooks outside the blocks: layer 0
     ids = {
         "model": neuronpedia_id(model_id or meta["model"]["name"]),
         "set": neuronpedia_id(source_set or f"mono-{sae['architecture']}-{sae['d_sae']}"),
@@ -269,36 +262,3 @@ def export_neuronpedia(
         if labelled:
             _write_jsonl_gz(folder / "explanations" / name, (explanation_record(labels[i], i, ids) for i in labelled))
     return folder
-
-
-def _cli(args: argparse.Namespace) -> int:
-    folder = export_neuronpedia(
-        args.analysis,
-        args.out,
-        model_id=args.model_id,
-        source_set=args.source_set,
-        creator_id=args.creator_id,
-        features_per_batch=args.features_per_batch,
-    )
-    print(f"Neuronpedia export: {folder}")
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "export-neuronpedia",
-        help="write an analysis in Neuronpedia's data-export layout",
-        description="Write the features of an analysis (with labels.json, if present) as "
-        "Neuronpedia export files: OUT/<model id>/<layer>-<source set>/.",
-    )
-    p.add_argument("--analysis", required=True, help="analysis folder (`interp analyze --out`)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model-id", default=None, help="Neuronpedia model id (default: the analysis's model name)")
-    p.add_argument("--source-set", default=None, help="source set name (default: mono-<architecture>-<d_sae>)")
-    p.add_argument(
-        "--creator-id",
-        default=DEFAULT_CREATOR,
-        help=f"id of the Neuronpedia user who owns the records (default {DEFAULT_CREATOR})",
-    )
-    p.add_argument("--features-per-batch", type=int, default=FEATURES_PER_BATCH, help="features per batch-N file")
-    p.set_defaults(run=_cli)

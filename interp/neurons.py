@@ -10,112 +10,23 @@ into neuron j. The features with D[j, i] > 0 drive the neuron; their shares p_ji
 (negative mass, a feature pushing the neuron down, is left out); the neuron's polysemanticity is their
 effective number exp(−Σ_i p_ji ln p_ji): 1 for a neuron one feature drives, k for k equal drivers.
 
-The analysis pass also treats the raw neurons as a second dictionary (`NeuronPass`, called by
-`interp.analysis.analyze`): the same statistics as for features, saved as the analysis's `neurons/`
-sub-artifact, so `interp label` labels and scores neurons exactly as it does features. For each
-neuron's top examples the pass also records the features contributing most (f_i · W_dec[i, j]) at the
-peak token — tensors `peak_driver_ids` / `peak_driver_values` [N, top_k, PEAK_DRIVERS] — which groups
-the examples by the responsible feature.
-
-`interp neurons --analysis DIR` prints the most polysemantic neurons with the features they split
-into, and the label scores of neurons against features.
+The analysis pass also treats the raw neurons as a second dictionary
+(`interp.analysis.neuron_pass`), so `interp label` labels and scores neurons exactly as it does
+features.
 """
 
 from __future__ import annotations
 
-import argparse
-import copy
 import dataclasses
-import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from interp.analysis import Analysis, AnalysisConfig, FeatureStatistics, LogitMap, decoder_statistics
-
-PEAK_DRIVERS = 4  # features recorded per top example of a neuron
-
-
-class NeuronPass:
-    """The neurons' side of the analysis pass.
-
-    W_dec [F, N]: the SAE's decoder (N = d_mlp); the other arguments as for `FeatureStatistics`.
-    `update(x [B, T, N], f [B, T, F], tokens [B, T])` once per batch."""
-
-    def __init__(
-        self,
-        W_dec: Tensor,
-        vocab_size: int,
-        context_length: int,
-        cfg: AnalysisConfig,
-        *,
-        ignored_ids: Iterable[int] = (),
-        expected_sequences: int = 1,
-    ):
-        self.W_dec = W_dec.detach()
-        F, N = self.W_dec.shape
-        self.cfg = dataclasses.replace(
-            cfg, cofire_max_active=0
-        )  # neurons are dense: no co-firing counts (the costliest part)
-        self.stats = FeatureStatistics(
-            N, vocab_size, context_length, self.cfg, ignored_ids=ignored_ids, expected_sequences=expected_sequences
-        )
-        m = min(PEAK_DRIVERS, F)
-        self.driver_ids = torch.full((N, self.cfg.top_k, m), -1, dtype=torch.int32)
-        self.driver_values = torch.zeros((N, self.cfg.top_k, m), dtype=torch.float32)
-
-    @torch.no_grad()
-    def update(self, x: Tensor, f: Tensor, tokens: Tensor, chunk: int = 512) -> None:
-        first = self.stats.sequences_seen
-        top = self.stats.top.fields
-        old_seq = top["seq"].clone()
-        self.stats.update(x, tokens)
-        seq, pos = top["seq"], top["pos"]  # [N, K]: kept examples re-ordered, some replaced
-        # examples kept from earlier batches carry their drivers to their new slot (one example per sequence)
-        same = (seq[:, :, None] == old_seq[:, None, :]) & (seq[:, :, None] >= 0)
-        carried, source = same.any(2), same.int().argmax(2)
-        m = self.driver_ids.shape[2]
-        ids = self.driver_ids.gather(1, source[..., None].expand(-1, -1, m))
-        values = self.driver_values.gather(1, source[..., None].expand(-1, -1, m))
-        ids[~carried], values[~carried] = -1, 0.0
-        # examples from this batch: the features contributing most to the neuron at the peak
-        neuron, slot = torch.nonzero(seq >= first, as_tuple=True)
-        for start in range(0, len(neuron), chunk):
-            j, k = neuron[start : start + chunk], slot[start : start + chunk]
-            b, p = (seq[j, k] - first).to(f.device), pos[j, k].to(f.device)
-            contribution = f[b, p].float().clamp_min(0) * self.W_dec[:, j.to(f.device)].T.float()  # [c, F]
-            best = contribution.topk(m, dim=1)
-            positive = best.values > 0
-            ids[j, k] = torch.where(positive, best.indices, -1).to(torch.int32).cpu()
-            values[j, k] = torch.where(positive, best.values, 0.0).cpu()
-        self.driver_ids, self.driver_values = ids, values
-
-    def analysis(self, feature_meta: dict[str, Any], token_strings: list[str], logits: LogitMap | None) -> Analysis:
-        """The neurons as an analysis artifact of their own (`d_sae` = N); `feature_meta` is the SAE's analysis.json."""
-        N = self.W_dec.shape[1]
-        tensors = self.stats.result()
-        effects = decoder_statistics(
-            torch.eye(N), logits, self.cfg, neurons=False
-        )  # a neuron's direction is its unit vector
-        tensors.update({k: v for k, v in effects.items() if k.startswith("logit_")})
-        tensors["peak_driver_ids"], tensors["peak_driver_values"] = self.driver_ids, self.driver_values
-        meta = copy.deepcopy(feature_meta)
-        meta.update(
-            {
-                "dictionary": "neurons",
-                "features_sae": feature_meta.get("sae"),
-                "sae": {"d_in": N, "d_sae": N, "architecture": "neurons", "config": None},
-                "config": dataclasses.asdict(self.cfg),
-                "neurons_written": False,
-                **self.stats.flags(),
-            }
-        )
-        return Analysis(meta=meta, tensors=tensors, token_strings=token_strings)
-
+from interp.analysis.artifact import Analysis
+from interp.labels.files import read_labels
 
 # ---- drivers and polysemanticity -----------------------------------------------------------------
 
@@ -188,9 +99,8 @@ class NeuronSummary:
         )
 
 
-def _labels_of(analysis: Analysis | None) -> dict[int, dict[str, Any]]:
-    from interp.labels import read_labels
-
+def labels_of(analysis: Analysis | None) -> dict[int, dict[str, Any]]:
+    """The labels.json records of an analysis folder ({} for an analysis not on disk)."""
     if analysis is None or analysis.path is None:
         return {}
     return read_labels(analysis.path)
@@ -204,8 +114,8 @@ def neuron_summaries(analysis: Analysis, *, drivers: int = 8) -> list[NeuronSumm
     positive = D.clamp_min(0)
     shares = positive / positive.sum(1, keepdim=True).clamp_min(1e-300)
     top = shares.topk(min(drivers, shares.shape[1]), dim=1)
-    feature_labels, neurons = _labels_of(analysis), analysis.neurons
-    neuron_labels = _labels_of(neurons)
+    feature_labels, neurons = labels_of(analysis), analysis.neurons
+    neuron_labels = labels_of(neurons)
     out = []
     for j in range(D.shape[0]):
         listed = [
@@ -284,72 +194,3 @@ def label_scores(labels: dict[int, dict[str, Any]], *, key: str = "score", min_p
 
 
 # ---- command line ----------------------------------------------------------------------------------
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "neurons",
-        help="the most polysemantic MLP neurons and the features they split into",
-        description="Reads an analysis of an SAE on MLP neurons (and its labels, when "
-        "`interp label` has run): neurons ranked by the effective number of "
-        "features driving them, and label scores of neurons against features.",
-    )
-    parser.add_argument("--analysis", required=True, help="analysis folder written by `interp analyze`")
-    parser.add_argument("--top", type=int, default=10, help="neurons to list (default 10)")
-    parser.add_argument("--drivers", type=int, default=5, help="driving features listed per neuron (default 5)")
-    parser.add_argument(
-        "--min-positives",
-        type=int,
-        default=20,
-        help="also compare only labels scored on at least this many held-out positives (default 20)",
-    )
-    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
-    parser.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    analysis = Analysis.load(args.analysis)
-    summaries = neuron_summaries(analysis, drivers=args.drivers)[: args.top]
-    feature_labels, neuron_labels = _labels_of(analysis), _labels_of(analysis.neurons)
-    comparisons = {
-        "all labels, held-out AUROC": score_comparison(label_scores(feature_labels), label_scores(neuron_labels)),
-        f"labels with >= {args.min_positives} held-out positives, AUROC": score_comparison(
-            label_scores(feature_labels, min_positives=args.min_positives),
-            label_scores(neuron_labels, min_positives=args.min_positives),
-        ),
-        "all labels, held-out correlation": score_comparison(
-            label_scores(feature_labels, key="correlation"), label_scores(neuron_labels, key="correlation")
-        ),
-    }
-    comparison = comparisons["all labels, held-out AUROC"]
-    if args.json:
-        print(
-            json.dumps(
-                {"neurons": [s.to_dict() for s in summaries], "label_scores": comparison, "comparisons": comparisons},
-                indent=2,
-            )
-        )
-        return 0
-    for s in summaries:
-        own = f"  own label: {s.label} (score {_fmt(s.label_score)})" if s.label else ""
-        print(f"neuron {s.neuron}: {s.effective_features:.1f} effective features{own}")
-        for d in s.drivers:
-            print(
-                f"    feature {d.feature:>6}  {d.share:6.1%} of drive  {d.label or '(unlabelled)'}"
-                + (f"  (score {_fmt(d.label_score)})" if d.label else "")
-            )
-    for title, comparison in comparisons.items():
-        print(f"{title}:")
-        for who, stats in comparison.items():
-            if stats["count"]:
-                print(
-                    f"    {who:<8} n={stats['count']:<5} mean {stats['mean']:.3f}  median {stats['median']:.3f}  "
-                    f"IQR {stats['q25']:.3f}-{stats['q75']:.3f}  >=0.9: {stats['share_ge_0.9']:.1%}  >=0.75: {stats['share_ge_0.75']:.1%}"
-                )
-            else:
-                print(f"    {who:<8} none (run `interp label --analysis {args.analysis}`)")
-    return 0
-
-
-def _fmt(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"

@@ -15,15 +15,11 @@ from collections.abc import Iterable, Iterator
 import torch
 from torch import Tensor
 
-from interp.analysis import (
-    ANALYSIS_FORMAT,
-    ANALYSIS_FORMAT_VERSION,
-    Analysis,
-    AnalysisConfig,
-    FeatureStatistics,
-    LogitMap,
-    decoder_statistics,
-)
+from interp.analysis.artifact import ANALYSIS_FORMAT, ANALYSIS_FORMAT_VERSION, Analysis
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.decoder import LogitMap, decoder_statistics
+from interp.analysis.neuron_pass import NeuronPass
+from interp.analysis.statistics import FeatureStatistics
 
 BOS = 0
 
@@ -80,8 +76,6 @@ def planted_analysis(
     effects through the identity (the decoder direction read directly by the unembedding);
     `neurons=True` treats d_in as MLP neurons whose activations are x = f @ W_dec, analysed as in
     `interp analyze` (the `neurons` sub-artifact)."""
-    from interp.neurons import NeuronPass
-
     F, d_in = W_dec.shape
     V = len(token_strings)
     ignored = [BOS] if cfg.ignore_bos else []

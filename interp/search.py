@@ -17,9 +17,7 @@ the analysis artifact, with its per-token tables inverted and its decoder normal
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import os
 import re
@@ -30,8 +28,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.analysis import Analysis
-from interp.labels import read_labels
+from interp.analysis.artifact import Analysis
+from interp.hooks import ActivationHooks, plan_capture
+from interp.labels.files import read_labels
+from interp.pipeline import open_model_and_sae
 
 
 @dataclass
@@ -273,20 +273,14 @@ class _TextRunner:
     """The model and SAE named in analysis.json, loaded once: prompt -> feature activations per token."""
 
     def __init__(self, meta: dict[str, Any]):
-        from sae.io import load_sae
-
-        from interp.capture import ActivationHooks, plan_capture
-        from interp.model import load_model
-
-        spec, self.sae_path = meta.get("model", {}).get("spec"), meta.get("sae", {}).get("path")
-        if not spec or not self.sae_path:
+        spec, sae_path = meta.get("model", {}).get("spec"), meta.get("sae", {}).get("path")
+        if not spec or not sae_path:
             raise ValueError(
                 "analysis.json names no model spec (field model.spec) or SAE path (field sae.path); text "
                 "queries need both, as written by `interp analyze`."
             )
-        self.model = load_model(spec)
-        self.sae = load_sae(self.sae_path)
-        self.hook = meta["hook_name"]
+        opened = open_model_and_sae(spec, sae_path, hook=meta["hook_name"])
+        self.model, self.sae, self.sae_path, self.hook = opened.model, opened.sae, opened.sae_path, opened.hook
         plan = plan_capture(self.model.bridge, [self.hook], self.model.context_length)
         self.spec = plan.hooks[0]
         self.hooks = ActivationHooks(self.model.bridge, [self.hook], plan.stop_at_layer)
@@ -344,46 +338,3 @@ def run_query(
             raise ValueError(f"a nearest query takes a feature id, got {query!r}.")
         return index.nearest(int(query), top=top, **filters)
     raise ValueError(f"unknown query kind {kind!r}; one of {', '.join(QUERY_KINDS)}.")
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "search",
-        help="find features by text, token, label, logit effect or direction",
-        description="Queries an analysis folder (and its labels.json). Kinds: text (runs the "
-        "model on the query), token (a token string exactly as in the vocabulary, "
-        "or #ID), label (regex), logit (features promoting a token), nearest (a feature id).",
-    )
-    parser.add_argument("--index", required=True, help="analysis folder written by `interp analyze`")
-    parser.add_argument("kind", choices=QUERY_KINDS, help="what the query is")
-    parser.add_argument("query", help="the text, token, pattern or feature id")
-    parser.add_argument("--top", type=int, default=10, help="results per query (per token for text; default 10)")
-    parser.add_argument(
-        "--min-density", type=float, default=None, help="keep features firing on at least this share of tokens"
-    )
-    parser.add_argument(
-        "--max-density", type=float, default=None, help="keep features firing on at most this share of tokens"
-    )
-    parser.add_argument(
-        "--min-label-score", type=float, default=None, help="keep features whose label scores at least this"
-    )
-    parser.add_argument("--suppress", action="store_true", help="logit: features that suppress the token instead")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    parser.set_defaults(run=_run_cli)
-
-
-def _run_cli(args: argparse.Namespace) -> int:
-    if args.top <= 0:
-        raise ValueError(f"--top must be positive, got {args.top}.")
-    index = FeatureIndex.load(args.index)
-    filters = dict(min_density=args.min_density, max_density=args.max_density, min_label_score=args.min_label_score)
-    results = run_query(index, args.kind, args.query, top=args.top, suppress=args.suppress, **filters)
-    if args.json:
-        print(json.dumps([r.to_dict() for r in results], indent=2, ensure_ascii=False))
-    elif args.kind == "text":
-        for r in results:
-            print(f"[{r.position}] {r.token!r}")
-            print("    " + format_hits(r.hits, SCORE_NAMES["text"]).replace("\n", "\n    "))
-    else:
-        print(format_hits(results, SCORE_NAMES[args.kind]))
-    return 0

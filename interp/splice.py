@@ -22,30 +22,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interp.capture import check_hook_names
-
-
-def sae_hook_name(sae: Any, hook_name: str | None) -> str:
-    """The hook to splice at: `hook_name` if given, else the one the SAE was trained on (its
-    metadata `hook_name`, from cfg.json); ValueError when neither names one."""
-    if hook_name:
-        return hook_name
-    trained_on = (getattr(sae, "metadata", None) or {}).get("hook_name")
-    if not trained_on:
-        raise ValueError(
-            "the SAE's cfg.json names no hook (metadata.hook_name); pass --hook NAME "
-            "(list them with `interp hooks --model SPEC`)."
-        )
-    return trained_on
-
-
-def check_hook(bridge: Any, hook_name: str) -> None:
-    """ValueError listing the valid names when the model has no hook `hook_name`; turns on the
-    model setting a gated hook needs to fire at all (e.g. use_attn_result for attn.hook_result)."""
-    check_hook_names(list(bridge.hook_dict), [hook_name])
-    setting = bridge._gated_hook_reason(hook_name)
-    if setting is not None:
-        getattr(bridge, f"set_{setting}")(True)
+from interp.hooks import enable_hooks
+from interp.model import model_device
 
 
 def activation_rows(activation: Tensor, sae: Any, hook_name: str) -> Tensor:
@@ -103,28 +81,24 @@ def zero_ablation(activation: Tensor, hook: Any = None) -> Tensor:
     return torch.zeros_like(activation)
 
 
-def _model_device(bridge: Any) -> torch.device:
-    return next(bridge.parameters()).device
-
-
 def run_clean(bridge: Any, tokens: Tensor) -> Tensor:
     """tokens [batch, pos] -> logits [batch, pos, d_vocab] of the unmodified model."""
-    return bridge(tokens.to(_model_device(bridge)))
+    return bridge(tokens.to(model_device(bridge)))
 
 
 def run_with_sae(bridge: Any, tokens: Tensor, sae: Any, hook_name: str, *, with_error: bool = False) -> Tensor:
     """tokens [batch, pos] -> logits with the SAE's reconstruction (plus the error term when
     `with_error`) in place of the activation at `hook_name`."""
-    check_hook(bridge, hook_name)
+    enable_hooks(bridge, [hook_name])
     with bridge.hooks(fwd_hooks=[(hook_name, SAESplice(sae, hook_name, with_error=with_error))]):
-        return bridge(tokens.to(_model_device(bridge)))
+        return bridge(tokens.to(model_device(bridge)))
 
 
 def run_zero_ablated(bridge: Any, tokens: Tensor, hook_name: str) -> Tensor:
     """tokens [batch, pos] -> logits with the activation at `hook_name` set to zero."""
-    check_hook(bridge, hook_name)
+    enable_hooks(bridge, [hook_name])
     with bridge.hooks(fwd_hooks=[(hook_name, zero_ablation)]):
-        return bridge(tokens.to(_model_device(bridge)))
+        return bridge(tokens.to(model_device(bridge)))
 
 
 @dataclass
@@ -140,8 +114,8 @@ class SplicedRuns:
 @torch.no_grad()
 def spliced_runs(bridge: Any, tokens: Tensor, sae: Any, hook_name: str) -> SplicedRuns:
     """Clean, SAE-spliced and zero-ablated runs of tokens [batch, pos] (three forward passes)."""
-    check_hook(bridge, hook_name)
-    device = _model_device(bridge)
+    enable_hooks(bridge, [hook_name])
+    device = model_device(bridge)
     tokens = tokens.to(device)
     clean = bridge(tokens)
     splice = SAESplice(sae, hook_name, record=True)
@@ -159,11 +133,9 @@ __all__ = [
     "SpliceRecord",
     "SplicedRuns",
     "activation_rows",
-    "check_hook",
     "run_clean",
     "run_with_sae",
     "run_zero_ablated",
-    "sae_hook_name",
     "spliced_runs",
     "zero_ablation",
 ]

@@ -3,10 +3,10 @@
     interp train-sae --model SPEC --hook blocks.0.mlp.hook_post [--hook NAME2 ...] --corpus C --tokens N \\
                      --out DIR --arch topk --d-sae 4096 --k 32 [trainer options, as `sae train`]
 
-`ModelActivationStream` is what `sae.train.train_sae` reads: an iterator of activation batches
+`train_from_model` is that command. `ModelActivationStream` is what `sae.train.train_sae` reads: an iterator of activation batches
 (one tensor per hook, so every hook's SAEs share one forward pass) that the trainer can save and
 restore (`state_dict` / `load_state_dict`). The model runs only as deep as the deepest hook
-(`interp.capture.ActivationHooks` ends the pass there).
+(`interp.hooks.ActivationHooks` ends the pass there).
 
 The order of the rows is a function of (corpus, split, corpus seed, context length, shuffle
 settings), never of how far a run got:
@@ -26,7 +26,6 @@ One process (no torchrun): data-parallel training reads activation datasets (`sa
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import math
 import warnings
@@ -39,7 +38,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.capture import DEFAULT_BATCH_SIZE, ActivationHooks, CapturePlan, batched, plan_capture, weights_fingerprint
+from interp.capture import DEFAULT_BATCH_SIZE, weights_fingerprint
+from interp.corpus import batched_windows, load_corpus
+from interp.hooks import ActivationHooks, CapturePlan, plan_capture
+from interp.model import load_model, model_device
+from interp.pipeline import corpus_windows, model_spec_id
+from sae.architectures import get_architecture
+from sae.config import TrainConfig
+from sae.distributed import environment_ranks, resolve_device
+from sae.options import expand_sweep, sweep_names
+from sae.train import train_sae
 
 AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -143,10 +151,10 @@ class ModelActivationStream:
                 )
                 raise StopIteration
             parts: list[list[Tensor]] = [[] for _ in self.plan.hooks]
-            device = next(self.bridge.parameters()).device
+            device = model_device(self.bridge)
             dtype = AUTOCAST_DTYPES[self.autocast]
             with ActivationHooks(self.bridge, self.plan.hook_names, self.plan.stop_at_layer) as hooks:
-                for tokens in batched(windows, self.forward_batch):
+                for tokens in batched_windows(windows, self.forward_batch):
                     with torch.autocast(device.type, dtype=dtype) if dtype is not None else nullcontext():
                         acts = hooks.run(tokens.to(device))
                     for i, spec in enumerate(self.plan.hooks):
@@ -193,169 +201,99 @@ def member_names(hooks: Sequence[str], sweep: Sequence[str]) -> list[str]:
     return [f"{h}/{s}" if s else h for h in hooks for s in sweep]
 
 
-# --- command line ----------------------------------------------------------------------------
-STREAM_KEYS = ("model", "hooks", "corpus", "split", "corpus_seed", "tokens", "forward_batch", "model_autocast")
+def train_from_model(
+    model_spec: str,
+    hooks: Sequence[str],
+    arch: str,
+    sweep: dict[str, list[Any]],
+    cfg: TrainConfig,
+    out: str | Path,
+    *,
+    tokens: int,
+    corpus: str = "stdlib",
+    split: str = "train",
+    corpus_seed: int = 0,
+    forward_batch: int = DEFAULT_BATCH_SIZE,
+    model_autocast: str = "none",
+    resume: bool = False,
+) -> tuple[list[Any], list[str]]:
+    """`interp train-sae`: one SAE per (hook, sweep member) on the model's activations as it runs.
 
-
-def build_parser(arch: str | None) -> tuple[argparse.ArgumentParser, Any, Any, type | None]:
-    """The `interp train-sae` parser once --arch is known: (parser, train options, SAE options, config class)."""
-    import sae.architectures as architectures
-    from sae.config import TrainConfig
-    from sae.options import DataclassOptions
-
-    parser = argparse.ArgumentParser(
-        prog="interp train-sae",
-        allow_abbrev=False,
-        description="Train SAEs on a model's activations as it runs, without writing them to disk. Each --hook gets "
-        "its own SAE (or sweep: comma lists such as --k 16,32); all share one forward pass.",
-        epilog=None if arch else "Give --arch NAME --help to list that architecture's options.",
-    )
-    stream = parser.add_argument_group("activations")
-    stream.add_argument("--model", required=True, help="model folder, Hugging Face checkpoint folder or model name")
-    stream.add_argument(
-        "--hook",
-        dest="hooks",
-        action="append",
-        required=True,
-        metavar="NAME",
-        help="hook name, e.g. blocks.0.mlp.hook_post; repeat for several (`interp hooks` lists them)",
-    )
-    stream.add_argument("--corpus", default="stdlib", help="corpus spec (default: stdlib)")
-    stream.add_argument("--split", default="train", help="corpus split (default: train)")
-    stream.add_argument(
-        "--corpus-seed",
-        type=int,
-        default=0,
-        help="seed of the corpus window order, as `interp capture --seed` (default 0)",
-    )
-    stream.add_argument("--tokens", type=int, required=True, help="tokens to stream through the model")
-    stream.add_argument(
-        "--forward-batch", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass"
-    )
-    stream.add_argument(
-        "--model-autocast",
-        default="none",
-        choices=list(AUTOCAST_DTYPES),
-        help="autocast dtype of the model's forward pass (default none)",
-    )
-    parser.add_argument(
-        "--arch",
-        default=arch,
-        required=arch is None,
-        help=f"SAE architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
-    )
-    parser.add_argument("--out", required=True, help="run folder: SAE(s), checkpoints, log.jsonl, train_config.json")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue the run in --out from its last checkpoint (give the same arguments)",
-    )
-    train_options = DataclassOptions(parser.add_argument_group("training"), TrainConfig)
-    if arch is None:
-        return parser, train_options, None, None
-    config_class = architectures.get_architecture(arch).config_class
-    sae_options = DataclassOptions(
-        parser.add_argument_group(f"{arch} SAE (comma lists sweep)"), config_class, sweep=True, skip=("d_in",)
-    )
-    return parser, train_options, sae_options, config_class
-
-
-def run_train_sae(argv: list[str]) -> int:
-    from sae.config import TrainConfig
-    from sae.distributed import environment_ranks, resolve_device
-    from sae.options import expand_sweep, sweep_names
-    from sae.train import train_sae
-
-    from interp.corpus import load_corpus, token_sequences
-    from interp.model import load_model
-
-    first = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    first.add_argument("--arch")
-    arch = first.parse_known_args(argv)[0].arch
-    parser, train_options, sae_options, config_class = build_parser(arch)
-    args = parser.parse_args(argv)
-    if sae_options is None:
-        raise ValueError("--arch is required")
+    sweep: the architecture's config fields, each a list of values (every combination is trained).
+    Returns the trained SAEs and their folder names under `out`."""
+    cfg.validate()
+    if tokens <= 0 or forward_batch <= 0:
+        raise ValueError(f"--tokens and --forward-batch must be positive, got {tokens} and {forward_batch}.")
+    if model_autocast not in AUTOCAST_DTYPES:
+        raise ValueError(f"--model-autocast {model_autocast!r} is not one of {list(AUTOCAST_DTYPES)}.")
     if environment_ranks().distributed:
         raise ValueError(
             "interp train-sae runs in one process; for several processes capture the activations "
             "(`interp capture`) and train with `sae train --nproc N`"
         )
-    cfg = TrainConfig(**train_options.values(args))
-    cfg.validate()
-    if args.tokens <= 0 or args.forward_batch <= 0:
-        raise ValueError(f"--tokens and --forward-batch must be positive, got {args.tokens} and {args.forward_batch}.")
+    config_class = get_architecture(arch).config_class
     device = resolve_device(cfg.device)
-    corpus = load_corpus(args.corpus, split=args.split)
-    loaded = load_model(args.model, device=device)
-    plan = plan_capture(loaded.bridge, args.hooks, loaded.context_length)
-    model_spec = str(Path(args.model).resolve()) if Path(args.model).exists() else str(args.model)
+    opened_corpus = load_corpus(corpus, split=split)
+    loaded = load_model(model_spec, device=device)
+    plan = plan_capture(loaded.bridge, hooks, loaded.context_length)
+    model_id = model_spec_id(model_spec)
     stream = ModelActivationStream(
         loaded.bridge,
         plan,
-        lambda: token_sequences(corpus, loaded.tokenizer, loaded.context_length, args.corpus_seed),
-        total_tokens=args.tokens,
+        lambda: corpus_windows(opened_corpus, loaded, seed=corpus_seed),
+        total_tokens=tokens,
         batch_size=cfg.batch_size,
         shuffle_buffer=cfg.shuffle_buffer,
         seed=cfg.seed,
-        forward_batch=args.forward_batch,
-        autocast=args.model_autocast,
+        forward_batch=forward_batch,
+        autocast=model_autocast,
         identity={
-            "model": model_spec,
+            "model": model_id,
             "weights": weights_fingerprint(loaded.bridge),
-            "corpus": args.corpus,
-            "split": args.split,
-            "corpus_seed": args.corpus_seed,
+            "corpus": corpus,
+            "split": split,
+            "corpus_seed": corpus_seed,
         },
     )
-    sweep = sae_options.values(args)
     members = expand_sweep(sweep)
     configs, sources, metadata = [], [], []
     for source, spec in enumerate(plan.hooks):
         for m in members:
-            configs.append((args.arch, config_class.from_dict({"d_in": spec.d_in, **m})))
+            configs.append((arch, config_class.from_dict({"d_in": spec.d_in, **m})))
             sources.append(source)
             metadata.append(
                 {
                     "hook_name": spec.name,
                     "model_name": loaded.name,
-                    "model_path": model_spec,
+                    "model_path": model_id,
                     "context_size": loaded.context_length,
-                    "corpus": args.corpus,
+                    "corpus": corpus,
                     "activation_shape": list(spec.shape),
                 }
             )
     names = member_names(plan.hook_names, sweep_names(members))
     run_info = {
         "source": "model",
-        **{k: getattr(args, k) for k in STREAM_KEYS},
-        "model": model_spec,
-        "arch": args.arch,
+        "model": model_id,
+        "hooks": list(hooks),
+        "corpus": corpus,
+        "split": split,
+        "corpus_seed": corpus_seed,
+        "tokens": tokens,
+        "forward_batch": forward_batch,
+        "model_autocast": model_autocast,
+        "arch": arch,
         "sae": sweep,
     }
     trained = train_sae(
         configs,
         stream,
         cfg,
-        Path(args.out),
+        Path(out),
         names=names,
-        resume=args.resume,
+        resume=resume,
         run_info=run_info,
         sources=sources,
         metadata=metadata,
     )
-    print(f"saved {len(trained)} SAE(s) to {args.out}" + (f": {', '.join(names)}" if len(trained) > 1 else ""))
-    return 0
-
-
-def register_cli(subparsers: argparse._SubParsersAction) -> None:
-    # The real parser is built once --arch is known (its fields become options); this one passes
-    # every argument through ('+' prefix: no '-' option is claimed here).
-    parser = subparsers.add_parser(
-        "train-sae",
-        prefix_chars="+",
-        add_help=False,
-        help="train SAEs on a model's activations as it runs (no activations on disk)",
-    )
-    parser.add_argument("argv", nargs=argparse.REMAINDER)
-    parser.set_defaults(run=lambda args: run_train_sae(args.argv))
+    return trained, names

@@ -9,14 +9,14 @@ training_tensors.safetensors   `prompt_tokens` [pos] int64 and the MLP neuron ac
 
 from __future__ import annotations
 
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
+from safetensors.torch import load_file, save_file
 from torch import Tensor
+
+from sae.files import atomic_write, read_json, write_json
 
 RECORD_FORMAT = "monosemantic-training-record"
 RECORD_FORMAT_VERSION = 1
@@ -61,45 +61,26 @@ class TrainingRecord:
             self.heldout_curve[key].append(value)
 
     def save(self, folder: str | Path) -> None:
-        from safetensors.torch import save_file
-
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         body = {k: v for k, v in asdict(self).items() if k != "tensors"}
         body = {"format": RECORD_FORMAT, "format_version": RECORD_FORMAT_VERSION, "mlp_hook": MLP_HOOK, **body}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
-        for name, write in (
-            (TENSORS_FILE, lambda p: save_file(tensors, str(p))),
-            (RECORD_FILE, lambda p: p.write_text(json.dumps(body) + "\n")),
-        ):
-            tmp = folder / (name + ".tmp")
-            write(tmp)
-            os.replace(tmp, folder / name)
+        atomic_write(folder / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        write_json(folder / RECORD_FILE, body, indent=None)
 
     @classmethod
     def load(cls, folder: str | Path) -> TrainingRecord:
-        from safetensors.torch import load_file
-
         folder = Path(folder)
         for name in (RECORD_FILE, TENSORS_FILE):
             if not (folder / name).is_file():
                 raise FileNotFoundError(
                     f"model folder {folder} has no {name}; it was not trained by `interp model train`."
                 )
-        body = json.loads((folder / RECORD_FILE).read_text())
+        body = read_json(folder / RECORD_FILE, fix="re-train the model with `interp model train`")
         if body.get("format") != RECORD_FORMAT or body.get("format_version") != RECORD_FORMAT_VERSION:
             raise ValueError(f"{folder / RECORD_FILE} is not a version-{RECORD_FORMAT_VERSION} {RECORD_FORMAT} file.")
         for key in ("format", "format_version", "mlp_hook"):
             body.pop(key)
         body["samples"] = [Sample(**s) for s in body["samples"]]
         return cls(**body, tensors=load_file(str(folder / TENSORS_FILE)))
-
-
-def mlp_activations(bridge: Any, tokens: Tensor) -> Tensor:
-    """MLP neuron activations [n_layers, pos, d_mlp] of a bridge on one sequence `tokens` [pos]."""
-    n_layers = bridge.cfg.n_layers
-    names = [MLP_HOOK.format(layer=i) for i in range(n_layers)]
-    device = next(bridge.parameters()).device
-    with torch.no_grad():
-        _, cache = bridge.run_with_cache(tokens[None].to(device), names_filter=lambda name: name in names)
-    return torch.stack([cache[name][0].float().cpu() for name in names])

@@ -119,6 +119,42 @@ def apply_process_options(args: argparse.Namespace) -> None:
 
 
 # --- sae train ---------------------------------------------------------------------------
+def add_training_options(
+    parser: argparse.ArgumentParser,
+    arch: str | None,
+    argv: list[str],
+    *,
+    train_defaults: dict[str, Any] | None = None,
+    sae_defaults: dict[str, Any] | None = None,
+    source: str = "defaults",
+) -> tuple[DataclassOptions, DataclassOptions, type]:
+    """--arch, TrainConfig's options and the architecture's config options (comma lists sweep), for
+    every command that trains SAEs (`sae train`, `interp train-sae`). Without an architecture the
+    parse of `argv` prints the help, or the error that --arch is required."""
+    parser.add_argument(
+        "--arch",
+        default=arch,
+        required=arch is None,
+        help=f"SAE architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
+    )
+    train_options = DataclassOptions(
+        parser.add_argument_group("training"), TrainConfig, defaults=train_defaults, source=source
+    )
+    if arch is None:
+        parser.parse_args(argv)
+        raise ValueError("--arch is required")
+    config_class = architectures.get_architecture(arch).config_class
+    sae_options = DataclassOptions(
+        parser.add_argument_group(f"{arch} SAE (comma lists sweep)"),
+        config_class,
+        defaults=sae_defaults,
+        source=source,
+        sweep=True,
+        skip=("d_in",),
+    )
+    return train_options, sae_options, config_class
+
+
 def run_train(argv: list[str]) -> int:
     nproc, argv = _split_nproc(argv)
     if nproc is not None and nproc > 1:
@@ -201,12 +237,6 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
         help="Activation dataset folder (manifest.json + shards).",
     )
     parser.add_argument(
-        "--arch",
-        default=arch,
-        required=arch is None,
-        help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
-    )
-    parser.add_argument(
         "--out",
         default=known.resume,
         required=known.resume is None,
@@ -227,20 +257,8 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
         "(gloo on CPU, nccl with one GPU each on CUDA); --batch-size stays the global batch.",
     )
     add_process_options(parser)
-    train_options = DataclassOptions(
-        parser.add_argument_group("training"), TrainConfig, defaults=base.get("train"), source=source
-    )
-    if arch is None:
-        parser.parse_args(argv)  # prints the help, or the error that --arch is required
-        raise ValueError("--arch is required")
-    config_class = architectures.get_architecture(arch).config_class
-    sae_options = DataclassOptions(
-        parser.add_argument_group(f"{arch} SAE (comma lists sweep)"),
-        config_class,
-        defaults=base.get("sae"),
-        source=source,
-        sweep=True,
-        skip=("d_in",),
+    train_options, sae_options, config_class = add_training_options(
+        parser, arch, argv, train_defaults=base.get("train"), sae_defaults=base.get("sae"), source=source
     )
     args = parser.parse_args(argv)
     apply_process_options(args)

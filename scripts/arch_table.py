@@ -38,6 +38,8 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import Tensor
+
 from sae.architectures import ARCHITECTURES, SAE, SAEConfig, get_architecture
 from sae.config import TrainConfig
 from sae.data import ActivationDataset
@@ -45,7 +47,6 @@ from sae.metrics import evaluate_sae
 from sae.options import field_specs, parse_text
 from sae.schedule import default_lr
 from sae.train import train_sae
-from torch import Tensor
 
 ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")
 DEMO_ACTS = Path("artifacts/demo/activations/blocks.0.mlp.hook_post")
@@ -125,9 +126,9 @@ def measure_splice(sae: SAE, loaded: Any, hook_name: str, token_batches: list[Te
 
 def heldout_text(model: Path, corpus: str | None, tokens: int, batch_size: int = 16) -> tuple[Any, list[Tensor], str]:
     """(loaded model, token batches [batch, ctx] of held-out text, corpus spec) for the splice evaluation."""
-    from interp.corpus import load_corpus, token_sequences
-    from interp.evaluate import batched_windows, model_corpus
+    from interp.corpus import batched_windows, load_corpus, token_sequences
     from interp.model import load_model
+    from interp.pipeline import model_corpus
 
     loaded = load_model(model)
     spec = corpus or model_corpus(str(model))
@@ -242,7 +243,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         batch_size=args.batch_size,
         steps=args.steps,
         lr=args.lr,
-        threads=args.threads,
         seed=args.seed,
         checkpoint_every=0,
         log_every=max(1, args.steps // 20),

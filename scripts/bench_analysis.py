@@ -50,6 +50,7 @@ def load_inputs(args: argparse.Namespace):
     import itertools
 
     import torch
+
     from interp.corpus import load_corpus, token_sequences
     from interp.model import load_model
     from sae.io import load_sae
@@ -73,8 +74,11 @@ def load_inputs(args: argparse.Namespace):
 def child(args: argparse.Namespace) -> None:
     """One measured run; prints one JSON line."""
     import torch
-    from interp.analysis import AnalysisConfig, analyze, decoder_statistics, logit_map
-    from interp.report import write_report
+
+    from interp.analysis.config import AnalysisConfig
+    from interp.analysis.decoder import decoder_statistics, logit_map
+    from interp.analysis.run import analyze
+    from interp.report.write import write_report
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
     start = time.perf_counter()

@@ -15,8 +15,6 @@ round after the previous one's files are deleted, flushed (os.sync) and left hal
                         manifests (deleting the folder afterwards is not timed);
   bare (stop_at_layer)  with --stop-at-layer: the forward pass with stop_at_layer = deepest hooked
                         block + 1 and no hooks, for comparison;
-  capture, writes free  with --free-writes: capture with the writes thread running whenever it can
-                        instead of taking turns with the forward pass at a core (share_cores=False).
 The ratio that matters is capture / bare (stop at hook) in tokens/s. Each round prints wall-clock
 tokens/s and CPU microseconds per token, all threads and the main (forward) thread alone.
 
@@ -40,7 +38,9 @@ import time
 from pathlib import Path
 
 import torch
-from interp.capture import ActivationHooks, capture_to_disk, plan_capture
+
+from interp.capture import capture_to_disk
+from interp.hooks import ActivationHooks, plan_capture
 
 DEMO_MODEL = Path("artifacts/demo/model")
 DEFAULT_MODEL = dict(
@@ -116,11 +116,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="interleaved rounds of every measurement")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--stop-at-layer", action="store_true", help="also time the bare pass with stop_at_layer")
-    parser.add_argument(
-        "--free-writes",
-        action="store_true",
-        help="also time capture with the writes thread free-running (share_cores=False)",
-    )
     parser.add_argument("--out", type=Path, default=None, help="folder for the captures (default: a temporary one)")
     args = parser.parse_args(argv)
     if args.threads:
@@ -153,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     root = Path(tempfile.mkdtemp(prefix="bench_capture-", dir=args.out))
     out = root / "capture"
 
-    def capture_once(windows: torch.Tensor = tokens, share_cores: bool = True) -> None:
+    def capture_once(windows: torch.Tensor = tokens) -> None:
         capture_to_disk(
             bridge,
             hooks,
@@ -166,12 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             batch_size=args.batch_size,
             tokens_per_shard=args.shard_tokens,
             progress=False,
-            share_cores=share_cores,
         )
 
     fns = {"bare (stop at hook)": bare_stop_at_hook, "capture to disk": capture_once}
-    if args.free_writes:
-        fns["capture, writes free"] = lambda: capture_once(share_cores=False)
     if args.stop_at_layer:
         fns["bare (stop_at_layer)"] = bare_stop_at_layer
     try:
@@ -229,13 +221,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.stop_at_layer:
         print(
             f"capture / bare (stop_at_layer), tokens/s: best {rate(cap, min) / rate('bare (stop_at_layer)', min):.3f}"
-        )
-    if args.free_writes:
-        free = "capture, writes free"
-        print(
-            f"capture / capture with free-running writes, tokens/s: median "
-            f"{rate(cap, statistics.median) / rate(free, statistics.median):.3f}; free-running / bare: median "
-            f"{rate(free, statistics.median) / rate(bare, statistics.median):.3f}"
         )
     print(f"load average over the last minute: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     return 0

@@ -13,6 +13,8 @@ query is timed beside a bare forward pass + SAE encode of the same prompt.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import statistics
 import sys
@@ -21,8 +23,12 @@ import time
 from pathlib import Path
 
 import torch
-from interp.analysis import AnalysisConfig, logit_map
-from interp.labels import Label, LabelConfig, save_labels, show_token
+
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.decoder import logit_map
+from interp.labels.files import save_labels
+from interp.labels.labeller import Label, LabelConfig
+from interp.labels.rules import show_token
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.search import FeatureIndex
 
@@ -85,7 +91,7 @@ def build_index(folder: Path, model_dir: Path, features: int, seed: int) -> None
     for i in range(features):  # a label of the labeller's form on every feature, with a score
         named = ", ".join(show_token(vocab[t]) for t in feature_tokens[i])
         labels.append(Label(i, f"fires on {named}", float(torch.rand(1, generator=g)), None, None, None, {}, {}))
-    save_labels(labels, folder / "analysis", LabelConfig())
+    save_labels([label.to_dict() for label in labels], folder / "analysis", dataclasses.asdict(LabelConfig()))
 
 
 def timed(call, repeats: int) -> list[float]:

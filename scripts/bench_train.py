@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_DIR = Path(__file__).resolve().parent / "peers"
 sys.path.insert(0, str(PEER_DIR))
 from common import TimedBatches, steady_rate  # noqa: E402  (shared with the peer runners)
+
 from sae.architectures.base import TrainState  # noqa: E402
 from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.config import TrainConfig

@@ -29,10 +29,12 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
-from interp.corpus import load_corpus, token_sequences
-from interp.evaluate import batched_windows, evaluate_splice, model_corpus
-from interp.model import load_model
 from plotly.subplots import make_subplots
+
+from interp.corpus import batched_windows, load_corpus, token_sequences
+from interp.evaluate import evaluate_splice
+from interp.model import load_model
+from interp.pipeline import model_corpus
 from sae.architectures import get_architecture
 from sae.config import TrainConfig
 from sae.data import ActivationDataset

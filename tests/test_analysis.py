@@ -11,18 +11,14 @@ from collections import defaultdict
 import numpy as np
 import pytest
 import torch
-from interp.analysis import (
-    Analysis,
-    AnalysisConfig,
-    FeatureStatistics,
-    LogitMap,
-    analyze,
-    decoder_statistics,
-    hash_keys,
-    logit_map,
-    rank_in_group,
-    resolve_ignored_tokens,
-)
+from safetensors.torch import save_file
+
+from interp.analysis.artifact import Analysis
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.decoder import LogitMap, decoder_statistics, logit_map
+from interp.analysis.run import analyze, resolve_ignored_tokens
+from interp.analysis.statistics import FeatureStatistics
+from interp.analysis.tables import hash_keys, rank_in_group
 
 F, V, T = 24, 50, 16
 BOS, IGNORED = 0, 7
@@ -287,9 +283,10 @@ def test_config_and_shape_errors():
 def tiny_model():
     """A 1-layer native model (untrained), a byte-level tokenizer and held-out-like token windows."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
-    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     text = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)]
     tokenizer = train_tokenizer(text, vocab_size=300, show_progress=False)
@@ -444,14 +441,18 @@ def test_load_refuses_bad_folders(tmp_path):
     (tmp_path / "a").mkdir()
     with pytest.raises(FileNotFoundError, match="analysis.json"):
         Analysis.load(tmp_path / "a")
-    a = Analysis(
-        meta={"format": "monosemantic-analysis", "format_version": 99, "sae": {"d_sae": 1}},
-        tensors={"x": torch.zeros(1)},
-        token_strings=["a"],
-    )
-    a.save(tmp_path / "a")
+    folder = tmp_path / "a"
+    save_file({"x": torch.zeros(1)}, str(folder / "features.safetensors"))
+    (folder / "vocab.json").write_text(json.dumps({"token_strings": ["a"]}))
+    meta = {"format": "monosemantic-analysis", "format_version": 99, "sae": {"d_sae": 1}}
+    (folder / "analysis.json").write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="format_version"):
-        Analysis.load(tmp_path / "a")
+        Analysis.load(folder)
+    (folder / "analysis.json").write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(ValueError, match=r"tensor\(s\) \['x'\] are not in the analysis schema"):
+        Analysis.load(folder)
+    with pytest.raises(ValueError, match=r"tensor\(s\) \['x'\] are not in the analysis schema"):
+        Analysis(meta=meta, tensors={"x": torch.zeros(1)}, token_strings=["a"]).save(tmp_path / "b")
     (tmp_path / "a" / "analysis.json").write_text("{nope")
     with pytest.raises(ValueError, match="not readable JSON"):
         Analysis.load(tmp_path / "a")

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from sae.data import ActivationDataset
 from sae.io import load_sae
 from sae.writer import ActivationWriter

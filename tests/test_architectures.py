@@ -5,6 +5,7 @@ import math
 
 import pytest
 import torch
+
 from sae.architectures import ARCHITECTURES, TrainState, build_sae, get_architecture
 from sae.architectures.batchtopk import batch_topk_indices
 from sae.topk_select import topk_indices

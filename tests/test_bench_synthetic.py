@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+
 from sae.architectures import build_sae, get_architecture
 from sae.bench_synthetic import run_benchmark
 from sae.cli import main, parse_bench_args

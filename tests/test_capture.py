@@ -15,13 +15,15 @@ from pathlib import Path
 import pytest
 import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
-from interp.capture import capture_to_disk, check_dtype, check_hook_names, plan_capture, stop_layer
-from interp.cli import main as interp_main
+from transformer_lens.model_bridge import TransformerBridge
+
+from interp.capture import capture_to_disk, check_dtype
+from interp.cli.main import main as interp_main
 from interp.corpus import cut_at_line_breaks, load_corpus, token_sequences
+from interp.hooks import check_hook_names, plan_capture, stop_layer
 from interp.model import ModelConfig, build_native_model, load_model, save_model
 from interp.tokenizer import Tokenizer, train_tokenizer
 from sae.data import ActivationDataset
-from transformer_lens.model_bridge import TransformerBridge
 
 ROOT = Path(__file__).resolve().parents[1]
 SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
@@ -317,14 +319,14 @@ def test_cli_capture_writes_the_corpus_windows_and_their_activations(model_dir, 
 
 SLOW_CLI_CAPTURE = textwrap.dedent("""
     import sys, time
-    import interp.capture
-    from interp.cli import main
-    fast = interp.capture.token_sequences
+    import interp.pipeline
+    from interp.cli.main import main
+    fast = interp.pipeline.token_sequences
     def slow(*args, **kwargs):  # the corpus arrives slowly, so the parent can kill the capture midway
         for window in fast(*args, **kwargs):
             time.sleep(0.05)
             yield window
-    interp.capture.token_sequences = slow
+    interp.pipeline.token_sequences = slow
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -547,50 +549,35 @@ def test_cli_reports_bad_dtype_unknown_hook_and_empty_corpus_as_errors(model_dir
     assert not out.exists()
 
 
-def test_cpu_forward_passes_and_writes_take_turns_at_a_core():
-    """Writes wait while a pass runs on every torch thread; once max_pending batches wait, the next pass
-    runs on one thread fewer and the writes drain meanwhile; every batch is written, in order."""
-    from interp.capture import _BackgroundWrites, _CoreSharing
+def test_background_writes_keep_order_and_report_the_failing_hook():
+    """Every submitted batch is written, in order; a failed write is raised in the caller naming the
+    hook and dataset, and the writes after it are dropped."""
+    from interp.capture import _BackgroundWrites
 
     class Recorder:
         path = Path("recorder")
 
-        def __init__(self):
-            self.rows = []
+        def __init__(self, fail_at=None):
+            self.rows, self.fail_at = [], fail_at
 
         def add(self, rows, tokens, positions):
+            if int(rows[0, 0]) == self.fail_at:
+                raise ValueError("non-finite activation")
             self.rows.append(int(rows[0, 0]))
 
-    def wait_for(condition):
-        deadline = time.monotonic() + 5
-        while not condition() and time.monotonic() < deadline:
-            time.sleep(0.005)
-        return condition()
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(2)
-    recorder, writes = Recorder(), _BackgroundWrites(max_pending=2)
-    cores = _CoreSharing(writes, torch.device("cpu"))
     one = torch.ones(1, dtype=torch.int32)
-    try:
-        with cores.forward():
-            assert torch.get_num_threads() == 2 and not writes.gate.is_set()
-            writes.submit("h", recorder, torch.full((1, 1), 0.0), one, one)
-            writes.submit("h", recorder, torch.full((1, 1), 1.0), one, one)
-            time.sleep(0.05)
-            assert recorder.rows == [] and writes.pending == 2  # held while the pass has every core
-        with cores.forward():
-            assert torch.get_num_threads() == 1 and writes.gate.is_set()
-            assert wait_for(lambda: recorder.rows == [0, 1])  # drained beside the narrower pass
-        assert torch.get_num_threads() == 2
-        with cores.forward():
-            writes.submit("h", recorder, torch.full((1, 1), 2.0), one, one)
-        writes.finish()  # opens the gate for what is left
-        assert recorder.rows == [0, 1, 2]
-        single = _CoreSharing(_BackgroundWrites(), torch.device("cpu"))
-        assert single.active and not _CoreSharing(single.writes, torch.device("cpu"), enabled=False).active
-        torch.set_num_threads(1)
-        assert not _CoreSharing(single.writes, torch.device("cpu")).active  # one thread: nothing to share
-        single.writes.finish()
-    finally:
-        torch.set_num_threads(threads)
+    recorder, writes = Recorder(), _BackgroundWrites(max_pending=2)
+    for i in range(7):
+        writes.submit("h", recorder, torch.full((1, 1), float(i)), one, one)
+    writes.finish()
+    assert recorder.rows == list(range(7))
+
+    failing, writes = Recorder(fail_at=2), _BackgroundWrites(max_pending=2)
+    for i in range(3):
+        writes.submit("blocks.0.mlp.hook_post", failing, torch.full((1, 1), float(i)), one, one)
+    with pytest.raises(ValueError, match=r"capture of hook 'blocks.0.mlp.hook_post' into recorder: non-finite"):
+        for i in range(3, 6):
+            writes.submit("blocks.0.mlp.hook_post", failing, torch.full((1, 1), float(i)), one, one)
+        writes.finish()
+    writes.close()
+    assert failing.rows == [0, 1]

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from interp.corpus import (
     HELDOUT_EVERY,
     TEXT_PIECE_CHARS,

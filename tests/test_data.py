@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
+
 from sae.data import ActivationDataset
 from sae.writer import ActivationWriter
-from safetensors.torch import load_file
 
 CTX = 8
 

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from interp.analysis import AnalysisConfig
+
+from interp.analysis.config import AnalysisConfig
 from interp.capture import run_capture
 from interp.demo import STEPS, DemoConfig, run_demo
 from interp.model import ModelConfig, load_model
-from interp.model_training import TrainConfig
+from interp.model_training import ModelTrainConfig
 from sae.config import TrainConfig as SAETrainConfig
 from sae.data import ActivationDataset
 
@@ -23,7 +24,7 @@ ALL_STEPS = [step.name for step in STEPS]
 
 def tiny_demo(out: Path, capture_tokens: int = 1000) -> DemoConfig:
     """The demo shrunk to seconds: a 1-layer model of width 32 trained on 2048 stdlib tokens."""
-    train = TrainConfig(
+    train = ModelTrainConfig(
         corpus="stdlib",
         tokens=2048,
         batch_size=8,

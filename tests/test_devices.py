@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 
 import pytest
-import sae.architectures as architectures
 import torch
+
+import sae.architectures as architectures
 from sae.architectures import TrainState
 from sae.checkpoint import latest_checkpoint
 from sae.config import TrainConfig

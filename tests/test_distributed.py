@@ -14,9 +14,11 @@ import traceback
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
 import sae.architectures as architectures
 import sae.train
-import torch
 from sae.architectures.batchtopk import BatchTopKConfig
 from sae.architectures.gated import GatedConfig
 from sae.architectures.jumprelu import JumpReLUConfig
@@ -29,7 +31,6 @@ from sae.data import ActivationDataset
 from sae.distributed import Ranks, resolve_device
 from sae.train import train_sae
 from sae.writer import ActivationWriter
-from safetensors.torch import load_file, save_file
 
 ROOT = Path(__file__).resolve().parents[1]
 D_IN, D_SAE, BATCH = 16, 64, 128

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+
 from sae.files import atomic_write, read_json, write_json, write_text
 
 

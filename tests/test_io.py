@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
+
 from sae.architectures import TrainState, build_sae
 from sae.cli import main as sae_main
 from sae.io import detect_layout, load_sae, save_sae, save_sparsify
-from safetensors.torch import load_file, save_file
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 if not FIXTURES.exists():

@@ -3,8 +3,9 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, gather_rows_dot, sparse_decode
 from torch.utils._python_dispatch import TorchDispatchMode
+
+from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, gather_rows_dot, sparse_decode
 
 D64 = torch.float64
 

@@ -13,19 +13,13 @@ import threading
 import numpy as np
 import pytest
 import torch
-from interp.analysis import Analysis, AnalysisConfig
-from interp.labels import (
-    LABELS_FILE,
-    LabelConfig,
-    Labeller,
-    auroc,
-    held_out_sequences,
-    label_analysis,
-    pearson,
-    read_labels,
-    run_labels,
-    show_token,
-)
+
+from interp.analysis.artifact import Analysis
+from interp.analysis.config import AnalysisConfig
+from interp.labels.evidence import held_out_sequences
+from interp.labels.files import LABELS_FILE, read_labels
+from interp.labels.labeller import LabelConfig, Labeller, label_analysis, run_labels
+from interp.labels.rules import auroc, pearson, show_token
 from interp.planted import planted_analysis, zipf_tokens
 
 N_SEQ, T, V = 300, 32, 64
@@ -227,8 +221,8 @@ def test_split_is_by_sequence_and_balanced(planted):
 
 
 def test_cli_writes_labels_the_report_can_read(planted, tmp_path):
-    from interp.cli import main
-    from interp.report.data import read_labels as report_read_labels
+    from interp.cli.main import main
+    from interp.labels.files import read_labels as report_read_labels
 
     analysis, labels, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -312,7 +306,7 @@ def chat_server():
 
 
 def test_llm_labeller_explains_scores_and_caches(planted, tmp_path, chat_server, monkeypatch):
-    from interp.cli import main
+    from interp.cli.main import main
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -347,8 +341,8 @@ def test_llm_labeller_explains_scores_and_caches(planted, tmp_path, chat_server,
 
 
 def test_llm_errors_are_clear(planted, tmp_path, chat_server, monkeypatch):
-    from interp.cli import build_parser
-    from interp.llm_labels import llm_from_args
+    from interp.cli.features import llm_from_args
+    from interp.cli.main import build_parser
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")

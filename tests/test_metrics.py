@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+
 from sae.metrics import ReconstructionMetrics, evaluate_sae
 
 

@@ -10,19 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from interp.cli import main as interp_main
+
+from interp.cli.main import main as interp_main
 from interp.corpus import cut_at_line_breaks, load_corpus
-from interp.model import (
-    CONFIG_FILE,
-    WEIGHTS_FILE,
-    ModelConfig,
-    build_native_model,
-    generate,
-    hook_shapes,
-    load_model,
-    sample_text,
+from interp.hooks import hook_shapes
+from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, build_native_model, generate, load_model, sample_text
+from interp.model_training import (
+    STDLIB_PROMPT,
+    ModelTrainConfig,
+    default_prompt,
+    evaluate,
+    next_token_loss,
+    train_model,
 )
-from interp.model_training import STDLIB_PROMPT, TrainConfig, default_prompt, evaluate, next_token_loss, train_model
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
 from interp.training_record import RECORD_FILE, TENSORS_FILE, TrainingRecord
 
@@ -42,7 +42,7 @@ def tokenizer_file(tmp_path_factory) -> Path:
 def trained(tmp_path_factory, tokenizer_file):
     """A tiny model trained for 24 steps of 8 x 32 tokens (6144 tokens) on tinyshakespeare."""
     out = tmp_path_factory.mktemp("model") / "tiny"
-    cfg = TrainConfig(
+    cfg = ModelTrainConfig(
         corpus=SHAKESPEARE,
         tokens=6144,
         batch_size=8,
@@ -159,7 +159,7 @@ def test_evaluate_is_mean_next_token_cross_entropy_known_answer():
 
 
 def test_minutes_budget_stops_on_the_training_clock(tmp_path, tokenizer_file):
-    cfg = TrainConfig(
+    cfg = ModelTrainConfig(
         corpus=SHAKESPEARE,
         minutes=0.01,
         batch_size=2,
@@ -191,10 +191,10 @@ def test_default_prompt_is_fixed_per_corpus(tmp_path):
 
 def test_budget_options_are_validated():
     with pytest.raises(ValueError, match="either tokens or minutes"):
-        TrainConfig(tokens=10, minutes=1.0).validate()
+        ModelTrainConfig(tokens=10, minutes=1.0).validate()
     with pytest.raises(ValueError, match="must be positive"):
-        TrainConfig(tokens=0).validate()
-    assert TrainConfig().budget() == (None, 300.0)
+        ModelTrainConfig(tokens=0).validate()
+    assert ModelTrainConfig().budget() == (None, 300.0)
     with pytest.raises(ValueError, match=r"d_model \(30\) must be divisible by n_heads \(4\)"):
         build_native_model(ModelConfig(d_model=30, n_heads=4))
 
@@ -417,5 +417,5 @@ def test_cli_train_sample_and_hooks(tmp_path, tokenizer_file, capsys):
 
     assert interp_main(["hooks", "--model", str(tmp_path / "nothing-here")]) == 2
     assert "is not a folder" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
-        interp_main(["model", "train", "--out", str(out), "--tokens", "5", "--minutes", "1"])
+    assert interp_main(["model", "train", "--out", str(out), "--tokens", "5", "--minutes", "1"]) == 2
+    assert "give either tokens or minutes as the training budget, not both" in capsys.readouterr().err

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from interp.analysis import AnalysisConfig, analyze
-from interp.cli import main as interp_main
-from interp.neuronpedia import export_neuronpedia, histogram_centres, hook_layer, neuronpedia_id
+
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.run import analyze
+from interp.cli.main import main as interp_main
+from interp.hooks import hook_layer
+from interp.neuronpedia import export_neuronpedia, histogram_centres, neuronpedia_id
 
 T = 16
 # Columns of Neuronpedia's tables (apps/webapp/prisma/schema.prisma) that the export may fill.
@@ -109,9 +112,10 @@ class TokenDetector:
 @pytest.fixture(scope="module")
 def analysis_dir(tmp_path_factory):
     import transformer_lens.model_bridge.sources.native  # noqa: F401
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
-    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     tokenizer = train_tokenizer(
         [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)], vocab_size=300, show_progress=False
@@ -235,7 +239,7 @@ def test_export_layout_columns_and_known_answers(analysis_dir, tmp_path):
 
 def test_helpers_known_answers():
     assert neuronpedia_id("GPT-2 Small/v1") == "gpt-2-small-v1"
-    assert hook_layer("blocks.11.hook_resid_post") == 11 and hook_layer("hook_embed") == 0
+    assert hook_layer("blocks.11.hook_resid_post") == 11 and hook_layer("hook_embed") is None
     cfg = AnalysisConfig(histogram_low_exp=-2, histogram_high_exp=0, bins_per_octave=1)
     assert histogram_centres(cfg) == pytest.approx([0.125, 2**-1.5, 2**-0.5, 1.0])
     with pytest.raises(ValueError, match="--model-id"):

@@ -9,15 +9,13 @@ import math
 
 import pytest
 import torch
-from interp.analysis import Analysis, AnalysisConfig, analyze
-from interp.labels import run_labels
-from interp.neurons import (
-    NeuronPass,
-    driver_mass,
-    effective_number,
-    neuron_summaries,
-    score_comparison,
-)
+
+from interp.analysis.artifact import Analysis
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.neuron_pass import NeuronPass
+from interp.analysis.run import analyze
+from interp.labels.labeller import run_labels
+from interp.neurons import driver_mass, effective_number, neuron_summaries, score_comparison
 from interp.planted import planted_analysis
 
 T, CYCLE, N_SEQ = 25, 12, 60  # tokens 1..12 cycle over positions 1..24: each twice per sequence
@@ -152,7 +150,7 @@ def test_peak_drivers_follow_their_examples_across_batches():
 
 
 def test_neuron_labels_and_the_comparison(planted, tmp_path):
-    from interp.cli import main
+    from interp.cli.main import main
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -168,7 +166,7 @@ def test_neuron_labels_and_the_comparison(planted, tmp_path):
 
 
 def test_neurons_cli_json(planted, tmp_path, capsys):
-    from interp.cli import main
+    from interp.cli.main import main
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -203,10 +201,11 @@ def test_neurons_sub_artifact_through_a_model(tmp_path):
     """analyze() on a real (tiny, untrained) model's MLP: the neuron statistics are those of the raw
     hook activations, and they survive save/load."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
     from sae.architectures import build_sae
-    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     text = [f"def f{i}(x):\n    return x * {i}\n" for i in range(100)]
     tokenizer = train_tokenizer(text, vocab_size=280, show_progress=False)

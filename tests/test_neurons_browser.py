@@ -9,13 +9,13 @@ import json
 
 import pytest
 import torch
-from interp.analysis import AnalysisConfig
-from interp.labels import run_labels
+from test_report_browser import HOSTILE_LINES, assert_clean, browser, open_page, shots, wait_for  # noqa: F401 (fixtures)
+
+from interp.analysis.config import AnalysisConfig
+from interp.labels.labeller import run_labels
 from interp.neurons import neuron_summaries
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.report.write import write_report
-
-from test_report_browser import HOSTILE_LINES, assert_clean, browser, open_page, shots, wait_for  # noqa: F401 (fixtures)
 
 F, N, V, T, N_SEQ = 24, 8, 48, 24, 90
 
@@ -24,7 +24,7 @@ F, N, V, T, N_SEQ = 24, 8, 48, 24, 90
 def neuron_report(tmp_path_factory):
     """A planted SAE on 8 neurons (24 token-detector features, each writing to a few neurons), its
     labels and neuron labels, and the report; some token strings are hostile HTML."""
-    from interp.analysis import Analysis
+    from interp.analysis.artifact import Analysis
 
     root = tmp_path_factory.mktemp("neurons-report")
     vocab = ["<bos>"] + [f" w{i}" for i in range(1, V)]

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 import pytest
+
 from sae.options import DataclassOptions, expand_sweep, field_specs, from_dict, sweep_names, sweep_values
 
 

@@ -13,9 +13,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from interp.analysis import AnalysisConfig, analyze
-from interp.report.data import read_labels, sig_array
-from interp.report.write import copy_static, script_json, write_index, write_report
+
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.run import analyze
+from interp.labels.files import read_labels
+from interp.report.data import sig_array
+from interp.report.html import script_json, write_page
+from interp.report.write import copy_static, write_report
 
 T = 32
 MARK = "pwned"
@@ -74,12 +78,13 @@ def hostile_report(tmp_path_factory) -> Path:
     """An analysis of a tiny model over a corpus of hostile HTML, with hostile labels and a hostile
     training record, written as a report."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
+    from transformer_lens.model_bridge.bridge import TransformerBridge
+
     from interp.corpus import token_sequences
     from interp.model import LoadedModel
     from interp.tokenizer import train_tokenizer
     from interp.training_record import Sample, TrainingRecord
     from sae.architectures import build_sae
-    from transformer_lens.model_bridge.bridge import TransformerBridge
 
     root = tmp_path_factory.mktemp("hostile")
     documents = [f"def f{i}(x):\n    s = '{HOSTILE_LINES[i % 4]}'\n    return x + {i}\n" for i in range(200)]
@@ -343,7 +348,8 @@ def test_index_stays_responsive_at_16k_features(browser, tmp_path, shots):
         for i in range(n)
     ]
     copy_static(tmp_path)
-    write_index(tmp_path, {"title": "16k", "dead": 0, "l0": 12.0, "tokens": 10**6, "d_sae": n}, rows)
+    meta = {"title": "16k", "dead": 0, "l0": 12.0, "tokens": 10**6, "d_sae": n}
+    write_page(tmp_path, "index", "16k", data={"meta": meta, "rows": rows}, plots=True)
     logs = open_page(browser, (tmp_path / "index.html").as_uri())
     wait_for(browser, "document.querySelector('#density-plot .main-svg')")
     assert browser.execute_script("return document.querySelectorAll('#feature-rows .frow').length") < 120

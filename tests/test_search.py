@@ -4,12 +4,18 @@ queries through a saved model and SAE against the model's own forward pass, and 
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 
 import pytest
 import torch
-from interp.analysis import Analysis, AnalysisConfig, analyze
-from interp.labels import LabelConfig, label_analysis, save_labels
+
+from interp.analysis.artifact import Analysis
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.run import analyze
+from interp.labels.files import save_labels
+from interp.labels.labeller import LabelConfig, label_analysis
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.search import FeatureHit, FeatureIndex, format_hits
 
@@ -51,7 +57,7 @@ def index_dir(tmp_path_factory):
     analysis = planted_analysis(iter(batches), VOCAB, CFG, W_dec=W, unembed=unembed, expected_sequences=N_SEQ)
     analysis.save(folder)
     labels = label_analysis(analysis, progress=False)
-    save_labels(labels, folder, LabelConfig())
+    save_labels([label.to_dict() for label in labels], folder, dataclasses.asdict(LabelConfig()))
     f = torch.cat([b[0] for b in batches])
     f[:, 0] = 0.0  # BOS is left out of the analysis
     return folder, f, tokens, W, unembed
@@ -127,7 +133,7 @@ def test_filters(index_dir):
 
 
 def test_records_table_and_cli(index_dir, capsys):
-    from interp.cli import main
+    from interp.cli.main import main
 
     folder, _, _, _, _ = index_dir
     hit = FeatureIndex.load(folder).by_token(" t5")[0]

@@ -8,15 +8,17 @@ import re
 
 import pytest
 import torch
+
+from interp.corpus import batched_windows
 from interp.evaluate import (
     SpliceMetrics,
-    batched_windows,
     evaluate_splice,
     kl_from_clean,
     next_token_cross_entropy,
     next_token_log_probs,
 )
-from interp.splice import SAESplice, run_clean, run_with_sae, run_zero_ablated, sae_hook_name, spliced_runs
+from interp.hooks import sae_hook_name
+from interp.splice import SAESplice, run_clean, run_with_sae, run_zero_ablated, spliced_runs
 from sae.architectures import build_sae
 
 D_MODEL, D_MLP, D_VOCAB, N_CTX = 64, 128, 300, 32
@@ -266,7 +268,7 @@ def model_folder(tmp_path_factory):
 
 
 def test_interp_eval_cli_on_a_saved_model_and_sae(model_folder, tmp_path, capsys):
-    from interp.cli import main
+    from interp.cli.main import main
     from sae.io import save_sae
 
     sae = identity_sae(32)
@@ -300,7 +302,7 @@ def test_interp_eval_cli_on_a_saved_model_and_sae(model_folder, tmp_path, capsys
 
 
 def test_interp_eval_cli_refuses_an_sae_of_another_width(model_folder, tmp_path, capsys):
-    from interp.cli import main
+    from interp.cli.main import main
     from sae.io import save_sae
 
     save_sae(build_sae("topk", d_in=48, d_sae=64, k=4), tmp_path / "sae")

@@ -8,16 +8,17 @@ import json
 import socket
 from pathlib import Path
 
-import interp.capture
-import interp.stream
 import pytest
 import torch
-from interp.cli import main as interp_main
+from safetensors.torch import load_file
+
+import interp.capture
+import interp.stream
+from interp.cli.main import main as interp_main
 from interp.corpus import cut_at_line_breaks
 from interp.model import ModelConfig, build_native_model, save_model
 from interp.tokenizer import train_tokenizer
 from sae.cli import main as sae_main
-from safetensors.torch import load_file
 
 SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
 CTX = 32

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+
 from sae.synthetic import SyntheticActivations, SyntheticConfig, match_table, max_cosines, mmcs, recovered_fraction
 
 

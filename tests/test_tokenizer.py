@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from interp.corpus import cut_at_line_breaks, stdlib_files
 from interp.tokenizer import BOS_TOKEN, TOKENIZER_FILE, Tokenizer, train_tokenizer
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+
 from sae.topk_select import kernel_applies, topk_indices
 
 

@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 import pytest
-import sae.architectures as architectures
 import torch
+from safetensors.torch import load_file
+
+import sae.architectures as architectures
 from sae.architectures.topk import TopKConfig, TopKSAE
 from sae.checkpoint import config_differences, latest_checkpoint
 from sae.cli import main as sae_main
@@ -26,7 +28,6 @@ from sae.data import ActivationDataset
 from sae.schedule import lr_factor
 from sae.train import activation_scale, geometric_median, train_sae
 from sae.writer import ActivationWriter
-from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 D_IN, D_SAE, K, BATCH = 16, 64, 4, 128

@@ -4,14 +4,11 @@ Shapes kept small for 16k-feature reports: token windows are token ids (the page
 the vocabulary; -1 is padding past a sequence's edge) with activations as integers in 0..1000,
 thousandths of the feature's max; other numbers are rounded to 3-4 significant digits.
 
-Labels, when present, come from `labels.json` in the analysis folder:
-  {"features": [{"id": int, "label": str, "score": float | null}, ...]}
-(or "features" as an object keyed by the id as a string).
+Labels, when present, come from `labels.json` in the analysis folder (interp.labels.files).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -20,9 +17,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.analysis import Analysis
+from interp.analysis.artifact import Analysis
+from interp.training_record import TrainingRecord
 
-LABELS_FILE = "labels.json"
 SHOWN_TOKENS = 3  # top tokens / promoted tokens per row of the index
 ACT_SCALE = 1000  # window activations as integer thousandths of the feature's max
 
@@ -36,34 +33,6 @@ def sig(x: float, digits: int = 4) -> float | None:
 
 def sig_list(values: list[float], digits: int = 4) -> list[float | None]:
     return [sig(v, digits) for v in values]
-
-
-def read_labels(folder: Path) -> dict[int, dict[str, Any]]:
-    """Feature id -> {"label": str, "score": float | None, ...}; empty when there is no labels.json."""
-    path = folder / LABELS_FILE
-    if not path.is_file():
-        return {}
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path} is not readable JSON ({err}); re-run the labelling step or delete the file.") from err
-    features = data.get("features") if isinstance(data, dict) else None
-    if isinstance(features, dict):
-        items = [{"id": int(k), **v} for k, v in features.items() if isinstance(v, dict)]
-    elif isinstance(features, list):
-        items = features
-    else:
-        raise ValueError(
-            f"{path}: field 'features' must be a list of {{id, label, score}} records or an object keyed by id."
-        )
-    labels = {}
-    for item in items:
-        if not isinstance(item, dict) or not isinstance(item.get("id"), int) or not isinstance(item.get("label"), str):
-            raise ValueError(
-                f"{path}: every entry of 'features' needs an integer 'id' and a string 'label'; found {item!r:.80}."
-            )
-        labels[item["id"]] = item
-    return labels
 
 
 def sig_array(t: Tensor, digits: int = 4) -> list:
@@ -265,8 +234,6 @@ def report_meta(analysis: Analysis) -> dict[str, Any]:
 
 def training_data(folder: Path) -> dict[str, Any] | None:
     """The model's training record copied beside the analysis, for the model page; None without one."""
-    from interp.training_record import TrainingRecord
-
     try:
         record = TrainingRecord.load(folder)
     except FileNotFoundError:

@@ -12,15 +12,18 @@ written to" list). Numbers are rounded and windows quantised as for feature page
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from interp.analysis import Analysis
-from interp.labels import read_labels
+from interp.analysis.artifact import Analysis
+from interp.labels.files import read_labels
 from interp.neurons import label_scores, neuron_summaries, score_comparison
 from interp.report.data import ACT_SCALE, sig, sig_array
+from interp.report.html import ASSETS, script_json, write_page
+from sae.files import write_text
 
 NEURON_FILES = ("neurons.js", "neuron.js")
 DRIVERS_SHOWN = 8
@@ -96,17 +99,14 @@ def _rounded(value: Any) -> Any:
 
 def write_neuron_pages(analysis: Analysis, out: Path, title: str) -> None:
     """neurons.html, neuron.html, their scripts and data/neurons.js into the report folder `out`."""
-    import shutil
-
-    from interp.report.write import ASSETS, _page, _write, script_json
-
     data = neuron_report_data(analysis)
     for name in NEURON_FILES:
         shutil.copyfile(ASSETS / name, out / name)
-    _write(
+    write_text(
         out / "data" / "neurons.js",
         f"monoReport.neurons = {script_json(data['neurons'])};\n"
         f"monoReport.neuronScores = {script_json(data['scores'])};\n",
     )
-    _write(out / "neurons.html", _page("neurons.html", f"Neurons · {title}", {}))
-    _write(out / "neuron.html", _page("neuron.html", f"Neuron · {title}", {}))
+    data_scripts = ("data/meta.js", "data/summary.js", "data/neurons.js")
+    write_page(out, "neurons", f"Neurons · {title}", scripts=data_scripts, plots=True)
+    write_page(out, "neuron", f"Neuron · {title}", scripts=("data/meta.js", "data/vocab.js", *data_scripts[1:]))

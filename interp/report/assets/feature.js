@@ -6,6 +6,7 @@
   var R = window.monoReport, el = R.el;
   var meta = R.meta, vocab = R.vocab, rows = R.rows, scale = meta.act_scale;
   var chunks = {}, waiting = {};
+  R.chunkSize = R.readJSON("report-chunk");
   R.setSpecial(meta.special_ids);
 
   R.addChunk = function (index, features) {

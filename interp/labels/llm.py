@@ -15,7 +15,6 @@ those probabilities against the truth.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -29,8 +28,10 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from interp.analysis import Analysis
-from interp.labels import Label, LabelData, auroc
+from interp.analysis.artifact import Analysis
+from interp.labels.evidence import Evidence
+from interp.labels.labeller import Label
+from interp.labels.rules import auroc
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "MONOSEMANTIC_LLM_BASE_URL", "MONOSEMANTIC_LLM_MODEL", "MONOSEMANTIC_LLM_API_KEY"
 CACHE_DIR = "llm_cache"  # inside the analysis folder unless given
@@ -128,22 +129,22 @@ class LLMLabeller:
         labels.json header fields that say which endpoint and model wrote them."""
         cache = self.cfg.cache_dir or Path(analysis.path or ".") / CACHE_DIR
         self.client = ChatClient(self.cfg, Path(cache))
-        data = LabelData(analysis)
-        order = np.argsort(-data.np["fire_count"], kind="stable")[: self.cfg.features]
+        data = Evidence(analysis)
+        order = np.argsort(-data.arrays["fire_count"], kind="stable")[: self.cfg.features]
         for i in tqdm(order.tolist(), desc="llm", disable=not progress, leave=False):
-            if data.np["fire_count"][i] == 0:
+            if data.arrays["fire_count"][i] == 0:
                 continue
             explanation = self.explain(data, i)
             score, items = self.score(data, i, explanation)
             labels[i].facts["llm"] = {"explanation": explanation, "score": score, "items": items}
         return {"llm": {"base_url": self.cfg.base_url, "model": self.cfg.model}}
 
-    def explain(self, data: LabelData, i: int) -> str:
+    def explain(self, data: Evidence, i: int) -> str:
         ex = data.examples(i)
         ctx = data.example_contexts(ex.tokens)
         build_top = np.nonzero(ex.is_top & ~ex.held_out)[0][: self.cfg.examples]
         lines = [
-            f"{k + 1}. (activation {ex.value[j]:.3g}) {marked_text(ctx[j], data.L, data.vocab)}"
+            f"{k + 1}. (activation {ex.value[j]:.3g}) {marked_text(ctx[j], data.left, data.vocab)}"
             for k, j in enumerate(build_top)
         ]
         prompt = (
@@ -155,7 +156,7 @@ class LLMLabeller:
         reply = self.client.complete([{"role": "user", "content": prompt}])
         return reply.strip().splitlines()[0].strip() if reply.strip() else ""
 
-    def score(self, data: LabelData, i: int, explanation: str) -> tuple[float | None, int]:
+    def score(self, data: Evidence, i: int, explanation: str) -> tuple[float | None, int]:
         ex = data.examples(i)
         positives = data.example_contexts(ex.tokens)[ex.held_out]
         rows = data.random_rows[True]
@@ -172,7 +173,7 @@ class LLMLabeller:
         truth = np.concatenate([np.ones(len(positives), bool), np.zeros(len(negatives), bool)])
         order = rng.permutation(len(items))
         items, truth = items[order], truth[order]
-        lines = [f"{k + 1}. {marked_text(row, data.L, data.vocab)}" for k, row in enumerate(items)]
+        lines = [f"{k + 1}. {marked_text(row, data.left, data.vocab)}" for k, row in enumerate(items)]
         prompt = (
             f"A feature of a neural network is described as: {explanation}\n\nFor each snippet below, give the "
             "probability that the feature is active on the token marked «like this».\n\n"
@@ -183,43 +184,3 @@ class LLMLabeller:
             parse_probabilities(self.client.complete([{"role": "user", "content": prompt}]), len(items))
         )
         return auroc(probabilities[truth], probabilities[~truth]), len(items)
-
-
-def add_llm_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("language-model explanations (optional, off by default)")
-    group.add_argument(
-        "--llm", action="store_true", help="also explain and score features with a chat-completions endpoint"
-    )
-    group.add_argument(
-        "--llm-base-url",
-        default=None,
-        help=f"endpoint base URL, e.g. http://localhost:8000/v1 (default ${ENV_BASE_URL})",
-    )
-    group.add_argument("--llm-model", default=None, help=f"model name (default ${ENV_MODEL})")
-    group.add_argument("--llm-cache", default=None, help=f"response cache folder (default <analysis>/{CACHE_DIR})")
-    group.add_argument(
-        "--llm-features", type=int, default=50, help="features to explain, most often firing first (default 50)"
-    )
-
-
-def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
-    """The labeller the options ask for (None without --llm); the API key only from the environment."""
-    if not args.llm:
-        return None
-    base_url, model = args.llm_base_url or os.environ.get(ENV_BASE_URL), args.llm_model or os.environ.get(ENV_MODEL)
-    if not base_url or not model:
-        raise ValueError(
-            f"--llm needs an endpoint and a model: pass --llm-base-url and --llm-model or set {ENV_BASE_URL} "
-            f"and {ENV_MODEL}."
-        )
-    if args.llm_features <= 0:
-        raise ValueError(f"--llm-features must be positive, got {args.llm_features}.")
-    return LLMLabeller(
-        LLMConfig(
-            base_url=base_url,
-            model=model,
-            api_key=os.environ.get(ENV_API_KEY),
-            cache_dir=Path(args.llm_cache) if args.llm_cache else None,
-            features=args.llm_features,
-        )
-    )

@@ -1,0 +1,89 @@
+"""`interp report`, `interp export-neuronpedia` and `interp demo`: what people read, and the whole
+pipeline that produces it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from interp.cli.features import add_analysis
+from interp.cli.options import add_process_options
+from interp.demo import DEFAULT_MINUTES, DEFAULT_OUT, DEFAULT_REPORT, DemoConfig, run_demo
+from interp.neuronpedia import DEFAULT_CREATOR, FEATURES_PER_BATCH, export_neuronpedia
+from interp.report.write import write_report
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    report = subparsers.add_parser("report", help="write the HTML feature dashboards of an analysis")
+    add_analysis(report)
+    report.add_argument("--out", required=True, help="report folder to write (e.g. reports/NAME)")
+    report.set_defaults(run=run_report)
+
+    export = subparsers.add_parser(
+        "export-neuronpedia",
+        help="write an analysis in Neuronpedia's data-export layout",
+        description="Write the features of an analysis (with labels.json, if present) as "
+        "Neuronpedia export files: OUT/<model id>/<layer>-<source set>/.",
+    )
+    add_analysis(export)
+    export.add_argument("--out", required=True, help="output folder")
+    export.add_argument("--model-id", default=None, help="Neuronpedia model id (default: the analysis's model name)")
+    export.add_argument("--source-set", default=None, help="source set name (default: mono-<architecture>-<d_sae>)")
+    export.add_argument(
+        "--creator-id",
+        default=DEFAULT_CREATOR,
+        help=f"id of the Neuronpedia user who owns the records (default {DEFAULT_CREATOR})",
+    )
+    export.add_argument("--features-per-batch", type=int, default=FEATURES_PER_BATCH, help="features per batch-N file")
+    export.set_defaults(run=run_export)
+
+    demo = subparsers.add_parser(
+        "demo",
+        help="run the end-to-end pipeline on the built-in corpus",
+        description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
+        "reusing every artifact that already exists and is complete.",
+    )
+    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
+    demo.add_argument(
+        "--minutes",
+        type=float,
+        default=DEFAULT_MINUTES,
+        help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})",
+    )
+    demo.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"report folder (default {DEFAULT_REPORT})")
+    demo.add_argument(
+        "--capture-tokens",
+        type=int,
+        default=DemoConfig.capture_tokens,
+        help=f"tokens of activations to capture per hook (default {DemoConfig.capture_tokens})",
+    )
+    add_process_options(demo)
+    demo.set_defaults(run=run_demo_command)
+
+
+def run_report(args: argparse.Namespace) -> int:
+    timings = write_report(args.analysis, args.out)
+    print(f"report written in {timings['total_s']:.1f} s: {Path(args.out).resolve() / 'index.html'}")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    folder = export_neuronpedia(
+        args.analysis,
+        args.out,
+        model_id=args.model_id,
+        source_set=args.source_set,
+        creator_id=args.creator_id,
+        features_per_batch=args.features_per_batch,
+    )
+    print(f"Neuronpedia export: {folder}")
+    return 0
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    cfg = DemoConfig(out=args.out, capture_tokens=args.capture_tokens, report=args.report)
+    cfg.train.minutes = args.minutes
+    run_demo(cfg)
+    print(f"demo artifacts in {cfg.out}")
+    print(f"report: {(cfg.report_dir / 'index.html').resolve()}")
+    return 0
