@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from interp.compat import bridge_from_module
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
 from sae.files import atomic_write, read_json, write_json
+from sae.options import from_dict
 
 if TYPE_CHECKING:
     from transformer_lens.model_bridge.bridge import TransformerBridge
@@ -77,14 +78,6 @@ class ModelConfig:
             positional_embedding_type="standard",
             seed=self.seed,
         )
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any], source: str = "model config") -> ModelConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"{source}: unknown model field(s) {unknown}; valid fields: {sorted(names)}.")
-        return cls(**d)
 
 
 @dataclass
@@ -183,7 +176,7 @@ def _load_native(folder: Path, config: dict, device: str | torch.device | None) 
             f"{folder / CONFIG_FILE}: format_version {config.get('format_version')!r} is not "
             f"{MODEL_FORMAT_VERSION}; this toolkit cannot read it."
         )
-    cfg = ModelConfig.from_dict(config.get("model", {}), source=str(folder / CONFIG_FILE))
+    cfg = from_dict(ModelConfig, config.get("model", {}), str(folder / CONFIG_FILE))
     tokenizer_file = config.get("tokenizer_file", TOKENIZER_FILE)
     for name in (WEIGHTS_FILE, tokenizer_file):
         if not (folder / name).is_file():

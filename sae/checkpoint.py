@@ -10,7 +10,6 @@ uses the settings it was started with.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 from collections.abc import Sequence
@@ -22,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from sae.config import TrainConfig
-from sae.files import write_json
+from sae.files import read_json, write_json
 from sae.member import SweepMember
 
 CHECKPOINT_FORMAT = 1
@@ -130,7 +129,7 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     pointer = Path(out) / CHECKPOINT_DIR / "latest.json"
     if not pointer.is_file():
         return None
-    folder = pointer.parent / json.loads(pointer.read_text())["checkpoint"]
+    folder = pointer.parent / str(read_json(pointer, fix="the checkpoint is damaged").get("checkpoint"))
     if not (folder / "state.json").is_file():
         raise ValueError(f"{pointer} names {folder.name}, which is missing or incomplete; the checkpoint is damaged.")
     return folder
@@ -140,7 +139,7 @@ def load_checkpoint(folder: Path, cfg: TrainConfig, members: Sequence[SweepMembe
     """Restore weights, optimizer and dead counters into `members` and the RNG; returns state.json.
 
     Refuses (ValueError listing the fields) when the checkpoint was written with another config."""
-    state = json.loads((folder / "state.json").read_text())
+    state = read_json(folder / "state.json", fix="the checkpoint is damaged")
     differ = config_differences(state["config"], resolved_config(cfg, members))
     if differ:
         raise ValueError(

@@ -18,9 +18,7 @@ encoder (same features, unit-norm decoder rows). Loading never unpickles: JSON a
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +28,7 @@ from torch import Tensor
 
 from sae.architectures import SAE, get_architecture
 from sae.architectures.topk import TopKConfig, TopKSAE
+from sae.files import atomic_write, read_json, write_json
 
 FORMAT_VERSION = 1
 SAELENS_FORMAT_VERSION = "6.0.0"
@@ -46,21 +45,11 @@ FROM_SAELENS_ARCHITECTURE = {v: k for k, v in SAELENS_ARCHITECTURE.items()}
 
 
 def _write_atomically(folder: Path, tensors: dict[str, Tensor], weights_name: str, cfg: dict[str, Any]) -> None:
-    """Write weights then cfg.json into folder, each via a temp file + os.replace."""
+    """Write the weights, then cfg.json, into folder, each atomically (cfg.json last: it marks a complete SAE)."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    for name, write in (
-        (weights_name, lambda tmp: save_file(tensors, tmp)),
-        (CFG_FILE, lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2) + "\n")),
-    ):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{name}.", suffix=".tmp")
-        os.close(fd)
-        try:
-            write(tmp)
-            os.replace(tmp, folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+    atomic_write(folder / weights_name, lambda tmp: save_file(tensors, str(tmp)))
+    write_json(folder / CFG_FILE, cfg)
 
 
 def _dtype_name(dtype: torch.dtype) -> str:
@@ -166,16 +155,6 @@ def detect_layout(path: str | os.PathLike) -> tuple[str, Path]:
     )
 
 
-def _read_cfg(file: Path) -> dict[str, Any]:
-    try:
-        cfg = json.loads(file.read_text())
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{file} must hold a JSON object, found {type(cfg).__name__}")
-    return cfg
-
-
 def _require_int(cfg: dict[str, Any], name: str, file: Path) -> int:
     value = cfg.get(name)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -253,7 +232,7 @@ def _fold_decoder_norms(tensors: dict[str, Tensor]) -> None:
 
 def _load_saelens(folder: Path) -> SAE:
     cfg_file, weights = folder / CFG_FILE, folder / SAELENS_WEIGHTS
-    cfg = _read_cfg(cfg_file)
+    cfg = read_json(cfg_file)
     sae = _build_from_saelens_cfg(cfg, cfg_file)
     tensors = load_file(weights)
     _check_tensors(sae, tensors, weights, cfg_file)
@@ -270,7 +249,7 @@ def _load_saelens(folder: Path) -> SAE:
 
 def _load_sparsify(folder: Path) -> SAE:
     cfg_file, weights = folder / CFG_FILE, folder / SPARSIFY_WEIGHTS
-    cfg = _read_cfg(cfg_file)
+    cfg = read_json(cfg_file)
     activation = cfg.get("activation", "topk")
     if activation != "topk":
         raise ValueError(f"{cfg_file}: activation {activation!r} is not supported; only sparsify 'topk' SAEs load")

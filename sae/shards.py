@@ -27,6 +27,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from sae.files import read_json
+
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
@@ -66,12 +68,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             f"{file} not found: {path} is not an activation dataset folder (write one with "
             f"`interp capture` or sae.data.ActivationWriter).{hint}"
         )
-    try:
-        manifest = json.loads(file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{file} is not valid JSON ({err}); the capture that wrote it must be re-run.") from err
-    if not isinstance(manifest, dict):
-        raise ValueError(f"{file} must hold a JSON object, found {type(manifest).__name__}.")
+    manifest = read_json(file, fix="the capture that wrote it must be re-run")
     version = manifest.get("format_version")
     if version != FORMAT_VERSION:
         raise ValueError(

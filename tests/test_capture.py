@@ -413,7 +413,7 @@ def test_cli_resume_on_a_retrained_model_is_refused(model_dir, tmp_path, capsys)
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
     assert interp_main(cli_args(model, tmp_path / "out", tokens=4 * CTX)) == 0
-    cfg = ModelConfig.from_dict(json.loads((model / "config.json").read_text())["model"])
+    cfg = ModelConfig(**json.loads((model / "config.json").read_text())["model"])
     retrained = build_native_model(dataclasses.replace(cfg, seed=cfg.seed + 1))
     save_model(retrained, cfg, Tokenizer.load(model / "tokenizer.json"), model)
     assert interp_main(cli_args(model, tmp_path / "out", "--resume", tokens=8 * CTX)) == 2

@@ -314,7 +314,7 @@ def test_bad_saelens_cfg_fields_are_named(tmp_path, changes, message):
 def test_bad_json_and_negative_threshold(tmp_path):
     folder = copy_fixture("saelens-6.54.12-jumprelu", tmp_path)
     (folder / "cfg.json").write_text("{not json")
-    with pytest.raises(ValueError, match="cfg.json is not valid JSON"):
+    with pytest.raises(ValueError, match="cfg.json is not readable JSON"):
         load_sae(folder)
     folder = copy_fixture("saelens-6.54.12-jumprelu", tmp_path / "second")
     tensors = load_file(folder / "sae_weights.safetensors")

@@ -246,7 +246,7 @@ def test_bad_model_specs_are_refused(trained, tmp_path):
     config = json.loads((copy / CONFIG_FILE).read_text())
     config["model"]["d_modle"] = 3
     (copy / CONFIG_FILE).write_text(json.dumps(config))
-    with pytest.raises(ValueError, match=r"unknown model field\(s\) \['d_modle'\]"):
+    with pytest.raises(ValueError, match=r"unknown field\(s\) \['d_modle'\]"):
         load_model(copy)
     config["model"].pop("d_modle")
     config["format_version"] = 99

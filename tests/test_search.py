@@ -5,7 +5,6 @@ queries through a saved model and SAE against the model's own forward pass, and 
 from __future__ import annotations
 
 import dataclasses
-
 import json
 
 import pytest

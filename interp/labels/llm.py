@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import urllib.error
 import urllib.request
@@ -32,6 +31,7 @@ from interp.analysis.artifact import Analysis
 from interp.labels.evidence import Evidence
 from interp.labels.labeller import Label
 from interp.labels.rules import auroc
+from sae.files import read_json, write_json
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "MONOSEMANTIC_LLM_BASE_URL", "MONOSEMANTIC_LLM_MODEL", "MONOSEMANTIC_LLM_API_KEY"
 CACHE_DIR = "llm_cache"  # inside the analysis folder unless given
@@ -60,7 +60,7 @@ class ChatClient:
         key = hashlib.sha256(json.dumps([self.cfg.base_url, body], sort_keys=True).encode()).hexdigest()
         cached = self.cache_dir / f"{key}.json"
         if cached.is_file():
-            return json.loads(cached.read_text())["content"]
+            return read_json(cached, fix="delete it to ask the endpoint again")["content"]
         url = self.cfg.base_url.rstrip("/") + "/chat/completions"
         headers = {"Content-Type": "application/json"}
         if self.cfg.api_key:
@@ -89,9 +89,7 @@ class ChatClient:
                 f"the chat endpoint {url} answered without choices[0].message.content: {str(reply)[:300]}"
             ) from err
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_name(cached.name + f".tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"request": body, "content": content}, ensure_ascii=False))
-        os.replace(tmp, cached)
+        write_json(cached, {"request": body, "content": content}, indent=None)
         return content
 
 
