@@ -229,7 +229,7 @@ def capture_to_disk(
                     expected_tokens=total_tokens,
                 )
             )
-        for name, writer in writers.items():
+        for writer in writers.values():
             if writer.tokens_written > total_tokens:
                 raise ValueError(
                     f"{writer.path} already holds {writer.tokens_written} tokens, more than --tokens {total_tokens}; "

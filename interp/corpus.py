@@ -87,12 +87,18 @@ def load_corpus(
     spec = str(spec)
     if spec == "stdlib":
         files = stdlib_files()
-        source: Callable[[], Iterator[str]] = lambda: (read_text_file(f) for f in files)
+
+        def source() -> Iterator[str]:
+            return (read_text_file(f) for f in files)
+
     elif spec.startswith("hf:"):
         source = _hf_source(spec, text_field)
     else:
-        files = _files_of_path_spec(spec)
-        source = lambda: _documents_of_files(files, text_field)
+        paths = _files_of_path_spec(spec)
+
+        def source() -> Iterator[str]:
+            return _documents_of_files(paths, text_field)
+
     return Corpus(spec=spec, split=split, documents_of_source=source, heldout_every=heldout_every)
 
 

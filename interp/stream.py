@@ -147,7 +147,8 @@ class ModelActivationStream:
             if len(windows) * ctx < rows:  # the trainer then saves what it has, as at the end of any data
                 warnings.warn(
                     f"the corpus ran out after {(g * self.group_windows + len(windows)) * ctx} tokens, "
-                    f"fewer than --tokens {self.total_tokens}; lower --tokens or use a larger corpus."
+                    f"fewer than --tokens {self.total_tokens}; lower --tokens or use a larger corpus.",
+                    stacklevel=2,
                 )
                 raise StopIteration
             parts: list[list[Tensor]] = [[] for _ in self.plan.hooks]

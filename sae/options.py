@@ -79,7 +79,7 @@ def _docstring_help(cls: type) -> dict[str, str]:
     for klass in cls.__mro__:
         text = " ".join((klass.__dict__.get("__doc__") or "").split())
         marks = sorted((m.start(), m.end(), m.group(1)) for m in re.finditer(rf"(?<![\w.])({'|'.join(names)}): ", text))
-        for (start, end, name), nxt in zip(marks, [m[0] for m in marks[1:]] + [len(text)]):
+        for (_, end, name), nxt in zip(marks, [m[0] for m in marks[1:]] + [len(text)]):
             found.setdefault(name, text[end:nxt].strip())
     return found
 

@@ -161,7 +161,7 @@ def train_sae(
     feed = BatchFeed(batches, cfg, ranks, position, prefetch=device.type == "cuda", pin=device.type == "cuda")
     dtype = getattr(torch, cfg.dtype)
     autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None
-    log = open(out_dir / LOG_FILE, "a") if writes else None
+    log = open(out_dir / LOG_FILE, "a") if writes else None  # noqa: SIM115 - open for the whole run, closed below
     last_saved = start
     bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
     clock, clock_step = time.perf_counter(), start
@@ -169,11 +169,15 @@ def train_sae(
         if start == 0:
             scales = _initialise(feed, members, cfg, dtype, device, ranks)
         if start >= steps:
-            warnings.warn(f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs")
+            warnings.warn(
+                f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs", stacklevel=2
+            )
         for step in range(start, steps):
             batch = _next_batch(feed, step, members, out_dir, last_saved, ranks)
             if batch is None:
-                warnings.warn(f"the data ran out after {step} of {steps} steps; saving the SAEs as they are")
+                warnings.warn(
+                    f"the data ran out after {step} of {steps} steps; saving the SAEs as they are", stacklevel=2
+                )
                 steps = step
                 break
             xs = [b.to(device=device, dtype=dtype, non_blocking=True) * s for b, s in zip(batch, scales)]

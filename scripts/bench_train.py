@@ -124,7 +124,7 @@ def matmul_peak(threads: int | None, dtype: torch.dtype = torch.float32, repeats
     for name, (m, k, n) in {"square_2048": (2048, 2048, 2048), "encoder_shape": (4096, 256, 4096)}.items():
         a, b, c = torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype), torch.empty(m, n, dtype=dtype)
         torch.mm(a, b, out=c)
-        best = min(_timed(lambda: torch.mm(a, b, out=c)) for _ in range(repeats))
+        best = min(_timed(lambda a=a, b=b, c=c: torch.mm(a, b, out=c)) for _ in range(repeats))
         out[name] = 2 * m * k * n / best / 1e9
     out["peak"] = max(out.values())
     return out

@@ -53,7 +53,10 @@ def planted_activations(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         if s % 3 == 0:
             tokens[s, p[3]] = CONTEXT_TOKEN
     tokens[:, 0] = 0
-    value = lambda: torch.exp(0.4 * torch.randn(N_SEQ, T, generator=g)) + 0.5
+
+    def value():
+        return torch.exp(0.4 * torch.randn(N_SEQ, T, generator=g)) + 0.5
+
     f = torch.zeros(N_SEQ, T, F)
     prev = torch.cat([torch.full((N_SEQ, 1), -1), tokens[:, :-1]], 1)
     nxt = torch.cat([tokens[:, 1:], torch.full((N_SEQ, 1), -1)], 1)

@@ -9,7 +9,7 @@ import json
 
 import pytest
 import torch
-from test_report_browser import HOSTILE_LINES, assert_clean, browser, open_page, shots, wait_for  # noqa: F401 (fixtures)
+from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
 
 from interp.analysis.config import AnalysisConfig
 from interp.labels.labeller import run_labels

@@ -7,12 +7,12 @@ Screenshots land in the test's temporary folder (printed with -s)."""
 from __future__ import annotations
 
 import json
-import shutil
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
 
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.run import analyze
@@ -22,13 +22,6 @@ from interp.report.html import script_json, write_page
 from interp.report.write import copy_static, write_report
 
 T = 32
-MARK = "pwned"
-HOSTILE_LINES = [
-    '<script>window.pwned = 1; document.title = "pwned"</script>',
-    "<img src=x onerror=\"window.pwned = 2; document.title = 'pwned'\">",
-    "</script><script>window.pwned = 3</script><!-- ",
-    '"><svg onload=alert(1)>',
-]
 
 
 # ---- Python side ---------------------------------------------------------------------------------
@@ -163,86 +156,6 @@ def test_report_folder_is_complete(hostile_report):
 
 
 # ---- the browser ---------------------------------------------------------------------------------
-
-CHROMIUM, CHROMEDRIVER = (
-    shutil.which("chromium") or "/usr/bin/chromium",
-    shutil.which("chromedriver") or "/usr/bin/chromedriver",
-)
-
-
-@pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    if not (Path(CHROMIUM).is_file() and Path(CHROMEDRIVER).is_file()):
-        pytest.skip(
-            f"Chromium and ChromeDriver are not installed ({CHROMIUM}, {CHROMEDRIVER}); "
-            "`apt-get install chromium chromium-driver` (as .ci/run does) to run the browser tests"
-        )
-    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed; pip install -e '.[test]'")
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(60)
-    yield driver
-    driver.quit()
-
-
-@pytest.fixture
-def shots(tmp_path_factory) -> Path:
-    folder = tmp_path_factory.getbasetemp() / "screenshots"
-    folder.mkdir(exist_ok=True)
-    return folder
-
-
-def wait_for(driver, script: str, timeout: float = 20.0):
-    """Poll a JS expression until it is truthy; return its value."""
-    end = time.time() + timeout
-    while time.time() < end:
-        value = driver.execute_script("return " + script)
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for: {script}")
-
-
-def open_page(driver, url: str) -> list[dict]:
-    """Load `url`, wait for the document, return the browser log gathered so far."""
-    driver.get_log("browser")  # drop earlier entries
-    driver.get(url)
-    wait_for(driver, "document.readyState === 'complete'")
-    return driver.get_log("browser")
-
-
-def assert_clean(driver, logs: list[dict]) -> None:
-    logs = logs + driver.get_log("browser")
-    severe = [entry for entry in logs if entry["level"] == "SEVERE"]
-    assert not severe, severe
-    assert driver.execute_script("return window.pwned === undefined"), "injected script ran"
-    assert MARK not in driver.title
-    from selenium.common.exceptions import NoAlertPresentException
-
-    try:
-        alert = driver.switch_to.alert
-        text = alert.text
-        alert.dismiss()
-        raise AssertionError(f"an alert opened: {text}")
-    except NoAlertPresentException:
-        pass
 
 
 def rendered_ids(driver) -> list[int]:

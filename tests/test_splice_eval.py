@@ -209,9 +209,8 @@ def test_error_term_keeps_the_gradient_through_the_reconstruction(bridge, tokens
 
 def test_wrong_width_names_the_hook_and_both_sizes(bridge, tokens):
     sae = build_sae("topk", d_in=D_MODEL + 1, d_sae=32, k=4)
-    with pytest.raises(ValueError, match=r"d_in=65.*blocks\.0\.hook_resid_post.*per-token size 64"):
-        with torch.no_grad():
-            run_with_sae(bridge, tokens, sae, RESID)
+    with pytest.raises(ValueError, match=r"d_in=65.*blocks\.0\.hook_resid_post.*per-token size 64"), torch.no_grad():
+        run_with_sae(bridge, tokens, sae, RESID)
     splice = SAESplice(sae, MLP_POST)
     with pytest.raises(ValueError, match=r"d_in=65.*blocks\.0\.mlp\.hook_post.*128"):
         splice(torch.randn(2, 3, D_MLP))

@@ -152,17 +152,11 @@ def test_a_resumed_stream_seeks_and_ends_with_the_uninterrupted_weights(
     model_dir, tmp_path, forward_windows, monkeypatch
 ):
     # shuffle groups of 8 windows (256 rows); a sweep of two SAEs on one hook
-    args = lambda out: stream_args(
-        model_dir,
-        out,
-        "--shuffle-buffer",
-        "256",
-        "--checkpoint-every",
-        "3",
-        "--k",
-        "3,4",
-        hooks=HOOKS[:1],
-    )
+    def args(out):
+        return stream_args(
+            model_dir, out, "--shuffle-buffer", "256", "--checkpoint-every", "3", "--k", "3,4", hooks=HOOKS[:1]
+        )
+
     assert interp_main(args(tmp_path / "full")) == 0
     plain_next = interp.stream.ModelActivationStream.__next__
 

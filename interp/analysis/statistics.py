@@ -51,12 +51,15 @@ class FeatureStatistics:
         self.act_max = torch.zeros(F, dtype=torch.float32)
         self.sequences_fired = torch.zeros(F, dtype=torch.long)
         self.histogram = torch.zeros(F * cfg.histogram_bins, dtype=torch.long)
-        window = lambda: {
-            "seq": ((), torch.long, -1),
-            "pos": ((), torch.long, -1),
-            "tokens": ((W,), torch.int32, -1),
-            "acts": ((W,), torch.float32, 0.0),
-        }
+
+        def window() -> dict[str, tuple[tuple[int, ...], torch.dtype, float | int]]:
+            return {
+                "seq": ((), torch.long, -1),
+                "pos": ((), torch.long, -1),
+                "tokens": ((W,), torch.int32, -1),
+                "acts": ((W,), torch.float32, 0.0),
+            }
+
         self.top = BestPerGroup(
             F, cfg.top_k, torch.float32, -math.inf, True, {**window(), "seq_share": ((), torch.float32, 0.0)}
         )
