@@ -24,6 +24,8 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	bash scripts/install_browser.sh
+	$(PY) -m ruff check interp sae scripts tests
+	$(PY) -m ruff format --check interp sae scripts tests
 	$(PY) -m pytest -q
 
 clean:

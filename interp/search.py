@@ -225,7 +225,8 @@ class FeatureIndex:
             direction = torch.as_tensor(query, dtype=torch.float32).flatten()
             if direction.numel() != self.unit_decoder.shape[1]:
                 raise ValueError(
-                    f"a direction for nearest() needs {self.unit_decoder.shape[1]} values (the SAE's d_in), got {direction.numel()}."
+                    f"a direction for nearest() needs {self.unit_decoder.shape[1]} values (the SAE's d_in), got "
+                    f"{direction.numel()}."
                 )
             direction = direction / direction.norm().clamp_min(1e-12)
         cosine = self.unit_decoder @ direction

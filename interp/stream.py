@@ -3,10 +3,10 @@
     interp train-sae --model SPEC --hook blocks.0.mlp.hook_post [--hook NAME2 ...] --corpus C --tokens N \\
                      --out DIR --arch topk --d-sae 4096 --k 32 [trainer options, as `sae train`]
 
-`train_from_model` is that command. `ModelActivationStream` is what `sae.train.train_sae` reads: an iterator of activation batches
-(one tensor per hook, so every hook's SAEs share one forward pass) that the trainer can save and
-restore (`state_dict` / `load_state_dict`). The model runs only as deep as the deepest hook
-(`interp.hooks.ActivationHooks` ends the pass there).
+`train_from_model` is that command. `ModelActivationStream` is what `sae.train.train_sae` reads:
+an iterator of activation batches (one tensor per hook, so every hook's SAEs share one forward pass)
+that the trainer can save and restore (`state_dict` / `load_state_dict`). The model runs only as
+deep as the deepest hook (`interp.hooks.ActivationHooks` ends the pass there).
 
 The order of the rows is a function of (corpus, split, corpus seed, context length, shuffle
 settings), never of how far a run got:

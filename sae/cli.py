@@ -398,7 +398,8 @@ def run_bench(argv: list[str]) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     sae = convert(args.src, args.src_format, args.dst, args.dst_format, force=args.force)
     print(
-        f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} layout"
+        f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} "
+        "layout"
     )
     return 0
 

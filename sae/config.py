@@ -20,7 +20,8 @@ class TrainConfig:
     lr: float | None = field(
         default=None,
         metadata={
-            "help": "Adam learning rate; none: 3e-3 * sqrt(2^14 / d_sae) * sqrt(256 / d_in) per SAE, at most 1e-2 (6e-3 at 4096 latents on 256-wide inputs)."
+            "help": "Adam learning rate; none: 3e-3 * sqrt(2^14 / d_sae) * sqrt(256 / d_in) per SAE, at most 1e-2 "
+            "(6e-3 at 4096 latents on 256-wide inputs)."
         },
     )
     lr_warmup_steps: int = field(default=0, metadata={"help": "Steps of linear learning-rate warm-up from 0."})
@@ -40,7 +41,8 @@ class TrainConfig:
     device: str = field(
         default="auto",
         metadata={
-            "help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank takes cuda:LOCAL_RANK."
+            "help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank "
+            "takes cuda:LOCAL_RANK."
         },
     )
     dtype: Literal["float32", "float64", "bfloat16"] = field(
@@ -53,7 +55,10 @@ class TrainConfig:
     selection_dtype: Literal["auto", "float32", "bfloat16"] = field(
         default="auto",
         metadata={
-            "help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."
+            "help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, "
+            "batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: "
+            "bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability "
+            "8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."
         },
     )
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(

@@ -83,8 +83,10 @@ class ActivationDataset:
             got = header[key]
             if got.get("dtype") != want_dtype or got.get("shape") != want_shape:
                 raise ValueError(
-                    f"shard {file}: {key!r} is {got.get('dtype')} {got.get('shape')} but {MANIFEST} implies {want_dtype} {want_shape} "
-                    f"(dtype {self.manifest['dtype']}, d_in {d_in}, tokens {n}); the shard does not belong to this manifest."
+                    f"shard {file}: {key!r} is {got.get('dtype')} {got.get('shape')} but {MANIFEST} implies "
+                    f"{want_dtype} {want_shape} "
+                    f"(dtype {self.manifest['dtype']}, d_in {d_in}, tokens {n}); the shard does not belong to this "
+                    "manifest."
                 )
             offset = data_start + got["data_offsets"][0]
             if offset % dt.itemsize:

@@ -21,9 +21,11 @@ def keep_freed_memory() -> bool:
 
     A training step allocates and frees several [batch, d_sae] temporaries (64 MiB each at 4096 x
     4096). By default glibc maps each one fresh and unmaps it when freed, so every step pays a page
-    fault per 4 KiB page again: on a 2-core VM that is a third of a TopK step (257 -> 168 ms median,
-    d_in 256, d_sae 4096, k 32). The cost is that the process keeps its peak heap. Returns whether
-    the settings took effect."""
+    fault per 4 KiB page again (the README gives the measured cost, `scripts/bench_allocator.py`).
+    The cost is that the process keeps its peak heap. Process-wide: only the command-line entry
+    points call it. From Python, the same settings come from the environment before the
+    interpreter starts: GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:
+    glibc.malloc.trim_threshold=1073741824 (one string, no space). Returns whether they took effect."""
     if not sys.platform.startswith("linux"):
         return False
     try:

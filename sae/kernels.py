@@ -44,7 +44,8 @@ class CodeLayout:
         else:
             self.order = torch.argsort(flat)
         k = indices.shape[1]
-        self.tokens = self.order >> (k.bit_length() - 1) if k & (k - 1) == 0 else self.order // k  # shift: 10x faster
+        power_of_two = k & (k - 1) == 0
+        self.tokens = self.order >> (k.bit_length() - 1) if power_of_two else self.order // k
         counts = torch.bincount(flat, minlength=d_sae)
         self.offsets = torch.cumsum(counts, 0) - counts
 

@@ -10,9 +10,8 @@ Folder layout::
 
 Rows are stored in capture order: context windows of `context_length` tokens one after another.
 Every shard but the last holds exactly `tokens_per_shard` rows, a multiple of `context_length`,
-so no context window straddles two shards. In a shard's data buffer `acts` come first, then
-`tokens` and `positions` (those two go first when 16-bit acts hold an odd number of values, which
-would leave the int32 arrays unaligned); readers follow the header's offsets either way.
+so no context window straddles two shards. Shards are written by the safetensors library, which
+orders the tensors so that each is aligned to its element size; readers follow the header's offsets.
 Written by sae.writer, read by sae.data.
 """
 
@@ -25,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
 
 from sae.files import read_json
 
@@ -113,29 +111,3 @@ def read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
     if data_start + end != size:
         raise ValueError(f"{broken}: header describes {data_start + end} bytes but the file has {size}; {fix}.")
     return header, data_start
-
-
-def shard_layout(n: int, d_in: int, dtype: str) -> tuple[bytes, tuple[str, ...]]:
-    """Header bytes (8-byte little-endian length + JSON padded to 8 bytes) of an n-row shard, and the
-    order of its tensors in the data buffer: acts first, so that a shard can be hashed in file order
-    while its rows arrive; tokens and positions first when 16-bit acts hold an odd number of values."""
-    torch_dtype, code = STORAGE_DTYPES[dtype]
-    entries = {
-        "acts": (code, [n, d_in], n * d_in * torch_dtype.itemsize),
-        "tokens": ("I32", [n], 4 * n),
-        "positions": ("I32", [n], 4 * n),
-    }
-    order = ("acts", "tokens", "positions") if entries["acts"][2] % 4 == 0 else ("tokens", "positions", "acts")
-    header, offset = {}, 0
-    for key in order:
-        kind, shape, size = entries[key]
-        header[key] = {"dtype": kind, "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    text = json.dumps(header, separators=(",", ":")).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text, order
-
-
-def raw_bytes(tensor: Tensor) -> memoryview:
-    """The bytes of a contiguous CPU tensor, without a copy."""
-    return memoryview(tensor.reshape(-1).view(torch.uint8).numpy())

@@ -117,7 +117,8 @@ def train_sae(
             if c.d_in != batches.d_in:
                 raise ValueError(
                     f"the dataset {batches.path} has d_in={batches.d_in} (its manifest.json) but SAE "
-                    f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the command line)"
+                    f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the "
+                    "command line)"
                 )
     steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
     device = resolve_device(cfg.device, ranks)
@@ -251,7 +252,8 @@ def _steps_of(batches: Any, cfg: TrainConfig) -> int:
         steps = batches.num_tokens // cfg.batch_size
         if steps == 0:
             raise ValueError(
-                f"the dataset {batches.path} holds {batches.num_tokens} tokens, fewer than one batch of {cfg.batch_size}"
+                f"the dataset {batches.path} holds {batches.num_tokens} tokens, fewer than one batch of "
+                f"{cfg.batch_size}"
             )
         return steps
     if hasattr(batches, "__len__"):

@@ -1,90 +1,71 @@
 """Writing an activation dataset (the format of sae.shards), one atomically written shard at a time.
 
-`ActivationWriter` streams each shard's rows into a temp file as they arrive, hashing them in file
-order, and on completion fsyncs and renames it (os.replace) and rewrites the manifest atomically,
-so a killed capture leaves a valid dataset of its complete shards and `resume=True` continues
-after them.
+`ActivationWriter` collects each shard's rows in memory; a complete shard is written by the
+safetensors library into a temp file, fsync-ed, hashed from the finished file (hashlib) and renamed
+into place on a background thread, then the manifest is rewritten atomically. So a killed capture
+leaves a valid dataset of its complete shards, and `resume=True` continues after them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
+from safetensors.torch import save_file
 from torch import Tensor
 
-from sae.files import TMP_SUFFIX, write_json
+from sae.files import TMP_SUFFIX, atomic_write, write_json
 from sae.shards import (
     FORMAT_VERSION,
     MANIFEST,
     RESUME_FIELDS,
     STORAGE_DTYPES,
-    raw_bytes,
     read_header,
     read_manifest,
-    shard_layout,
+    sha256_file,
     shard_name,
 )
 
 
-class _ShardFile:
-    """The shard being filled: rows go to its temp file as they arrive and are hashed in file order,
-    so completing it costs only its tokens and positions (no second pass over the acts) when it ends
-    with the `capacity` rows its header was written for."""
+class _ShardBuffer:
+    """The shard being filled: its rows copied into tensors preallocated for `capacity` rows (grown
+    when more come), written by the safetensors library once the shard is complete and hashed from
+    the finished file."""
 
     def __init__(self, final: Path, capacity: int, d_in: int, dtype: str):
-        self.final, self.tmp = final, final.with_name(final.name + TMP_SUFFIX)
-        self.d_in, self.dtype = d_in, dtype
-        self.row_bytes = d_in * STORAGE_DTYPES[dtype][0].itemsize
-        self.header, order = shard_layout(capacity, d_in, dtype)
-        self.streamed = order[0] == "acts"  # the acts already sit where the finished file has them
+        self.final = final
+        self.acts = torch.empty(capacity, d_in, dtype=STORAGE_DTYPES[dtype][0])
+        self.tokens = torch.empty(capacity, dtype=torch.int32)
+        self.positions = torch.empty(capacity, dtype=torch.int32)
         self.rows = 0
-        self.tokens: list[bytes] = []  # int32 bytes of each appended piece
-        self.positions: list[bytes] = []
-        self.digest = hashlib.sha256()
-        self.fh: BinaryIO = open(self.tmp, "w+b")
-        self._emit(self.header)
-
-    def _emit(self, data: bytes | memoryview) -> None:
-        self.digest.update(data)  # hashlib and file writes release the GIL for large buffers
-        self.fh.write(data)
 
     def append(self, acts: Tensor, tokens: Tensor, positions: Tensor) -> None:
-        """acts [m, d_in] contiguous, storage dtype; tokens, positions [m] int32 (copied: they end the file)."""
-        self._emit(raw_bytes(acts))
-        self.tokens.append(tokens.numpy().tobytes())
-        self.positions.append(positions.numpy().tobytes())
-        self.rows += acts.shape[0]
+        """acts [m, d_in] storage dtype; tokens, positions [m] int32."""
+        m = acts.shape[0]
+        if self.rows + m > len(self.acts):  # more rows than expected_tokens promised
+            self.acts = torch.cat([self.acts[: self.rows], acts.new_empty(m, acts.shape[1])])
+            self.tokens = torch.cat([self.tokens[: self.rows], tokens.new_empty(m)])
+            self.positions = torch.cat([self.positions[: self.rows], positions.new_empty(m)])
+        rows = slice(self.rows, self.rows + m)
+        self.acts[rows], self.tokens[rows], self.positions[rows] = acts, tokens, positions
+        self.rows += m
 
-    def finish(self) -> str:
-        """Complete and fsync the temp file; return its sha256. A shard whose row count differs from
-        the capacity its header was written for is written out again with its own header."""
-        parts = {"tokens": b"".join(self.tokens), "positions": b"".join(self.positions)}
-        header, order = shard_layout(self.rows, self.d_in, self.dtype)
-        if header == self.header and self.streamed:
-            self._emit(parts["tokens"])
-            self._emit(parts["positions"])
-        else:
-            self.fh.seek(len(self.header))
-            parts["acts"] = self.fh.read(self.rows * self.row_bytes)
-            self.fh.seek(0)
-            self.fh.truncate()
-            self.digest = hashlib.sha256()
-            self._emit(header)
-            for key in order:
-                self._emit(parts[key])
-        self.fh.flush()
-        os.fsync(self.fh.fileno())
-        self.fh.close()
-        return self.digest.hexdigest()
+    def publish(self) -> str:
+        """Write the shard (temp file, fsync, rename) and return the sha256 of the file."""
+        tensors = {"acts": self.acts[: self.rows], "tokens": self.tokens[: self.rows]}
+        tensors["positions"] = self.positions[: self.rows]
+        digest = ""
 
-    def discard(self) -> None:
-        self.fh.close()
-        self.tmp.unlink(missing_ok=True)
+        def write(tmp: Path) -> None:
+            nonlocal digest
+            save_file(tensors, str(tmp))
+            digest = sha256_file(tmp)
+
+        atomic_write(self.final, write, durable=True)
+        return digest
 
 
 class ActivationWriter:
@@ -94,9 +75,8 @@ class ActivationWriter:
     shard and marks the manifest complete), leaving it by an exception keeps only complete shards
     so the capture can resume. `tokens_written` is the number of tokens in shards on disk; after
     `resume=True` it is where the caller continues (the caller skips exactly that many tokens).
-    `expected_tokens`, the dataset's total when the caller knows it, lets the last shard be written
-    and hashed in one pass like the others (without it, a last shard shorter than `tokens_per_shard`
-    is written out and hashed a second time at `close()`).
+    `expected_tokens`, the dataset's total when the caller knows it, sizes the last shard's buffer to
+    the rows it will hold (otherwise every buffer holds `tokens_per_shard` rows).
     """
 
     def __init__(
@@ -123,7 +103,8 @@ class ActivationWriter:
         if tokens_per_shard % context_length:
             raise ValueError(
                 f"tokens_per_shard ({tokens_per_shard}) must be a multiple of context_length ({context_length}) "
-                f"so that no context window straddles two shards; try {max(1, tokens_per_shard // context_length) * context_length}."
+                "so that no context window straddles two shards; try "
+                f"{max(1, tokens_per_shard // context_length) * context_length}."
             )
         self.path = Path(path)
         self.torch_dtype = STORAGE_DTYPES[dtype][0]
@@ -140,7 +121,7 @@ class ActivationWriter:
             "shards": [],
             "metadata": dict(metadata or {}),
         }
-        self._open: _ShardFile | None = None  # the shard rows are going to
+        self._open: _ShardBuffer | None = None  # the shard rows are going to
         self._closed = False
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="shard-writer")
         self._in_flight: Future | None = None  # the full shard being fsync-ed and renamed in the background
@@ -213,8 +194,8 @@ class ActivationWriter:
     def add(self, acts: Tensor, tokens: Tensor, positions: Tensor | None = None) -> None:
         """Append rows. acts [n, d_in] float; tokens [n] int; positions [n] int (default: the
         row's index in the dataset modulo context_length, i.e. whole context windows in order).
-        The rows are hashed and written to the current shard's temp file before this returns (so the
-        caller may reuse its tensors); a full shard is fsync-ed and renamed by a background thread."""
+        The rows are checked and copied into the current shard before this returns (so the caller
+        may reuse its tensors); a full shard is written, hashed and renamed by a background thread."""
         if self._closed:
             raise ValueError(
                 f"ActivationWriter for {self.path} is closed; open a new one with resume=True to add more."
@@ -246,7 +227,8 @@ class ActivationWriter:
             )
             raise ValueError(
                 f"non-finite activation (NaN/Inf){overflow} in row {row} of this batch: dataset token {index}, "
-                f"shard {index // tps} ({shard_name(index // tps)}) row {index % tps}. Nothing from this batch was written; "
+                f"shard {index // tps} ({shard_name(index // tps)}) row {index % tps}. Nothing from this batch was "
+                "written; "
                 f"check the model's numerics or capture with a wider dtype."
             )
         tokens = tokens.detach().to("cpu", torch.int32)
@@ -255,7 +237,7 @@ class ActivationWriter:
         while done < n:
             if self._open is None:
                 left = tps if self.expected_tokens is None else self.expected_tokens - (start + done)
-                self._open = _ShardFile(
+                self._open = _ShardBuffer(
                     self.path / shard_name(self._next_shard), min(tps, max(left, 1)), d_in, self.manifest["dtype"]
                 )
                 self._next_shard += 1
@@ -269,21 +251,12 @@ class ActivationWriter:
     def _complete_open_shard(self) -> None:
         """Hand the shard being filled to the background thread, which finishes, fsyncs and renames it."""
         shard, self._open = self._open, None
-        try:
-            self._wait()  # one shard completing at a time, in order
-        except BaseException:
-            shard.discard()
-            raise
+        self._wait()  # one shard completing at a time, in order
         self._in_flight = self._pool.submit(self._publish, shard)
 
-    def _publish(self, shard: _ShardFile) -> None:
-        """Finish the shard's file, move it into place and record it in the manifest."""
-        try:
-            sha256 = shard.finish()
-            os.replace(shard.tmp, shard.final)
-        except BaseException:
-            shard.discard()
-            raise
+    def _publish(self, shard: _ShardBuffer) -> None:
+        """Write the shard's file into place and record it in the manifest."""
+        sha256 = shard.publish()
         self.manifest["shards"].append({"file": shard.final.name, "tokens": shard.rows, "sha256": sha256})
         self.manifest["total_tokens"] += shard.rows
         self._write_manifest()
@@ -293,11 +266,6 @@ class ActivationWriter:
         if self._in_flight is not None:
             future, self._in_flight = self._in_flight, None
             future.result()
-
-    def _discard_open_shard(self) -> None:
-        if self._open is not None:
-            shard, self._open = self._open, None
-            shard.discard()
 
     def _write_manifest(self) -> None:
         write_json(self.path / MANIFEST, self.manifest, indent=1, durable=True)
@@ -314,7 +282,7 @@ class ActivationWriter:
             self.manifest["complete"] = True
             self._write_manifest()
         finally:
-            self._discard_open_shard()
+            self._open = None
             self._pool.shutdown()
 
     def __enter__(self) -> ActivationWriter:
@@ -325,7 +293,7 @@ class ActivationWriter:
             self.close()
             return
         self._closed = True  # keep complete shards only; resume continues from them
-        self._discard_open_shard()
+        self._open = None
         try:
             self._wait()
         except Exception:

@@ -9,9 +9,9 @@ For each architecture, in turn:
 1. train with the project's trainer (`sae.train.train_sae`, its defaults: learning rate from the
    width, activation normalisation, b_dec from the geometric median) on shuffled batches of the
    dataset's first rows; the last `--heldout-tokens` rows (the end of the capture: whole context
-   windows when it is a multiple of the context length) are never trained on. Sparsity: `--k` is k of topk, batchtopk and matryoshka and the
-   l0_target of jumprelu; relu and gated have no L0 knob and train at their config's L1 default
-   (`--set relu.l1_coefficient=...` overrides any config field);
+   windows when it is a multiple of the context length) are never trained on. Sparsity: `--k` is k
+   of topk, batchtopk and matryoshka and the l0_target of jumprelu; relu and gated have no L0 knob
+   and train at their config's L1 default (`--set relu.l1_coefficient=...` overrides any field);
 2. held-out reconstruction metrics (`sae.metrics.evaluate_sae`, DESIGN.md definitions) of the
    saved inference form (BatchTopK and Matryoshka as JumpReLU): FVU, L0, dead fraction = share of
    latents that never fired on the held-out rows;

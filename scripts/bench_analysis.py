@@ -318,7 +318,8 @@ def main() -> None:
     for r in rows:
         pass_s = r["analyze_s"] - r["decoder_s"]
         print(
-            f"{r['tokens']:>8} {r['d_sae']:>6} {pass_s:>7.1f} {r['tokens'] / pass_s:>8.0f} {r['tokens'] * r['d_sae'] / pass_s:>11.3g} "
+            f"{r['tokens']:>8} {r['d_sae']:>6} {pass_s:>7.1f} {r['tokens'] / pass_s:>8.0f} "
+            f"{r['tokens'] * r['d_sae'] / pass_s:>11.3g} "
             f"{r['decoder_s']:>9.1f} {r['report_s']:>8.1f} {r['d_sae'] / r['report_s']:>7.0f} {r['report_mb']:>9.1f} "
             f"{r['baseline_rss_mb']:>8.0f} {r['peak_rss_mb']:>8.0f} {r['peak_rss_mb'] - r['baseline_rss_mb']:>7.0f}"
         )
@@ -326,7 +327,8 @@ def main() -> None:
         growth = [r["peak_rss_mb"] - r["baseline_rss_mb"] for r in rows]
         print(
             f"memory: peak growth over the loaded process {growth[0]:.0f} MiB at {rows[0]['tokens']} tokens, "
-            f"{growth[-1]:.0f} MiB at {rows[-1]['tokens']} tokens ({rows[-1]['tokens'] / rows[0]['tokens']:.0f}x the tokens)"
+            f"{growth[-1]:.0f} MiB at {rows[-1]['tokens']} tokens ({rows[-1]['tokens'] / rows[0]['tokens']:.0f}x the "
+            "tokens)"
         )
 
     if args.dashboard_python:
@@ -351,7 +353,8 @@ def main() -> None:
         if scale > 1:
             projected = theirs["load_s"] + (theirs["run_s"] + theirs["html_s"]) * scale
             print(
-                f"SAEDashboard projected to all {theirs['d_sae']} features (run and html scaled by {scale:.1f}): {projected:.0f} s"
+                f"SAEDashboard projected to all {theirs['d_sae']} features (run and html scaled by {scale:.1f}): "
+                f"{projected:.0f} s"
             )
             theirs_s = projected
         print(f"end to end: ours {ours_s:.1f} s, SAEDashboard {theirs_s:.1f} s: {theirs_s / ours_s:.1f}x faster")

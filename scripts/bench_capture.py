@@ -173,7 +173,8 @@ def main(argv: list[str] | None = None) -> int:
         settle()
         runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in fns}
         print(
-            f"{'round':>5s} {'':22s} {'tokens/s':>10s} {'CPU us/tok':>11s} {'main thread':>12s} {'ratio':>7s} {'load':>5s}"
+            f"{'round':>5s} {'':22s} {'tokens/s':>10s} {'CPU us/tok':>11s} {'main thread':>12s} {'ratio':>7s} "
+            f"{'load':>5s}"
         )
         for r in range(args.repeats):
             for name, fn in fns.items():
@@ -199,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         return min(run[column] for run in runs[name]) / n_tokens * 1e6
 
     print(
-        f"\nover {args.repeats} rounds    {'best tok/s':>11s} {'median tok/s':>13s} {'min CPU us/tok':>15s} {'min main us/tok':>16s}"
+        f"\nover {args.repeats} rounds    {'best tok/s':>11s} {'median tok/s':>13s} {'min CPU us/tok':>15s} "
+        f"{'min main us/tok':>16s}"
     )
     for name in fns:
         print(
@@ -215,7 +217,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(
         f"CPU per token, bare / capture: {per_token(bare, 1) / per_token(cap, 1):.3f} (what the ratio tends to when "
-        f"every core is busy); bare / capture's main thread: {per_token(bare, 2) / per_token(cap, 2):.3f} (its estimate "
+        f"every core is busy); bare / capture's main thread: {per_token(bare, 2) / per_token(cap, 2):.3f} (its "
+        "estimate "
         f"with a core to spare for the writes thread; meaningful with --threads 1)"
     )
     if args.stop_at_layer:

@@ -39,11 +39,11 @@ from common import TimedBatches, steady_rate  # noqa: E402  (shared with the pee
 
 from sae.architectures.base import TrainState  # noqa: E402
 from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
-from sae.config import TrainConfig
-from sae.data import ActivationDataset
+from sae.config import TrainConfig  # noqa: E402
+from sae.data import ActivationDataset  # noqa: E402
 from sae.distributed import resolve_device  # noqa: E402
-from sae.hardware import keep_freed_memory, resolve_selection_dtype
-from sae.train import train_sae
+from sae.hardware import keep_freed_memory, resolve_selection_dtype  # noqa: E402
+from sae.train import train_sae  # noqa: E402
 
 PEERS = ("sparsify", "saelens", "dictionary_learning")
 

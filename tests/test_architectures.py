@@ -122,19 +122,19 @@ def per_token_topk_code(pre, k, allowed=None):
     """Explicit loop: each row's k largest pre-activations among `allowed` latents, ReLU'd."""
     f = torch.zeros_like(pre)
     for i in range(pre.shape[0]):
-        candidates = [l for l in range(pre.shape[1]) if allowed is None or allowed[l]]
-        for l in sorted(candidates, key=lambda l: -float(pre[i, l]))[:k]:
-            f[i, l] = max(float(pre[i, l]), 0.0)
+        candidates = [lat for lat in range(pre.shape[1]) if allowed is None or allowed[lat]]
+        for lat in sorted(candidates, key=lambda lat: -float(pre[i, lat]))[:k]:
+            f[i, lat] = max(float(pre[i, lat]), 0.0)
     return f
 
 
 def batch_topk_code(pre, k):
     """Explicit loop: the n*k largest ReLU'd pre-activations of the whole batch."""
     n, d_sae = pre.shape
-    entries = sorted(((float(pre[i, l]), i, l) for i in range(n) for l in range(d_sae)), reverse=True)[: n * k]
+    entries = sorted(((float(pre[i, lat]), i, lat) for i in range(n) for lat in range(d_sae)), reverse=True)[: n * k]
     f = torch.zeros_like(pre)
-    for value, i, l in entries:
-        f[i, l] = max(value, 0.0)
+    for value, i, lat in entries:
+        f[i, lat] = max(value, 0.0)
     return f
 
 
@@ -207,8 +207,8 @@ def test_relu_loss_by_hand_with_warmup():
     with torch.no_grad():
         f = torch.relu(reference_preacts(sae, x))
         mse = mse_of(x, f @ sae.W_dec + sae.b_dec)
-        norms = [float(sae.W_dec[l].norm()) for l in range(D_SAE)]
-        l1 = sum(float(f[i, l]) * norms[l] for i in range(N) for l in range(D_SAE)) / N
+        norms = [float(sae.W_dec[lat].norm()) for lat in range(D_SAE)]
+        l1 = sum(float(f[i, lat]) * norms[lat] for i in range(N) for lat in range(D_SAE)) / N
     # 20 steps, warm-up over the first 10: lambda = 3 * step / 10, then 3
     for step, coefficient in [(0, 0.0), (2, 0.6), (10, 3.0), (15, 3.0)]:
         check_terms(sae.train_step(x, TrainState(step, 20)), {"mse": mse, "l1": l1}, mse + coefficient * l1)
@@ -222,7 +222,7 @@ def test_jumprelu_loss_by_hand(target):
         pre, theta = reference_preacts(sae, x), sae.log_threshold.exp()
         f = torch.where(pre > theta, pre, torch.zeros_like(pre))
         mse = mse_of(x, f @ sae.W_dec + sae.b_dec)
-        l0 = sum(int(pre[i, l] > theta[l]) for i in range(N) for l in range(D_SAE)) / N
+        l0 = sum(int(pre[i, lat] > theta[lat]) for i in range(N) for lat in range(D_SAE)) / N
     assert 0 < l0 < D_SAE
     if target is None:
         check_terms(sae.train_step(x, TrainState(0, 1)), {"mse": mse, "l0": l0}, mse + 0.7 * l0)
@@ -237,12 +237,12 @@ def test_gated_loss_by_hand():
     with torch.no_grad():
         x_in = x - sae.b_dec
         pi_gate = x_in @ sae.W_enc + sae.b_gate
-        W_mag = torch.stack([sae.W_enc[:, l] * math.exp(float(sae.r_mag[l])) for l in range(D_SAE)], dim=1)
+        W_mag = torch.stack([sae.W_enc[:, lat] * math.exp(float(sae.r_mag[lat])) for lat in range(D_SAE)], dim=1)
         pi_mag = x_in @ W_mag + sae.b_mag
         f = torch.where(pi_gate > 0, torch.relu(pi_mag), torch.zeros_like(pi_mag))
         mse = mse_of(x, f @ sae.W_dec + sae.b_dec)
         gate = torch.relu(pi_gate)
-        l1 = sum(float(gate[i, l] * sae.W_dec[l].norm()) for i in range(N) for l in range(D_SAE)) / N
+        l1 = sum(float(gate[i, lat] * sae.W_dec[lat].norm()) for i in range(N) for lat in range(D_SAE)) / N
         aux = mse_of(x, gate @ sae.W_dec + sae.b_dec)
     out = sae.train_step(x, TrainState(0, 1))
     check_terms(out, {"mse": mse, "l1": l1, "aux_recon": aux}, mse + 0.4 * l1 + aux)
@@ -267,11 +267,11 @@ def test_jumprelu_threshold_gradient_is_the_straight_through_formula():
         dL_df = (-2.0 / N) * (x - (f @ sae.W_dec + sae.b_dec)) @ sae.W_dec.t()  # d mse / d f
         in_window = ((pre - theta) / eps).abs() < 0.5
         expected = torch.zeros(D_SAE, dtype=D64)
-        for l in range(D_SAE):
+        for lat in range(D_SAE):
             for i in range(N):
-                if in_window[i, l]:
-                    d_theta = -(theta[l] / eps) * dL_df[i, l] - lam * (1.0 / eps) / N
-                    expected[l] += d_theta * theta[l]  # chain rule: theta = exp(log_threshold)
+                if in_window[i, lat]:
+                    d_theta = -(theta[lat] / eps) * dL_df[i, lat] - lam * (1.0 / eps) / N
+                    expected[lat] += d_theta * theta[lat]  # chain rule: theta = exp(log_threshold)
     assert in_window.sum() >= 3 and (~in_window).sum() >= 3
     assert (sae.log_threshold.grad - expected).abs().max() < 1e-12
 
@@ -405,11 +405,11 @@ def test_relu_resampling_points_dead_latents_at_inputs_and_resets_their_adam_sta
     assert sae.resample_dead(dead, x, opt) == 3
     directions = (x - sae.b_dec).detach()
     directions = directions / directions.norm(dim=1, keepdim=True)
-    for l in dead.nonzero().squeeze(1).tolist():
-        row = sae.W_dec[l].detach() / sae.W_dec[l].norm()
+    for lat in dead.nonzero().squeeze(1).tolist():
+        row = sae.W_dec[lat].detach() / sae.W_dec[lat].norm()
         assert (directions @ row).max() > 1 - 1e-12  # parallel to one of the inputs
-        assert (sae.W_enc[:, l] / sae.W_enc[:, l].norm() - row).abs().max() < 1e-12
-        assert sae.b_enc[l] == 0
+        assert (sae.W_enc[:, lat] / sae.W_enc[:, lat].norm() - row).abs().max() < 1e-12
+        assert sae.b_enc[lat] == 0
     assert torch.equal(sae.W_dec[~dead], before["W_dec"][~dead]) and torch.equal(sae.b_dec, before["b_dec"])
     state = opt.state[sae.W_dec]
     assert state["exp_avg"][dead].abs().max() == 0 and state["exp_avg_sq"][dead].abs().max() == 0

@@ -73,7 +73,8 @@ def test_neuron_index_sorts_filters_and_plots(browser, neuron_report, shots):
     first = browser.find_element("css selector", "#neuron-rows tr:first-child td:nth-child(2)").text
     assert float(first) == pytest.approx(summaries[0].effective_features, rel=2e-3)
     counts = browser.execute_script(
-        "return Array.from(document.querySelectorAll('#score-summary tr[data-who] td:nth-child(2)')).map(c => c.textContent)"
+        "return Array.from(document.querySelectorAll('#score-summary tr[data-who] td:nth-child(2)')).map(c => "
+        "c.textContent)"
     )
     scored = [
         sum(item["score"] is not None for item in json.loads((folder / "labels.json").read_text())["features"])
@@ -117,7 +118,8 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
     browser.find_element("css selector", f"#neuron-drivers a[href='feature.html#{feature}']").click()
     wait_for(
         browser,
-        f"document.getElementById('feature-title') && document.getElementById('feature-title').textContent === 'Feature {feature}'",
+        "document.getElementById('feature-title') && document.getElementById('feature-title').textContent === "
+        f"'Feature {feature}'",
     )
     back = browser.find_element(
         "css selector", f"a[href='neuron.html#{top.neuron}']"
@@ -125,7 +127,8 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
     back.click()
     wait_for(
         browser,
-        f"document.getElementById('neuron-title') && document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'",
+        "document.getElementById('neuron-title') && document.getElementById('neuron-title').textContent === 'Neuron "
+        f"{top.neuron}'",
     )
     assert browser.find_element("css selector", "header nav a.active").text == "Neurons"
     assert_clean(browser, [])
@@ -137,7 +140,8 @@ def test_index_shows_label_scores(browser, neuron_report):
     logs = open_page(browser, (report / "index.html").as_uri())
     wait_for(browser, "document.querySelector('#feature-rows .frow')")
     browser.find_element("css selector", ".fhdr [data-key=score]").click()
-    best = max((l for l in labels if l["score"] is not None), key=lambda l: (l["score"], -l["id"]))
+    scored = [label for label in labels if label["score"] is not None]
+    best = max(scored, key=lambda label: (label["score"], -label["id"]))
     first = browser.find_element("css selector", "#feature-rows .frow[data-id] > div:nth-child(3)")
     shown = browser.execute_script("""return Array.from(document.querySelectorAll('#feature-rows .frow'))
         .sort((a, b) => a.offsetTop - b.offsetTop)[0].children[2].textContent""")

@@ -221,7 +221,8 @@ def test_feature_page_shows_hostile_text_as_text(browser, hostile_report, shots)
     wait_for(browser, f"document.getElementById('feature-title').textContent === 'Feature {target}'")
     wait_for(
         browser,
-        "document.querySelector('#activation-histogram .main-svg') || document.querySelector('#activation-histogram .empty')",
+        "document.querySelector('#activation-histogram .main-svg') || document.querySelector('#activation-histogram "
+        ".empty')",
     )
     labelled = browser.execute_script("window.location.hash = '#0'; return true")
     assert labelled

@@ -54,7 +54,8 @@ class AnalysisConfig:
     max_pairs: int = field(
         default=2**24,
         metadata={
-            "help": "a sparse pair table holding more pairs than this is pruned to each feature's strongest (then approximate)"
+            "help": "a sparse pair table holding more pairs than this is pruned to each feature's strongest (then "
+            "approximate)"
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of the corpus's document order"})
@@ -81,7 +82,8 @@ class AnalysisConfig:
             raise ValueError(f"analysis option batch_size must be positive, got {self.batch_size}.")
         if self.histogram_high_exp <= self.histogram_low_exp:
             raise ValueError(
-                f"histogram_high_exp ({self.histogram_high_exp}) must exceed histogram_low_exp ({self.histogram_low_exp})."
+                f"histogram_high_exp ({self.histogram_high_exp}) must exceed histogram_low_exp "
+                f"({self.histogram_low_exp})."
             )
 
     @property

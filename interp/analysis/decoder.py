@@ -59,7 +59,8 @@ def logit_map(bridge: Any, hook_name: str, d_in: int) -> tuple[LogitMap | None, 
             f"hook {hook_name!r} (d_in {d_in}) does not write to the residual stream directly; "
             "logit effects are computed for residual-stream, attention/MLP-output and mlp.hook_post SAEs"
         )
-    basis = f"decoder direction through {where}the final norm's weight ({norm or 'none'}{', centred' if centre else ''}) and W_U"
+    norm_shown = f"{norm or 'none'}{', centred' if centre else ''}"
+    basis = f"decoder direction through {where}the final norm's weight ({norm_shown}) and W_U"
     return LogitMap(to_residual, centre, weight, W_U, basis), basis
 
 

@@ -158,7 +158,8 @@ def run_analysis(
     analysis = analyze(opened.model, opened.sae, opened.hook, sequences, cfg, meta=meta, progress=progress)
     if analysis.meta["sequences"] * analysis.meta["context_length"] < cfg.tokens:
         print(
-            f"note: the corpus held only {analysis.meta['sequences']} windows of {analysis.meta['context_length']} tokens; "
+            f"note: the corpus held only {analysis.meta['sequences']} windows of {analysis.meta['context_length']} "
+            "tokens; "
             "analysed all of them."
         )
     model_path = Path(model_spec)

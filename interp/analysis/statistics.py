@@ -146,7 +146,7 @@ class FeatureStatistics:
     def _update_intervals(
         self, f: Tensor, tokens: Tensor, rows: Tensor, feats: Tensor, vals: Tensor, levels: Tensor, first_seq: int
     ) -> None:
-        I = self.cfg.intervals
+        n_int = self.cfg.intervals
         octave = torch.div(levels, self.cfg.bins_per_octave, rounding_mode="floor")
         fired = self.act_max > 0
         new_top = torch.full_like(self.top_octave, NO_CELL)
@@ -156,9 +156,9 @@ class FeatureStatistics:
             self._shift_intervals(moved, new_top[moved] - self.top_octave[moved])
         self.top_octave = new_top
         interval = self.top_octave[feats] - octave
-        tracked = torch.nonzero(interval < I).squeeze(1)  # interval >= 0 always: max >= every value
+        tracked = torch.nonzero(interval < n_int).squeeze(1)  # interval >= 0 always: max >= every value
         rows, feats, vals, interval = rows[tracked], feats[tracked], vals[tracked], interval[tracked]
-        groups = feats * I + interval
+        groups = feats * n_int + interval
         self.interval_count.index_add_(0, groups, torch.ones_like(groups))
         b, pos = rows // self.T, rows % self.T
         keys = hash_keys((b + first_seq) * self.T * self.F + pos * self.F + feats)
@@ -175,12 +175,12 @@ class FeatureStatistics:
 
     def _shift_intervals(self, features: Tensor, shift: Tensor) -> None:
         """Features whose top octave rose by `shift` [n]: interval i now holds old interval i - shift."""
-        I = self.cfg.intervals
-        source = torch.arange(I)[None, :] - shift[:, None]  # [n, I]
+        n_int = self.cfg.intervals
+        source = torch.arange(n_int)[None, :] - shift[:, None]  # [n, n_int]
         valid = source >= 0
         source = source.clamp_min(0)
-        rows = features[:, None] * I + source  # flat group ids of the sources
-        targets = features[:, None] * I + torch.arange(I)[None, :]
+        rows = features[:, None] * n_int + source  # flat group ids of the sources
+        targets = features[:, None] * n_int + torch.arange(n_int)[None, :]
         count = torch.where(valid, self.interval_count[rows], 0)
         self.interval_count[targets] = count
         table = self.interval
@@ -248,12 +248,12 @@ class FeatureStatistics:
             "token_counts": self.token_counts,
         }
         out.update({"top_value": self.top.scores, **{f"top_{n}": t for n, t in self.top.fields.items()}})
-        I, S = cfg.intervals, cfg.interval_samples
-        out["interval_octave"] = self.top_octave[:, None] - torch.arange(I)[None, :]  # interval i is [2^o, 2^(o+1))
-        out["interval_count"] = self.interval_count.view(F, I)
-        out["interval_key"] = self.interval.scores.view(F, I, S)
+        n_int, S = cfg.intervals, cfg.interval_samples
+        out["interval_octave"] = self.top_octave[:, None] - torch.arange(n_int)[None, :]  # interval i is [2^o, 2^(o+1))
+        out["interval_count"] = self.interval_count.view(F, n_int)
+        out["interval_key"] = self.interval.scores.view(F, n_int, S)
         for name, t in self.interval.fields.items():
-            out[f"interval_{name}"] = t.view(F, I, S, *t.shape[2:])
+            out[f"interval_{name}"] = t.view(F, n_int, S, *t.shape[2:])
         out.update(self._token_lists())
         out.update(self._cofire_lists())
         out.update(self._random_sample())

@@ -204,7 +204,8 @@ def run_neurons(args: argparse.Namespace) -> int:
             if stats["count"]:
                 print(
                     f"    {who:<8} n={stats['count']:<5} mean {stats['mean']:.3f}  median {stats['median']:.3f}  "
-                    f"IQR {stats['q25']:.3f}-{stats['q75']:.3f}  >=0.9: {stats['share_ge_0.9']:.1%}  >=0.75: {stats['share_ge_0.75']:.1%}"
+                    f"IQR {stats['q25']:.3f}-{stats['q75']:.3f}  >=0.9: {stats['share_ge_0.9']:.1%}  >=0.75: "
+                    f"{stats['share_ge_0.75']:.1%}"
                 )
             else:
                 print(f"    {who:<8} none (run `interp label --analysis {args.analysis}`)")

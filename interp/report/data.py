@@ -113,7 +113,8 @@ class ReportData:
 
     # ---- the index -------------------------------------------------------------------------
     def summary_rows(self) -> list[list[Any]]:
-        """One row per feature: [id, density, max, mean, fire count, top tokens, promoted tokens, label, label score]."""
+        """One row per feature: [id, density, max, mean, fire count, top tokens, promoted tokens, label,
+        label score]."""
         L, vocab = self.lists, self.vocab
         rows = []
         for i in range(self.F):
