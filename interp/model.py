@@ -16,7 +16,7 @@ transformer_lens is imported inside functions: it takes seconds, and `interp --h
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,21 +40,17 @@ NATIVE_ARCHITECTURE = "TransformerLensNative"
 
 @dataclass
 class ModelConfig:
-    """Shape of our native transformer (pre-LN, learned positions, GELU MLP, untied unembedding).
+    """Shape of our native transformer (pre-LN, learned positions, GELU MLP, untied unembedding)."""
 
-    n_layers: transformer blocks. d_model: residual width. n_heads: attention heads.
-    d_mlp: MLP neurons per block. context_length: tokens per training window.
-    d_vocab: vocabulary size (set from the tokenizer). seed: weight initialisation."""
-
-    n_layers: int = 1
-    d_model: int = 128
-    n_heads: int = 4
-    d_mlp: int = 512
-    context_length: int = 128
-    d_vocab: int = 4096
-    act_fn: str = "gelu"
-    normalization_type: str = "LN"
-    seed: int = 0
+    n_layers: int = field(default=1, metadata={"help": "transformer blocks"})
+    d_model: int = field(default=128, metadata={"help": "residual width"})
+    n_heads: int = field(default=4, metadata={"help": "attention heads"})
+    d_mlp: int = field(default=512, metadata={"help": "MLP neurons per block"})
+    context_length: int = field(default=128, metadata={"help": "tokens per training window"})
+    d_vocab: int = field(default=4096, metadata={"help": "vocabulary size (set from the tokenizer)"})
+    act_fn: str = field(default="gelu", metadata={"help": "MLP activation"})
+    normalization_type: str = field(default="LN", metadata={"help": "normalisation of each block"})
+    seed: int = field(default=0, metadata={"help": "seed of the weight initialisation"})
 
     def validate(self) -> None:
         for name in ("n_layers", "d_model", "n_heads", "d_mlp", "context_length", "d_vocab"):

@@ -20,7 +20,7 @@ command-line flags override them. `--resume DIR` reads DIR/train_config.json the
 refuses a run whose resolved config differs. `--batch-size` is the global batch in every case;
 under N processes each reads batch_size / N rows of every global batch (sae.distributed).
 
-Process settings (`--threads`, and glibc's allocator, see `sae.hardware.keep_freed_memory`) are applied
+Process settings (`--threads`, and glibc's allocator kept for training, `sae.hardware.tune_allocator`) are applied
 here, once, never by the library.
 """
 
@@ -40,7 +40,7 @@ from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import environment_ranks, launch, start, stop
 from sae.files import read_json, write_json
-from sae.hardware import keep_freed_memory
+from sae.hardware import tune_allocator
 from sae.io import convert, load_sae
 from sae.metrics import evaluate_sae, format_table
 from sae.options import DataclassOptions, add_passthrough_command, expand_sweep, peek_options, sweep_names
@@ -110,12 +110,12 @@ def add_process_options(parser: argparse.ArgumentParser) -> None:
 
 
 def apply_process_options(args: argparse.Namespace) -> None:
-    """The one place the `sae` command line changes process-wide state (see sae.hardware.keep_freed_memory)."""
+    """The one place the `sae` command line changes process-wide state (see sae.hardware.tune_allocator)."""
     if args.threads is not None:
         if args.threads <= 0:
             raise ValueError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
-    keep_freed_memory()
+    tune_allocator("keep")
 
 
 # --- sae train ---------------------------------------------------------------------------

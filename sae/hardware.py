@@ -14,23 +14,37 @@ import torch
 from sae.config import TrainConfig
 
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
+# mallopt settings of each allocator policy; GLIBC_TUNABLES gives the same from the environment
+ALLOCATOR_POLICIES: dict[str, dict[int, int]] = {
+    "keep": {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30},
+    "release": {_M_MMAP_THRESHOLD: 1 << 20},
+}
+GLIBC_TUNABLES = {
+    "keep": "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824",
+    "release": "glibc.malloc.mmap_threshold=1048576",
+}
 
 
-def keep_freed_memory() -> bool:
-    """Have glibc's malloc serve large blocks from the heap and keep freed memory (Linux only).
+def tune_allocator(policy: str) -> bool:
+    """Set glibc's malloc for the work ahead (Linux only); returns whether the settings took effect.
 
-    A training step allocates and frees several [batch, d_sae] temporaries (64 MiB each at 4096 x
-    4096). By default glibc maps each one fresh and unmaps it when freed, so every step pays a page
-    fault per 4 KiB page again (the README gives the measured cost, `scripts/bench_allocator.py`).
-    The cost is that the process keeps its peak heap. Process-wide: only the command-line entry
-    points call it. From Python, the same settings come from the environment before the
-    interpreter starts: GLIBC_TUNABLES=glibc.malloc.mmap_threshold=1073741824:
-    glibc.malloc.trim_threshold=1073741824 (one string, no space). Returns whether they took effect."""
+    keep: large blocks come from the heap and freed memory stays there. A training step allocates
+    and frees several [batch, d_sae] temporaries (64 MiB each at 4096 x 4096), which glibc would
+    otherwise map fresh and unmap every step, paying a page fault per 4 KiB page each time; the
+    process keeps its peak heap.
+    release: every block of 1 MiB or more is mapped and returned when freed, so a long analysis
+    pass, which frees buffers of a few hundred MiB per batch, stays at a flat RSS however many
+    tokens it reads (from the heap they fragment it and the process grows with the token count).
+
+    Process-wide: only the command-line entry points call it (the README gives the measured costs,
+    `scripts/bench_allocator.py`). From Python, set `GLIBC_TUNABLES[policy]` in the environment
+    variable GLIBC_TUNABLES before the interpreter starts."""
+    settings = ALLOCATOR_POLICIES[policy]
     if not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, 1 << 30)) and bool(libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30))
+        return all([bool(libc.mallopt(param, value)) for param, value in settings.items()])
     except (OSError, AttributeError):  # not glibc
         return False
 

@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import itertools
 import json
-import re
 import types
 import typing
 from collections.abc import Mapping
@@ -54,10 +53,8 @@ class FieldSpec:
 def field_specs(cls: type) -> list[FieldSpec]:
     """One FieldSpec per field of the dataclass `cls`, in declaration order.
 
-    Help: `field(metadata={"help": ...})`, else the field's sentence in a class docstring written
-    as "name: what it is. other_name: ..." (searched along the class hierarchy)."""
+    Help: `field(metadata={"help": ...})`."""
     hints = typing.get_type_hints(cls)
-    documented = _docstring_help(cls)
     specs = []
     for f in dataclasses.fields(cls):
         kind, optional, is_list, choices = _unwrap(hints[f.name], f"{cls.__name__}.{f.name}")
@@ -67,21 +64,9 @@ def field_specs(cls: type) -> list[FieldSpec]:
             default = f.default_factory()
         else:
             default = _MISSING
-        help_text = f.metadata.get("help") or documented.get(f.name, "")
+        help_text = f.metadata.get("help", "")
         specs.append(FieldSpec(f.name, kind, optional, is_list, choices, default, help_text))
     return specs
-
-
-def _docstring_help(cls: type) -> dict[str, str]:
-    """{field: text} from docstrings of the form "k: latents kept per token. aux_k: ..."."""
-    names = [f.name for f in dataclasses.fields(cls)]
-    found: dict[str, str] = {}
-    for klass in cls.__mro__:
-        text = " ".join((klass.__dict__.get("__doc__") or "").split())
-        marks = sorted((m.start(), m.end(), m.group(1)) for m in re.finditer(rf"(?<![\w.])({'|'.join(names)}): ", text))
-        for (_, end, name), nxt in zip(marks, [m[0] for m in marks[1:]] + [len(text)]):
-            found.setdefault(name, text[end:nxt].strip())
-    return found
 
 
 def _unwrap(hint: Any, where: str) -> tuple[type, bool, bool, tuple[Any, ...] | None]:

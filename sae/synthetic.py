@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -29,22 +29,18 @@ from torch import Tensor
 
 @dataclass
 class SyntheticConfig:
-    """d: activation dimension. num_features: ground-truth features N. mean_active: expected active
-    features per sample (>= 1). firing_exponent: p_i ~ (i + 1)^-firing_exponent (0: all equal).
-    correlation: copula strength rho in [0, 1) (0: independent); correlation_rank: factors r.
-    magnitude_min/max: uniform range of an active feature's coefficient. noise_std: isotropic
-    Gaussian noise per dimension. seed: features, correlations and the batch stream."""
+    """A planted set of ground-truth features and how samples draw on them."""
 
-    d: int = 256
-    num_features: int = 512
-    mean_active: float = 5.0
-    firing_exponent: float = 0.5
-    correlation: float = 0.0
-    correlation_rank: int = 8
-    magnitude_min: float = 0.5
-    magnitude_max: float = 1.5
-    noise_std: float = 0.0
-    seed: int = 0
+    d: int = field(default=256, metadata={"help": "Activation dimension."})
+    num_features: int = field(default=512, metadata={"help": "Ground-truth features N."})
+    mean_active: float = field(default=5.0, metadata={"help": "Expected active features per sample (>= 1)."})
+    firing_exponent: float = field(default=0.5, metadata={"help": "p_i ~ (i + 1)^-firing_exponent (0: all equal)."})
+    correlation: float = field(default=0.0, metadata={"help": "Copula strength rho in [0, 1) (0: independent)."})
+    correlation_rank: int = field(default=8, metadata={"help": "Factors r of the copula."})
+    magnitude_min: float = field(default=0.5, metadata={"help": "Smallest coefficient of an active feature."})
+    magnitude_max: float = field(default=1.5, metadata={"help": "Largest coefficient of an active feature."})
+    noise_std: float = field(default=0.0, metadata={"help": "Isotropic Gaussian noise per dimension."})
+    seed: int = field(default=0, metadata={"help": "Seed of the features, correlations and batch stream."})
 
     def validate(self) -> None:
         if self.d <= 0 or self.num_features <= 0:

@@ -2,9 +2,11 @@
 three allocator settings (they are process-wide, so each run is its own process):
 
     default      glibc as it comes
-    keep-freed   large blocks from the heap and freed memory kept (sae.hardware.keep_freed_memory,
-                 what the `sae` and `interp` entry points apply), set here by GLIBC_TUNABLES
-    mmap-1MiB    every block of 1 MiB or more mapped and unmapped (the opposite)
+    keep-freed   large blocks from the heap and freed memory kept (sae.hardware.tune_allocator("keep"),
+                 what the training commands apply)
+    mmap-1MiB    every block of 1 MiB or more mapped and unmapped (tune_allocator("release"), what
+                 `interp analyze` applies)
+each set by the GLIBC_TUNABLES equivalent that sae.hardware.GLIBC_TUNABLES gives.
 
     .venv/bin/python scripts/bench_allocator.py [--rounds 3] [--steps 40] [--analysis-tokens 32768,131072]
 
@@ -25,12 +27,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-GIB = 1 << 30
-SETTINGS = {
-    "default": "",
-    "keep-freed": f"glibc.malloc.mmap_threshold={GIB}:glibc.malloc.trim_threshold={GIB}",
-    "mmap-1MiB": f"glibc.malloc.mmap_threshold={1 << 20}",
-}
+sys.path.insert(0, str(ROOT))
+from sae.hardware import GLIBC_TUNABLES  # noqa: E402
+
+SETTINGS = {"default": "", "keep-freed": GLIBC_TUNABLES["keep"], "mmap-1MiB": GLIBC_TUNABLES["release"]}
 
 TRAIN_CHILD = r"""
 import json, statistics, sys, time

@@ -42,7 +42,7 @@ from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
 from sae.config import TrainConfig  # noqa: E402
 from sae.data import ActivationDataset  # noqa: E402
 from sae.distributed import resolve_device  # noqa: E402
-from sae.hardware import keep_freed_memory, resolve_selection_dtype  # noqa: E402
+from sae.hardware import resolve_selection_dtype, tune_allocator  # noqa: E402
 from sae.train import train_sae  # noqa: E402
 
 PEERS = ("sparsify", "saelens", "dictionary_learning")
@@ -245,7 +245,7 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    keep_freed_memory()  # as train_sae does
+    tune_allocator("keep")  # as `sae train` does
     sae = TopKSAE(TopKConfig(d_in=d_in, d_sae=args.d_sae, k=args.k))
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
     x = synthetic(args.batch_size, d_in, seed=7)

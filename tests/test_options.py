@@ -188,16 +188,17 @@ def test_real_architecture_config_parses_to_a_valid_config():
     assert [(c.d_sae, c.k, c.aux_k) for c in configs] == [(64, 4, None), (64, 8, None)]
 
 
-@dataclass
-class Documented:
-    """A class whose fields are described in its docstring. size: how many (None: all).
-    rate: how fast, per step. other: not a field name here: ignored."""
+def test_every_option_of_every_config_has_help():
+    """The configs are the command line: every field they render says what it is."""
+    import sae.architectures as architectures
+    from interp.analysis.config import AnalysisConfig
+    from interp.labels.labeller import LabelConfig
+    from interp.model import ModelConfig
+    from interp.model_training import ModelTrainConfig
+    from sae.config import TrainConfig
+    from sae.synthetic import SyntheticConfig
 
-    size: int | None = None
-    rate: float = field(default=1.0, metadata={"help": "From metadata."})
-    plain: str = "x"
-
-
-def test_help_falls_back_to_the_class_docstring():
-    specs = {s.name: s.help for s in field_specs(Documented)}
-    assert specs == {"size": "how many (None: all).", "rate": "From metadata.", "plain": ""}
+    configs = [TrainConfig, SyntheticConfig, AnalysisConfig, LabelConfig, ModelConfig, ModelTrainConfig]
+    configs += [architectures.get_architecture(name).config_class for name in architectures.ARCHITECTURES]
+    missing = [f"{cls.__name__}.{spec.name}" for cls in configs for spec in field_specs(cls) if not spec.help.strip()]
+    assert not missing, missing

@@ -607,36 +607,50 @@ def test_cli_config_file_with_an_unknown_key_names_the_file(tmp_path, capsys):
     assert "unknown field(s) ['batch_sise'] for TrainConfig" in capsys.readouterr().err
 
 
+HEAP_PROBE = """
+import ctypes, sys
+import torch
+from sae.hardware import tune_allocator
+
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = MallInfo2
+if sys.argv[1] != "default":
+    assert tune_allocator(sys.argv[1])
+block = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MiB, the size of a [4096, 4096] pre-activation
+mapped = libc.mallinfo2().hblkhd >= 64 * 2**20  # a fresh mapping, not the heap
+del block
+kept = libc.mallinfo2().fordblks >= 64 * 2**20  # freed, and kept for the next step
+print(mapped, kept)
+"""
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc settings are Linux-only")
 def test_freed_step_temporaries_stay_in_the_heap():
-    import ctypes
+    """tune_allocator("keep") (what the training commands call) and its GLIBC_TUNABLES equivalent both
+    serve a step's 64 MiB temporaries from the heap and keep them when freed; the default and
+    "release" map and unmap them. Each in its own process: the settings are process-wide."""
+    import subprocess
 
-    from sae.hardware import keep_freed_memory
+    from sae.hardware import GLIBC_TUNABLES
 
-    class MallInfo2(ctypes.Structure):
-        _fields_ = [
-            (name, ctypes.c_size_t)
-            for name in (
-                "arena",
-                "ordblks",
-                "smblks",
-                "hblks",
-                "hblkhd",
-                "usmblks",
-                "fsmblks",
-                "uordblks",
-                "fordblks",
-                "keepcost",
-            )
-        ]
+    def probe(mode: str, env_tunables: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+        if env_tunables:
+            env["GLIBC_TUNABLES"] = env_tunables
+        done = subprocess.run([sys.executable, "-c", HEAP_PROBE, mode], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
 
-    libc = ctypes.CDLL("libc.so.6")
-    libc.mallinfo2.restype = MallInfo2
-    assert keep_freed_memory()
-    block = torch.empty(16 * 2**20, dtype=torch.float32)  # 64 MiB, the size of a [4096, 4096] pre-activation
-    assert libc.mallinfo2().hblkhd < 64 * 2**20  # served from the heap, not a fresh mapping
-    del block
-    assert libc.mallinfo2().fordblks >= 64 * 2**20  # freed, and kept for the next step
+    assert probe("default", None) == "True False"
+    assert probe("keep", None) == "False True"
+    assert probe("default", GLIBC_TUNABLES["keep"]) == "False True"
+    assert probe("release", None) == "True False"
+    assert probe("default", GLIBC_TUNABLES["release"]) == "True False"
 
 
 def test_default_learning_rate_scales_with_width_and_input_size():

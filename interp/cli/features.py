@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--split", default="heldout", choices=["heldout", "train", "all"], help="corpus split (default heldout)"
     )
     add_device(analyze)
-    add_process_options(analyze)
+    add_process_options(analyze, allocator="release")
     analysis_options = DataclassOptions(analyze.add_argument_group("analysis"), AnalysisConfig)
     analyze.set_defaults(run=lambda args: run_analyze(args, analysis_options))
 

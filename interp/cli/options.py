@@ -7,7 +7,8 @@ with the process-wide ones.
     --corpus SPEC  stdlib, a text file or glob, a .jsonl file, or hf:NAME[:CONFIG[:SPLIT]]
     --device DEV   a torch device
     --json [FILE]  the result as JSON: to FILE, or to standard output in place of the text
-    --threads N    torch CPU threads (a process setting, applied by the entry point)
+    --threads N    torch CPU threads (a process setting, applied by the entry point with the glibc
+                   allocator policy of the command)
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import torch
 
 from sae.files import write_text
-from sae.hardware import keep_freed_memory
+from sae.hardware import tune_allocator
 
 STDOUT = "-"
 
@@ -64,19 +65,21 @@ def add_json(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_process_options(parser: argparse.ArgumentParser) -> None:
+def add_process_options(parser: argparse.ArgumentParser, *, allocator: str = "keep") -> None:
+    """--threads, and the glibc allocator policy the command runs under (sae.hardware.tune_allocator:
+    "keep" for training and most work, "release" for the analysis pass)."""
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.set_defaults(allocator=allocator)
 
 
 def apply_process_options(args: argparse.Namespace) -> None:
     """The one place `interp` changes process-wide state: torch's thread count (--threads) and
-    glibc's allocator (sae.hardware.keep_freed_memory)."""
-    threads = getattr(args, "threads", None)
-    if threads is not None:
-        if threads <= 0:
-            raise ValueError(f"--threads must be positive, got {threads}")
-        torch.set_num_threads(threads)
-    keep_freed_memory()
+    glibc's allocator (the command's policy)."""
+    if args.threads is not None:
+        if args.threads <= 0:
+            raise ValueError(f"--threads must be positive, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    tune_allocator(args.allocator)
 
 
 def emit_json(args: argparse.Namespace, result: Any) -> bool:

@@ -12,48 +12,38 @@ dimensions and averaged over tokens, E_x ||x - x_hat||^2; sparsity terms are per
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sae.options import from_dict
+
 
 @dataclass
 class SAEConfig:
-    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...).
+    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...)."""
 
-    apply_b_dec_to_input: the encoder sees x - b_dec (pre-encoder bias subtraction).
-    """
-
-    d_in: int
-    d_sae: int
-    apply_b_dec_to_input: bool = True
+    d_in: int = field(metadata={"help": "Input width (the activation size per token)."})
+    d_sae: int = field(metadata={"help": "Number of latents."})
+    apply_b_dec_to_input: bool = field(
+        default=True, metadata={"help": "The encoder sees x - b_dec (pre-encoder bias subtraction)."}
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
-        """Build from a dict, refusing unknown keys by name (a typo never passes silently)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; valid fields: {sorted(names)}")
-        missing = sorted(f.name for f in dataclasses.fields(cls) if f.name not in d and _has_no_default(f))
-        if missing:
-            raise ValueError(f"{cls.__name__}: missing required field(s) {missing}")
-        return cls(**d)
+        """Build from a dict, refusing unknown keys and wrong types by name (a typo never passes silently)."""
+        return from_dict(cls, d, cls.__name__)
 
     def validate(self) -> None:
         """Raise ValueError naming the field when a value is out of range."""
         if self.d_in <= 0 or self.d_sae <= 0:
             raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
-
-
-def _has_no_default(f: dataclasses.Field) -> bool:
-    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
 
 
 @dataclass

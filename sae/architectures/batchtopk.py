@@ -12,7 +12,7 @@ and `inference_form()` is a JumpReLU SAE with that threshold for every latent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -27,10 +27,13 @@ from sae.topk_select import topk_indices
 
 @dataclass
 class BatchTopKConfig(TopKConfig):
-    """k: mean latents per token (k * batch size kept over the batch). threshold_momentum: m in the
-    running threshold average theta <- m theta + (1 - m) min_kept."""
+    """BatchTopK: the k * n largest activations of a batch of n tokens are kept."""
 
-    threshold_momentum: float = 0.99
+    k: int = field(default=32, metadata={"help": "Mean latents per token (k * batch size kept over the batch)."})
+    threshold_momentum: float = field(
+        default=0.99,
+        metadata={"help": "m in the running threshold average theta <- m theta + (1 - m) min_kept."},
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -14,7 +14,7 @@ Tensor names follow SAELens (W_enc, b_gate, r_mag, b_mag, W_dec, b_dec); there i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,10 +25,10 @@ from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, regist
 
 @dataclass
 class GatedConfig(SAEConfig):
-    """l1_coefficient: weight of the gate sparsity term. decoder_init_norm: norm of the initial decoder rows."""
+    """Gated: a gate path decides which latents fire, a magnitude path how strongly."""
 
-    l1_coefficient: float = 1.0
-    decoder_init_norm: float = 1.0
+    l1_coefficient: float = field(default=1.0, metadata={"help": "Weight of the gate sparsity term."})
+    decoder_init_norm: float = field(default=1.0, metadata={"help": "Norm of the initial decoder rows."})
 
     def validate(self) -> None:
         super().validate()

@@ -18,7 +18,7 @@ Decoder rows are kept unit norm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
@@ -28,17 +28,20 @@ from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, regist
 
 @dataclass
 class JumpReLUConfig(SAEConfig):
-    """l0_coefficient: weight of the sparsity term. l0_target: when set, penalise (L0 / l0_target - 1)^2
-    instead of L0. bandwidth: width eps of the straight-through rectangle kernel (in pre-activation
-    units). initial_threshold: theta of every latent at initialisation. The defaults suit inputs
-    scaled to E||x||^2 = d_in (the trainer's activation normalisation), where a random unit encoder
-    direction gives pre-activations of about unit scale: theta starts where it prunes a fair share
-    and the kernel is wide enough for it to move within a short run."""
+    """JumpReLU: a latent fires above its learned threshold theta. The defaults suit inputs scaled to
+    E||x||^2 = d_in (the trainer's activation normalisation), where a random unit encoder direction
+    gives pre-activations of about unit scale: theta starts where it prunes a fair share and the
+    kernel is wide enough for it to move within a short run."""
 
-    l0_coefficient: float = 1.0
-    l0_target: float | None = None
-    bandwidth: float = 0.5
-    initial_threshold: float = 0.5
+    l0_coefficient: float = field(default=1.0, metadata={"help": "Weight of the sparsity term."})
+    l0_target: float | None = field(
+        default=None, metadata={"help": "When set, penalise (L0 / l0_target - 1)^2 instead of L0."}
+    )
+    bandwidth: float = field(
+        default=0.5,
+        metadata={"help": "Width eps of the straight-through rectangle kernel (in pre-activation units)."},
+    )
+    initial_threshold: float = field(default=0.5, metadata={"help": "Theta of every latent at initialisation."})
 
     def validate(self) -> None:
         super().validate()

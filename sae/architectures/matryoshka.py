@@ -11,7 +11,7 @@ decoder, JumpReLU inference form) is the BatchTopK SAE's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from torch import Tensor
 
@@ -23,10 +23,15 @@ from sae.kernels import sparse_decode
 
 @dataclass
 class MatryoshkaConfig(BatchTopKConfig):
-    """prefixes: the nested dictionary sizes, strictly increasing and ending at d_sae
-    (None: [d_sae // 16, d_sae // 4, d_sae], dropping sizes below 1)."""
+    """Matryoshka: BatchTopK whose nested prefixes of the dictionary each reconstruct on their own."""
 
-    prefixes: list[int] | None = None
+    prefixes: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "The nested dictionary sizes, strictly increasing and ending at d_sae "
+            "(none: [d_sae // 16, d_sae // 4, d_sae], dropping sizes below 1)."
+        },
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -12,7 +12,7 @@ latent is pointed at an input the SAE reconstructs badly (`resample_dead`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -25,12 +25,13 @@ RESAMPLED_ENCODER_SCALE = 0.2  # new encoder column norm, relative to the mean a
 
 @dataclass
 class ReLUConfig(SAEConfig):
-    """l1_coefficient: lambda after warm-up. l1_warmup_fraction: fraction of total steps over which
-    lambda rises linearly from 0. decoder_init_norm: norm of the initial decoder rows."""
+    """ReLU with an L1 penalty weighted by decoder norms."""
 
-    l1_coefficient: float = 5.0
-    l1_warmup_fraction: float = 0.05
-    decoder_init_norm: float = 0.1
+    l1_coefficient: float = field(default=5.0, metadata={"help": "Lambda after warm-up."})
+    l1_warmup_fraction: float = field(
+        default=0.05, metadata={"help": "Fraction of total steps over which lambda rises linearly from 0."}
+    )
+    decoder_init_norm: float = field(default=0.1, metadata={"help": "Norm of the initial decoder rows."})
 
     def validate(self) -> None:
         super().validate()

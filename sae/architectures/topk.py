@@ -17,7 +17,7 @@ then computed again in the weights' dtype, so only near-ties at the k-th value c
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -30,12 +30,11 @@ from sae.topk_select import topk_indices
 
 @dataclass
 class TopKConfig(SAEConfig):
-    """k: latents kept per token. aux_k: dead latents used by AuxK (None: d_in // 2).
-    aux_coefficient: weight of the AuxK loss."""
+    """TopK: each token keeps its k largest latents; AuxK reconstructs the error from dead latents."""
 
-    k: int = 32
-    aux_k: int | None = None
-    aux_coefficient: float = 1 / 32
+    k: int = field(default=32, metadata={"help": "Latents kept per token."})
+    aux_k: int | None = field(default=None, metadata={"help": "Dead latents used by AuxK (none: d_in // 2)."})
+    aux_coefficient: float = field(default=1 / 32, metadata={"help": "Weight of the AuxK loss."})
 
     def validate(self) -> None:
         super().validate()
