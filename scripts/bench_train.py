@@ -172,7 +172,6 @@ def run_ours(train: torch.Tensor, heldout: torch.Tensor, args: argparse.Namespac
         steps=len(timer),
         checkpoint_every=0,
         log_every=10**9,
-        threads=args.threads,
         device=args.device,
         autocast=args.autocast,
         selection_dtype=selection,

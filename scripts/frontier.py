@@ -183,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--reuse", action="store_true", help="skip training when OUT/saes holds the trained SAEs")
     args = p.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     ks = [int(k) for k in args.k.split(",") if k.strip()]
     if not ks or min(ks) <= 0 or max(ks) > args.d_sae:
@@ -190,9 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.model.is_dir():
         raise FileNotFoundError(f"model folder {args.model} does not exist; run `interp demo` or pass --model DIR.")
     dataset = ActivationDataset(find_dataset(args.acts, args.hook))
-    cfg = TrainConfig(
-        batch_size=args.batch_size, steps=args.steps, lr=args.lr, threads=args.threads, checkpoint_every=0, log_every=50
-    )
+    cfg = TrainConfig(batch_size=args.batch_size, steps=args.steps, lr=args.lr, checkpoint_every=0, log_every=50)
     saes = args.out / "saes"
     if args.reuse and all((saes / f"k{k}" / "cfg.json").is_file() for k in ks):
         trained = [(k, saes / f"k{k}") for k in ks]
