@@ -39,11 +39,22 @@ from sae.bench_synthetic import BENCH_SAE, BENCH_TRAIN, BENCH_TRAIN_BY_ARCH, EVA
 from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import environment_ranks, launch, start, stop
-from sae.files import read_json, write_json
+from sae.files import read_json
 from sae.hardware import tune_allocator
 from sae.io import convert, load_sae
 from sae.metrics import evaluate_sae, format_table
-from sae.options import DataclassOptions, add_passthrough_command, expand_sweep, peek_options, sweep_names
+from sae.options import (
+    STDOUT,
+    DataclassOptions,
+    add_device,
+    add_json,
+    add_passthrough_command,
+    add_sae,
+    emit_json,
+    expand_sweep,
+    peek_options,
+    sweep_names,
+)
 from sae.synthetic import SyntheticConfig
 from sae.train import TRAIN_CONFIG, train_sae
 
@@ -64,11 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
         "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.",
     )
     p.add_argument("--acts", required=True, help="activation dataset folder (manifest.json + shards)")
-    p.add_argument("--sae", required=True, help="SAE folder (SAELens or sparsify layout)")
-    p.add_argument("--json", help="write the metrics as flat-key JSON to this file")
+    add_sae(p)
+    add_json(p)
     p.add_argument("--tokens", type=int, help="evaluate the first N tokens (default: all)")
     p.add_argument("--batch-size", type=int, default=4096, help="tokens per forward pass (default 4096)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    add_device(p, default="cuda when available, else cpu")
     add_process_options(p)
     p.set_defaults(run=run_eval)
 
@@ -104,18 +115,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-def add_process_options(parser: argparse.ArgumentParser) -> None:
-    """Options that set up this process rather than configure a run."""
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+def add_process_options(parser: argparse.ArgumentParser, *, allocator: str = "keep") -> None:
+    """--threads, and the glibc allocator policy the command runs under (sae.hardware.tune_allocator:
+    "keep" for training and most work, "release" for a long analysis pass). For both command lines."""
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    parser.set_defaults(allocator=allocator)
 
 
 def apply_process_options(args: argparse.Namespace) -> None:
-    """The one place the `sae` command line changes process-wide state (see sae.hardware.tune_allocator)."""
+    """The one place a command line changes process-wide state: torch's thread count (--threads)
+    and glibc's allocator (the command's policy)."""
     if args.threads is not None:
         if args.threads <= 0:
             raise ValueError(f"--threads must be positive, got {args.threads}")
         torch.set_num_threads(args.threads)
-    tune_allocator("keep")
+    tune_allocator(args.allocator)
 
 
 # --- sae train ---------------------------------------------------------------------------
@@ -301,17 +315,14 @@ def run_eval(args: argparse.Namespace) -> int:
     tokens = dataset.num_tokens if args.tokens is None else min(args.tokens, dataset.num_tokens)
     result = evaluate_sae(sae, dataset.sequential(args.batch_size, max_tokens=tokens), max_tokens=tokens)
     result = {**result, "acts": str(args.acts), "sae": str(args.sae), "hook_name": dataset.hook_name}
-    print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        write_json(args.json, result, indent=1)
-        print(f"wrote {args.json}")
+    if not emit_json(args, result):
+        print(format_table(result))
     return 0
 
 
 # --- sae bench-synthetic -----------------------------------------------------------------
-def parse_bench_args(argv: list[str]) -> dict[str, Any]:
-    """`sae bench-synthetic` arguments -> keyword arguments of `run_benchmark` (plus json)."""
+def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespace]:
+    """`sae bench-synthetic` arguments -> (keyword arguments of `run_benchmark`, the parsed arguments)."""
     known = peek_options(argv, "--arch")
     parser = argparse.ArgumentParser(
         prog="sae bench-synthetic",
@@ -323,7 +334,7 @@ def parse_bench_args(argv: list[str]) -> dict[str, Any]:
     parser.add_argument(
         "--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}."
     )
-    parser.add_argument("--json", help="Write the full result to this file (then only a one-line summary is printed).")
+    add_json(parser)
     parser.add_argument("--out", help="Also save the trained SAE (and the run's log) in this folder.")
     parser.add_argument(
         "--data-seed",
@@ -373,24 +384,19 @@ def parse_bench_args(argv: list[str]) -> dict[str, Any]:
         "eval_tokens": args.eval_tokens,
         "out": args.out,
         "with_match_table": args.match_table,
-        "json": args.json,
-    }
+    }, args
 
 
 def run_bench(argv: list[str]) -> int:
-    request = parse_bench_args(argv)
-    json_path = request.pop("json")
+    request, args = parse_bench_args(argv)
     result = run_benchmark(**request)
-    text = json.dumps(result, indent=1)
-    summary = {
-        k: result[k]
-        for k in ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds", "train_cpu_seconds")
-    }
-    print(json.dumps(summary) if json_path else text)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(text + "\n")
-        print(f"wrote {json_path}")
+    if args.json is None:
+        print(json.dumps(result, indent=1))
+        return 0
+    if args.json != STDOUT:  # the full result goes to the file, a one-line summary here
+        keys = ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds", "train_cpu_seconds")
+        print(json.dumps({k: result[k] for k in keys}))
+    emit_json(args, result)
     return 0
 
 

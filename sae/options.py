@@ -20,7 +20,10 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
+
+from sae.files import write_text
 
 _MISSING = dataclasses.MISSING
 
@@ -263,6 +266,44 @@ def add_passthrough_command(subparsers: argparse._SubParsersAction, name: str, h
     parser = subparsers.add_parser(name, help=help_text, prefix_chars="+", add_help=False)
     parser.add_argument("argv", nargs=argparse.REMAINDER)
     parser.set_defaults(run=lambda args: run(args.argv))
+
+
+# --- options every command shares (both command lines) ---------------------------------------
+STDOUT = "-"
+
+
+def add_sae(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument("--sae", required=True, metavar="DIR", help="SAE folder (SAELens or sparsify layout)")
+
+
+def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, default: str = "cpu") -> None:
+    """--device; `default` says in words where things run without it."""
+    parser.add_argument("--device", default=None, help=f"torch device, e.g. cpu or cuda:0 (default: {default})")
+
+
+def add_json(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--json",
+        nargs="?",
+        const=STDOUT,
+        metavar="FILE",
+        help="the result as JSON: written to FILE, or printed in place of the text when no FILE is given",
+    )
+
+
+def emit_json(args: argparse.Namespace, result: Any) -> bool:
+    """Write `result` where --json says; True when it went to standard output (print nothing else).
+    NaN and infinity are written as JavaScript reads them (NaN, Infinity)."""
+    if args.json is None:
+        return False
+    text = json.dumps(result, indent=1, ensure_ascii=False)
+    if args.json == STDOUT:
+        print(text)
+        return True
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    write_text(args.json, text + "\n")
+    print(f"wrote {args.json}")
+    return False
 
 
 def expand_sweep(values: Mapping[str, list[Any]]) -> list[dict[str, Any]]:

@@ -79,8 +79,10 @@ def child(args: argparse.Namespace) -> None:
     from interp.analysis.decoder import decoder_statistics, logit_map
     from interp.analysis.run import analyze
     from interp.report.write import write_report
+    from sae.hardware import tune_allocator
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
+    tune_allocator("release")  # as `interp analyze` runs
     start = time.perf_counter()
     model, sae, hook, windows = load_inputs(args)
     loaded = time.perf_counter()

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import plotly.graph_objects as go
+import torch
 from plotly.subplots import make_subplots
 
 from interp.corpus import batched_windows, load_corpus, token_sequences

@@ -92,11 +92,11 @@ def test_cli_writes_the_result_json(tmp_path, capsys):
 
 
 def test_defaults_are_the_tuned_benchmark_settings():
-    request = parse_bench_args(["--arch", "topk"])
+    request, _ = parse_bench_args(["--arch", "topk"])
     assert request["data_cfg"] == SyntheticConfig()
     assert request["sae_cfg"].d_in == 256 and request["sae_cfg"].d_sae == 1024 and request["sae_cfg"].k == 5
     assert request["train_cfg"].steps == 1500 and request["train_cfg"].batch_size == 1024
-    assert parse_bench_args(["--arch", "topk", "--steps", "7", "--d", "64"])["sae_cfg"].d_in == 64
+    assert parse_bench_args(["--arch", "topk", "--steps", "7", "--d", "64"])[0]["sae_cfg"].d_in == 64
 
 
 def test_mismatched_widths_and_missing_steps_are_refused():
@@ -113,7 +113,7 @@ def test_unknown_architecture_is_refused_by_name(capsys):
 
 
 def test_per_architecture_training_defaults_apply_and_yield_to_options():
-    assert parse_bench_args(["--arch", "relu"])["train_cfg"].lr == 4e-3
-    assert parse_bench_args(["--arch", "relu", "--lr", "1e-3"])["train_cfg"].lr == 1e-3
-    jumprelu = parse_bench_args(["--arch", "jumprelu"])["sae_cfg"]
+    assert parse_bench_args(["--arch", "relu"])[0]["train_cfg"].lr == 4e-3
+    assert parse_bench_args(["--arch", "relu", "--lr", "1e-3"])[0]["train_cfg"].lr == 1e-3
+    jumprelu = parse_bench_args(["--arch", "jumprelu"])[0]["sae_cfg"]
     assert jumprelu.initial_threshold == 2.0 and jumprelu.l0_coefficient == 4.0

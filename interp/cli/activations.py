@@ -7,23 +7,14 @@ import argparse
 from pathlib import Path
 
 from interp.capture import DEFAULT_BATCH_SIZE, run_capture
-from interp.cli.options import (
-    add_corpus,
-    add_device,
-    add_json,
-    add_model,
-    add_process_options,
-    add_sae,
-    apply_process_options,
-    emit_json,
-)
+from interp.cli.options import add_corpus, add_model
 from interp.evaluate import DEFAULT_BATCH_SIZE as EVAL_BATCH_SIZE
 from interp.evaluate import DEFAULT_TOKENS as EVAL_TOKENS
 from interp.evaluate import format_table, run_eval
 from interp.stream import AUTOCAST_DTYPES, train_from_model
-from sae.cli import add_training_options
+from sae.cli import add_process_options, add_training_options, apply_process_options
 from sae.config import TrainConfig
-from sae.options import add_passthrough_command, peek_options
+from sae.options import add_device, add_json, add_passthrough_command, add_sae, emit_json, peek_options
 
 
 def add_hooks(parser: argparse.ArgumentParser) -> None:

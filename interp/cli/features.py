@@ -12,21 +12,14 @@ import numpy as np
 from interp.analysis.artifact import NEURONS_DIR, Analysis
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.run import run_analysis
-from interp.cli.options import (
-    add_corpus,
-    add_device,
-    add_json,
-    add_model,
-    add_process_options,
-    add_sae,
-    emit_json,
-)
+from interp.cli.options import add_corpus, add_model
 from interp.labels.files import read_labels
 from interp.labels.labeller import LabelConfig, run_labels
 from interp.labels.llm import CACHE_DIR, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMLabeller
 from interp.neurons import label_scores, labels_of, neuron_summaries, score_comparison
 from interp.search import QUERY_KINDS, SCORE_NAMES, FeatureIndex, format_hits, run_query
-from sae.options import DataclassOptions
+from sae.cli import add_process_options
+from sae.options import DataclassOptions, add_device, add_json, add_sae, emit_json
 
 
 def add_analysis(parser: argparse.ArgumentParser, *, name: str = "--analysis") -> None:

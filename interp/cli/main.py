@@ -8,7 +8,7 @@ import argparse
 import sys
 
 from interp.cli import activations, features, model, report
-from interp.cli.options import apply_process_options
+from sae.cli import apply_process_options
 
 FAMILIES = (model, activations, features, report)
 

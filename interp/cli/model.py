@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from interp.cli.options import add_corpus, add_device, add_model, add_process_options
+from interp.cli.options import add_corpus, add_model
 from interp.hooks import hook_shapes
 from interp.model import ModelConfig, load_model, sample_text
 from interp.model_training import ModelTrainConfig, train_model
 from interp.training_record import TrainingRecord
-from sae.options import DataclassOptions
+from sae.cli import add_process_options
+from sae.options import DataclassOptions, add_device
 
 MODEL_FIELDS_SET_ELSEWHERE = ("d_vocab", "act_fn", "normalization_type", "seed")  # tokenizer, fixed, --seed
 

@@ -7,10 +7,10 @@ import argparse
 from pathlib import Path
 
 from interp.cli.features import add_analysis
-from interp.cli.options import add_process_options
 from interp.demo import DEFAULT_MINUTES, DEFAULT_OUT, DEFAULT_REPORT, DemoConfig, run_demo
 from interp.neuronpedia import DEFAULT_CREATOR, FEATURES_PER_BATCH, export_neuronpedia
 from interp.report.write import write_report
+from sae.cli import add_process_options
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
