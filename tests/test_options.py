@@ -202,3 +202,17 @@ def test_every_option_of_every_config_has_help():
     configs += [architectures.get_architecture(name).config_class for name in architectures.ARCHITECTURES]
     missing = [f"{cls.__name__}.{spec.name}" for cls in configs for spec in field_specs(cls) if not spec.help.strip()]
     assert not missing, missing
+
+
+def test_process_options_are_checked_before_any_work(tmp_path, capsys):
+    """--threads is validated by the entry point before the command runs: nothing is read or written."""
+    from interp.cli.main import main as interp_main
+    from sae.cli import main as sae_main
+
+    out = tmp_path / "out"
+    assert sae_main(["eval", "--acts", str(tmp_path / "none"), "--sae", str(tmp_path / "none"), "--threads", "0"]) == 2
+    assert "--threads must be positive, got 0" in capsys.readouterr().err
+    args = ["capture", "--model", str(tmp_path / "none"), "--hook", "h", "--tokens", "8", "--out", str(out)]
+    assert interp_main([*args, "--threads", "-1"]) == 2
+    assert "--threads must be positive, got -1" in capsys.readouterr().err
+    assert not out.exists()
