@@ -43,6 +43,7 @@ from torch import Tensor
 from sae.architectures import ARCHITECTURES, SAE, SAEConfig, get_architecture
 from sae.config import TrainConfig
 from sae.data import ActivationDataset
+from sae.hardware import tune_allocator
 from sae.metrics import evaluate_sae
 from sae.options import field_specs, parse_text
 from sae.schedule import default_lr
@@ -232,6 +233,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     overrides = parse_overrides(args.overrides)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
+    tune_allocator("keep")  # the trainer runs as under `sae train`
     dataset = ActivationDataset(args.acts)
     if args.heldout_tokens >= dataset.num_tokens:
         raise ValueError(

@@ -244,7 +244,6 @@ def profile_step(args: argparse.Namespace, d_in: int) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    tune_allocator("keep")  # as `sae train` does
     sae = TopKSAE(TopKConfig(d_in=d_in, d_sae=args.d_sae, k=args.k))
     opt = torch.optim.Adam(sae.parameters(), lr=1e-4, fused=True)
     x = synthetic(args.batch_size, d_in, seed=7)
@@ -332,6 +331,7 @@ def main() -> None:
         raise SystemExit(f"unknown peer(s) {unknown}; choose from {list(PEERS)}")
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bench_train-"))
     work.mkdir(parents=True, exist_ok=True)
+    tune_allocator("keep")  # this trainer runs as under `sae train`
     print(f"torch {torch.__version__}, threads {args.threads or torch.get_num_threads()}; work folder {work}")
     peak = matmul_peak(args.threads)
     print(
