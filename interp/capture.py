@@ -8,7 +8,7 @@ Each hook's activation [batch, pos, *shape] becomes rows [batch * pos, d_in], d_
 per-head hooks ([batch, pos, n_heads, d_head]) are flattened into one vector per token, attention
 patterns ([batch, n_heads, q_pos, k_pos]) into one row per query token; the per-token shape goes into
 the manifest's metadata (`activation_shape`). Rows are appended with their token id and position to
-one activation dataset per hook, `OUT/<hook_name>/` (sae.data.ActivationWriter: atomic shards,
+one activation dataset per hook, `OUT/<hook_name>/` (sae.writer.ActivationWriter: atomic shards,
 sha256 manifest, NaN/Inf check). Appends run on a background thread, so checking, hashing and
 writing a batch's rows overlap the next forward pass; the rows are read straight from the hooked
 activation (each pass allocates fresh ones), never copied on the CPU.

@@ -13,15 +13,19 @@ import torch
 
 from sae.config import TrainConfig
 
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h
-# mallopt settings of each allocator policy; GLIBC_TUNABLES gives the same from the environment
-ALLOCATOR_POLICIES: dict[str, dict[int, int]] = {
-    "keep": {_M_MMAP_THRESHOLD: 1 << 30, _M_TRIM_THRESHOLD: 1 << 30},
-    "release": {_M_MMAP_THRESHOLD: 1 << 20},
+# glibc malloc setting -> (its mallopt parameter number in malloc.h, its GLIBC_TUNABLES name)
+_MALLOC_SETTINGS = {
+    "mmap_threshold": (-3, "glibc.malloc.mmap_threshold"),
+    "trim_threshold": (-1, "glibc.malloc.trim_threshold"),
 }
+ALLOCATOR_POLICIES: dict[str, dict[str, int]] = {
+    "keep": {"mmap_threshold": 1 << 30, "trim_threshold": 1 << 30},
+    "release": {"mmap_threshold": 1 << 20},
+}
+# the same policies from the environment, for Python users: GLIBC_TUNABLES=<string> before the interpreter starts
 GLIBC_TUNABLES = {
-    "keep": "glibc.malloc.mmap_threshold=1073741824:glibc.malloc.trim_threshold=1073741824",
-    "release": "glibc.malloc.mmap_threshold=1048576",
+    policy: ":".join(f"{_MALLOC_SETTINGS[name][1]}={value}" for name, value in settings.items())
+    for policy, settings in ALLOCATOR_POLICIES.items()
 }
 
 
@@ -44,7 +48,7 @@ def tune_allocator(policy: str) -> bool:
         return False
     try:
         libc = ctypes.CDLL("libc.so.6")
-        return all([bool(libc.mallopt(param, value)) for param, value in settings.items()])
+        return all([bool(libc.mallopt(_MALLOC_SETTINGS[name][0], value)) for name, value in settings.items()])
     except (OSError, AttributeError):  # not glibc
         return False
 

@@ -64,7 +64,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             hint = " The folder does not exist."
         raise FileNotFoundError(
             f"{file} not found: {path} is not an activation dataset folder (write one with "
-            f"`interp capture` or sae.data.ActivationWriter).{hint}"
+            f"`interp capture` or sae.writer.ActivationWriter).{hint}"
         )
     manifest = read_json(file, fix="the capture that wrote it must be re-run")
     version = manifest.get("format_version")

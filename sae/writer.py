@@ -32,23 +32,24 @@ from sae.shards import (
 
 class _ShardBuffer:
     """The shard being filled: its rows copied into tensors preallocated for `capacity` rows (grown
-    when more come), written by the safetensors library once the shard is complete and hashed from
-    the finished file."""
+    once, to `limit` rows, when more come), written by the safetensors library once the shard is
+    complete and hashed from the finished file."""
 
-    def __init__(self, final: Path, capacity: int, d_in: int, dtype: str):
-        self.final = final
+    def __init__(self, final: Path, capacity: int, limit: int, d_in: int, dtype: str):
+        self.final, self.limit = final, limit
         self.acts = torch.empty(capacity, d_in, dtype=STORAGE_DTYPES[dtype][0])
         self.tokens = torch.empty(capacity, dtype=torch.int32)
         self.positions = torch.empty(capacity, dtype=torch.int32)
         self.rows = 0
 
     def append(self, acts: Tensor, tokens: Tensor, positions: Tensor) -> None:
-        """acts [m, d_in] storage dtype; tokens, positions [m] int32."""
+        """acts [m, d_in] storage dtype; tokens, positions [m] int32; at most `limit` rows in all."""
         m = acts.shape[0]
         if self.rows + m > len(self.acts):  # more rows than expected_tokens promised
-            self.acts = torch.cat([self.acts[: self.rows], acts.new_empty(m, acts.shape[1])])
-            self.tokens = torch.cat([self.tokens[: self.rows], tokens.new_empty(m)])
-            self.positions = torch.cat([self.positions[: self.rows], positions.new_empty(m)])
+            grown = [t.new_empty(self.limit, *t.shape[1:]) for t in (self.acts, self.tokens, self.positions)]
+            for new, old in zip(grown, (self.acts, self.tokens, self.positions)):
+                new[: self.rows] = old[: self.rows]
+            self.acts, self.tokens, self.positions = grown
         rows = slice(self.rows, self.rows + m)
         self.acts[rows], self.tokens[rows], self.positions[rows] = acts, tokens, positions
         self.rows += m
@@ -238,7 +239,7 @@ class ActivationWriter:
             if self._open is None:
                 left = tps if self.expected_tokens is None else self.expected_tokens - (start + done)
                 self._open = _ShardBuffer(
-                    self.path / shard_name(self._next_shard), min(tps, max(left, 1)), d_in, self.manifest["dtype"]
+                    self.path / shard_name(self._next_shard), min(tps, max(left, 1)), tps, d_in, self.manifest["dtype"]
                 )
                 self._next_shard += 1
             take = min(n - done, tps - self._open.rows)

@@ -192,7 +192,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         "--lr",
         type=float,
         default=None,
-        help="Adam learning rate of every SAE (default: the trainer's rule, sae.train.default_lr(d_sae, d_in))",
+        help="Adam learning rate of every SAE (default: the trainer's rule, sae.schedule.default_lr(d_sae, d_in))",
     )
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     p.add_argument("--seed", type=int, default=0, help="seed of the SAE initialisation and of the batch order")

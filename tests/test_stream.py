@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import interp.capture
+import interp.hooks
 import interp.stream
 from interp.cli.main import main as interp_main
 from interp.corpus import cut_at_line_breaks
@@ -58,13 +58,13 @@ def model_dir(tmp_path_factory) -> Path:
 def forward_windows(monkeypatch) -> list[int]:
     """Counts the token windows every forward pass runs (one entry per pass)."""
     counts: list[int] = []
-    plain = interp.capture.ActivationHooks.run
+    plain = interp.hooks.ActivationHooks.run
 
     def counted(self, tokens):
         counts.append(tokens.shape[0])
         return plain(self, tokens)
 
-    monkeypatch.setattr(interp.capture.ActivationHooks, "run", counted)
+    monkeypatch.setattr(interp.hooks.ActivationHooks, "run", counted)
     return counts
 
 
@@ -289,3 +289,23 @@ def test_hub_model_name_and_hub_dataset_stream_offline(offline, tmp_path, forwar
     assert meta["d_in"] == 128 and meta["metadata"]["model_name"] == "stand-in/gpt2-tiny"
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert log[-1]["fvu"] < log[0]["fvu"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"tokens": 0}, "--tokens and --forward-batch must be positive"),
+        ({"forward_batch": -1}, "--tokens and --forward-batch must be positive"),
+        ({"model_autocast": "fp8"}, "--model-autocast 'fp8' is not one of"),
+    ],
+)
+def test_train_from_model_refuses_bad_arguments_before_loading_anything(tmp_path, overrides, message):
+    from sae.config import TrainConfig
+
+    kwargs = {"tokens": 64, "forward_batch": 2, "model_autocast": "none", **overrides}
+    with pytest.raises(ValueError, match=message):
+        interp.stream.train_from_model(
+            str(tmp_path / "no-model"), ["blocks.0.hook_resid_post"], "topk", {"d_sae": [8], "k": [2]},
+            TrainConfig(), tmp_path / "out", **kwargs,
+        )  # fmt: skip
+    assert not (tmp_path / "out").exists()
