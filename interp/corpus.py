@@ -4,6 +4,8 @@ A corpus is an ordered stream of documents (str). Specs `load_corpus` understand
 
 - `stdlib` — the running interpreter's standard-library `.py` files (no site-packages, no test
   folders), one document per file, in sorted path order. Every machine has it; nothing downloads.
+- `shakespeare` — tinyshakespeare (about 1.1 MB of Shakespeare's plays, public domain), shipped
+  inside the package (`interp/corpora/`), read as a plain text file (below).
 - a path: a text file, a `.jsonl` file (one JSON object per line with a string `text` field), a
   folder (every file below it), or a glob (`data/**/*.txt`). A plain text file is a stream with no
   document structure of its own, so it is read as documents of at most `TEXT_PIECE_CHARS`
@@ -21,6 +23,7 @@ with BOS, documents separated by BOS, document order shuffled by seed.
 from __future__ import annotations
 
 import glob
+import importlib.resources
 import itertools
 import json
 import os
@@ -35,6 +38,8 @@ import torch
 from torch import Tensor
 
 HELDOUT_EVERY = 20
+SHAKESPEARE_FILE = "tinyshakespeare.txt"  # in the package folder interp/corpora
+BUILTIN_CORPORA = ("stdlib", "shakespeare")
 TEXT_PIECE_CHARS = 8192
 SPLITS = ("train", "heldout", "all")
 # Standard-library folders that are not library source: installed packages and test suites.
@@ -94,12 +99,20 @@ def load_corpus(
     elif spec.startswith("hf:"):
         source = _hf_source(spec, text_field)
     else:
-        paths = _files_of_path_spec(spec)
+        paths = [shakespeare_file()] if spec == "shakespeare" else _files_of_path_spec(spec)
 
         def source() -> Iterator[str]:
             return _documents_of_files(paths, text_field)
 
     return Corpus(spec=spec, split=split, documents_of_source=source, heldout_every=heldout_every)
+
+
+def shakespeare_file() -> Path:
+    """The packaged tinyshakespeare text file."""
+    path = Path(str(importlib.resources.files("interp") / "corpora" / SHAKESPEARE_FILE))
+    if not path.is_file():
+        raise FileNotFoundError(f"the packaged corpus {path} is missing; reinstall monosemantic.")
+    return path
 
 
 def stdlib_files() -> list[Path]:
@@ -153,7 +166,8 @@ def _files_of_path_spec(spec: str) -> list[Path]:
     path = Path(spec)
     if not path.exists():
         raise FileNotFoundError(
-            f"corpus {spec!r} is neither 'stdlib', 'hf:NAME', nor an existing file, folder or glob."
+            f"corpus {spec!r} is neither a built-in corpus ({', '.join(BUILTIN_CORPORA)}), 'hf:NAME', "
+            "nor an existing file, folder or glob."
         )
     if path.is_dir():
         files = sorted(

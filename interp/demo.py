@@ -1,8 +1,16 @@
-"""`interp demo`: the whole pipeline on the built-in corpus, as a list of named steps.
+"""`interp demo`: the whole pipeline on a built-in corpus, as a list of named steps.
 
-    corpus (stdlib) -> tokenizer + model (`interp model train`) -> activations (`interp capture`)
-    -> SAE (`sae train`) -> feature analysis (`interp analyze`) -> labels (`interp label`)
-    -> HTML report (`interp report`)
+    corpus (stdlib or shakespeare) -> tokenizer + model (`interp model train`)
+    -> activations (`interp capture`) -> SAE streamed from the model (`interp train-sae`)
+    -> feature analysis (`interp analyze`) -> labels (`interp label`) -> HTML report (`interp report`)
+
+Every budget is a count of tokens, so the same command gives the same artifacts on every machine
+and load (only the time differs). PRESETS holds the two sizes: `demo` (the default; `make demo`
+fits in 10 minutes on 2 cores, install included) and `paper` (about an hour on 2 cores: a longer
+model and a dictionary 8x the neurons on 50M tokens, the closest this machine gets to "Towards
+Monosemanticity"'s A/1 run). The captured activations are not what the SAE trains on (it reads
+the model directly, so it can see far more tokens than a disk holds); they are kept for
+`sae train`, `sae eval` and the benchmarks.
 
 Each step writes one artifact folder under OUT (default artifacts/demo) by calling the same function
 as its CLI command. A step whose artifact exists and is complete is skipped ("reusing ..."); an
@@ -15,6 +23,7 @@ To add a step: write `run(cfg)` and `is_complete(cfg)` for its artifact folder a
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import time
 from collections.abc import Callable
@@ -31,41 +40,58 @@ from interp.labels.labeller import LabelConfig, run_labels
 from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
 from interp.model_training import ModelTrainConfig, train_model
 from interp.report.write import write_report
+from interp.stream import train_from_model
 from interp.tokenizer import TOKENIZER_FILE
 from interp.training_record import RECORD_FILE, TENSORS_FILE
-from sae.architectures import get_architecture
 from sae.checkpoint import latest_checkpoint
 from sae.config import TrainConfig as SAETrainConfig
-from sae.data import ActivationDataset
 from sae.files import read_json
 from sae.shards import MANIFEST
-from sae.train import train_sae
 
 DEFAULT_OUT = Path("artifacts/demo")
 DEFAULT_REPORT = Path("reports/demo")
-DEFAULT_MINUTES = 3.0  # model training budget: with install and the other steps, `make demo` fits in 10 minutes
 
 
 @dataclass
 class DemoConfig:
-    """Settings of every step. The defaults are the demo; tests shrink them."""
+    """Settings of every step. The defaults are the `demo` preset on stdlib; tests shrink them."""
 
     out: Path = DEFAULT_OUT
-    train: ModelTrainConfig = field(default_factory=lambda: ModelTrainConfig(corpus="stdlib", minutes=DEFAULT_MINUTES))
+    train: ModelTrainConfig = field(default_factory=lambda: ModelTrainConfig(corpus="stdlib", tokens=6_000_000))
     model: ModelConfig = field(default_factory=ModelConfig)  # 1 layer, d_model 128, 512 MLP neurons, context 128
     hooks: tuple[str, ...] = ("blocks.0.mlp.hook_post", "blocks.0.hook_resid_post")
     capture_tokens: int = 2**18
     capture_dtype: str = "float32"
     sae_hook: str = "blocks.0.mlp.hook_post"
     sae_arch: str = "topk"
-    sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # d_in comes from the dataset
+    sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # 4x the 512 neurons
+    sae_tokens: int = 4_000_000  # streamed from the model's training split
     sae_train: SAETrainConfig = field(
-        default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=0)
+        default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=500)
     )
     analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
     labels: LabelConfig = field(default_factory=LabelConfig)
     report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
     progress: bool = True
+
+    @property
+    def corpus(self) -> str:
+        return self.train.corpus
+
+    def validate(self) -> None:
+        """Check every setting before the first step runs (a bad value must not cost a trained model)."""
+        self.train.validate()
+        self.model.validate()
+        self.sae_train.validate()
+        for name in ("capture_tokens", "sae_tokens"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"the demo's {name} must be positive, got {getattr(self, name)}.")
+        if self.sae_tokens < self.sae_train.batch_size:
+            raise ValueError(
+                f"the demo's sae_tokens ({self.sae_tokens}) is less than one SAE batch ({self.sae_train.batch_size})."
+            )
+        if self.sae_hook not in self.hooks:
+            raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
 
     @property
     def model_dir(self) -> Path:
@@ -87,6 +113,27 @@ class DemoConfig:
     @property
     def report_dir(self) -> Path:
         return self.report if self.report is not None else self.out / "report"
+
+
+def demo_config(preset: str = "demo", corpus: str = "stdlib", **fields) -> DemoConfig:
+    """The DemoConfig of a preset (PRESETS) on a corpus; fields override DemoConfig's own (out, report, ...)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown demo preset {preset!r}; choose one of {list(PRESETS)}.")
+    cfg = DemoConfig(**fields)
+    PRESETS[preset](cfg)
+    cfg.train.corpus = corpus
+    return cfg
+
+
+def _paper(cfg: DemoConfig) -> None:
+    """About an hour on 2 cores: the model trains for most of it; 4096 latents (8x the neurons) on 50M tokens."""
+    cfg.train.tokens = 60_000_000
+    cfg.sae_fields = {"d_sae": 4096, "k": 16}
+    cfg.sae_tokens = 50_000_000
+    cfg.sae_train = dataclasses.replace(cfg.sae_train, batch_size=4096, checkpoint_every=1000)
+
+
+PRESETS: dict[str, Callable[[DemoConfig], None]] = {"demo": lambda cfg: None, "paper": _paper}
 
 
 @dataclass(frozen=True)
@@ -125,7 +172,7 @@ def _capture(cfg: DemoConfig) -> None:
     run_capture(
         cfg.model_dir,
         cfg.hooks,
-        cfg.train.corpus,
+        cfg.corpus,
         cfg.capture_tokens,
         cfg.activations_dir,
         dtype=cfg.capture_dtype,
@@ -141,19 +188,30 @@ def _sae_is_complete(cfg: DemoConfig) -> bool:
 
 
 def _train_sae(cfg: DemoConfig) -> None:
-    dataset = ActivationDataset(cfg.activations_dir / cfg.sae_hook)
-    sae_cfg = get_architecture(cfg.sae_arch).config_class(d_in=dataset.d_in, **cfg.sae_fields)
     resume = cfg.sae_dir.is_dir() and latest_checkpoint(cfg.sae_dir) is not None
     if cfg.sae_dir.exists() and not resume:
         shutil.rmtree(cfg.sae_dir)  # a run that stopped before its first checkpoint starts over
-    train_sae([(cfg.sae_arch, sae_cfg)], dataset, cfg.sae_train, cfg.sae_dir, resume=resume, progress=cfg.progress)
+    train_from_model(
+        str(cfg.model_dir),
+        [cfg.sae_hook],
+        cfg.sae_arch,
+        {name: [value] for name, value in cfg.sae_fields.items()},
+        cfg.sae_train,
+        cfg.sae_dir,
+        tokens=cfg.sae_tokens,
+        corpus=cfg.corpus,
+        split="train",
+        corpus_seed=cfg.train.seed,
+        resume=resume,
+        progress=cfg.progress,
+    )
 
 
 def _analyze(cfg: DemoConfig) -> None:
     run_analysis(
         str(cfg.model_dir),
         str(cfg.sae_dir),
-        cfg.train.corpus,
+        cfg.corpus,
         cfg.analysis_dir,
         cfg.analysis,
         hook_name=cfg.sae_hook,
@@ -191,6 +249,7 @@ STEPS: list[Step] = [
 
 def run_demo(cfg: DemoConfig, steps: list[Step] | None = None) -> list[str]:
     """Run the steps in order, skipping those whose artifact is complete; return the names of those that ran."""
+    cfg.validate()
     ran: list[str] = []
     for step in STEPS if steps is None else steps:
         artifact = step.artifact(cfg)

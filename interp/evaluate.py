@@ -31,6 +31,7 @@ from interp.hooks import enable_hooks
 from interp.pipeline import corpus_windows, model_corpus, open_model_and_sae
 from interp.splice import SplicedRuns, spliced_runs
 from sae.metrics import ReconstructionMetrics
+from sae.metrics import format_table as format_reconstruction_table
 
 DEFAULT_TOKENS = 32768
 DEFAULT_BATCH_SIZE = 16  # context windows per forward pass
@@ -136,11 +137,7 @@ TABLE_KEYS = (
 
 
 def format_table(result: dict[str, Any]) -> str:
-    width = max(map(len, TABLE_KEYS))
-    return "\n".join(
-        f"{key:<{width}}  {int(result[key]) if key == 'num_tokens' else format(result[key], '.6g')}"
-        for key in TABLE_KEYS
-    )
+    return format_reconstruction_table(result, TABLE_KEYS)
 
 
 def run_eval(

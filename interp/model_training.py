@@ -5,6 +5,14 @@ the bridge wraps it only for the hook-based parts of the training record and for
 Schedule: AdamW, linear warm-up over `warmup_steps`, then cosine decay to `min_lr_fraction * lr`
 over the budget's progress p = max(tokens seen / --tokens, training seconds / --minutes).
 The clock counts training steps only (evaluation and sampling pause it).
+
+Speed: the forward pass runs under bfloat16 autocast where the hardware multiplies bfloat16 natively
+(`--autocast auto`); the weights, the optimizer and the loss stay float32, and held-out evaluation
+runs in float32. AdamW is the single-kernel (fused) one where torch has it for the device.
+`scripts/bench_model_train.py` measures both against the float32 loop.
+
+At the end the held-out loss is also stated in bits per byte, beside `gzip -9` and `xz -9e` on
+the same held-out bytes (interp.compression).
 """
 
 from __future__ import annotations
@@ -16,13 +24,14 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from interp.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
 from interp.corpus import Corpus, load_corpus, token_sequences
 from interp.model import (
     LoadedModel,
@@ -35,8 +44,12 @@ from interp.model import (
 )
 from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
 from interp.training_record import MLP_HOOK, Sample, TrainingRecord
+from sae.hardware import fast_adam, native_bfloat16_matmul
 
 STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
+SHAKESPEARE_PROMPT = "To be, or not to be, that is the question:"
+PROMPTS = {"stdlib": STDLIB_PROMPT, "shakespeare": SHAKESPEARE_PROMPT}  # built-in corpora's record prompts
+DEFAULT_TOKENS = 4_000_000  # the budget when neither --tokens nor --minutes is given
 PROMPT_CHARS = 80
 
 
@@ -45,12 +58,15 @@ class ModelTrainConfig:
     """How to train; every field is a `interp model train` option of the same name."""
 
     corpus: str = field(
-        default="stdlib", metadata={"help": "corpus spec: stdlib, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]"}
+        default="stdlib",
+        metadata={"help": "corpus spec: stdlib, shakespeare, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]"},
     )
-    tokens: int | None = field(default=None, metadata={"help": "training budget in tokens"})
+    tokens: int | None = field(
+        default=None, metadata={"help": f"training budget in tokens ({DEFAULT_TOKENS:,} when --minutes is not given)"}
+    )
     minutes: float | None = field(
         default=None,
-        metadata={"help": "training budget in minutes of training steps (default 5 when --tokens is not given)"},
+        metadata={"help": "training budget in minutes of training steps, instead of --tokens (differs per machine)"},
     )
     seed: int = field(default=0, metadata={"help": "seed of weights, data order and samples"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
@@ -59,23 +75,42 @@ class ModelTrainConfig:
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices only)"})
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
+    autocast: Literal["auto", "none", "bfloat16"] = field(
+        default="auto",
+        metadata={
+            "help": "dtype of the training forward pass; auto: bfloat16 where the hardware multiplies it natively "
+            "(CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else none (float32)"
+        },
+    )
+    fused_adam: bool = field(
+        default=True, metadata={"help": "single-kernel AdamW where torch has one for the device (cpu, cuda)"}
+    )
     vocab_size: int = field(default=DEFAULT_VOCAB_SIZE, metadata={"help": "BPE vocabulary size"})
     tokenizer: str | None = field(default=None, metadata={"help": "reuse this tokenizer.json instead of training one"})
     tokenizer_chars: int = field(
         default=50_000_000, metadata={"help": "characters of training text the tokenizer learns from"}
     )
-    eval_tokens: int = field(default=32_768, metadata={"help": "held-out tokens per evaluation"})
+    eval_tokens: int = field(
+        default=131_072, metadata={"help": "held-out tokens per evaluation (fewer when the held-out split is shorter)"}
+    )
     heldout_points: int = field(
         default=8, metadata={"help": "held-out evaluations spread over training (plus start and end)"}
     )
     prompt: str | None = field(
-        default=None, metadata={"help": "fixed prompt of the training record (default: see default_prompt)"}
+        default=None,
+        metadata={
+            "help": "fixed prompt of the training record; default: a function opening for stdlib, "
+            f"{SHAKESPEARE_PROMPT!r} for shakespeare, else the first held-out lines"
+        },
     )
     sample_tokens: int = field(default=48, metadata={"help": "tokens sampled from the prompt at each record point"})
     sample_temperature: float = field(default=0.8, metadata={"help": "temperature of the record's non-greedy samples"})
     story_points: list[float] = field(
-        default_factory=lambda: [0.02, 0.1, 0.3],
-        metadata={"help": "progress fractions at which to sample text (besides start and end)"},
+        default_factory=lambda: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7],
+        metadata={
+            "help": "progress fractions at which to sample text (besides start and end); dense early, where the "
+            "text changes fastest"
+        },
     )
     device: str = field(default="cpu", metadata={"help": "torch device"})
 
@@ -86,12 +121,24 @@ class ModelTrainConfig:
             raise ValueError(f"the training budget must be positive, got tokens={self.tokens}, minutes={self.minutes}.")
         if self.batch_size <= 0 or self.lr <= 0:
             raise ValueError(f"batch_size and lr must be positive, got {self.batch_size} and {self.lr}.")
+        if self.eval_tokens <= 0:
+            raise ValueError(f"eval_tokens must be positive, got {self.eval_tokens}.")
+        if any(not 0 < p < 1 for p in self.story_points):
+            raise ValueError(f"story_points must lie strictly between 0 and 1, got {list(self.story_points)}.")
+        if self.autocast not in ("auto", "none", "bfloat16"):
+            raise ValueError(f"autocast must be auto, none or bfloat16, got {self.autocast!r}.")
 
     def budget(self) -> tuple[int | None, float | None]:
-        """(tokens, seconds): the budget, 5 minutes when none was given."""
+        """(tokens, seconds): the budget, DEFAULT_TOKENS when none was given."""
         if self.tokens is None and self.minutes is None:
-            return None, 300.0
+            return DEFAULT_TOKENS, None
         return self.tokens, None if self.minutes is None else self.minutes * 60
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        """The forward pass's autocast dtype on `device` (None: float32)."""
+        if self.autocast == "auto":
+            return torch.bfloat16 if native_bfloat16_matmul(device) else None
+        return None if self.autocast == "none" else torch.bfloat16
 
 
 def train_model(
@@ -113,6 +160,7 @@ def train_model(
     ctx = model_cfg.context_length
     model = build_native_model(model_cfg).to(cfg.device)
     heldout = _first_windows(heldout_corpus, tokenizer, ctx, max(1, cfg.eval_tokens // ctx))
+    heldout_bytes = predicted_bytes(heldout, tokenizer.token_bytes())
     prompt = cfg.prompt if cfg.prompt is not None else default_prompt(cfg.corpus, heldout_corpus)
     prompt_tokens = torch.tensor([tokenizer.bos_id, *tokenizer.encode(prompt)])[:ctx]
     strings = tokenizer.token_strings()
@@ -131,19 +179,20 @@ def train_model(
     )
 
     optimizer = _adamw(model, cfg)
+    device = model_device(model)
+    autocast_dtype = cfg.autocast_dtype(device)
     budget_tokens, budget_seconds = cfg.budget()
     batches = _batches(token_sequences(train_corpus, tokenizer, ctx, cfg.seed, epochs=None), cfg.batch_size)
     heldout_marks = [i / (cfg.heldout_points + 1) for i in range(1, cfg.heldout_points + 1)]
     story_marks = sorted(cfg.story_points)
 
-    def checkpoint(step: int, seen: int, progress: float, with_sample: bool) -> float:
-        loss = evaluate(model, heldout)
-        record.add_heldout(step, seen, loss)
-        if with_sample:
+    def checkpoint(step: int, seen: int, progress: float, *, heldout_point: bool, story_point: bool) -> None:
+        if heldout_point:
+            record.add_heldout(step, seen, evaluate(model, heldout))
+        if story_point:
             record.samples.append(_sample(model, tokenizer, prompt, cfg, ctx, step, seen, progress))
-        return loss
 
-    checkpoint(0, 0, 0.0, with_sample=True)
+    checkpoint(0, 0, 0.0, heldout_point=True, story_point=True)
     bar = tqdm(
         total=budget_tokens or int(budget_seconds),
         unit="tok" if budget_tokens else "s",
@@ -159,7 +208,9 @@ def train_model(
         lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps) * _cosine(progress, cfg.min_lr_fraction)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = next_token_loss(model(tokens), tokens)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = model(tokens)
+        loss = next_token_loss(logits, tokens)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:
@@ -174,14 +225,15 @@ def train_model(
         progress = min(1.0, seen / budget_tokens) if budget_tokens else min(1.0, train_seconds / budget_seconds)
         bar.update((seen if budget_tokens else int(train_seconds)) - bar.n)
         bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{seen / train_seconds:,.0f}", lr=f"{lr:.2e}")
-        story_point = _crossed(story_marks, before, progress)
-        if story_point or _crossed(heldout_marks, before, progress):
+        story_point, heldout_point = _crossed(story_marks, before, progress), _crossed(heldout_marks, before, progress)
+        if story_point or heldout_point:
             model.eval()
-            checkpoint(step, seen, progress, with_sample=story_point)
+            checkpoint(step, seen, progress, heldout_point=heldout_point, story_point=story_point)
             model.train()
     bar.close()
     model.eval()
-    final_heldout = checkpoint(step, seen, 1.0, with_sample=True)
+    checkpoint(step, seen, 1.0, heldout_point=True, story_point=True)
+    final_heldout = record.heldout_curve["loss"][-1]
     record.tensors["mlp_post.final"] = _mlp_post(model, model_cfg, prompt_tokens)
     record.summary = {
         "steps": step,
@@ -191,6 +243,11 @@ def train_model(
         "final_train_loss": sum(record.train_curve["loss"][-20:]) / len(record.train_curve["loss"][-20:]),
         "heldout_loss": final_heldout,
         "heldout_tokens": heldout.numel(),
+        "heldout_predictions": heldout.shape[0] * (heldout.shape[1] - 1),
+        "heldout_bytes": len(heldout_bytes),
+        "heldout_bits_per_byte": bits_per_byte(final_heldout, heldout, len(heldout_bytes)),
+        "compressors_bits_per_byte": compressor_bits_per_byte(heldout_bytes),
+        "autocast": str(autocast_dtype).removeprefix("torch.") if autocast_dtype is not None else "none",
     }
     save_model(model, model_cfg, tokenizer, out, training={**record.summary, "corpus": cfg.corpus, "seed": cfg.seed})
     record.save(out)
@@ -203,10 +260,10 @@ def train_model(
 
 
 def default_prompt(spec: str, heldout: Corpus) -> str:
-    """The record's prompt when none is given: a hand-written function opening for `stdlib`; for
-    other corpora the opening lines (up to PROMPT_CHARS characters) of the first held-out document."""
-    if spec == "stdlib":
-        return STDLIB_PROMPT
+    """The record's prompt when none is given: PROMPTS for the built-in corpora; for other corpora
+    the opening lines (up to PROMPT_CHARS characters) of the first held-out document."""
+    if spec in PROMPTS:
+        return PROMPTS[spec]
     opening = next(iter(heldout))[:PROMPT_CHARS]
     return opening[: opening.rfind("\n") + 1] or opening
 
@@ -228,13 +285,15 @@ def evaluate(model: nn.Module, windows: Tensor, batch_size: int = 32) -> float:
 
 
 def _adamw(model: nn.Module, cfg: ModelTrainConfig) -> torch.optim.AdamW:
-    """AdamW with weight decay on matrices (incl. embeddings), none on biases and norm gains."""
+    """AdamW with weight decay on matrices (incl. embeddings), none on biases and norm gains; the
+    fused kernel when cfg.fused_adam and torch has one for the device."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.dim() < 2]
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=cfg.lr,
         betas=(0.9, 0.95),
+        **(fast_adam(model_device(model)) if cfg.fused_adam else {}),
     )
 
 

@@ -217,6 +217,7 @@ def train_from_model(
     forward_batch: int = DEFAULT_BATCH_SIZE,
     model_autocast: str = "none",
     resume: bool = False,
+    progress: bool = True,
 ) -> tuple[list[Any], list[str]]:
     """`interp train-sae`: one SAE per (hook, sweep member) on the model's activations as it runs.
 
@@ -296,5 +297,6 @@ def train_from_model(
         run_info=run_info,
         sources=sources,
         metadata=metadata,
+        progress=progress,
     )
     return trained, names

@@ -61,6 +61,23 @@ class Tokenizer:
                 strings.append(self.backend.decode([i], skip_special_tokens=False))
         return strings
 
+    def token_bytes(self) -> list[bytes]:
+        """The UTF-8 bytes every id stands for in decoded text (b"" for special tokens): exact for a
+        byte-level BPE, the decoded text of the id alone otherwise."""
+        special = set(self.backend.get_added_tokens_decoder())
+        byte_level = isinstance(self.backend.decoder, decoders.ByteLevel)
+        table = _byte_of_char()
+        out = []
+        for i in range(self.vocab_size):
+            piece = self.backend.id_to_token(i)
+            if i in special or piece is None:
+                out.append(b"")
+            elif byte_level and all(ch in table for ch in piece):
+                out.append(bytes(table[ch] for ch in piece))
+            else:
+                out.append(self.backend.decode([i], skip_special_tokens=False).encode("utf-8"))
+        return out
+
     def save(self, folder: str | Path) -> Path:
         """Write `tokenizer.json` into `folder` (created if missing); returns the file path."""
         path = Path(folder) / TOKENIZER_FILE

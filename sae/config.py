@@ -8,6 +8,9 @@ from typing import Literal
 
 from sae.options import field_specs
 
+MAX_DEAD_WINDOW_TOKENS = 10_000_000  # the window of Gao et al. (2024), for runs of billions of tokens
+DEAD_WINDOW_RUN_FRACTION = 10  # the default window is a tenth of the run, so AuxK engages in short runs too
+
 
 @dataclass
 class TrainConfig:
@@ -72,8 +75,12 @@ class TrainConfig:
         default=65536,
         metadata={"help": "Tokens from the start of the stream used to estimate the activation scale and b_dec."},
     )
-    dead_window_tokens: int = field(
-        default=10_000_000, metadata={"help": "A latent is dead when it has not fired in this many tokens."}
+    dead_window_tokens: int | None = field(
+        default=None,
+        metadata={
+            "help": "A latent is dead (AuxK trains it, the log counts it) when it has not fired in this many tokens; "
+            "none: a tenth of the run, at least one batch and at most 10M."
+        },
     )
     resample_steps: list[int] = field(
         default_factory=list,
@@ -87,15 +94,23 @@ class TrainConfig:
         default=2**18, metadata={"help": "Rows of the activation dataset shuffled together (0: file order)."}
     )
 
+    def dead_window(self, run_tokens: int) -> int:
+        """The dead window in tokens for a run of run_tokens tokens (dead_window_tokens when set)."""
+        if self.dead_window_tokens is not None:
+            return self.dead_window_tokens
+        return min(MAX_DEAD_WINDOW_TOKENS, max(self.batch_size, run_tokens // DEAD_WINDOW_RUN_FRACTION))
+
     def validate(self) -> None:
         """Raise ValueError naming the field when a value is out of range."""
         positive = {
             "batch_size": self.batch_size,
             "log_every": self.log_every,
             "init_tokens": self.init_tokens,
-            "dead_window_tokens": self.dead_window_tokens,
-            "steps": self.steps or 1,
-            "lr": self.lr or 1,
+            **{
+                name: getattr(self, name)
+                for name in ("dead_window_tokens", "steps", "lr")
+                if getattr(self, name) is not None  # none: resolved later
+            },
         }
         for name, value in positive.items():
             if value <= 0:

@@ -19,9 +19,18 @@ class SweepMember:
     """One SAE with its optimizer, dead-latent counters and the index of the source it trains on."""
 
     def __init__(
-        self, name: str, arch: str, sae_cfg: SAEConfig, cfg: TrainConfig, device: torch.device, source: int = 0
+        self,
+        name: str,
+        arch: str,
+        sae_cfg: SAEConfig,
+        cfg: TrainConfig,
+        device: torch.device,
+        source: int = 0,
+        *,
+        dead_window: int,
     ):
-        self.name, self.arch, self.source = name, arch, source
+        """dead_window: tokens without a firing after which a latent counts as dead (TrainConfig.dead_window)."""
+        self.name, self.arch, self.source, self.dead_window = name, arch, source, dead_window
         with torch.random.fork_rng(devices=[]):  # every member starts as a lone run with this seed would
             torch.manual_seed(cfg.seed)
             self.sae: SAE = get_architecture(arch)(sae_cfg)
@@ -41,8 +50,9 @@ class SweepMember:
                 "clear resample_steps or use an architecture that resamples (relu)"
             )
 
-    def dead_mask(self, window: int) -> Tensor:
-        return self.tokens_since_fired >= window
+    def dead_mask(self) -> Tensor:
+        """[d_sae] bool: latents that have not fired in the last dead_window tokens."""
+        return self.tokens_since_fired >= self.dead_window
 
     def step(
         self,
@@ -61,7 +71,7 @@ class SweepMember:
         state = TrainState(
             step=step,
             total_steps=total_steps,
-            dead_mask=self.dead_mask(cfg.dead_window_tokens),
+            dead_mask=self.dead_mask(),
             selection_dtype=self.selection_dtype,
         )
         with autocast if autocast is not None else nullcontext():
@@ -94,14 +104,15 @@ class SweepMember:
         self.tokens_since_fired.masked_fill_(fired > 0, 0)
         resampled = None
         if step + 1 in cfg.resample_steps:
-            dead = self.dead_mask(cfg.dead_window_tokens)
+            dead = self.dead_mask()
             # every rank resamples from the same global batch with the same RNG state: same result
             resampled = self.sae.resample_dead(dead, ranks.gather_rows(x), self.optimizer)  # type: ignore[attr-defined]
             self.tokens_since_fired.masked_fill_(dead, 0)
         return {"out": out, "lr": lr, "resampled": resampled}
 
-    def metrics(self, x: Tensor, result: dict[str, Any], window: int, ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
-        """Loss terms, L0, FVU (sum (x - x_hat)^2 / sum (x - mean x)^2) and dead fraction of the global batch.
+    def metrics(self, x: Tensor, result: dict[str, Any], ranks: Ranks = SINGLE_PROCESS) -> dict[str, Any]:
+        """Loss terms, L0, FVU (sum (x - x_hat)^2 / sum (x - mean x)^2) of the global batch, and the dead
+        fraction: latents with no firing in the last dead_window tokens (stated as dead_window_tokens).
 
         Every rank must call it (it all-reduces). Per-rank sums combine exactly:
         sum (x - mean)^2 = sum_r [sum (x - mean_r)^2 + n_r mean_r^2] - n mean^2 (per dimension)."""
@@ -139,7 +150,8 @@ class SweepMember:
             "terms": dict(zip(out.terms, means[1:-1])),
             "l0": means[-1],
             "fvu": (error / variance).item(),
-            "dead_fraction": self.dead_mask(window).double().mean().item(),
+            "dead_fraction": self.dead_mask().double().mean().item(),
+            "dead_window_tokens": self.dead_window,
         }
 
 

@@ -12,7 +12,9 @@ f [n, d_sae] feature activations, sums over every evaluated token t and dimensio
 - cosine = mean over tokens of <x, x_hat> / (|x| |x_hat|); norm_ratio = mean over tokens of
   |x_hat| / |x| (below 1: shrinkage). Zero norms are clamped to 1e-12.
 - density_j = (tokens on which feature j fired) / n; dead_fraction = share of features that
-  never fired; dense_fraction_1pct / _10pct = share with density > 0.01 / > 0.1.
+  never fired in the n evaluated tokens (the window, stated as dead_window_tokens = n: the same
+  "no firing in the last W tokens" as the training log, whose W is the run's dead window);
+  dense_fraction_1pct / _10pct = share with density > 0.01 / > 0.1.
 
 The denominator sum (x - mu)^2 is streamed exactly with the pairwise update of Chan, Golub &
 LeVeque (1979): per dimension, a batch with mean m_b and centred sum of squares M2_b merges into
@@ -129,6 +131,7 @@ class ReconstructionMetrics:
             "cosine": self.sum_cosine / n,
             "norm_ratio": self.sum_norm_ratio / n,
             "dead_fraction": float((self.fire_count == 0).double().mean()),
+            "dead_window_tokens": float(n),
             "dense_fraction_1pct": float((density > 0.01).double().mean()),
             "dense_fraction_10pct": float((density > 0.1).double().mean()),
         }
@@ -181,11 +184,15 @@ TABLE_KEYS = (
 )
 
 
-def format_table(result: dict[str, Any]) -> str:
-    width = max(map(len, TABLE_KEYS))
+def format_table(result: dict[str, Any], keys: Iterable[str] = TABLE_KEYS) -> str:
+    """One `name  value` line per key; dead_fraction states its window."""
+    keys = list(keys)
+    width = max(map(len, keys))
     lines = []
-    for key in TABLE_KEYS:
+    for key in keys:
         value = result[key]
         text = f"{int(value)}" if key == "num_tokens" else f"{value:.6g}"
+        if key == "dead_fraction":
+            text += f"  (no firing in {int(result['dead_window_tokens']):,} tokens)"
         lines.append(f"{key:<{width}}  {text}")
     return "\n".join(lines)

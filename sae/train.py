@@ -9,7 +9,8 @@ any other. Saved SAEs take raw activations: the scale is folded into their weigh
 
 Files under `out`:
     train_config.json          the resolved config of the run (train fields + every SAE config)
-    log.jsonl                  one line per logged step and SAE: loss terms, L0, FVU, dead fraction
+    log.jsonl                  one line per logged step and SAE: loss terms, L0, FVU, dead fraction (no firing
+                               in the last dead_window_tokens tokens, stated on each line)
     checkpoint/                the newest checkpoint (sae.checkpoint)
     cfg.json + sae_weights.safetensors   (one SAE) or NAME/cfg.json ... (one folder per sweep member)
 
@@ -122,7 +123,11 @@ def train_sae(
                 )
     steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
     device = resolve_device(cfg.device, ranks)
-    members = [SweepMember(n, arch, c, cfg, device, src) for n, (arch, c), src in zip(names, sae_configs, sources)]
+    dead_window = cfg.dead_window(steps * cfg.batch_size)
+    members = [
+        SweepMember(n, arch, c, cfg, device, src, dead_window=dead_window)
+        for n, (arch, c), src in zip(names, sae_configs, sources)
+    ]
     out_dir = Path(out) if out is not None else None
     writes = out_dir is not None and ranks.is_main
 
@@ -155,6 +160,7 @@ def train_sae(
                 "resolved": {
                     "device": str(device),
                     "selection_dtype": str(members[0].selection_dtype or cfg.dtype).removeprefix("torch."),
+                    "dead_window_tokens": dead_window,
                 },
                 "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members],
             },
@@ -190,12 +196,15 @@ def train_sae(
                     if r["resampled"] is not None:
                         log.write(json.dumps({"step": done, "sae": m.name, "resampled": r["resampled"]}) + "\n")
             if done % cfg.log_every == 0 or done == steps:
-                rows = [m.metrics(xs[m.source], r, cfg.dead_window_tokens, ranks) for m, r in zip(members, results)]
+                rows = [m.metrics(xs[m.source], r, ranks) for m, r in zip(members, results)]
                 now = time.perf_counter()
                 rate = (done - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
                 clock, clock_step = now, done
                 bar.set_postfix_str(
-                    " | ".join(f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f}" for r in rows)
+                    " | ".join(
+                        f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f} dead {r['dead_fraction']:.1%}"
+                        for r in rows
+                    )
                     + f" | {rate:,.0f} tok/s"
                 )
                 if log is not None:

@@ -14,10 +14,12 @@ from interp.corpus import (
     TEXT_PIECE_CHARS,
     cut_at_line_breaks,
     load_corpus,
+    shakespeare_file,
     shuffled,
     stdlib_files,
     token_sequences,
 )
+from interp.model_training import SHAKESPEARE_PROMPT, default_prompt
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 if not SHAKESPEARE.exists():
@@ -233,3 +235,15 @@ def test_packing_with_a_real_tokenizer_on_shakespeare():
 def test_packing_refuses_a_context_shorter_than_two():
     with pytest.raises(ValueError, match="context_length must be at least 2"):
         next(token_sequences(["abc"], LetterTokenizer(), 1))
+
+
+def test_shakespeare_is_packaged_with_a_held_out_split():
+    """`shakespeare` reads the copy inside the installed package, not ../shared."""
+    packaged = shakespeare_file()
+    assert "shared" not in packaged.parts and packaged.parent.name == "corpora"
+    assert packaged.read_bytes() == SHAKESPEARE.read_bytes()
+    train, heldout = list(load_corpus("shakespeare", "train")), list(load_corpus("shakespeare", "heldout"))
+    assert len(heldout) == (len(train) + len(heldout)) // HELDOUT_EVERY and not set(train) & set(heldout)
+    assert "".join(list(load_corpus("shakespeare", "all"))) == packaged.read_text()
+    assert default_prompt("shakespeare", load_corpus("shakespeare", "heldout")) == SHAKESPEARE_PROMPT
+    assert SHAKESPEARE_PROMPT == "To be, or not to be, that is the question:"

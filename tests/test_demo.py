@@ -4,6 +4,7 @@ holding too few tokens is continued, and a rebuilt step makes the steps after it
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import torch
 
 from interp.analysis.config import AnalysisConfig
 from interp.capture import run_capture
-from interp.demo import STEPS, DemoConfig, run_demo
+from interp.cli.main import main as interp_main
+from interp.demo import STEPS, DemoConfig, demo_config, run_demo
 from interp.model import ModelConfig, load_model
 from interp.model_training import ModelTrainConfig
 from sae.config import TrainConfig as SAETrainConfig
@@ -22,10 +24,10 @@ HOOK_WIDTHS = {"blocks.0.mlp.hook_post": 64, "blocks.0.hook_resid_post": 32}
 ALL_STEPS = [step.name for step in STEPS]
 
 
-def tiny_demo(out: Path, capture_tokens: int = 1000) -> DemoConfig:
-    """The demo shrunk to seconds: a 1-layer model of width 32 trained on 2048 stdlib tokens."""
+def tiny_demo(out: Path, capture_tokens: int = 1000, corpus: str = "stdlib") -> DemoConfig:
+    """The demo shrunk to seconds: a 1-layer model of width 32 trained on 2048 tokens."""
     train = ModelTrainConfig(
-        corpus="stdlib",
+        corpus=corpus,
         tokens=2048,
         batch_size=8,
         warmup_steps=2,
@@ -44,6 +46,7 @@ def tiny_demo(out: Path, capture_tokens: int = 1000) -> DemoConfig:
         hooks=tuple(HOOK_WIDTHS),
         capture_tokens=capture_tokens,
         sae_fields={"d_sae": 48, "k": 4},
+        sae_tokens=2000,
         sae_train=sae_train,
         analysis=AnalysisConfig(tokens=512),
         progress=False,
@@ -80,6 +83,45 @@ def test_demo_builds_every_artifact(built):
             "train",
             str(built.model_dir.resolve()),
         )
+
+
+def test_the_sae_is_streamed_from_the_model_for_its_own_token_budget(built):
+    config = json.loads((built.sae_dir / "train_config.json").read_text())
+    assert (config["source"], config["model"], config["tokens"]) == ("model", str(built.model_dir.resolve()), 2000)
+    assert config["resolved"]["dead_window_tokens"] == 200  # a tenth of the 2000-token run, at least one batch
+
+
+def test_presets_budget_in_tokens():
+    demo, paper = demo_config(), demo_config("paper")
+    for cfg in (demo, paper):
+        assert cfg.train.minutes is None and cfg.train.tokens > 0 and cfg.sae_tokens > 0
+        assert cfg.sae_fields["d_sae"] >= 4 * cfg.model.d_mlp  # a dictionary at least 4x the neurons
+        assert cfg.train.autocast == "auto" and cfg.corpus == "stdlib"
+    assert paper.sae_fields["d_sae"] == 4096 and paper.sae_tokens >= 50_000_000
+    assert paper.train.tokens > demo.train.tokens and paper.sae_tokens > demo.sae_tokens
+    assert demo_config("demo", "shakespeare").corpus == "shakespeare"
+    with pytest.raises(ValueError, match="unknown demo preset 'huge'"):
+        demo_config("huge")
+
+
+def test_bad_demo_settings_are_refused_before_any_work(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert interp_main(["demo", "--out", str(out), "--report", str(tmp_path / "r"), "--capture-tokens", "0"]) == 2
+    assert "--capture-tokens must be positive" in capsys.readouterr().err
+    cfg = tiny_demo(out)
+    cfg.sae_tokens = 10  # less than one SAE batch
+    with pytest.raises(ValueError, match="sae_tokens"):
+        run_demo(cfg)
+    assert not out.exists() and not (tmp_path / "r").exists()
+
+
+def test_demo_on_shakespeare_tells_the_seed_story(tmp_path):
+    cfg = tiny_demo(tmp_path / "demo", corpus="shakespeare")
+    assert run_demo(cfg) == ALL_STEPS
+    record = json.loads((cfg.model_dir / "training.json").read_text())
+    assert record["prompt"] == "To be, or not to be, that is the question:"
+    assert record["config"]["corpus"]["spec"] == "shakespeare"
+    assert (cfg.report_dir / "model.html").is_file()
 
 
 def test_second_run_reuses_every_artifact(built, capsys):

@@ -245,6 +245,37 @@ def test_dead_fraction_is_logged(tmp_path, monkeypatch):
     assert row["dead_fraction"] == pytest.approx((2 * 15 + 4) / D_SAE)
 
 
+def test_default_dead_window_follows_the_run_length():
+    cfg = TrainConfig(batch_size=2048)
+    assert cfg.dead_window(4_000_000) == 400_000  # a tenth of the run
+    assert cfg.dead_window(10_000) == 2048  # at least one batch
+    assert cfg.dead_window(10**12) == 10_000_000  # at most 10M tokens
+    assert TrainConfig(dead_window_tokens=5000).dead_window(10**9) == 5000  # a set window is kept
+    with pytest.raises(ValueError, match="dead_window_tokens must be positive"):
+        TrainConfig(dead_window_tokens=0).validate()
+    with pytest.raises(ValueError, match="steps must be positive"):
+        TrainConfig(steps=0).validate()
+
+
+def test_log_and_config_state_the_dead_window_and_auxk_engages_in_a_short_run(tmp_path, monkeypatch):
+    """With the default window (a tenth of the run: 2 batches here), latents that never fire are dead
+    after 2 steps, so AuxK's term is positive from then on; every log line states the window."""
+    monkeypatch.setitem(architectures.ARCHITECTURES, "planted_firing", PlantedFiring)
+    cfg = small_cfg(steps=20, checkpoint_every=0, log_every=1)
+    train_sae(
+        [("planted_firing", TopKConfig(d_in=D_IN, d_sae=D_SAE, k=K))],
+        batch_list(20),
+        cfg,
+        tmp_path / "r",
+        progress=False,
+    )
+    rows = [json.loads(line) for line in (tmp_path / "r" / "log.jsonl").read_text().splitlines()]
+    assert {row["dead_window_tokens"] for row in rows} == {2 * BATCH}
+    config = json.loads((tmp_path / "r" / "train_config.json").read_text())
+    assert config["resolved"]["dead_window_tokens"] == 2 * BATCH and config["train"]["dead_window_tokens"] is None
+    assert rows[0]["terms"]["auxk"] == 0 and all(row["terms"]["auxk"] > 0 for row in rows[2:])
+
+
 # --- bad input --------------------------------------------------------------------------------
 def test_nan_batch_stops_naming_it_and_keeps_the_last_good_checkpoint(tmp_path):
     batches = batch_list(12)

@@ -52,6 +52,11 @@ def run_train(args: argparse.Namespace, train_options: DataclassOptions, model_o
         f"({summary['tokens_per_second']:,.0f} tokens/s), train loss {summary['final_train_loss']:.3f}, "
         f"held-out loss {summary['heldout_loss']:.3f} nats/token"
     )
+    compressors = ", ".join(f"{name} {bpb:.3f}" for name, bpb in summary["compressors_bits_per_byte"].items())
+    print(
+        f"held-out bits per byte: model {summary['heldout_bits_per_byte']:.3f}; on the same "
+        f"{summary['heldout_bytes']:,} bytes {compressors}"
+    )
     return 0
 
 

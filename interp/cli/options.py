@@ -30,5 +30,6 @@ def add_corpus(parser: argparse.ArgumentParser, *, default: str | None = "stdlib
         default=default,
         required=required,
         metavar="SPEC",
-        help=f"corpus: stdlib, a text file or glob, a .jsonl file (field text), or hf:NAME[:CONFIG[:SPLIT]] ({shown})",
+        help="corpus: stdlib, shakespeare, a text file or glob, a .jsonl file (field text), or "
+        f"hf:NAME[:CONFIG[:SPLIT]] ({shown})",
     )

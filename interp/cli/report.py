@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from interp.cli.features import add_analysis
-from interp.demo import DEFAULT_MINUTES, DEFAULT_OUT, DEFAULT_REPORT, DemoConfig, run_demo
+from interp.corpus import BUILTIN_CORPORA
+from interp.demo import PRESETS, DemoConfig, demo_config, run_demo
 from interp.neuronpedia import DEFAULT_CREATOR, FEATURES_PER_BATCH, export_neuronpedia
 from interp.report.write import write_report
 from sae.cli import add_process_options
@@ -39,18 +40,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     demo = subparsers.add_parser(
         "demo",
-        help="run the end-to-end pipeline on the built-in corpus",
+        help="run the end-to-end pipeline on a built-in corpus",
         description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
-        "reusing every artifact that already exists and is complete.",
+        "reusing every artifact that already exists and is complete. Budgets are token counts, so the same "
+        "command builds the same artifacts on any machine.",
     )
-    demo.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"artifact folder (default {DEFAULT_OUT})")
     demo.add_argument(
-        "--minutes",
-        type=float,
-        default=DEFAULT_MINUTES,
-        help=f"model training budget in minutes (default {DEFAULT_MINUTES:g})",
+        "--preset",
+        choices=list(PRESETS),
+        default="demo",
+        help="demo: about 10 minutes on 2 cores; paper: about an hour (a longer model, 4096 latents on 50M tokens) "
+        "(default demo)",
     )
-    demo.add_argument("--report", type=Path, default=DEFAULT_REPORT, help=f"report folder (default {DEFAULT_REPORT})")
+    demo.add_argument(
+        "--corpus", choices=list(BUILTIN_CORPORA), default="stdlib", help="built-in corpus (default stdlib)"
+    )
+    demo.add_argument(
+        "--out", type=Path, default=None, help="artifact folder (default artifacts/PRESET[-CORPUS]: artifacts/demo)"
+    )
+    demo.add_argument(
+        "--report", type=Path, default=None, help="report folder (default reports/PRESET[-CORPUS]: reports/demo)"
+    )
     demo.add_argument(
         "--capture-tokens",
         type=int,
@@ -81,8 +91,12 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    cfg = DemoConfig(out=args.out, capture_tokens=args.capture_tokens, report=args.report)
-    cfg.train.minutes = args.minutes
+    if args.capture_tokens <= 0:
+        raise ValueError(f"--capture-tokens must be positive, got {args.capture_tokens}.")
+    name = args.preset if args.corpus == "stdlib" else f"{args.preset}-{args.corpus}"
+    out = args.out if args.out is not None else Path("artifacts") / name
+    report = args.report if args.report is not None else Path("reports") / name
+    cfg = demo_config(args.preset, args.corpus, out=out, report=report, capture_tokens=args.capture_tokens)
     run_demo(cfg)
     print(f"demo artifacts in {cfg.out}")
     print(f"report: {(cfg.report_dir / 'index.html').resolve()}")

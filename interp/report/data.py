@@ -259,10 +259,25 @@ def training_data(folder: Path) -> dict[str, Any] | None:
         "summary": record.summary,
         "config": record.config,
     }
+    summary = record.summary
+    if summary.get("heldout_bytes"):
+        per_nat = summary["heldout_predictions"] / math.log(2) / summary["heldout_bytes"]
+        out["heldout"]["bits_per_byte"] = sig_list([loss * per_nat for loss in record.heldout_curve["loss"]])
     if "mlp_post.init" in tensors and "mlp_post.final" in tensors:
         init, final = tensors["mlp_post.init"].float(), tensors["mlp_post.final"].float()  # [n_layers, pos, d_mlp]
+        both = torch.cat([init, final], dim=1)  # [n_layers, 2 pos, d_mlp]
         out["heatmap"] = {
             "init": [[sig_list(row, 3) for row in layer] for layer in init.tolist()],
             "final": [[sig_list(row, 3) for row in layer] for layer in final.tolist()],
+            "order": [heatmap_order(layer).tolist() for layer in final],
+            "zmin": [sig(min(0.0, float(layer.min())), 3) for layer in both],
+            "zmax": [sig(max(float(layer.abs().flatten().quantile(0.99)), 1e-6), 3) for layer in both],
         }
     return out
+
+
+def heatmap_order(acts: Tensor) -> Tensor:
+    """Neuron order [d_mlp] for a heatmap of acts [pos, d_mlp]: by the position at which each neuron
+    peaks, then by its peak, highest first, so neurons that answer the same token sit together."""
+    peak, position = acts.max(dim=0)
+    return torch.from_numpy(np.lexsort((-peak.numpy(), position.numpy())))

@@ -45,6 +45,30 @@ monoReport.chipText = function (s) {
   return s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {9,}/g, "        ").replace(/ /g, "·");
 };
 
+// Running text with its whitespace visible, as DOM nodes: every space as ·, tab as ⇥, carriage return
+// as ␍ and newline as ↵ followed by a real line break (class "ws": drawn faint), so that indentation
+// and blank lines read exactly as the text holds them.
+monoReport.visibleText = function (s) {
+  var el = monoReport.el, out = [], plain = "";
+  var marks = {" ": "·", "\t": "⇥", "\r": "␍", "\n": "↵"};
+  for (var i = 0; i < s.length; i++) {
+    var mark = marks[s[i]];
+    if (mark === undefined) { plain += s[i]; continue; }
+    if (plain) { out.push(plain); plain = ""; }
+    out.push(el("span", {class: "ws", text: mark}));
+    if (s[i] === "\n") out.push("\n");
+  }
+  if (plain) out.push(plain);
+  return out;
+};
+
+// Text for Plotly labels (ticks, hover text, names): Plotly renders them as HTML, so markup in a
+// token string is escaped to show as the characters it is.
+monoReport.plotText = function (s) {
+  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
+    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+};
+
 monoReport.fmt = function (x, digits) {
   if (x === null || x === undefined || !isFinite(x)) return "–";
   digits = digits || 3;
