@@ -57,7 +57,7 @@ class DemoConfig:
     """Settings of every step. The defaults are the `demo` preset on stdlib; tests shrink them."""
 
     out: Path = DEFAULT_OUT
-    train: ModelTrainConfig = field(default_factory=lambda: ModelTrainConfig(corpus="stdlib", tokens=6_000_000))
+    train: ModelTrainConfig = field(default_factory=lambda: ModelTrainConfig(corpus="stdlib", tokens=8_000_000))
     model: ModelConfig = field(default_factory=ModelConfig)  # 1 layer, d_model 128, 512 MLP neurons, context 128
     hooks: tuple[str, ...] = ("blocks.0.mlp.hook_post", "blocks.0.hook_resid_post")
     capture_tokens: int = 2**18
@@ -65,7 +65,7 @@ class DemoConfig:
     sae_hook: str = "blocks.0.mlp.hook_post"
     sae_arch: str = "topk"
     sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # 4x the 512 neurons
-    sae_tokens: int = 4_000_000  # streamed from the model's training split
+    sae_tokens: int = 3_000_000  # streamed from the model's training split
     sae_train: SAETrainConfig = field(
         default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=500)
     )
@@ -127,7 +127,7 @@ def demo_config(preset: str = "demo", corpus: str = "stdlib", **fields) -> DemoC
 
 def _paper(cfg: DemoConfig) -> None:
     """About an hour on 2 cores: the model trains for most of it; 4096 latents (8x the neurons) on 50M tokens."""
-    cfg.train.tokens = 60_000_000
+    cfg.train.tokens = 80_000_000
     cfg.sae_fields = {"d_sae": 4096, "k": 16}
     cfg.sae_tokens = 50_000_000
     cfg.sae_train = dataclasses.replace(cfg.sae_train, batch_size=4096, checkpoint_every=1000)

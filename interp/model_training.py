@@ -49,7 +49,7 @@ from sae.hardware import fast_adam, native_bfloat16_matmul
 STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
 SHAKESPEARE_PROMPT = "To be, or not to be, that is the question:"
 PROMPTS = {"stdlib": STDLIB_PROMPT, "shakespeare": SHAKESPEARE_PROMPT}  # built-in corpora's record prompts
-DEFAULT_TOKENS = 4_000_000  # the budget when neither --tokens nor --minutes is given
+DEFAULT_TOKENS = 8_000_000  # the budget when neither --tokens nor --minutes is given
 PROMPT_CHARS = 80
 
 
@@ -70,7 +70,7 @@ class ModelTrainConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of weights, data order and samples"})
     batch_size: int = field(default=16, metadata={"help": "sequences per step"})
-    lr: float = field(default=3e-3, metadata={"help": "peak learning rate"})
+    lr: float = field(default=1.5e-3, metadata={"help": "peak learning rate"})
     min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of --lr"})
     warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices only)"})

@@ -7,6 +7,7 @@ Screenshots land in the test's temporary folder (printed with -s)."""
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.run import analyze
 from interp.labels.files import read_labels
-from interp.report.data import sig_array
+from interp.report.data import heatmap_order, sig_array
 from interp.report.html import script_json, write_page
 from interp.report.write import copy_static, write_report
 
@@ -123,8 +124,18 @@ def hostile_report(tmp_path_factory) -> Path:
     )
     for step in range(5):
         record.add_train_step(step=step, tokens=step * 100, loss=5.0 - step * 0.5, lr=1e-3, seconds=step * 2.0)
+    record.add_heldout(0, 0, 4.0)
     record.add_heldout(4, 400, 3.2)
+    record.samples.append(Sample(step=0, tokens=0, progress=0.0, greedy="\n" * 60, sampled="a\n    b"))
     record.samples.append(Sample(step=4, tokens=400, progress=1.0, greedy=HOSTILE_LINES[2], sampled=HOSTILE_LINES[1]))
+    record.summary = {
+        "tokens": 400,
+        "heldout_loss": 3.2,
+        "heldout_bytes": 1000,
+        "heldout_predictions": 300,
+        "heldout_bits_per_byte": 3.2 * 300 / math.log(2) / 1000,
+        "compressors_bits_per_byte": {"gzip -9": 2.1, "xz -9e": 1.8},
+    }
     record.tensors = {
         "prompt_tokens": torch.arange(3),
         "mlp_post.init": torch.randn(1, 3, 64),
@@ -232,11 +243,32 @@ def test_feature_page_shows_hostile_text_as_text(browser, hostile_report, shots)
     assert_clean(browser, logs)
 
 
+def visible(text: str) -> str:
+    """Text as the model page shows samples: · for a space, ↵ before each newline."""
+    return text.replace(" ", "·").replace("\n", "↵\n")
+
+
 def test_model_page_plots_and_escapes(browser, hostile_report, shots):
     logs = open_page(browser, (hostile_report / "model.html").as_uri())
-    wait_for(browser, "document.querySelectorAll('.main-svg').length >= 3")
+    wait_for(browser, "document.querySelectorAll('.main-svg').length >= 4")  # loss, bits per byte, 2 heatmaps
     page_text = browser.execute_script("return document.body.textContent")
-    assert HOSTILE_LINES[2] in page_text and HOSTILE_LINES[0] in page_text
+    assert visible(HOSTILE_LINES[2]) in page_text and visible(HOSTILE_LINES[0]) in page_text
+    assert visible("a\n    b") in page_text  # whitespace shown as the text holds it
+    # a sample of 60 newlines is 60 visible ↵ in a box of capped height, not 60 rows of page
+    boxes = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.samples .text')).map(e => [e.textContent, e.clientHeight])"
+    )
+    blank = [height for text, height in boxes if text.count("↵") >= 60]
+    assert blank and all(0 < height < 200 for height in blank), boxes
+    stats = browser.execute_script("return document.querySelector('.stats').textContent")
+    assert (
+        "gzip -9 bits per byte" in stats and "xz -9e bits per byte" in stats and "1.38" in stats
+    )  # 3.2 * 300 / ln 2 / 1000
+    # the heatmap's tick labels are the prompt tokens as text: the <script> token is not an element
+    ticks = browser.execute_script(
+        "return Array.from(document.querySelectorAll('.ytick text')).map(e => e.textContent)"
+    )
+    assert "1 <script>" in ticks, ticks
     browser.save_screenshot(str(shots / "model.png"))
     assert_clean(browser, logs)
 
@@ -282,3 +314,14 @@ def test_index_stays_responsive_at_16k_features(browser, tmp_path, shots):
     wait_for(browser, "document.querySelectorAll('#feature-rows .frow').length > 5")
     browser.save_screenshot(str(shots / "index-16k.png"))
     assert_clean(browser, logs)
+
+
+def test_heatmap_order_groups_neurons_by_peak_token_then_peak():
+    acts = torch.tensor(
+        [
+            [0.1, 2.0, -0.1, 0.0],  # neuron 1 peaks here (2.0)
+            [0.9, 0.5, 3.0, 0.0],  # neurons 0 (0.9) and 2 (3.0) peak here
+            [0.2, 0.1, 0.0, 0.05],  # neuron 3 (0.05)
+        ]
+    )
+    assert heatmap_order(acts).tolist() == [1, 2, 0, 3]

@@ -65,12 +65,13 @@
     table.appendChild(el("tr", {}, [
       el("td", {class: "num", text: String(sample.step)}),
       el("td", {class: "num", text: R.int(sample.tokens)}),
-      el("td", {}, [el("span", {class: "text"}, [el("b", {}, R.visibleText(training.prompt))].concat(R.visibleText(sample.greedy)))]),
-      el("td", {}, [el("span", {class: "text"}, [el("b", {}, R.visibleText(training.prompt))].concat(R.visibleText(sample.sampled)))]),
+      el("td", {}, [el("span", {class: "text"}, R.visibleText(sample.greedy))]),
+      el("td", {}, [el("span", {class: "text"}, R.visibleText(sample.sampled))]),
     ]));
   });
   main.appendChild(el("section", {class: "panel"}, [el("h2", {}, ["Samples from the fixed prompt ",
-    el("span", {class: "sub", text: "— the prompt in bold, then what the model wrote at each point of training; · is a space, ↵ a newline"})]), table]));
+    el("span", {class: "sub", text: "— what the model wrote after this prompt at each point of training; · is a space, ↵ a newline"})]),
+    el("div", {class: "samples"}, [el("span", {class: "text prompt"}, R.visibleText(training.prompt))]), table]));
 
   if (training.heatmap) {
     var labels = training.prompt_tokens.map(function (t, k) { return R.plotText(k + " " + R.showToken(t)); });

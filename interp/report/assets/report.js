@@ -62,11 +62,11 @@ monoReport.visibleText = function (s) {
   return out;
 };
 
-// Text for Plotly labels (ticks, hover text, names): Plotly renders them as HTML, so markup in a
-// token string is escaped to show as the characters it is.
+// Text for Plotly labels (ticks, hover text, names): Plotly reads them as a small HTML dialect (tags
+// such as <a href>, <span style>, <br>, and the entities &amp; &lt; &gt;), so & < > are escaped and
+// a token string shows as the characters it is. No tag can form without <, so quotes stay as they are.
 monoReport.plotText = function (s) {
-  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;")
-    .replace(/"/g, "&quot;").replace(/'/g, "&#39;");
+  return String(s).replace(/&/g, "&amp;").replace(/</g, "&lt;").replace(/>/g, "&gt;");
 };
 
 monoReport.fmt = function (x, digits) {
