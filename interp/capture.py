@@ -229,12 +229,6 @@ def capture_to_disk(
                     expected_tokens=total_tokens,
                 )
             )
-        for writer in writers.values():
-            if writer.tokens_written > total_tokens:
-                raise ValueError(
-                    f"{writer.path} already holds {writer.tokens_written} tokens, more than --tokens {total_tokens}; "
-                    f"resume with --tokens {writer.tokens_written} or more, or capture into a new folder."
-                )
         # Restart at the batch boundary at or before the least advanced dataset: each batch then holds
         # the same windows as in an uninterrupted capture, so every row comes out bit-identical.
         window_batch = batch_size * context_length

@@ -150,7 +150,8 @@ def _model_is_complete(cfg: DemoConfig) -> bool:
 
 
 def _train_model(cfg: DemoConfig) -> None:
-    train_model(cfg.train, cfg.model, cfg.model_dir, show_progress=cfg.progress)
+    # the step runs only when the folder holds no complete model: whatever is there is replaced
+    train_model(cfg.train, cfg.model, cfg.model_dir, show_progress=cfg.progress, overwrite=True)
 
 
 def _dataset_manifests(cfg: DemoConfig) -> list[dict | None]:

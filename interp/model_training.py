@@ -34,6 +34,8 @@ from tqdm import tqdm
 from interp.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
 from interp.corpus import Corpus, load_corpus, token_sequences
 from interp.model import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
     LoadedModel,
     ModelConfig,
     build_native_model,
@@ -44,6 +46,7 @@ from interp.model import (
 )
 from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
 from interp.training_record import MLP_HOOK, Sample, TrainingRecord
+from sae.files import check_output_folder
 from sae.hardware import fast_adam, native_bfloat16_matmul
 
 STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
@@ -142,11 +145,19 @@ class ModelTrainConfig:
 
 
 def train_model(
-    cfg: ModelTrainConfig, model_cfg: ModelConfig, out: str | Path, *, show_progress: bool = True
+    cfg: ModelTrainConfig,
+    model_cfg: ModelConfig,
+    out: str | Path,
+    *,
+    show_progress: bool = True,
+    overwrite: bool = False,
 ) -> LoadedModel:
     """Train the tokenizer (unless given) and the model; save model, tokenizer and training record
-    into `out`; return the trained model as a LoadedModel."""
+    into `out`; return the trained model as a LoadedModel. A folder that already holds a model is
+    refused before any work unless overwrite."""
     cfg.validate()
+    model_cfg.validate()
+    check_output_folder(out, holds=(CONFIG_FILE, WEIGHTS_FILE), what="model", overwrite=overwrite)
     torch.manual_seed(cfg.seed)
     train_corpus, heldout_corpus = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "heldout")
     tokenizer = (

@@ -292,7 +292,8 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
         "out": Path(args.out),
         "names": sweep_names(members),
         "resume": known.resume is not None,
-        "run_info": {"acts": str(args.acts), "arch": arch, "d_in": args.d_in, "sae": sweep},
+        # resolved, so that `--resume` finds the dataset from any working directory
+        "run_info": {"acts": str(Path(args.acts).resolve()), "arch": arch, "d_in": args.d_in, "sae": sweep},
     }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,27 @@ def read_json(path: str | os.PathLike, *, fix: str = "re-run the step that wrote
     if not isinstance(data, dict):
         raise ValueError(f"{path} must hold a JSON object, found {type(data).__name__}; {fix}.")
     return data
+
+
+def check_output_folder(
+    path: str | os.PathLike,
+    *,
+    option: str = "--out",
+    holds: Sequence[str] = (),
+    what: str = "artifact",
+    overwrite: bool = False,
+) -> Path:
+    """Check an output folder before any work: it must not be a file, and when it already holds
+    every file in `holds` (a complete `what`) it is refused unless overwrite. Returns the path."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a folder; give a folder path (it is created if missing).")
+    if holds and not overwrite and all((path / name).is_file() for name in holds):
+        raise ValueError(
+            f"{option} {path} already holds a complete {what}; pass --overwrite to replace it (what was built on it "
+            "becomes stale) or choose another folder."
+        )
+    return path
 
 
 def _fsync(path: Path, flags: int) -> None:

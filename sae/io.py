@@ -208,6 +208,11 @@ def _build_from_saelens_cfg(cfg: dict[str, Any], file: Path) -> SAE:
                 f"{file}: monosemantic.config has d_in={config.d_in}, d_sae={config.d_sae} but the SAELens fields say "
                 f"d_in={d_in}, d_sae={d_sae}"
             )
+        if "k" in cfg and hasattr(config, "k") and _require_int(cfg, "k", file) != config.k:
+            raise ValueError(
+                f"{file}: the top-level field 'k' (what SAELens reads) is {cfg['k']} but monosemantic.config.k is "
+                f"{config.k}; make them equal (re-save the SAE with sae.io.save_sae)"
+            )
     else:
         fields: dict[str, Any] = {
             "d_in": d_in,

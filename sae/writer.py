@@ -128,7 +128,7 @@ class ActivationWriter:
         self._in_flight: Future | None = None  # the full shard being fsync-ed and renamed in the background
         self.path.mkdir(parents=True, exist_ok=True)
         if resume and (self.path / MANIFEST).is_file():
-            self._resume(metadata or {})
+            self._resume(metadata or {}, expected_tokens)
         else:
             existing = sorted(p.name for p in self.path.glob("acts-*.safetensors")) + (
                 [MANIFEST] if (self.path / MANIFEST).exists() else []
@@ -145,7 +145,9 @@ class ActivationWriter:
         self.expected_tokens = expected_tokens
 
     # --- resume ------------------------------------------------------------------------
-    def _resume(self, metadata: dict) -> None:
+    def _resume(self, metadata: dict, expected_tokens: int | None) -> None:
+        """Continue the dataset on disk; every check comes before the first change, so a refused
+        resume leaves the folder exactly as it was."""
         stored = read_manifest(self.path)
         differ = [
             f"{k}: dataset has {stored[k]!r}, capture has {self.manifest[k]!r}"
@@ -161,6 +163,11 @@ class ActivationWriter:
             raise ValueError(
                 f"cannot resume {self.path}: the existing dataset was captured with different settings "
                 f"({'; '.join(differ)}). Re-run with the original settings or write to a new folder."
+            )
+        if expected_tokens is not None and stored["total_tokens"] > expected_tokens:
+            raise ValueError(
+                f"{self.path} already holds {stored['total_tokens']} tokens, more than --tokens {expected_tokens}; "
+                f"resume with --tokens {stored['total_tokens']} or more, or capture into a new folder."
             )
         shards = list(stored["shards"])
         if stored["complete"] and shards and shards[-1]["tokens"] < self.manifest["tokens_per_shard"]:

@@ -421,6 +421,21 @@ def test_cli_resume_on_a_retrained_model_is_refused(model_dir, tmp_path, capsys)
     assert "cannot resume" in err and "metadata['weights']" in err
 
 
+def folder_bytes(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_refused_resume_with_fewer_tokens_changes_nothing(model_dir, tmp_path, capsys):
+    """A complete dataset ending in a partial shard, resumed with fewer --tokens than it holds: refused,
+    and the partial shard, the manifest and its `complete` flag are all as they were."""
+    out = tmp_path / "out"
+    assert interp_main(cli_args(model_dir, out, tokens=10 * CTX)) == 0  # shards of 4, 4 and 2 windows
+    before = folder_bytes(out)
+    assert interp_main(cli_args(model_dir, out, "--resume", tokens=5 * CTX)) == 2
+    assert f"already holds {10 * CTX} tokens, more than --tokens {5 * CTX}" in capsys.readouterr().err
+    assert folder_bytes(out) == before
+
+
 def test_resume_with_another_seed_is_refused(bridge, tmp_path):
     kwargs = dict(
         total_tokens=4 * CTX, model_id="tiny", context_length=CTX, batch_size=2, tokens_per_shard=CTX, progress=False

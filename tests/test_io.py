@@ -389,3 +389,21 @@ def test_saelens_files_from_before_v6_name_the_activation(tmp_path):
     assert sae.arch == "topk" and sae.cfg.k == 8 and sae.metadata == {"hook_name": "blocks.0.hook_resid_post"}
     with torch.no_grad():
         assert (sae.encode(reference["x"]) - reference["features"]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize(
+    "top_level_k, message",
+    [
+        (7, "top-level field 'k' .* is 7 but monosemantic.config.k is 5"),
+        ("8", "field 'k' must be a positive integer, found '8'"),
+        (None, "field 'k' must be a positive integer, found None"),
+    ],
+)
+def test_our_cfg_with_two_disagreeing_values_of_k_is_refused(tmp_path, top_level_k, message):
+    """cfg.json carries k twice (top level for SAELens, monosemantic.config for us): they must agree."""
+    sae = build_sae("topk", d_in=12, d_sae=24, k=5)
+    save_sae(sae, tmp_path / "sae")
+    load_sae(tmp_path / "sae")  # as saved: both say 5
+    edit_cfg(tmp_path / "sae", k=top_level_k)
+    with pytest.raises(ValueError, match=message):
+        load_sae(tmp_path / "sae")

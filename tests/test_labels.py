@@ -14,13 +14,14 @@ import numpy as np
 import pytest
 import torch
 
-from interp.analysis.artifact import Analysis
+from interp.analysis.artifact import Analysis, read_fingerprint
 from interp.analysis.config import AnalysisConfig
 from interp.labels.evidence import held_out_sequences
 from interp.labels.files import LABELS_FILE, read_labels
 from interp.labels.labeller import LabelConfig, Labeller, label_analysis, run_labels
 from interp.labels.rules import auroc, pearson, show_token
 from interp.planted import planted_analysis, zipf_tokens
+from interp.search import FeatureIndex
 
 N_SEQ, T, V = 300, 32, 64
 VOCAB = ["<bos>"] + [f" w{i}" for i in range(1, 50)] + [str(d) for d in range(10)] + ["(", ")", ":", ","]
@@ -260,6 +261,29 @@ def test_bad_inputs_are_refused(planted, tmp_path):
         read_labels(tmp_path)
     with pytest.raises(FileNotFoundError, match="interp analyze"):
         run_labels(tmp_path / "missing")
+
+
+def test_reanalysis_clears_stale_labels_and_labels_of_another_analysis_are_refused(planted, tmp_path):
+    """Labels record the fingerprint of the analysis they label: saving a new analysis into a labelled
+    folder deletes its labels, and labels carried over from another analysis are refused by the reader."""
+    analysis, _, _, _ = planted
+    first = tmp_path / "first"
+    analysis.save(first)
+    run_labels(first, progress=False)
+    assert read_labels(first) and json.loads((first / LABELS_FILE).read_text())["analysis"] == read_fingerprint(first)
+    labels_of_first = (first / LABELS_FILE).read_bytes()
+
+    analysis.meta = {**analysis.meta, "created": "another run"}
+    analysis.save(first)  # re-analysed into the labelled folder
+    assert not (first / LABELS_FILE).exists()
+
+    second = tmp_path / "second"
+    analysis.save(second)
+    (second / LABELS_FILE).write_bytes(labels_of_first)  # labels copied from another analysis
+    with pytest.raises(ValueError, match="labels another analysis .* re-run `interp label --analysis"):
+        read_labels(second)
+    with pytest.raises(ValueError, match="labels another analysis"):
+        FeatureIndex.load(second)
 
 
 # ---- the optional language-model labeller ----------------------------------------------------------

@@ -422,3 +422,30 @@ def test_cli_train_sample_and_hooks(tmp_path, tokenizer_file, capsys):
     assert "is not a folder" in capsys.readouterr().err
     assert interp_main(["model", "train", "--out", str(out), "--tokens", "5", "--minutes", "1"]) == 2
     assert "give either tokens or minutes as the training budget, not both" in capsys.readouterr().err
+
+
+def test_outputs_are_checked_before_any_work(trained, tmp_path, capsys):
+    """A file as --out, or a folder already holding a model, is refused at once (no tokenizer trained,
+    nothing written); --overwrite replaces the model."""
+    _, existing, _ = trained
+    a_file = tmp_path / "a-file"
+    a_file.write_text("keep me")
+    argv = ["model", "train", "--corpus", "shakespeare", "--tokens", "64", "--batch-size", "2", "--eval-tokens", "64"]
+    small = ["--vocab-size", "300", "--tokenizer-chars", "20000", "--d-model", "16", "--n-heads", "2", "--d-mlp", "16"]
+    assert interp_main([*argv, "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert a_file.read_text() == "keep me"
+
+    before = {p.name: p.stat().st_mtime_ns for p in existing.iterdir()}
+    assert interp_main([*argv, *small, "--out", str(existing)]) == 2
+    assert "already holds a complete model; pass --overwrite" in capsys.readouterr().err
+    assert {p.name: p.stat().st_mtime_ns for p in existing.iterdir()} == before
+
+    copy = tmp_path / "copy"
+    shutil.copytree(existing, copy)
+    assert interp_main([*argv, *small, "--context-length", "16", "--out", str(copy), "--overwrite"]) == 0
+    assert json.loads((copy / CONFIG_FILE).read_text())["model"]["d_model"] == 16
+
+    analyze = ["analyze", "--model", str(existing), "--sae", str(tmp_path), "--corpus", "shakespeare"]
+    assert interp_main([*analyze, "--out", str(a_file)]) == 2
+    assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err

@@ -464,6 +464,20 @@ def test_cli_resume_with_changed_flags_is_refused(tmp_path, capsys):
     assert "saes.0.config.k: checkpoint has 4, this run has 5" in err and "train.lr" in err
 
 
+def test_cli_resume_works_from_another_working_directory(tmp_path, monkeypatch, capsys):
+    """train_config.json stores the dataset path resolved, not as typed relative to the first cwd."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    write_dataset(tmp_path / "first" / "acts", 2048)
+    monkeypatch.chdir(tmp_path / "first")
+    assert sae_main(cli_args(Path("acts"), Path("run"))) == 0
+    stored = json.loads((tmp_path / "first" / "run" / "train_config.json").read_text())["acts"]
+    assert stored == str((tmp_path / "first" / "acts").resolve())
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert sae_main(["train", "--resume", str(tmp_path / "first" / "run")]) == 0, capsys.readouterr().err
+
+
 def test_cli_help_lists_the_architecture_options(capsys):
     with pytest.raises(SystemExit):
         sae_main(["train", "--arch", "topk", "--help"])

@@ -1,15 +1,20 @@
 """The analysis artifact: a folder written once by the pass and read by labels, neurons, search,
 reports and exports without the model.
 
-    analysis.json           format, version, model, hook, SAE, corpus, options, counts, flags
+    analysis.json           format, version, model, hook, SAE, corpus, options, counts, flags, and
+                            the fingerprint of this analysis (what labels.json records it was built for)
     features.safetensors    the per-feature tensors of FEATURE_TENSORS
     vocab.json              {"token_strings": [...]} one readable string per token id
     training.json, training_tensors.safetensors   the model's training record, when it has one
     neurons/                for SAEs on MLP neurons: the raw neurons analysed as features, same layout
+    labels.json             written later by `interp label` (interp.labels.files); saving an analysis
+                            deletes the labels.json files of the one it replaces
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -29,6 +34,7 @@ TENSORS_FILE = "features.safetensors"
 VOCAB_FILE = "vocab.json"
 TRAINING_FILES = ("training.json", "training_tensors.safetensors")
 NEURONS_DIR = "neurons"  # sub-folder: the MLP neurons analysed as features (same layout), see interp.neurons
+LABELS_FILE = "labels.json"  # the labels of the features in the same folder (interp.labels.files)
 
 
 @dataclass(frozen=True)
@@ -135,6 +141,9 @@ class Analysis:
         """Write the folder (files replaced atomically); copy a model's training record beside it."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        for folder in (out, out / NEURONS_DIR):  # labels of the analysis this one replaces are stale
+            (folder / LABELS_FILE).unlink(missing_ok=True)
+        self.meta = {**self.meta, "fingerprint": fingerprint(self.meta)}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         check_tensors(tensors, self.d_sae, "Analysis.save")
         atomic_write(out / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": ANALYSIS_FORMAT}))
@@ -264,3 +273,16 @@ def _pairs(ids: Tensor, values: Tensor, counts: Tensor | None = None) -> list[di
         for item, c in zip(out, counts[keep].tolist()):
             item["count"] = int(c)
     return out
+
+
+def fingerprint(meta: dict[str, Any]) -> str:
+    """A short hash of an analysis's meta (model, SAE, corpus, options, creation time), without any
+    earlier fingerprint: the identity that labels.json records."""
+    body = {k: v for k, v in meta.items() if k != "fingerprint"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_fingerprint(folder: str | os.PathLike) -> str | None:
+    """The fingerprint in folder/analysis.json; None when there is no such file or field."""
+    path = Path(folder) / META_FILE
+    return read_json(path).get("fingerprint") if path.is_file() else None

@@ -23,6 +23,7 @@ from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, mlp_neuron_layer, plan_capture
 from interp.model import model_device
 from interp.pipeline import corpus_windows, open_model_and_sae
+from sae.files import check_output_folder
 
 
 def resolve_ignored_tokens(names: Iterable[str], token_strings: list[str], bos_id: int | None) -> list[int]:
@@ -147,6 +148,7 @@ def run_analysis(
     progress: bool = True,
 ) -> Analysis:
     """Load model, SAE and corpus by spec, analyse, save to `out` (with the model's training record)."""
+    check_output_folder(out)
     opened = open_model_and_sae(model_spec, sae_path, hook=hook_name, device=device)
     corpus = load_corpus(corpus_spec, split)
     sequences = corpus_windows(corpus, opened.model, seed=cfg.seed)

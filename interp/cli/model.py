@@ -21,6 +21,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     train = commands.add_parser("train", help="train the tokenizer and a small transformer on a corpus")
     train.add_argument("--out", required=True, help="folder to write the model into")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace a model already in --out (what was built on it goes stale)"
+    )
     add_corpus(train)
     add_device(train)
     add_process_options(train)
@@ -45,7 +48,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace, train_options: DataclassOptions, model_options: DataclassOptions) -> int:
     cfg = ModelTrainConfig(**train_options.values(args), corpus=args.corpus, device=args.device or "cpu")
-    train_model(cfg, ModelConfig(**model_options.values(args)), args.out)
+    train_model(cfg, ModelConfig(**model_options.values(args)), args.out, overwrite=args.overwrite)
     summary = TrainingRecord.load(args.out).summary
     print(
         f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s "

@@ -2,9 +2,12 @@
 written by `interp label` and read by one reader for search, reports, neurons and exports.
 
     {"format": "monosemantic-labels", "format_version": 1, "labeller": "rules", "config": {...},
+     "analysis": "<fingerprint of the analysis labelled>",
      "features": [{"id": int, "label": str, "score": float | null, ...}, ...]}
 
-"features" may also be an object keyed by the id as a string (labels written by other tools).
+"features" may also be an object keyed by the id as a string (labels written by other tools). The
+reader refuses a file whose "analysis" differs from the fingerprint in the folder's analysis.json
+(labels of another analysis); a file without the field (written by hand or by other tools) is read.
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from interp.analysis.artifact import LABELS_FILE, read_fingerprint
 from sae.files import read_json, write_json
 
-LABELS_FILE = "labels.json"
 LABELS_FORMAT = "monosemantic-labels"
 LABELS_FORMAT_VERSION = 1
 
@@ -35,6 +38,7 @@ def save_labels(
             "labeller": "rules",
             "config": config,
             "split": "held out: sequences whose hash_keys(index) is odd",
+            "analysis": read_fingerprint(folder),
             **(extra or {}),
             "features": records,
         },
@@ -49,7 +53,14 @@ def read_labels(folder: str | os.PathLike) -> dict[int, dict[str, Any]]:
     if not path.is_file():
         return {}
     fix = f"re-run `interp label --analysis {Path(folder)}`"
-    features = read_json(path, fix=fix).get("features")
+    body = read_json(path, fix=fix)
+    labelled, current = body.get("analysis"), read_fingerprint(folder)
+    if labelled is not None and labelled != current:
+        raise ValueError(
+            f"{path} labels another analysis (fingerprint {labelled}) than the one in {Path(folder)} ({current}): "
+            f"the folder was re-analysed after labelling; {fix}."
+        )
+    features = body.get("features")
     if isinstance(features, dict):
         items = [{"id": int(k), **v} if isinstance(v, dict) and k.isdigit() else v for k, v in features.items()]
     elif isinstance(features, list):
