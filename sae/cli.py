@@ -75,6 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
         "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.",
     )
     p.add_argument("--acts", required=True, help="activation dataset folder (manifest.json + shards)")
+    add_no_verify(p)
     add_sae(p)
     add_json(p)
     p.add_argument("--tokens", type=int, help="evaluate the first N tokens (default: all)")
@@ -250,6 +251,7 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
         required="acts" not in base,
         help="Activation dataset folder (manifest.json + shards).",
     )
+    add_no_verify(parser)
     parser.add_argument(
         "--out",
         default=known.resume,
@@ -281,7 +283,7 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
             f"--resume {known.resume} continues the run in that folder; drop --out {args.out} or make it the same"
         )
 
-    dataset = ActivationDataset(args.acts)
+    dataset = ActivationDataset(args.acts, verify=not args.no_verify)
     d_in = args.d_in if args.d_in is not None else dataset.d_in
     sweep = sae_options.values(args)
     members = expand_sweep(sweep)
@@ -297,9 +299,17 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
     }
 
 
+def add_no_verify(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="skip the sha256 check of each shard as it is first read (for huge datasets on trusted storage)",
+    )
+
+
 # --- sae eval ----------------------------------------------------------------------------
 def run_eval(args: argparse.Namespace) -> int:
-    dataset = ActivationDataset(args.acts)
+    dataset = ActivationDataset(args.acts, verify=not args.no_verify)
     sae = load_sae(args.sae, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sae.eval()
     if sae.cfg.d_in != dataset.d_in:

@@ -78,7 +78,38 @@ def read_manifest(path: Path) -> dict[str, Any]:
         raise ValueError(f"{file} lacks the field(s) {missing}; it was not written by ActivationWriter.")
     if manifest["dtype"] not in STORAGE_DTYPES:
         raise ValueError(f"{file}: dtype {manifest['dtype']!r} is not one of {sorted(STORAGE_DTYPES)}.")
+    fix = "the manifest is damaged; re-capture the dataset"
+    for name in ("d_in", "context_length", "tokens_per_shard"):
+        if not _is_int(manifest[name]) or manifest[name] <= 0:
+            raise ValueError(f"{file}: field {name!r} must be a positive integer, found {manifest[name]!r}; {fix}.")
+    if not _is_int(manifest["total_tokens"]) or manifest["total_tokens"] < 0:
+        raise ValueError(f"{file}: field 'total_tokens' must be a non-negative integer; {fix}.")
+    shards = manifest["shards"]
+    if not isinstance(shards, list):
+        raise ValueError(f"{file}: field 'shards' must be a list, found {type(shards).__name__}; {fix}.")
+    for i, entry in enumerate(shards):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("file"), str)
+            and isinstance(entry.get("sha256"), str)
+            and _is_int(entry.get("tokens"))
+            and entry["tokens"] > 0
+        ):
+            raise ValueError(f"{file}: shards[{i}] needs a string 'file' and 'sha256' and positive 'tokens'; {fix}.")
+        name = Path(entry["file"])
+        if name.name != entry["file"] or name.name in ("", ".", ".."):
+            raise ValueError(
+                f"{file}: shards[{i}].file {entry['file']!r} is not a plain file name inside {path}; {fix}."
+            )
+    names = [entry["file"] for entry in shards]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{file}: shard(s) {repeated} are listed more than once; {fix}.")
     return manifest
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
@@ -105,9 +136,14 @@ def read_header(file: Path, expected_sha: str) -> tuple[dict[str, Any], int]:
     header.pop("__metadata__", None)
     data_start = 8 + header_len
     try:
-        end = max((int(entry["data_offsets"][1]) for entry in header.values()), default=0)
+        spans = sorted((int(e["data_offsets"][0]), int(e["data_offsets"][1]), key) for key, e in header.items())
     except (KeyError, TypeError, IndexError, ValueError) as err:
         raise ValueError(f"{broken}: malformed header entry ({err!r}); {fix}.") from err
-    if data_start + end != size:
-        raise ValueError(f"{broken}: header describes {data_start + end} bytes but the file has {size}; {fix}.")
+    position = 0
+    for start, end, key in spans:  # the tensors tile the data buffer: in order, no gap, no overlap
+        if start != position or end < start:
+            raise ValueError(f"{broken}: tensor {key!r} claims bytes [{start}, {end}) after byte {position}; {fix}.")
+        position = end
+    if data_start + position != size:
+        raise ValueError(f"{broken}: header describes {data_start + position} bytes but the file has {size}; {fix}.")
     return header, data_start

@@ -1,12 +1,13 @@
 """The activation dataset: round trips, the shuffled stream, resumption, and every refusal."""
 
 import json
+import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sae.data import ActivationDataset
 from sae.writer import ActivationWriter
@@ -326,18 +327,78 @@ def test_truncated_shard_is_named_with_expected_hash_without_verify(tmp_path):
     assert manifest["shards"][1]["sha256"] in str(err.value)
 
 
-def test_corrupted_shard_is_caught_by_verify(tmp_path):
+def test_a_shard_is_hash_checked_when_first_read_by_default(tmp_path):
+    """A float set to 3e38 inside shard 2: the dataset opens (the structure is intact), shards 0 and 1
+    read, and the first read of shard 2 names it with the expected hash. verify=False is the opt-out."""
     write(tmp_path, torch.randn(200, 4))
     manifest = json.loads((tmp_path / "manifest.json").read_text())
     shard = tmp_path / "acts-00002.safetensors"
-    data = bytearray(shard.read_bytes())
-    data[-20] ^= 0xFF  # same size, one flipped byte inside the activations
-    shard.write_bytes(bytes(data))
-    ActivationDataset(tmp_path)  # structure is intact: opens without verify
+    tensors = load_file(shard)
+    tensors["acts"][5, 1] = 3e38
+    save_file(tensors, shard)  # a well-formed shard with the same layout and other bytes
+    ds = ActivationDataset(tmp_path)
+    ds.shard(0), ds.shard(1)
     with pytest.raises(ValueError) as err:
-        ActivationDataset(tmp_path, verify=True)
+        ds.shard(2)
     assert "acts-00002.safetensors is corrupt" in str(err.value)
     assert f"expects {manifest['shards'][2]['sha256']}" in str(err.value)
+    with pytest.raises(ValueError, match="acts-00002.safetensors is corrupt"):
+        list(ActivationDataset(tmp_path).sequential(64))
+    with pytest.raises(ValueError, match="acts-00002.safetensors is corrupt"):
+        ActivationDataset(tmp_path, verify=False).verify()  # the explicit full check
+    assert ActivationDataset(tmp_path, verify=False).shard(2)["acts"][5, 1] == 3e38
+
+
+def test_swapped_shards_and_duplicated_entries_are_caught(tmp_path):
+    write(tmp_path, torch.randn(256, 4))  # four full shards of 64 rows: same size and layout
+    a, b = tmp_path / "acts-00000.safetensors", tmp_path / "acts-00001.safetensors"
+    first, second = a.read_bytes(), b.read_bytes()
+    a.write_bytes(second)
+    b.write_bytes(first)
+    with pytest.raises(ValueError, match="acts-00000.safetensors is corrupt"):
+        ActivationDataset(tmp_path).shard(0)
+    a.write_bytes(first)
+    b.write_bytes(second)
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    edit_manifest(tmp_path, shards=[manifest["shards"][0], *manifest["shards"][:3]])
+    with pytest.raises(ValueError, match=r"\['acts-00000.safetensors'\] are listed more than once"):
+        ActivationDataset(tmp_path)
+
+
+def test_header_offsets_that_lie_are_caught_without_hashing(tmp_path):
+    """Swap the byte ranges the header gives for two tensors of one shard (file size unchanged)."""
+    write(tmp_path, torch.randn(128, 4))
+    shard = tmp_path / "acts-00001.safetensors"
+    raw = shard.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    header["tokens"]["data_offsets"], header["positions"]["data_offsets"] = (
+        header["acts"]["data_offsets"],
+        header["tokens"]["data_offsets"],
+    )
+    text = json.dumps(header, separators=(",", ":")).encode()
+    assert len(text) <= n
+    text = text.ljust(n)  # the same header length, padded with spaces as safetensors allows
+    shard.write_bytes(raw[:8] + text + raw[8 + n :])
+    with pytest.raises(ValueError, match="acts-00001.safetensors is truncated or corrupt: tensor"):
+        ActivationDataset(tmp_path, verify=False)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(context_length=0), "field 'context_length' must be a positive integer, found 0"),
+        (dict(d_in="4"), "field 'd_in' must be a positive integer, found '4'"),
+        (dict(shards=None), "field 'shards' must be a list, found NoneType"),
+        (dict(shards=[{"file": "../../x", "sha256": "0", "tokens": 8}]), "'../../x' is not a plain file name"),
+        (dict(shards=[{"file": "acts-00000.safetensors"}]), r"shards\[0\] needs a string 'file' and 'sha256'"),
+    ],
+)
+def test_malformed_manifest_fields_are_named(tmp_path, changes, message):
+    write(tmp_path, torch.randn(70, 4))
+    edit_manifest(tmp_path, **changes)
+    with pytest.raises(ValueError, match=message):
+        ActivationDataset(tmp_path)
 
 
 def test_missing_shard_is_named(tmp_path):

@@ -478,6 +478,21 @@ def test_cli_resume_works_from_another_working_directory(tmp_path, monkeypatch, 
     assert sae_main(["train", "--resume", str(tmp_path / "first" / "run")]) == 0, capsys.readouterr().err
 
 
+def test_cli_train_and_eval_check_shard_hashes_unless_told_not_to(tmp_path, capsys):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 2048)
+    shard = sorted(acts.glob("acts-*.safetensors"))[1]
+    data = bytearray(shard.read_bytes())
+    data[-40] ^= 0x7F  # one byte of one activation
+    shard.write_bytes(bytes(data))
+    assert sae_main(cli_args(acts, tmp_path / "run")) == 2
+    assert f"shard {shard} is corrupt" in capsys.readouterr().err
+    assert sae_main(cli_args(acts, tmp_path / "run2", "--no-verify")) == 0
+    assert sae_main(["eval", "--acts", str(acts), "--sae", str(tmp_path / "run2")]) == 2
+    assert f"shard {shard} is corrupt" in capsys.readouterr().err
+    assert sae_main(["eval", "--acts", str(acts), "--sae", str(tmp_path / "run2"), "--no-verify"]) == 0
+
+
 def test_cli_help_lists_the_architecture_options(capsys):
     with pytest.raises(SystemExit):
         sae_main(["train", "--arch", "topk", "--help"])
