@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from interp.compat import bridge_from_module
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
-from sae.files import atomic_write, read_json, write_json
+from sae.files import atomic_write, read_json, read_safetensors, write_json
 from sae.options import from_dict
 
 if TYPE_CHECKING:
@@ -165,7 +165,6 @@ def load_model(spec: str | Path, device: str | torch.device | None = None) -> Lo
 
 
 def _load_native(folder: Path, config: dict, device: str | torch.device | None) -> LoadedModel:
-    from safetensors.torch import load_file
 
     if config.get("format_version") != MODEL_FORMAT_VERSION:
         raise ValueError(
@@ -181,7 +180,7 @@ def _load_native(folder: Path, config: dict, device: str | torch.device | None) 
             )
     tokenizer = Tokenizer.load(folder / tokenizer_file)
     model = build_native_model(cfg)
-    state = load_file(str(folder / WEIGHTS_FILE))
+    state = read_safetensors(folder / WEIGHTS_FILE, fix="re-train the model or copy the file back", finite=True)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:

@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from sae.files import atomic_write, read_json, write_json
+from sae.files import atomic_write, read_json, read_safetensors, write_json
 
 RECORD_FORMAT = "monosemantic-training-record"
 RECORD_FORMAT_VERSION = 1
@@ -83,4 +83,4 @@ class TrainingRecord:
         for key in ("format", "format_version", "mlp_hook"):
             body.pop(key)
         body["samples"] = [Sample(**s) for s in body["samples"]]
-        return cls(**body, tensors=load_file(str(folder / TENSORS_FILE)))
+        return cls(**body, tensors=read_safetensors(folder / TENSORS_FILE, fix="re-train the model"))

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from sae.config import TrainConfig
-from sae.files import read_json, write_json
+from sae.files import read_json, read_safetensors, write_json
 from sae.member import SweepMember
 
 CHECKPOINT_FORMAT = 1
@@ -147,7 +147,7 @@ def load_checkpoint(folder: Path, cfg: TrainConfig, members: Sequence[SweepMembe
             f"{len(differ)} field(s): " + "; ".join(differ) + ". Resume with the original settings "
             "or start a new run in another --out folder."
         )
-    tensors = load_file(str(folder / "tensors.safetensors"))
+    tensors = read_safetensors(folder / "tensors.safetensors", fix="resume from an earlier checkpoint or start over")
     for i, m in enumerate(members):
         device = m.tokens_since_fired.device
         m.sae.load_state_dict({k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"sae{i}.param.")})

@@ -3,9 +3,11 @@ errors name the file and the fix. Used by every artifact writer of `sae` and `in
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +83,54 @@ def check_output_folder(
             "becomes stale) or choose another folder."
         )
     return path
+
+
+def read_safetensors(path: str | os.PathLike, *, fix: str, finite: bool = False) -> dict[str, Any]:
+    """Every tensor of a safetensors file; a missing, truncated or corrupt file raises an error naming
+    it and `fix` (the library's own errors do not name the file). finite: also refuse NaN or Inf,
+    naming the tensor and its first bad rows."""
+    from safetensors.torch import load_file  # torch-backed: imported when a file is read
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist; {fix}.")
+    try:
+        tensors = load_file(str(path))
+    except Exception as err:  # safetensors raises its own error types for truncated or corrupt files
+        raise ValueError(f"{path} is not a readable safetensors file ({err}); {fix}.") from None
+    if finite:
+        for name, tensor in tensors.items():
+            if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+                bad = (~tensor.isfinite()).reshape(tensor.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
+                raise ValueError(f"{path}: tensor {name!r} holds NaN or Inf (rows {bad}, first shown); {fix}.")
+    return tensors
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
+    """Hold an exclusive lock on `folder` (created if missing) while the block runs; a second holder
+    is refused at once with a message naming the process that has it. The lock is the kernel's
+    (flock on folder/.lock), so a killed run leaves no stale lock behind."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            raise ValueError(
+                f"{folder} is in use by another `{command}` (pid {holder}); wait for it to finish or choose another "
+                "output folder."
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
 
 
 def _fsync(path: Path, flags: int) -> None:

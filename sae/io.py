@@ -23,12 +23,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from sae.architectures import SAE, get_architecture
 from sae.architectures.topk import TopKConfig, TopKSAE
-from sae.files import atomic_write, read_json, write_json
+from sae.files import atomic_write, read_json, read_safetensors, write_json
 
 FORMAT_VERSION = 1
 SAELENS_FORMAT_VERSION = "6.0.0"
@@ -239,7 +239,7 @@ def _load_saelens(folder: Path) -> SAE:
     cfg_file, weights = folder / CFG_FILE, folder / SAELENS_WEIGHTS
     cfg = read_json(cfg_file)
     sae = _build_from_saelens_cfg(cfg, cfg_file)
-    tensors = load_file(weights)
+    tensors = read_safetensors(weights, fix="re-save or re-train the SAE", finite=True)
     _check_tensors(sae, tensors, weights, cfg_file)
     if sae.arch == "topk" and cfg.get("rescale_acts_by_decoder_norm", False):
         _fold_decoder_norms(tensors)
@@ -260,7 +260,7 @@ def _load_sparsify(folder: Path) -> SAE:
         raise ValueError(f"{cfg_file}: activation {activation!r} is not supported; only sparsify 'topk' SAEs load")
     if cfg.get("skip_connection", False):
         raise ValueError(f"{cfg_file}: skip_connection=true (a W_skip term) is not supported")
-    tensors = load_file(weights)
+    tensors = read_safetensors(weights, fix="re-save or re-train the SAE", finite=True)
     if "encoder.weight" not in tensors:
         raise ValueError(f"{weights}: no 'encoder.weight' tensor (found {sorted(tensors)})")
     if "d_in" not in cfg:  # older sparsify configs leave d_in to the weights

@@ -9,8 +9,10 @@ f [n, d_sae] feature activations, sums over every evaluated token t and dimensio
 - nmse = sum (x - x_hat)^2 / sum x^2 (error relative to the raw, uncentred energy).
 - mse = sum (x - x_hat)^2 / (n * d_in), per element.
 - l0 = mean over tokens of #{j : f_tj != 0}; l1 = mean over tokens of sum_j |f_tj|.
-- cosine = mean over tokens of <x, x_hat> / (|x| |x_hat|); norm_ratio = mean over tokens of
-  |x_hat| / |x| (below 1: shrinkage). Zero norms are clamped to 1e-12.
+- cosine = mean over tokens of <x, x_hat> / (|x| |x_hat|) (0 for a token where either norm is 0);
+  norm_ratio = mean over tokens of |x_hat| / |x| (below 1: shrinkage; |x_hat| where |x| is 0).
+  Both are exact at any scale: in float64, activations of 1e-30 give the same cosine as of 1.
+- Constant activations (zero variance) or a NaN/Inf reconstruction raise ValueError: FVU is undefined.
 - density_j = (tokens on which feature j fired) / n; dead_fraction = share of features that
   never fired in the n evaluated tokens (the window, stated as dead_window_tokens = n: the same
   "no firing in the last W tokens" as the training log, whose W is the run's dead window);
@@ -33,7 +35,6 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
-EPS = 1e-12
 # log10(feature density) histogram: bins of 0.25 decades from 1e-8 to 1; dead features are excluded
 DENSITY_BIN_EDGES = np.linspace(-8.0, 0.0, 33)
 
@@ -83,9 +84,12 @@ class ReconstructionMetrics:
         sq_x = x64.pow(2).sum(1)  # [n]
         self.sum_sq_x += float(sq_x.sum())
         self.sum_sq_err += float((x64 - x_hat64).pow(2).sum())
-        norm_x, norm_x_hat = sq_x.sqrt().clamp_min(EPS), x_hat64.pow(2).sum(1).sqrt().clamp_min(EPS)
-        self.sum_cosine += float(((x64 * x_hat64).sum(1) / (norm_x * norm_x_hat)).sum())
-        self.sum_norm_ratio += float((norm_x_hat / norm_x).sum())
+        norm_x, norm_x_hat = sq_x.sqrt(), x_hat64.pow(2).sum(1).sqrt()
+        # scale-free: exact ratios wherever the norms are non-zero, 0 where one is zero (no direction)
+        both = (norm_x > 0) & (norm_x_hat > 0)
+        cosine = (x64 * x_hat64).sum(1) / torch.where(both, norm_x * norm_x_hat, 1.0)
+        self.sum_cosine += float(torch.where(both, cosine, 0.0).sum())
+        self.sum_norm_ratio += float((norm_x_hat / torch.where(norm_x > 0, norm_x, 1.0)).sum())
 
         rows = max(1, (1 << 22) // max(1, self.d_sae))  # keep float64 copies of f small
         for chunk in f.detach().split(rows):
@@ -118,7 +122,19 @@ class ReconstructionMetrics:
             raise ValueError("no tokens were evaluated: the batch iterator was empty")
         n = self.num_tokens
         variance_sum = float(self.centred_sq.sum())
-        fvu = self.sum_sq_err / variance_sum if variance_sum > 0 else math.nan
+        if not variance_sum > 0:  # also NaN: a NaN activation or reconstruction
+            raise ValueError(
+                f"the {n} evaluated activations have "
+                + ("no variance (they are constant)" if variance_sum == 0 else f"a variance of {variance_sum}")
+                + ": FVU and explained variance are undefined; evaluate on varied, finite activations "
+                "(more tokens, another hook)."
+            )
+        if not math.isfinite(self.sum_sq_err):
+            raise ValueError(
+                f"the reconstruction error over {n} tokens is {self.sum_sq_err}: the SAE outputs NaN or Inf; "
+                "check its weights (re-train or re-save it)."
+            )
+        fvu = self.sum_sq_err / variance_sum
         density = self.density()
         return {
             "num_tokens": float(n),

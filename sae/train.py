@@ -53,7 +53,7 @@ from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import SINGLE_PROCESS, Ranks, resolve_device
 from sae.feed import BatchFeed
-from sae.files import write_json
+from sae.files import folder_lock, write_json
 from sae.io import save_sae
 from sae.member import SweepMember
 from sae.options import sweep_names
@@ -63,6 +63,23 @@ LOG_FILE = "log.jsonl"
 
 
 def train_sae(
+    sae_configs: Sequence[tuple[str, SAEConfig]],
+    batches: ActivationDataset | Iterable[Tensor] | Iterable[tuple[Tensor, ...]],
+    cfg: TrainConfig,
+    out: str | os.PathLike | None,
+    **options: Any,
+) -> list[SAE]:
+    """Train every (architecture name, config) pair on one stream of [batch, d_in] batches (see
+    `_train` for the options). The main process holds a lock on `out` for the whole run, so a second
+    run into the same folder is refused at once instead of interleaving its files."""
+    ranks = options.get("ranks", SINGLE_PROCESS)
+    if out is None or not ranks.is_main:
+        return _train(sae_configs, batches, cfg, out, **options)
+    with folder_lock(out, "sae train"):
+        return _train(sae_configs, batches, cfg, out, **options)
+
+
+def _train(
     sae_configs: Sequence[tuple[str, SAEConfig]],
     batches: ActivationDataset | Iterable[Tensor] | Iterable[tuple[Tensor, ...]],
     cfg: TrainConfig,

@@ -407,3 +407,17 @@ def test_our_cfg_with_two_disagreeing_values_of_k_is_refused(tmp_path, top_level
     edit_cfg(tmp_path / "sae", k=top_level_k)
     with pytest.raises(ValueError, match=message):
         load_sae(tmp_path / "sae")
+
+
+def test_nan_weights_and_truncated_files_are_named(tmp_path):
+    sae = build_sae("topk", d_in=12, d_sae=24, k=5)
+    save_sae(sae, tmp_path / "sae")
+    weights = tmp_path / "sae" / "sae_weights.safetensors"
+    tensors = load_file(weights)
+    tensors["W_dec"][3] = float("nan")
+    save_file(tensors, weights)
+    with pytest.raises(ValueError, match=r"tensor 'W_dec' holds NaN or Inf \(rows \[3\]"):
+        load_sae(tmp_path / "sae")
+    weights.write_bytes(weights.read_bytes()[:-50])
+    with pytest.raises(ValueError, match=f"{weights} is not a readable safetensors file"):
+        load_sae(tmp_path / "sae")

@@ -232,3 +232,36 @@ def test_sae_eval_cli_writes_flat_json(tmp_path, capsys):
     assert main(["eval", "--acts", str(tmp_path / "acts"), "--sae", str(tmp_path / "wrong"), "--device", "cpu"]) == 2
     assert "takes d_in=6 but the activations" in capsys.readouterr().err
     ActivationDataset(tmp_path / "acts", verify=True)
+
+
+def test_cosine_and_norm_ratio_do_not_depend_on_the_units():
+    g = torch.Generator().manual_seed(5)
+    x, x_hat = (
+        torch.randn(64, 8, generator=g, dtype=torch.float64),
+        torch.randn(64, 8, generator=g, dtype=torch.float64),
+    )
+    f = torch.rand(64, 16, generator=g, dtype=torch.float64)
+    results = []
+    for scale in (1.0, 1e-30, 1e30):
+        m = ReconstructionMetrics(8, 16)
+        m.update(x * scale, x_hat * scale, f)
+        results.append(m.compute())
+    expected_cos = float((torch.nn.functional.cosine_similarity(x, x_hat, dim=1, eps=0)).mean())
+    for r in results:
+        assert r["cosine"] == pytest.approx(expected_cos, rel=1e-12)
+        assert r["norm_ratio"] == pytest.approx(results[0]["norm_ratio"], rel=1e-12)
+        assert r["fvu"] == pytest.approx(results[0]["fvu"], rel=1e-12)
+
+
+def test_constant_activations_and_nan_reconstructions_are_named():
+    f = torch.rand(32, 4, generator=torch.Generator().manual_seed(0))
+    constant = ReconstructionMetrics(3, 4)
+    constant.update(torch.full((32, 3), 2.5), torch.randn(32, 3), f)
+    with pytest.raises(ValueError, match="no variance .* FVU and explained variance are undefined"):
+        constant.compute()
+    broken = ReconstructionMetrics(3, 4)
+    x_hat = torch.randn(32, 3)
+    x_hat[7, 1] = float("nan")
+    broken.update(torch.randn(32, 3), x_hat, f)
+    with pytest.raises(ValueError, match="outputs NaN or Inf"):
+        broken.compute()

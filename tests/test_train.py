@@ -25,6 +25,7 @@ from sae.checkpoint import config_differences, latest_checkpoint
 from sae.cli import main as sae_main
 from sae.config import TrainConfig
 from sae.data import ActivationDataset
+from sae.files import folder_lock
 from sae.schedule import lr_factor
 from sae.train import activation_scale, geometric_median, train_sae
 from sae.writer import ActivationWriter
@@ -491,6 +492,17 @@ def test_cli_train_and_eval_check_shard_hashes_unless_told_not_to(tmp_path, caps
     assert sae_main(["eval", "--acts", str(acts), "--sae", str(tmp_path / "run2")]) == 2
     assert f"shard {shard} is corrupt" in capsys.readouterr().err
     assert sae_main(["eval", "--acts", str(acts), "--sae", str(tmp_path / "run2"), "--no-verify"]) == 0
+
+
+def test_a_second_run_into_the_same_folder_is_refused_at_once(tmp_path, capsys):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 2048)
+    out = tmp_path / "run"
+    with folder_lock(out, "sae train"):  # a run in progress
+        assert sae_main(cli_args(acts, out)) == 2
+        assert f"{out} is in use by another `sae train` (pid {os.getpid()})" in capsys.readouterr().err
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # nothing written
+    assert sae_main(cli_args(acts, out)) == 0  # the lock goes with its holder
 
 
 def test_cli_help_lists_the_architecture_options(capsys):

@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
-from sae.files import atomic_write, read_json, write_json
+from sae.files import atomic_write, read_json, read_safetensors, write_json
 
 ANALYSIS_FORMAT = "monosemantic-analysis"
 ANALYSIS_FORMAT_VERSION = 1
@@ -182,12 +182,7 @@ class Analysis:
             raise ValueError(
                 f"{path / VOCAB_FILE}: field 'token_strings' must be a list of strings; re-run `interp analyze`."
             )
-        try:
-            tensors = load_file(str(path / TENSORS_FILE))
-        except Exception as err:  # safetensors raises its own error types for corrupt files
-            raise ValueError(
-                f"{path / TENSORS_FILE} is not a readable safetensors file ({err}); re-run `interp analyze`."
-            ) from err
+        tensors = read_safetensors(path / TENSORS_FILE, fix="re-run `interp analyze`")
         check_tensors(tensors, int(meta.get("sae", {}).get("d_sae", -1)), str(path / TENSORS_FILE))
         neurons = cls.load(path / NEURONS_DIR) if (path / NEURONS_DIR / META_FILE).is_file() else None
         return cls(meta=meta, tensors=tensors, token_strings=vocab, path=path, neurons=neurons)
