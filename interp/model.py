@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from interp.compat import bridge_from_module
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
-from sae.files import atomic_write, read_json, read_safetensors, write_json
+from sae.files import read_json, read_safetensors, write_json, write_safetensors
 from sae.options import from_dict
 
 if TYPE_CHECKING:
@@ -122,12 +122,11 @@ def save_model(
     model: nn.Module, cfg: ModelConfig, tokenizer: Tokenizer, folder: str | Path, *, training: dict | None = None
 ) -> Path:
     """Write config.json, model.safetensors and tokenizer.json of an unwrapped NativeModel."""
-    from safetensors.torch import save_file
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    atomic_write(folder / WEIGHTS_FILE, lambda tmp: save_file(state, str(tmp), metadata={"format": MODEL_FORMAT}))
+    write_safetensors(folder / WEIGHTS_FILE, state, metadata={"format": MODEL_FORMAT})
     tokenizer.save(folder)
     config = {
         "format": MODEL_FORMAT,

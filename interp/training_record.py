@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from safetensors.torch import save_file
 from torch import Tensor
 
-from sae.files import atomic_write, read_json, read_safetensors, write_json
+from sae.files import read_json, read_safetensors, write_json, write_safetensors
 
 RECORD_FORMAT = "monosemantic-training-record"
 RECORD_FORMAT_VERSION = 1
@@ -66,7 +65,7 @@ class TrainingRecord:
         body = {k: v for k, v in asdict(self).items() if k != "tensors"}
         body = {"format": RECORD_FORMAT, "format_version": RECORD_FORMAT_VERSION, "mlp_hook": MLP_HOOK, **body}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
-        atomic_write(folder / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp)))
+        write_safetensors(folder / TENSORS_FILE, tensors)
         write_json(folder / RECORD_FILE, body, indent=None)
 
     @classmethod

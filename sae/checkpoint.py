@@ -17,11 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from sae.config import TrainConfig
-from sae.files import read_json, read_safetensors, write_json
+from sae.files import read_json, read_safetensors, write_json, write_safetensors
 from sae.member import SweepMember
 
 CHECKPOINT_FORMAT = 1
@@ -100,7 +99,7 @@ def save_checkpoint(
         tensors.update(t)
         optimizer_scalars.append(s)
         tensors[f"sae{i}.tokens_since_fired"] = m.tokens_since_fired.cpu()
-    save_file(tensors, str(tmp / "tensors.safetensors"))
+    write_safetensors(tmp / "tensors.safetensors", tensors)
     state = {
         "format_version": CHECKPOINT_FORMAT,
         "step": step,

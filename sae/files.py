@@ -4,9 +4,11 @@ errors name the file and the fix. Used by every artifact writer of `sae` and `in
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -20,11 +22,14 @@ def temp_path(path: str | os.PathLike) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{TMP_SUFFIX}")
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, durable: bool = False) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[Path], Any], *, durable: bool = False, size: int | None = None
+) -> Path:
     """Call `write(tmp)` on a temp file beside `path`, then rename it over `path`.
 
     durable: fsync the file before the rename and the folder after it, so the new file survives a
-    power cut (capture manifests need this; reports do not). A failed write leaves no temp file."""
+    power cut (capture manifests need this; reports do not). A failed write leaves no temp file; a
+    full disk raises OSError(ENOSPC) naming the file, its size (when given) and the space free."""
     path = Path(path)
     tmp = temp_path(path)
     try:
@@ -32,11 +37,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], Any], *, durab
         if durable:
             _fsync(tmp, os.O_RDONLY)
         os.replace(tmp, path)
+    except Exception as err:
+        if not _is_disk_full(err):
+            raise
+        free = shutil.disk_usage(path.parent).free if path.parent.exists() else 0
+        needed = f"{size:,} bytes needed, " if size is not None else ""
+        raise OSError(
+            errno.ENOSPC,
+            f"no space left on the device of {path.parent}: could not write {path.name} ({needed}{free:,} free); "
+            "free some space or write to another disk, then resume",
+        ) from None
     finally:
         tmp.unlink(missing_ok=True)
     if durable:
         _fsync(path.parent, os.O_RDONLY)
     return path
+
+
+def _is_disk_full(err: BaseException) -> bool:
+    """ENOSPC as an OSError, or inside another library's error (safetensors reports "os error 28")."""
+    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "os error 28" in str(err)
+
+
+def write_safetensors(
+    path: str | os.PathLike, tensors: dict[str, Any], *, metadata: dict[str, str] | None = None, durable: bool = False
+) -> Path:
+    """Write tensors as a safetensors file, atomically (see atomic_write)."""
+    from safetensors.torch import save_file  # torch-backed: imported when a file is written
+
+    size = sum(t.numel() * t.element_size() for t in tensors.values())
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), durable=durable, size=size)
 
 
 def write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:

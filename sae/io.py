@@ -23,12 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
 from sae.architectures import SAE, get_architecture
 from sae.architectures.topk import TopKConfig, TopKSAE
-from sae.files import atomic_write, read_json, read_safetensors, write_json
+from sae.files import read_json, read_safetensors, write_json, write_safetensors
 
 FORMAT_VERSION = 1
 SAELENS_FORMAT_VERSION = "6.0.0"
@@ -48,7 +47,7 @@ def _write_atomically(folder: Path, tensors: dict[str, Tensor], weights_name: st
     """Write the weights, then cfg.json, into folder, each atomically (cfg.json last: it marks a complete SAE)."""
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
-    atomic_write(folder / weights_name, lambda tmp: save_file(tensors, str(tmp)))
+    write_safetensors(folder / weights_name, tensors)
     write_json(folder / CFG_FILE, cfg)
 
 

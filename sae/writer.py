@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from sae.files import TMP_SUFFIX, atomic_write, write_json
+from sae.files import TMP_SUFFIX, write_json, write_safetensors
 from sae.shards import (
     FORMAT_VERSION,
     MANIFEST,
@@ -58,15 +57,7 @@ class _ShardBuffer:
         """Write the shard (temp file, fsync, rename) and return the sha256 of the file."""
         tensors = {"acts": self.acts[: self.rows], "tokens": self.tokens[: self.rows]}
         tensors["positions"] = self.positions[: self.rows]
-        digest = ""
-
-        def write(tmp: Path) -> None:
-            nonlocal digest
-            save_file(tensors, str(tmp))
-            digest = sha256_file(tmp)
-
-        atomic_write(self.final, write, durable=True)
-        return digest
+        return sha256_file(write_safetensors(self.final, tensors, durable=True))
 
 
 class ActivationWriter:

@@ -1,10 +1,14 @@
 """sae.files: atomic writes leave the old file or the whole new one, and JSON errors name the file."""
 
+import errno
 import json
+from pathlib import Path
 
 import pytest
+import safetensors.torch
+import torch
 
-from sae.files import atomic_write, read_json, write_json, write_text
+from sae.files import atomic_write, read_json, write_json, write_safetensors, write_text
 
 
 def test_write_json_round_trips_and_leaves_no_temp_file(tmp_path):
@@ -44,3 +48,26 @@ def test_read_json_errors_name_the_file_and_the_fix(tmp_path):
     path.write_text(json.dumps([1]))
     with pytest.raises(ValueError, match="must hold a JSON object, found list"):
         read_json(path)
+
+
+def test_a_full_disk_names_the_file_and_the_space_needed(tmp_path, monkeypatch):
+    """safetensors reports ENOSPC as its own error ("os error 28"), JSON writes as OSError: both become
+    an OSError(ENOSPC) naming the file, its size and the space free; no temp file is left."""
+
+    def full(tensors, filename, metadata=None):
+        Path(filename).write_bytes(b"partial")
+        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull }) (os error 28)")
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full)
+    tensors = {"acts": torch.randn(16, 8)}
+    with pytest.raises(OSError, match=r"could not write shard.safetensors \(512 bytes needed, [\d,]+ free\)") as err:
+        write_safetensors(tmp_path / "shard.safetensors", tensors)
+    assert err.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+    def no_space(self, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", no_space)
+    with pytest.raises(OSError, match="could not write manifest.json"):
+        write_json(tmp_path / "manifest.json", {"a": 1})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.run import analyze
 from interp.labels.files import read_labels
+from interp.report import write as report_write
 from interp.report.data import heatmap_order, sig_array
 from interp.report.html import script_json, write_page
 from interp.report.write import copy_static, write_report
@@ -164,6 +166,23 @@ def test_report_folder_is_complete(hostile_report):
         text = (hostile_report / page).read_text()
         assert "<script>window" not in text and "<img src=x" not in text and "<b>tiny" not in text
         assert "cdn" not in text.lower() and "https://" not in text
+
+
+def test_a_failed_rewrite_keeps_the_old_report_whole_and_leaves_no_temp_folder(hostile_report, tmp_path, monkeypatch):
+    out = tmp_path / "report"
+    shutil.copytree(hostile_report, out)
+    before = {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    abandoned = tmp_path / ".report.999999999.tmp"  # a build of a killed process
+    (abandoned / "data").mkdir(parents=True)
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report_write, "write_page", disk_full)  # after the data files, before the pages
+    with pytest.raises(OSError, match="No space left"):
+        write_report(hostile_report.parent / "analysis", out, progress=False)
+    assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no build folder, the abandoned one gone
 
 
 # ---- the browser ---------------------------------------------------------------------------------

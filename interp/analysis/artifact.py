@@ -22,10 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 from torch import Tensor
 
-from sae.files import atomic_write, read_json, read_safetensors, write_json
+from sae.files import atomic_write, read_json, read_safetensors, write_json, write_safetensors
 
 ANALYSIS_FORMAT = "monosemantic-analysis"
 ANALYSIS_FORMAT_VERSION = 1
@@ -146,7 +145,7 @@ class Analysis:
         self.meta = {**self.meta, "fingerprint": fingerprint(self.meta)}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         check_tensors(tensors, self.d_sae, "Analysis.save")
-        atomic_write(out / TENSORS_FILE, lambda tmp: save_file(tensors, str(tmp), metadata={"format": ANALYSIS_FORMAT}))
+        write_safetensors(out / TENSORS_FILE, tensors, metadata={"format": ANALYSIS_FORMAT})
         write_json(out / VOCAB_FILE, {"token_strings": self.token_strings}, indent=None)
         if training_from is not None and all((training_from / name).is_file() for name in TRAINING_FILES):
             for name in TRAINING_FILES:

@@ -26,7 +26,7 @@ from interp.labels.files import read_labels
 from interp.report.data import ReportData, report_meta, training_data
 from interp.report.html import ASSETS, script_json, write_page
 from interp.report.neurons import write_neuron_pages
-from sae.files import write_text
+from sae.files import TMP_SUFFIX, check_output_folder, temp_path, write_text
 
 STATIC_FILES = ("report.css", "report.js", "index.js", "feature.js", "model.js")
 CHUNK = 64  # features per data file
@@ -53,9 +53,45 @@ def copy_static(out: Path) -> None:
 
 
 def write_report(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True) -> dict[str, float]:
-    """Build the report of the analysis in `analysis_dir` into `out`. Returns timings in seconds."""
+    """Build the report of the analysis in `analysis_dir` into `out`. Returns timings in seconds.
+
+    The report is written into a hidden folder beside `out` and renamed into place when complete, so
+    a killed or failed write never leaves a report whose links fail (the old one stays until then)."""
+    out = check_output_folder(out)
+    _remove_abandoned_builds(out)
+    building = temp_path(out)
+    try:
+        timings = _write_report(Path(analysis_dir), building, progress=progress)
+        replaced = out.with_name(f"{building.name}.old")
+        if out.exists():
+            os.replace(out, replaced)
+        os.replace(building, out)
+        shutil.rmtree(replaced, ignore_errors=True)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return timings
+
+
+def _remove_abandoned_builds(out: Path) -> None:
+    """Delete hidden build folders of `out` left by report writes whose process is gone."""
+    for folder in out.parent.glob(f".{out.name}.*{TMP_SUFFIX}*"):
+        pid = folder.name.removeprefix(f".{out.name}.").split(".")[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _write_report(analysis_dir: Path, out: Path, *, progress: bool) -> dict[str, float]:
     start = time.perf_counter()
-    analysis_dir, out = Path(analysis_dir), Path(out)
     analysis = Analysis.load(analysis_dir)
     data = ReportData(analysis, read_labels(analysis_dir))
     meta = report_meta(analysis)
