@@ -25,7 +25,7 @@ from torch import Tensor, nn
 
 from interp.compat import bridge_from_module
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
-from sae.files import read_json, read_safetensors, write_json, write_safetensors
+from sae.files import inside, read_json, read_safetensors, write_json, write_safetensors
 from sae.options import from_dict
 
 if TYPE_CHECKING:
@@ -171,13 +171,15 @@ def _load_native(folder: Path, config: dict, device: str | torch.device | None) 
             f"{MODEL_FORMAT_VERSION}; this toolkit cannot read it."
         )
     cfg = from_dict(ModelConfig, config.get("model", {}), str(folder / CONFIG_FILE))
-    tokenizer_file = config.get("tokenizer_file", TOKENIZER_FILE)
-    for name in (WEIGHTS_FILE, tokenizer_file):
-        if not (folder / name).is_file():
+    tokenizer_file = inside(
+        folder, config.get("tokenizer_file", TOKENIZER_FILE), source=str(folder / CONFIG_FILE), field="tokenizer_file"
+    )
+    for path in (folder / WEIGHTS_FILE, tokenizer_file):
+        if not path.is_file():
             raise FileNotFoundError(
-                f"model folder {folder} is missing {name}; re-save the model or copy the file back."
+                f"model folder {folder} is missing {path.name}; re-save the model or copy the file back."
             )
-    tokenizer = Tokenizer.load(folder / tokenizer_file)
+    tokenizer = Tokenizer.load(tokenizer_file)
     model = build_native_model(cfg)
     state = read_safetensors(folder / WEIGHTS_FILE, fix="re-train the model or copy the file back", finite=True)
     try:

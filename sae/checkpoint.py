@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from sae.config import TrainConfig
-from sae.files import read_json, read_safetensors, write_json, write_safetensors
+from sae.files import inside, read_json, read_safetensors, write_json, write_safetensors
 from sae.member import SweepMember
 
 CHECKPOINT_FORMAT = 1
@@ -128,7 +128,8 @@ def latest_checkpoint(out: str | os.PathLike) -> Path | None:
     pointer = Path(out) / CHECKPOINT_DIR / "latest.json"
     if not pointer.is_file():
         return None
-    folder = pointer.parent / str(read_json(pointer, fix="the checkpoint is damaged").get("checkpoint"))
+    name = read_json(pointer, fix="the checkpoint is damaged").get("checkpoint")
+    folder = inside(pointer.parent, name, source=str(pointer), field="checkpoint")
     if not (folder / "state.json").is_file():
         raise ValueError(f"{pointer} names {folder.name}, which is missing or incomplete; the checkpoint is damaged.")
     return folder

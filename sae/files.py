@@ -136,6 +136,22 @@ def read_safetensors(path: str | os.PathLike, *, fix: str, finite: bool = False)
     return tensors
 
 
+def inside(folder: str | os.PathLike, name: str, *, source: str, field: str) -> Path:
+    """folder/name, refused (ValueError naming the file `source` and its `field`) unless it resolves
+    to a path inside folder: artifact files name their parts, and a name such as ../../etc/passwd
+    must not reach outside the artifact."""
+    root = Path(folder).resolve()
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{source}: field {field!r} must be a file name inside {folder}, found {name!r}.")
+    path = (root / name).resolve()
+    if path == root or root not in path.parents:
+        raise ValueError(
+            f"{source}: field {field!r} is {name!r}, which points outside {folder}; an artifact may only name "
+            "files inside its own folder."
+        )
+    return path
+
+
 LOCK_FILE = ".lock"
 
 

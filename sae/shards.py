@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from sae.files import read_json
+from sae.files import inside, read_json
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
@@ -96,11 +96,7 @@ def read_manifest(path: Path) -> dict[str, Any]:
             and entry["tokens"] > 0
         ):
             raise ValueError(f"{file}: shards[{i}] needs a string 'file' and 'sha256' and positive 'tokens'; {fix}.")
-        name = Path(entry["file"])
-        if name.name != entry["file"] or name.name in ("", ".", ".."):
-            raise ValueError(
-                f"{file}: shards[{i}].file {entry['file']!r} is not a plain file name inside {path}; {fix}."
-            )
+        inside(path, entry["file"], source=str(file), field=f"shards[{i}].file")
     names = [entry["file"] for entry in shards]
     repeated = sorted({n for n in names if names.count(n) > 1})
     if repeated:

@@ -8,7 +8,7 @@ import pytest
 import safetensors.torch
 import torch
 
-from sae.files import atomic_write, read_json, write_json, write_safetensors, write_text
+from sae.files import atomic_write, inside, read_json, write_json, write_safetensors, write_text
 
 
 def test_write_json_round_trips_and_leaves_no_temp_file(tmp_path):
@@ -71,3 +71,14 @@ def test_a_full_disk_names_the_file_and_the_space_needed(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "write_text", no_space)
     with pytest.raises(OSError, match="could not write manifest.json"):
         write_json(tmp_path / "manifest.json", {"a": 1})
+
+
+def test_names_inside_an_artifact_may_not_reach_outside_it(tmp_path):
+    (tmp_path / "art" / "sub").mkdir(parents=True)
+    assert inside(tmp_path / "art", "sub/x.json", source="cfg.json", field="f") == (tmp_path / "art" / "sub" / "x.json")
+    for name in ("../outside.json", "../../../../etc/passwd", "/etc/passwd", "sub/../../x", ".", ""):
+        with pytest.raises(ValueError, match="cfg.json: field 'f'"):
+            inside(tmp_path / "art", name, source="cfg.json", field="f")
+    (tmp_path / "art" / "link").symlink_to(tmp_path)  # a link out of the folder resolves outside it
+    with pytest.raises(ValueError, match="points outside"):
+        inside(tmp_path / "art", "link/secret", source="cfg.json", field="f")

@@ -449,3 +449,14 @@ def test_outputs_are_checked_before_any_work(trained, tmp_path, capsys):
     analyze = ["analyze", "--model", str(existing), "--sae", str(tmp_path), "--corpus", "shakespeare"]
     assert interp_main([*analyze, "--out", str(a_file)]) == 2
     assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_tokenizer_file_outside_the_model_folder_is_refused(trained, tmp_path):
+    _, existing, _ = trained
+    model = tmp_path / "model"
+    shutil.copytree(existing, model)
+    config = json.loads((model / CONFIG_FILE).read_text())
+    config["tokenizer_file"] = "../../../../etc/passwd"
+    (model / CONFIG_FILE).write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="field 'tokenizer_file' is '../../../../etc/passwd', which points outside"):
+        load_model(model)

@@ -505,6 +505,15 @@ def test_a_second_run_into_the_same_folder_is_refused_at_once(tmp_path, capsys):
     assert sae_main(cli_args(acts, out)) == 0  # the lock goes with its holder
 
 
+def test_a_checkpoint_pointer_outside_the_run_is_refused(tmp_path):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 2048)
+    assert sae_main(cli_args(acts, tmp_path / "run")) == 0
+    (tmp_path / "run" / "checkpoint" / "latest.json").write_text(json.dumps({"checkpoint": "../../acts"}))
+    with pytest.raises(ValueError, match="field 'checkpoint' is '../../acts', which points outside"):
+        latest_checkpoint(tmp_path / "run")
+
+
 def test_cli_help_lists_the_architecture_options(capsys):
     with pytest.raises(SystemExit):
         sae_main(["train", "--arch", "topk", "--help"])
