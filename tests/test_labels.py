@@ -9,6 +9,7 @@ import http.server
 import json
 import re
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from interp.analysis.config import AnalysisConfig
 from interp.labels.evidence import held_out_sequences
 from interp.labels.files import LABELS_FILE, read_labels
 from interp.labels.labeller import LabelConfig, Labeller, label_analysis, run_labels
+from interp.labels.llm import LLMConfig, LLMLabeller
 from interp.labels.rules import auroc, pearson, show_token
 from interp.planted import planted_analysis, zipf_tokens
 from interp.search import FeatureIndex
@@ -298,6 +300,30 @@ class FakeChat(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         FakeChat.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
+        if self.path.startswith("/redirect/"):  # to the same server under another host name
+            self.send_response(302)
+            self.send_header("Location", f"http://localhost:{self.server.server_address[1]}/v1/chat/completions")
+            self.end_headers()
+            return
+        if self.path.startswith("/huge/"):
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(80):
+                self.wfile.write(b" " * 65536)  # 5 MiB of nothing
+            return
+        if self.path.startswith("/drip/"):
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(0.1)  # each read is quick; the whole reply takes 4 s
+            return
+        if self.path.startswith("/garbled/"):
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b'{"choices": [{"message": {"content": null}}]}')
+            return
         if self.path != "/v1/chat/completions":
             self.send_response(404)
             self.end_headers()
@@ -365,6 +391,31 @@ def test_llm_labeller_explains_scores_and_caches(planted, tmp_path, chat_server,
     assert "test-key" not in (tmp_path / "a" / LABELS_FILE).read_text()
     assert main(args) == 0 and len(FakeChat.requests) == sent  # every answer came from the cache
     assert read_labels(tmp_path / "a")[PLANTED["token"]]["facts"]["llm"] == token
+
+
+def test_llm_key_never_follows_a_redirect_and_replies_are_bounded(planted, tmp_path, chat_server):
+    analysis, _, _, _ = planted
+    analysis.save(tmp_path / "a")
+
+    def labeller(route: str, timeout: float = 30.0) -> LLMLabeller:
+        return LLMLabeller(
+            LLMConfig(base_url=chat_server + route, model="m", api_key="secret", features=3, timeout_s=timeout)
+        )
+
+    with pytest.raises(ValueError, match="HTTP 302: redirect to http://localhost:.* refused"):
+        run_labels(tmp_path / "a", neurons=False, llm=labeller("/redirect/v1"), progress=False)
+    assert [r["auth"] for r in FakeChat.requests] == ["Bearer secret"]  # nothing reached the other host name
+    assert read_labels(tmp_path / "a")  # the rule labels were saved before the endpoint was asked
+
+    with pytest.raises(ValueError, match="cannot reach .* longer than the deadline"):
+        run_labels(tmp_path / "a", neurons=False, llm=labeller("/drip/v1", timeout=1.0), progress=False)
+
+    for route, message in (("/huge/v1", "more than 4,194,304 bytes"), ("/garbled/v1", "content string")):
+        run_labels(tmp_path / "a", neurons=False, llm=labeller(route), progress=False)
+        labels = read_labels(tmp_path / "a")
+        errors = [r["facts"]["llm"]["error"] for r in labels.values() if "llm" in r.get("facts", {})]
+        assert len(errors) == 3 and all(message in e for e in errors), errors  # one per feature, the run went on
+        assert all(isinstance(r["label"], str) for r in labels.values())
 
 
 def test_llm_errors_are_clear(planted, tmp_path, chat_server, monkeypatch):

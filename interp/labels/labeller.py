@@ -324,8 +324,13 @@ def run_labels(
     targets = [("features", analysis)] + (
         [("neurons", analysis.neurons)] if neurons and analysis.neurons is not None else []
     )
-    for name, target in targets:
-        labels = label_analysis(target, cfg, progress=progress)
-        extra = llm.annotate(target, labels, progress=progress) if llm is not None else None
-        written[name] = save_labels([label.to_dict() for label in labels], target.path, dataclasses.asdict(cfg), extra)
+    labelled = [(name, target, label_analysis(target, cfg, progress=progress)) for name, target in targets]
+    for name, target, labels in labelled:
+        written[name] = save_labels([label.to_dict() for label in labels], target.path, dataclasses.asdict(cfg))
+    if llm is not None:  # after the rule labels are on disk: an endpoint that fails loses none of them
+        for name, target, labels in labelled:
+            extra = llm.annotate(target, labels, progress=progress)
+            written[name] = save_labels(
+                [label.to_dict() for label in labels], target.path, dataclasses.asdict(cfg), extra
+            )
     return written

@@ -6,6 +6,11 @@ http://localhost:8000/v1), MONOSEMANTIC_LLM_MODEL, MONOSEMANTIC_LLM_API_KEY (sen
 never written to disk). Every response is cached on disk under the sha256 of (base URL, request
 body), so a re-run asks nothing twice.
 
+The key goes to the configured URL only: redirects are refused (urllib would re-send the header to
+the host redirected to). A reply is read within an overall deadline of timeout_s and at most
+MAX_REPLY_BYTES. A reply that is not what was asked for is recorded as that feature's error and the
+others go on; an endpoint that cannot be reached stops the run, after the rule labels are saved.
+
 Explain: the model sees the feature's build top examples (the same split as `interp.labels`), peak
 token marked «like this», and answers with a short phrase. Score (detection): it sees held-out
 examples and as many held-out random tokens where the feature does not fire, shuffled, each with its
@@ -18,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -35,6 +41,21 @@ from sae.files import read_json, write_json
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "MONOSEMANTIC_LLM_BASE_URL", "MONOSEMANTIC_LLM_MODEL", "MONOSEMANTIC_LLM_API_KEY"
 CACHE_DIR = "llm_cache"  # inside the analysis folder unless given
+MAX_REPLY_BYTES = 4 << 20  # a chat completion of a short phrase or a list of numbers is a few kB
+
+
+class MalformedReply(ValueError):
+    """The endpoint answered, but not with what was asked for (recorded per feature)."""
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102 - urllib's hook
+        raise urllib.error.HTTPError(
+            req.full_url, code, f"redirect to {newurl} refused: set the base URL to the final address", headers, fp
+        )
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
 
 
 @dataclass
@@ -67,30 +88,45 @@ class ChatClient:
             headers["Authorization"] = f"Bearer {self.cfg.api_key}"
         request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")
         self.requests += 1
+        deadline = time.monotonic() + self.cfg.timeout_s
         try:
-            with urllib.request.urlopen(request, timeout=self.cfg.timeout_s) as response:
-                reply = json.loads(response.read().decode())
+            with _OPENER.open(request, timeout=self.cfg.timeout_s) as response:
+                raw = _read_within(response, deadline, MAX_REPLY_BYTES, url)
         except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace")[:300]
+            detail = err.msg if err.code in (301, 302, 303, 307, 308) else err.read(300).decode(errors="replace")
             raise ValueError(
                 f"the chat endpoint {url} answered HTTP {err.code}: {detail}; check --llm-base-url, "
                 f"--llm-model and {ENV_API_KEY}."
-            ) from err
+            ) from None
         except (urllib.error.URLError, TimeoutError) as err:
             raise ValueError(
                 f"cannot reach the chat endpoint {url} ({err}); check --llm-base-url / {ENV_BASE_URL}."
-            ) from err
-        except json.JSONDecodeError as err:
-            raise ValueError(f"the chat endpoint {url} did not answer with JSON ({err}).") from err
+            ) from None
         try:
-            content = reply["choices"][0]["message"]["content"]
-        except (KeyError, IndexError, TypeError) as err:
-            raise ValueError(
-                f"the chat endpoint {url} answered without choices[0].message.content: {str(reply)[:300]}"
-            ) from err
+            content = json.loads(raw.decode())["choices"][0]["message"]["content"]
+            if not isinstance(content, str):
+                raise TypeError(f"content is {type(content).__name__}")
+        except (UnicodeDecodeError, json.JSONDecodeError, KeyError, IndexError, TypeError) as err:
+            raise MalformedReply(
+                f"the chat endpoint {url} answered without a JSON choices[0].message.content string ({err!r}): "
+                f"{raw[:200]!r}"
+            ) from None
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         write_json(cached, {"request": body, "content": content}, indent=None)
         return content
+
+
+def _read_within(response: Any, deadline: float, limit: int, url: str) -> bytes:
+    """The reply body, read in chunks: at most `limit` bytes, done by `deadline` (time.monotonic)."""
+    chunks, size = [], 0
+    while block := response.read(65536):
+        chunks.append(block)
+        size += len(block)
+        if size > limit:
+            raise MalformedReply(f"the chat endpoint {url} sent more than {limit:,} bytes; refusing the reply.")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the reply from {url} took longer than the deadline")
+    return b"".join(chunks)
 
 
 def marked_text(ctx_row: np.ndarray, L: int, vocab: list[str]) -> str:
@@ -111,7 +147,7 @@ def parse_probabilities(content: str, n: int) -> list[float]:
     except json.JSONDecodeError:
         values = None
     if not isinstance(values, list) or len(values) != n or not all(isinstance(v, (int, float)) for v in values):
-        raise ValueError(f"the language model's reply is not a JSON list of {n} numbers: {content[:200]!r}")
+        raise MalformedReply(f"the language model's reply is not a JSON list of {n} numbers: {content[:200]!r}")
     return [min(max(float(v), 0.0), 1.0) for v in values]
 
 
@@ -132,8 +168,12 @@ class LLMLabeller:
         for i in tqdm(order.tolist(), desc="llm", disable=not progress, leave=False):
             if data.arrays["fire_count"][i] == 0:
                 continue
-            explanation = self.explain(data, i)
-            score, items = self.score(data, i, explanation)
+            try:
+                explanation = self.explain(data, i)
+                score, items = self.score(data, i, explanation)
+            except MalformedReply as err:
+                labels[i].facts["llm"] = {"error": str(err)}
+                continue
             labels[i].facts["llm"] = {"explanation": explanation, "score": score, "items": items}
         return {"llm": {"base_url": self.cfg.base_url, "model": self.cfg.model}}
 
