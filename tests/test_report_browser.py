@@ -120,7 +120,11 @@ def hostile_report(tmp_path_factory) -> Path:
     (folder / "labels.json").write_text(json.dumps({"features": labels}))
     record = TrainingRecord(
         prompt=HOSTILE_LINES[0],
-        prompt_token_strings=["<|endoftext|>", "<script>", "x"],
+        prompt_token_strings=[
+            "<|endoftext|>",
+            '<span style="background-image:url(http://127.0.0.1:9/x.png)">x</span>',
+            '<a href="http://127.0.0.1:9/">link</a>',
+        ],
         sample_temperature=0.8,
         sample_seed=0,
     )
@@ -283,11 +287,11 @@ def test_model_page_plots_and_escapes(browser, hostile_report, shots):
     assert (
         "gzip -9 bits per byte" in stats and "xz -9e bits per byte" in stats and "1.38" in stats
     )  # 3.2 * 300 / ln 2 / 1000
-    # the heatmap's tick labels are the prompt tokens as text: the <script> token is not an element
+    # the heatmap's tick labels are the prompt tokens as text: markup in a token is not an element
     ticks = browser.execute_script(
         "return Array.from(document.querySelectorAll('.ytick text')).map(e => e.textContent)"
     )
-    assert "1 <script>" in ticks, ticks
+    assert '2 <a href="http://127.0.0.1:9/">link</a>' in ticks, ticks
     browser.save_screenshot(str(shots / "model.png"))
     assert_clean(browser, logs)
 
