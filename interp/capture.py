@@ -20,7 +20,6 @@ the rest; the result equals an uninterrupted capture byte for byte.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import queue
 import sys
@@ -35,7 +34,7 @@ from tqdm import tqdm
 
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
-from interp.model import load_model, model_device
+from interp.model import load_model, model_device, weights_fingerprint
 from interp.pipeline import corpus_windows, model_spec_id
 from sae.shards import STORAGE_DTYPES
 from sae.writer import ActivationWriter
@@ -51,18 +50,6 @@ def check_dtype(name: str) -> str:
             f"--dtype {name!r} is not a storage dtype for activations; choose one of {', '.join(STORAGE_DTYPES)}."
         )
     return name
-
-
-def weights_fingerprint(bridge) -> str:
-    """Short hash of the model's parameters (names, shapes and up to 4096 evenly spaced values each):
-    a resumed capture must run the same weights as the one it continues."""
-    digest = hashlib.sha256()
-    for name, tensor in sorted(bridge.state_dict().items()):
-        flat = tensor.detach().flatten()
-        sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous()
-        digest.update(f"{name}{list(tensor.shape)}{tensor.dtype}".encode())
-        digest.update(sample.numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def default_tokens_per_shard(d_in: int, dtype: str, context_length: int) -> int:

@@ -16,6 +16,7 @@ transformer_lens is imported inside functions: it takes seconds, and `interp --h
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -111,6 +112,19 @@ def native_to_bridge(model: nn.Module, cfg: ModelConfig, name: str = "native") -
 
     bridge = bridge_from_module(model, NATIVE_ARCHITECTURE, TransformerBridgeConfig.from_dict(cfg.tl_config()), name)
     return bridge.eval()
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """Short hash of the model's parameters (names, shapes and up to 4096 evenly spaced values each):
+    what a capture, an SAE or an analysis records of the model it was built from, so that a
+    retrained model is noticed."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        flat = tensor.detach().flatten()
+        sample = flat[:: max(1, flat.numel() // 4096)].to("cpu", torch.float32).contiguous()
+        digest.update(f"{name}{list(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 def model_device(model: nn.Module) -> torch.device:

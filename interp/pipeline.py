@@ -16,7 +16,7 @@ from torch import Tensor
 
 from interp.corpus import Corpus, token_sequences
 from interp.hooks import enable_hooks, sae_hook_name
-from interp.model import CONFIG_FILE, LoadedModel, load_model, model_device
+from interp.model import CONFIG_FILE, LoadedModel, load_model, model_device, weights_fingerprint
 from sae.files import read_json
 from sae.io import load_sae
 
@@ -46,6 +46,13 @@ def open_model_and_sae(
     hook is `hook` or the one the SAE was trained on."""
     model = load_model(model_spec, device=device)
     sae = load_sae(sae_path, device=model_device(model.bridge))
+    trained_on = (getattr(sae, "metadata", None) or {}).get("model_weights")
+    if trained_on is not None and trained_on != weights_fingerprint(model.bridge):
+        raise ValueError(
+            f"the SAE in {sae_path} was trained on the activations of other weights (fingerprint {trained_on}) "
+            f"than those of {model_spec} ({weights_fingerprint(model.bridge)}): the model was re-trained or "
+            "replaced since; re-train the SAE on this model, or pass the model it was trained on."
+        )
     hook_name = sae_hook_name(sae, hook)
     enable_hooks(model.bridge, [hook_name])
     return ModelAndSAE(model, model_spec_id(model_spec), sae, Path(sae_path), hook_name)

@@ -38,10 +38,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.capture import DEFAULT_BATCH_SIZE, weights_fingerprint
+from interp.capture import DEFAULT_BATCH_SIZE
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
-from interp.model import load_model, model_device
+from interp.model import load_model, model_device, weights_fingerprint
 from interp.pipeline import corpus_windows, model_spec_id
 from sae.architectures import get_architecture
 from sae.config import TrainConfig
@@ -239,6 +239,7 @@ def train_from_model(
     loaded = load_model(model_spec, device=device)
     plan = plan_capture(loaded.bridge, hooks, loaded.context_length)
     model_id = model_spec_id(model_spec)
+    weights = weights_fingerprint(loaded.bridge)
     stream = ModelActivationStream(
         loaded.bridge,
         plan,
@@ -251,7 +252,7 @@ def train_from_model(
         autocast=model_autocast,
         identity={
             "model": model_id,
-            "weights": weights_fingerprint(loaded.bridge),
+            "weights": weights,
             "corpus": corpus,
             "split": split,
             "corpus_seed": corpus_seed,
@@ -268,6 +269,7 @@ def train_from_model(
                     "hook_name": spec.name,
                     "model_name": loaded.name,
                     "model_path": model_id,
+                    "model_weights": weights,
                     "context_size": loaded.context_length,
                     "corpus": corpus,
                     "activation_shape": list(spec.shape),

@@ -371,6 +371,8 @@ def _metadata(batches: Any, scale: float, tokens: int) -> dict[str, Any]:
             context_size=batches.context_length,
             dataset_path=str(batches.path),
         )
+        if "weights" in batches.manifest["metadata"]:  # the fingerprint of the model captured from
+            meta["model_weights"] = batches.manifest["metadata"]["weights"]
     return meta
 
 

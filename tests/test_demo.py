@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from interp.analysis.config import AnalysisConfig
 from interp.capture import run_capture
 from interp.cli.main import main as interp_main
 from interp.demo import STEPS, DemoConfig, demo_config, run_demo
+from interp.evaluate import run_eval
 from interp.model import ModelConfig, load_model
 from interp.model_training import ModelTrainConfig
 from sae.config import TrainConfig as SAETrainConfig
@@ -89,6 +91,20 @@ def test_the_sae_is_streamed_from_the_model_for_its_own_token_budget(built):
     config = json.loads((built.sae_dir / "train_config.json").read_text())
     assert (config["source"], config["model"], config["tokens"]) == ("model", str(built.model_dir.resolve()), 2000)
     assert config["resolved"]["dead_window_tokens"] == 200  # a tenth of the 2000-token run, at least one batch
+
+
+def test_an_sae_is_refused_against_a_model_whose_weights_changed(built, tmp_path):
+    """The SAE records the fingerprint of the weights it was trained on; the analysis records it too."""
+    cfg = copy_of(built, tmp_path / "demo")
+    sae_meta = json.loads((cfg.sae_dir / "cfg.json").read_text())["metadata"]
+    analysis_meta = json.loads((cfg.analysis_dir / "analysis.json").read_text())
+    assert sae_meta["model_weights"] == analysis_meta["model"]["weights"]
+    weights = cfg.model_dir / "model.safetensors"
+    state = load_file(weights)
+    state["tok_embed.weight"][0, 0] += 1.0  # another model in the same folder
+    save_file(state, weights)
+    with pytest.raises(ValueError, match="was trained on the activations of other weights"):
+        run_eval(str(cfg.model_dir), str(cfg.sae_dir), tokens=64, progress=False)
 
 
 def test_presets_budget_in_tokens():

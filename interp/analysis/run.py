@@ -21,7 +21,7 @@ from interp.analysis.neuron_pass import NeuronPass
 from interp.analysis.statistics import FeatureStatistics
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, mlp_neuron_layer, plan_capture
-from interp.model import model_device
+from interp.model import model_device, weights_fingerprint
 from interp.pipeline import corpus_windows, open_model_and_sae
 from sae.files import check_output_folder
 
@@ -153,7 +153,7 @@ def run_analysis(
     corpus = load_corpus(corpus_spec, split)
     sequences = corpus_windows(corpus, opened.model, seed=cfg.seed)
     meta = {
-        "model": {"spec": opened.model_spec},
+        "model": {"spec": opened.model_spec, "weights": weights_fingerprint(opened.model.bridge)},
         "sae": {"path": str(opened.sae_path.resolve())},
         "corpus": corpus.describe(),
     }
