@@ -36,6 +36,7 @@ from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
 from interp.model import load_model, model_device, weights_fingerprint
 from interp.pipeline import corpus_windows, model_spec_id
+from sae.files import check_output_folder
 from sae.shards import STORAGE_DTYPES
 from sae.writer import ActivationWriter
 
@@ -210,7 +211,9 @@ def capture_to_disk(
                     hook_name=spec.name,
                     model_id=model_id,
                     context_length=context_length,
-                    tokens_per_shard=tokens_per_shard or default_tokens_per_shard(spec.d_in, dtype, context_length),
+                    tokens_per_shard=tokens_per_shard
+                    if tokens_per_shard is not None
+                    else default_tokens_per_shard(spec.d_in, dtype, context_length),
                     metadata={**(metadata or {}), "hooks": list(plan.hook_names), "activation_shape": list(spec.shape)},
                     resume=resume,
                     expected_tokens=total_tokens,
@@ -256,6 +259,10 @@ def run_capture(
 ) -> dict[str, Path]:
     """`interp capture`: load the model and corpus by spec, then `capture_to_disk`."""
     check_dtype(dtype)
+    for flag, value in (("--tokens", tokens), ("--batch-size", batch_size), ("--shard-tokens", tokens_per_shard)):
+        if value is not None and value <= 0:
+            raise ValueError(f"{flag} must be positive, got {value}.")
+    check_output_folder(out)
     loaded = load_model(model, device=device)
     sequences = corpus_windows(load_corpus(corpus, split=split), loaded, seed=seed)
     metadata = {

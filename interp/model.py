@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from interp.compat import bridge_from_module
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
+from sae.distributed import resolve_device
 from sae.files import inside, read_json, read_safetensors, write_json, write_safetensors
 from sae.options import from_dict
 
@@ -157,7 +158,10 @@ def save_model(
 
 def load_model(spec: str | Path, device: str | torch.device | None = None) -> LoadedModel:
     """Load by spec: a folder saved by `save_model`; a local Hugging Face checkpoint folder
-    (config.json + weights + tokenizer); or a Hugging Face model name (needs network)."""
+    (config.json + weights + tokenizer); or a Hugging Face model name (needs network). device:
+    None (cpu), auto, cpu, cuda or cuda:N (checked before anything loads)."""
+    if device is not None:
+        device = resolve_device(str(device))
     path = Path(spec)
     if path.is_dir():
         config_path = path / CONFIG_FILE

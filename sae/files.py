@@ -161,6 +161,7 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
     is refused at once with a message naming the process that has it. The lock is the kernel's
     (flock on folder/.lock), so a killed run leaves no stale lock behind."""
     folder = Path(folder)
+    created = not folder.exists()
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -176,6 +177,9 @@ def folder_lock(folder: str | os.PathLike, command: str) -> Iterator[None]:
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
+        if created and [p.name for p in folder.iterdir()] == [LOCK_FILE]:  # a refused or empty run: leave no trace
+            (folder / LOCK_FILE).unlink()
+            folder.rmdir()
         os.close(fd)  # closing releases the lock
 
 

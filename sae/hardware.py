@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import os
 import re
 import sys
 from pathlib import Path
@@ -87,3 +88,27 @@ def resolve_selection_dtype(cfg: TrainConfig, device: torch.device) -> torch.dty
 def fast_adam(device: torch.device) -> dict[str, bool]:
     """Adam's single-kernel implementation where this torch has one for the device."""
     return {"fused": True} if device.type in ("cpu", "cuda") else {"foreach": True}
+
+
+def device_memory_bytes(device: torch.device) -> int:
+    """Total memory of the device: the GPU's, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_training_memory(shapes: list[tuple[str, int, int]], cfg: TrainConfig, device: torch.device) -> None:
+    """Refuse, before anything is allocated, a sweep that cannot fit the device: per SAE (name, d_in,
+    d_sae), weights + gradients + Adam's two moments (4 copies of ~2 d_in d_sae values) plus the dense
+    [batch, d_sae] pre-activations and their gradient."""
+    itemsize = torch.finfo(getattr(torch, cfg.dtype)).bits // 8
+    needed = sum(4 * (2 * d_in * d_sae + d_sae + d_in) + 2 * cfg.batch_size * d_sae for _, d_in, d_sae in shapes)
+    needed *= itemsize
+    available = device_memory_bytes(device)
+    if needed > available:
+        widest = max(shapes, key=lambda s: s[2])
+        raise ValueError(
+            f"training needs about {needed / 2**30:,.1f} GiB (SAE {widest[0] or 'config'}: d_in {widest[1]}, d_sae "
+            f"{widest[2]:,}; weights, gradients, Adam state and a batch of {cfg.batch_size}) but {device} has "
+            f"{available / 2**30:,.1f} GiB; lower --d-sae or --batch-size."
+        )

@@ -281,11 +281,19 @@ def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, def
     parser.add_argument("--device", default=None, help=f"torch device, e.g. cpu or cuda:0 (default: {default})")
 
 
+def json_target(value: str) -> str:
+    """--json's argument, checked when parsed: a file path (not a folder) or STDOUT."""
+    if value != STDOUT and Path(value).is_dir():
+        raise argparse.ArgumentTypeError(f"{value} is a folder; give a file path such as {Path(value) / 'result.json'}")
+    return value
+
+
 def add_json(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     parser.add_argument(
         "--json",
         nargs="?",
         const=STDOUT,
+        type=json_target,
         metavar="FILE",
         help="the result as JSON: written to FILE, or printed in place of the text when no FILE is given",
     )

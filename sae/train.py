@@ -53,7 +53,8 @@ from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import SINGLE_PROCESS, Ranks, resolve_device
 from sae.feed import BatchFeed
-from sae.files import folder_lock, write_json
+from sae.files import check_output_folder, folder_lock, write_json
+from sae.hardware import check_training_memory
 from sae.io import save_sae
 from sae.member import SweepMember
 from sae.options import sweep_names
@@ -75,6 +76,7 @@ def train_sae(
     ranks = options.get("ranks", SINGLE_PROCESS)
     if out is None or not ranks.is_main:
         return _train(sae_configs, batches, cfg, out, **options)
+    check_output_folder(out)
     with folder_lock(out, "sae train"):
         return _train(sae_configs, batches, cfg, out, **options)
 
@@ -140,6 +142,7 @@ def _train(
                 )
     steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
     device = resolve_device(cfg.device, ranks)
+    check_training_memory([(n, c.d_in, c.d_sae) for n, (_, c) in zip(names, sae_configs)], cfg, device)
     dead_window = cfg.dead_window(steps * cfg.batch_size)
     members = [
         SweepMember(n, arch, c, cfg, device, src, dead_window=dead_window)

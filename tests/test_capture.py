@@ -596,3 +596,19 @@ def test_background_writes_keep_order_and_report_the_failing_hook():
         writes.finish()
     writes.close()
     assert failing.rows == [0, 1]
+
+
+def test_bad_capture_arguments_are_refused_before_the_model_loads(model_dir, tmp_path, capsys):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    cases = [
+        (cli_args(model_dir, tmp_path / "o1", "--shard-tokens", "0"), "--shard-tokens must be positive, got 0"),
+        (cli_args(model_dir, a_file), f"--out {a_file} is a file, not a folder"),
+        (cli_args(model_dir, tmp_path / "o2", tokens=0), "--tokens must be positive, got 0"),
+    ]
+    if not torch.cuda.is_available():
+        cases.append((cli_args(model_dir, tmp_path / "o3", "--device", "cuda"), "asks for a GPU but this torch"))
+    for argv, message in cases:
+        assert interp_main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]

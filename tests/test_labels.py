@@ -288,6 +288,16 @@ def test_reanalysis_clears_stale_labels_and_labels_of_another_analysis_are_refus
         FeatureIndex.load(second)
 
 
+def test_an_analysis_without_its_sae_field_is_named(planted, tmp_path):
+    analysis, _, _, _ = planted
+    analysis.save(tmp_path / "a")
+    meta = json.loads((tmp_path / "a" / "analysis.json").read_text())
+    del meta["sae"]
+    (tmp_path / "a" / "analysis.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="field 'sae' must be an object with a positive integer 'd_sae'"):
+        Analysis.load(tmp_path / "a")
+
+
 # ---- the optional language-model labeller ----------------------------------------------------------
 
 

@@ -792,3 +792,32 @@ def test_bfloat16_selection_trains_as_well_and_the_run_records_it(tmp_path):
     exact, chosen = held_out_fvu(runs["float32"]), held_out_fvu(runs["bfloat16"])
     assert exact < 0.5 and abs(chosen - exact) < 0.05 * exact, (exact, chosen)
     assert runs["bfloat16"].W_enc.dtype == torch.float32
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--d-sae", "1000000000", "--k", "4"], r"training needs about [\d,.]+ GiB .* lower --d-sae or --batch-size"),
+        (["--device", "cuda"], "asks for a GPU but this torch"),
+        (["--out", "FILE"], "is a file, not a folder"),
+    ],
+)
+def test_impossible_requests_are_refused_before_any_work(tmp_path, capsys, extra, message):
+    if "cuda" in extra and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    acts = tmp_path / "acts"
+    write_dataset(acts, 512)
+    if "FILE" in extra:
+        (tmp_path / "a-file").write_text("x")
+        extra = ["--out", str(tmp_path / "a-file")]
+    assert sae_main(cli_args(acts, tmp_path / "out", *extra)) == 2
+    assert re.search(message, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()  # a refused command leaves nothing behind
+
+
+def test_json_naming_a_folder_is_refused_when_parsed(tmp_path, capsys):
+    acts = tmp_path / "acts"
+    write_dataset(acts, 512)
+    with pytest.raises(SystemExit):
+        sae_main(["eval", "--acts", str(acts), "--sae", str(tmp_path), "--json", str(tmp_path)])
+    assert f"{tmp_path} is a folder; give a file path" in capsys.readouterr().err

@@ -176,13 +176,19 @@ class Analysis:
                 f"{path / META_FILE}: field 'format_version' is {meta.get('format_version')!r}; this toolkit "
                 f"reads version {ANALYSIS_FORMAT_VERSION}. Re-run `interp analyze` to rebuild it."
             )
+        sae = meta.get("sae")
+        if not isinstance(sae, dict) or not isinstance(sae.get("d_sae"), int) or sae["d_sae"] <= 0:
+            raise ValueError(
+                f"{path / META_FILE}: field 'sae' must be an object with a positive integer 'd_sae', "
+                f"found {sae!r:.80}; {fix}."
+            )
         vocab = read_json(path / VOCAB_FILE, fix=fix).get("token_strings")
         if not isinstance(vocab, list):
             raise ValueError(
                 f"{path / VOCAB_FILE}: field 'token_strings' must be a list of strings; re-run `interp analyze`."
             )
         tensors = read_safetensors(path / TENSORS_FILE, fix="re-run `interp analyze`")
-        check_tensors(tensors, int(meta.get("sae", {}).get("d_sae", -1)), str(path / TENSORS_FILE))
+        check_tensors(tensors, sae["d_sae"], str(path / TENSORS_FILE))
         neurons = cls.load(path / NEURONS_DIR) if (path / NEURONS_DIR / META_FILE).is_file() else None
         return cls(meta=meta, tensors=tensors, token_strings=vocab, path=path, neurons=neurons)
 
