@@ -30,13 +30,13 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
 from interp.model import load_model, model_device, weights_fingerprint
 from interp.pipeline import corpus_windows, model_spec_id
 from sae.files import check_output_folder
+from sae.progress import progress_bar
 from sae.shards import STORAGE_DTYPES
 from sae.writer import ActivationWriter
 
@@ -125,7 +125,7 @@ def capture(
     device = model_device(bridge)
     held = {name: writer.tokens_written for name, writer in writers.items()}  # before the writes thread adds any
     done = start_token
-    bar = tqdm(
+    bar = progress_bar(
         total=total_tokens,
         initial=min(held.values()),
         unit="tok",

@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import enable_hooks
@@ -32,6 +31,7 @@ from interp.pipeline import corpus_windows, model_corpus, open_model_and_sae
 from interp.splice import SplicedRuns, spliced_runs
 from sae.metrics import ReconstructionMetrics
 from sae.metrics import format_table as format_reconstruction_table
+from sae.progress import progress_bar
 
 DEFAULT_TOKENS = 32768
 DEFAULT_BATCH_SIZE = 16  # context windows per forward pass
@@ -108,7 +108,7 @@ def evaluate_splice(
     enable_hooks(bridge, [hook_name])
     splice_metrics = SpliceMetrics()
     reconstruction = ReconstructionMetrics(int(sae.cfg.d_in), int(sae.cfg.d_sae))
-    bar = tqdm(desc="interp eval", unit="tok", disable=not progress)
+    bar = progress_bar(desc="interp eval", unit="tok", disable=not progress)
     for tokens in batches:
         runs: SplicedRuns = spliced_runs(bridge, tokens, sae, hook_name)
         splice_metrics.update(tokens, runs.clean, runs.sae, runs.zero_ablation)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -29,7 +30,6 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from tqdm import tqdm
 
 from interp.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
 from interp.corpus import Corpus, load_corpus, token_sequences
@@ -48,6 +48,7 @@ from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
 from interp.training_record import MLP_HOOK, Sample, TrainingRecord
 from sae.files import check_output_folder
 from sae.hardware import fast_adam, native_bfloat16_matmul
+from sae.progress import progress_bar
 
 STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
 SHAKESPEARE_PROMPT = "To be, or not to be, that is the question:"
@@ -164,7 +165,9 @@ def train_model(
         Tokenizer.load(cfg.tokenizer)
         if cfg.tokenizer
         else train_tokenizer(
-            _first_chars(train_corpus, cfg.tokenizer_chars), cfg.vocab_size, show_progress=show_progress
+            _first_chars(train_corpus, cfg.tokenizer_chars),
+            cfg.vocab_size,
+            show_progress=show_progress and sys.stderr.isatty(),  # its own bar: terminals only
         )
     )
     model_cfg = dataclasses.replace(model_cfg, d_vocab=tokenizer.vocab_size, seed=cfg.seed)
@@ -204,7 +207,7 @@ def train_model(
             record.samples.append(_sample(model, tokenizer, prompt, cfg, ctx, step, seen, progress))
 
     checkpoint(0, 0, 0.0, heldout_point=True, story_point=True)
-    bar = tqdm(
+    bar = progress_bar(
         total=budget_tokens or int(budget_seconds),
         unit="tok" if budget_tokens else "s",
         unit_scale=bool(budget_tokens),

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
+from sae.progress import progress_bar
 from sae.shards import MANIFEST, STORAGE_DTYPES, read_header, read_manifest, sha256_file
 
 
@@ -107,7 +107,7 @@ class ActivationDataset:
 
     def verify(self) -> None:
         """Check every shard's sha256 now, whatever `verify` was; ValueError names the first bad file."""
-        for i in tqdm(range(self.num_shards), desc="verify shards", unit="shard", disable=None):
+        for i in progress_bar(range(self.num_shards), desc="verify shards", unit="shard", disable=None):
             self._check_hash(i)
 
     def _check_hash(self, i: int) -> None:

@@ -9,11 +9,11 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from torch import Tensor
-from tqdm import tqdm
 
 from sae.config import TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import Ranks
+from sae.progress import progress_bar
 
 
 class BatchFeed:
@@ -57,7 +57,7 @@ class BatchFeed:
         else:
             self.stream = None
             self.iterator = iter(source)
-            for _ in tqdm(range(self.read), desc="skipping trained batches", disable=self.read < 100):
+            for _ in progress_bar(range(self.read), desc="skipping trained batches", disable=self.read < 100):
                 next(self.iterator)
         self.ahead: list[tuple[tuple[Tensor, ...], dict]] = []
         self.position = self._position()

@@ -33,7 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from tqdm import tqdm
+
+from sae.progress import progress_bar
 
 # log10(feature density) histogram: bins of 0.25 decades from 1e-8 to 1; dead features are excluded
 DENSITY_BIN_EDGES = np.linspace(-8.0, 0.0, 33)
@@ -162,7 +163,7 @@ def evaluate_sae(
     (`log10_density_hist_edges`, `log10_density_hist_counts`). Stops after max_tokens tokens."""
     params = next(iter(sae.parameters()), None) if hasattr(sae, "parameters") else None
     metrics: ReconstructionMetrics | None = None
-    bar = tqdm(total=max_tokens, unit="tok", desc="eval", disable=not progress)
+    bar = progress_bar(total=max_tokens, unit="tok", desc="eval", disable=not progress)
     for x in batches:
         if max_tokens is not None:
             x = x[: max_tokens - (metrics.num_tokens if metrics else 0)]

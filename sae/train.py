@@ -45,7 +45,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from sae.architectures import SAE, SAEConfig
 from sae.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -58,6 +57,7 @@ from sae.hardware import check_training_memory
 from sae.io import save_sae
 from sae.member import SweepMember
 from sae.options import sweep_names
+from sae.progress import progress_bar
 
 TRAIN_CONFIG = "train_config.json"
 LOG_FILE = "log.jsonl"
@@ -190,7 +190,7 @@ def _train(
     autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None
     log = open(out_dir / LOG_FILE, "a") if writes else None  # noqa: SIM115 - open for the whole run, closed below
     last_saved = start
-    bar = tqdm(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
+    bar = progress_bar(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
     clock, clock_step = time.perf_counter(), start
     try:
         if start == 0:

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from interp.analysis.config import AnalysisConfig
 from interp.hooks import mlp_neuron_layer, writes_residual
+from sae.progress import progress_bar
 
 
 @dataclass
@@ -81,7 +81,7 @@ def decoder_statistics(
     n = min(cfg.neighbours, max(F - 1, 1))
     unit = W / W.norm(dim=1, keepdim=True).clamp_min(1e-12)
     out: dict[str, list[Tensor]] = {}
-    for start in tqdm(range(0, F, chunk), desc="decoder", disable=not progress, leave=False):
+    for start in progress_bar(range(0, F, chunk), desc="decoder", disable=not progress, leave=False):
         stop = min(start + chunk, F)
         cos = unit[start:stop] @ unit.T
         cos[torch.arange(stop - start), torch.arange(start, stop)] = -math.inf

@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
 from interp.analysis.artifact import ANALYSIS_FORMAT, ANALYSIS_FORMAT_VERSION, Analysis
 from interp.analysis.config import AnalysisConfig, default_batch_size
@@ -24,6 +23,7 @@ from interp.hooks import ActivationHooks, mlp_neuron_layer, plan_capture
 from interp.model import model_device, weights_fingerprint
 from interp.pipeline import corpus_windows, open_model_and_sae
 from sae.files import check_output_folder
+from sae.progress import progress_bar
 
 
 def resolve_ignored_tokens(names: Iterable[str], token_strings: list[str], bos_id: int | None) -> list[int]:
@@ -79,7 +79,9 @@ def analyze(
         neuron_pass = NeuronPass(W_dec, vocab, T, cfg, ignored_ids=ignored, expected_sequences=n_seq)
     batch_size = cfg.batch_size or default_batch_size(F, T)
     device = model_device(bridge)
-    bar = tqdm(total=n_seq * T, unit="tok", unit_scale=True, desc="analyse", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(
+        total=n_seq * T, unit="tok", unit_scale=True, desc="analyse", disable=not progress, dynamic_ncols=True
+    )
     with ActivationHooks(bridge, [hook_name], plan.stop_at_layer) as hooks, torch.inference_mode():
         for batch in batched_windows(sequences, batch_size, max_windows=n_seq):
             acts = hooks.run(batch.to(device))[hook_name]

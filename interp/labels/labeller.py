@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from interp.analysis.artifact import Analysis
 from interp.labels.evidence import Evidence, Examples
 from interp.labels.files import save_labels
 from interp.labels.rules import Rule, auroc, pearson, show_list, show_token
+from sae.progress import progress_bar
 
 
 @dataclass
@@ -302,7 +302,7 @@ def label_analysis(analysis: Analysis, cfg: LabelConfig | None = None, *, progre
     labeller = Labeller(analysis, cfg)
     return [
         labeller.label(i)
-        for i in tqdm(
+        for i in progress_bar(
             range(analysis.d_sae), desc="label", unit="feature", disable=not progress, dynamic_ncols=True, leave=False
         )
     ]

@@ -31,13 +31,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from interp.analysis.artifact import Analysis
 from interp.labels.evidence import Evidence
 from interp.labels.labeller import Label
 from interp.labels.rules import auroc
 from sae.files import read_json, write_json
+from sae.progress import progress_bar
 
 ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "MONOSEMANTIC_LLM_BASE_URL", "MONOSEMANTIC_LLM_MODEL", "MONOSEMANTIC_LLM_API_KEY"
 CACHE_DIR = "llm_cache"  # inside the analysis folder unless given
@@ -165,7 +165,7 @@ class LLMLabeller:
         self.client = ChatClient(self.cfg, Path(cache))
         data = Evidence(analysis)
         order = np.argsort(-data.arrays["fire_count"], kind="stable")[: self.cfg.features]
-        for i in tqdm(order.tolist(), desc="llm", disable=not progress, leave=False):
+        for i in progress_bar(order.tolist(), desc="llm", disable=not progress, leave=False):
             if data.arrays["fire_count"][i] == 0:
                 continue
             try:

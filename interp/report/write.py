@@ -19,14 +19,13 @@ import shutil
 import time
 from pathlib import Path
 
-from tqdm import tqdm
-
 from interp.analysis.artifact import Analysis
 from interp.labels.files import read_labels
 from interp.report.data import ReportData, report_meta, training_data
 from interp.report.html import ASSETS, script_json, write_page
 from interp.report.neurons import write_neuron_pages
 from sae.files import TMP_SUFFIX, check_output_folder, temp_path, write_text
+from sae.progress import progress_bar
 
 STATIC_FILES = ("report.css", "report.js", "index.js", "feature.js", "model.js")
 CHUNK = 64  # features per data file
@@ -108,7 +107,7 @@ def _write_report(analysis_dir: Path, out: Path, *, progress: bool) -> dict[str,
         f"monoReport.vocab = {script_json(data.vocab)};\nmonoReport.tokenCounts = {script_json(data.token_counts)};\n",
     )
     write_text(out / "data" / "summary.js", f"monoReport.rows = {script_json(rows)};\n")
-    for first in tqdm(range(0, data.F, CHUNK), desc="report", unit="chunk", disable=not progress, leave=False):
+    for first in progress_bar(range(0, data.F, CHUNK), desc="report", unit="chunk", disable=not progress, leave=False):
         features = [data.feature(i) for i in range(first, min(first + CHUNK, data.F))]
         write_text(
             out / "data" / f"features-{first // CHUNK:04d}.js",
