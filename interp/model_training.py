@@ -159,6 +159,7 @@ def train_model(
     cfg.validate()
     model_cfg.validate()
     check_output_folder(out, holds=(CONFIG_FILE, WEIGHTS_FILE), what="model", overwrite=overwrite)
+    started = time.perf_counter()
     torch.manual_seed(cfg.seed)
     train_corpus, heldout_corpus = load_corpus(cfg.corpus, "train"), load_corpus(cfg.corpus, "heldout")
     tokenizer = (
@@ -254,6 +255,7 @@ def train_model(
         "tokens": seen,
         "train_seconds": train_seconds,
         "tokens_per_second": seen / train_seconds,
+        "wall_seconds": time.perf_counter() - started,  # since the call began: tokenizer, evaluations, samples
         "final_train_loss": sum(record.train_curve["loss"][-20:]) / len(record.train_curve["loss"][-20:]),
         "heldout_loss": final_heldout,
         "heldout_tokens": heldout.numel(),

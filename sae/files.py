@@ -65,8 +65,23 @@ def write_safetensors(
     """Write tensors as a safetensors file, atomically (see atomic_write)."""
     from safetensors.torch import save_file  # torch-backed: imported when a file is written
 
+    def write(tmp: Path) -> None:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, new_file_mode())  # the library creates its files with mode 600
+
     size = sum(t.numel() * t.element_size() for t in tensors.values())
-    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata), durable=durable, size=size)
+    return atomic_write(path, write, durable=durable, size=size)
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets under this process's umask (0o666 & ~umask), read without changing it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    except OSError:
+        pass
+    return 0o644
 
 
 def write_text(path: str | os.PathLike, text: str, *, durable: bool = False) -> Path:

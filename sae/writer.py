@@ -127,7 +127,7 @@ class ActivationWriter:
             if existing and not resume:
                 raise ValueError(
                     f"{self.path} already holds an activation dataset ({', '.join(existing[:3])}...); "
-                    f"pass resume=True (--resume) to continue it, or choose an empty folder."
+                    "continue it with --resume, or choose an empty folder."
                 )
             self._remove_strays()
             self._write_manifest()

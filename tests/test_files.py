@@ -82,3 +82,10 @@ def test_names_inside_an_artifact_may_not_reach_outside_it(tmp_path):
     (tmp_path / "art" / "link").symlink_to(tmp_path)  # a link out of the folder resolves outside it
     with pytest.raises(ValueError, match="points outside"):
         inside(tmp_path / "art", "link/secret", source="cfg.json", field="f")
+
+
+def test_safetensors_files_get_the_mode_of_any_new_file(tmp_path):
+    plain = tmp_path / "plain.txt"
+    plain.write_text("x")
+    written = write_safetensors(tmp_path / "t.safetensors", {"w": torch.randn(3, 2)})
+    assert written.stat().st_mode & 0o777 == plain.stat().st_mode & 0o777

@@ -17,6 +17,7 @@ from interp.labels.files import read_labels
 from interp.labels.labeller import LabelConfig, run_labels
 from interp.labels.llm import CACHE_DIR, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMLabeller
 from interp.neurons import label_scores, labels_of, neuron_summaries, score_comparison
+from interp.pipeline import model_corpus
 from interp.search import QUERY_KINDS, SCORE_NAMES, FeatureIndex, format_hits, run_query
 from sae.cli import add_process_options
 from sae.options import DataclassOptions, add_device, add_json, add_sae, emit_json
@@ -32,7 +33,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_model(analyze)
     add_sae(analyze)
-    add_corpus(analyze, default=None, required=True)
+    add_corpus(analyze, default=None)
     analyze.add_argument("--out", required=True, help="analysis folder to write")
     analyze.add_argument("--hook", default=None, help="hook name (default: the one in the SAE's cfg.json)")
     analyze.add_argument(
@@ -144,7 +145,14 @@ def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
 def run_analyze(args: argparse.Namespace, options: DataclassOptions) -> int:
     cfg = AnalysisConfig(**options.values(args))
     analysis = run_analysis(
-        args.model, args.sae, args.corpus, args.out, cfg, hook_name=args.hook, split=args.split, device=args.device
+        args.model,
+        args.sae,
+        args.corpus or model_corpus(args.model),
+        args.out,
+        cfg,
+        hook_name=args.hook,
+        split=args.split,
+        device=args.device,
     )
     dead = int((analysis.tensors["fire_count"] == 0).sum())
     print(

@@ -51,8 +51,9 @@ def run_train(args: argparse.Namespace, train_options: DataclassOptions, model_o
     train_model(cfg, ModelConfig(**model_options.values(args)), args.out, overwrite=args.overwrite)
     summary = TrainingRecord.load(args.out).summary
     print(
-        f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s "
-        f"({summary['tokens_per_second']:,.0f} tokens/s), train loss {summary['final_train_loss']:.3f}, "
+        f"saved {args.out}: {summary['tokens']:,} tokens in {summary['train_seconds']:.0f} s of training steps "
+        f"({summary['tokens_per_second']:,.0f} tokens/s; {summary['wall_seconds']:.0f} s in all), "
+        f"train loss {summary['final_train_loss']:.3f}, "
         f"held-out loss {summary['heldout_loss']:.3f} nats/token"
     )
     compressors = ", ".join(f"{name} {bpb:.3f}" for name, bpb in summary["compressors_bits_per_byte"].items())
