@@ -18,6 +18,7 @@ the analysis artifact, with its per-token tables inverted and its decoder normal
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import os
 import re
@@ -32,6 +33,8 @@ from interp.analysis.artifact import Analysis
 from interp.hooks import ActivationHooks, plan_capture
 from interp.labels.files import read_labels
 from interp.pipeline import open_model_and_sae
+
+FILTERS = ("min_density", "max_density", "min_label_score")  # the keyword filters every query takes
 
 
 @dataclass
@@ -109,14 +112,19 @@ class FeatureIndex:
         return cls(analysis, read_labels(analysis_dir))
 
     # ---- filters and records -----------------------------------------------------------------
-    def mask(
-        self,
-        *,
-        min_density: float | None = None,
-        max_density: float | None = None,
-        min_label_score: float | None = None,
-    ) -> Tensor:
-        """bool [F]: the features that pass the filters (a label-score filter drops unscored features)."""
+    def mask(self, **filters: float | None) -> Tensor:
+        """bool [F]: the features that pass the filters FILTERS (a label-score filter drops unscored
+        features). A misspelled filter, or one that no feature could pass, raises ValueError."""
+        unknown = sorted(set(filters) - set(FILTERS))
+        if unknown:
+            raise ValueError(f"unknown filter(s) {unknown}; the filters are {', '.join(FILTERS)}.")
+        for name, value in filters.items():
+            if value is not None and not (isinstance(value, (int, float)) and 0 <= value <= 1):
+                raise ValueError(f"filter {name}={value!r} must be a number in [0, 1] (densities and label scores).")
+        min_density, max_density = filters.get("min_density"), filters.get("max_density")
+        min_label_score = filters.get("min_label_score")
+        if min_density is not None and max_density is not None and min_density > max_density:
+            raise ValueError(f"min_density={min_density} is above max_density={max_density}: no feature can pass.")
         keep = torch.ones(self.F, dtype=torch.bool)
         if min_density is not None:
             keep &= self.density >= min_density
@@ -144,19 +152,27 @@ class FeatureIndex:
             return self._token_ids[token]
         if re.fullmatch(r"#\d+", token) and int(token[1:]) < len(self.vocab):
             return int(token[1:])
-        near = [s for s in self.vocab if s.strip() == token.strip() and s.strip()][:5]
-        hint = f"; did you mean {', '.join(repr(s) for s in near)}?" if near else " (write #ID to give a token id)."
-        raise ValueError(f"token {token!r} is not in this analysis's vocabulary{hint}")
+        near = [s for s in self.vocab if s.strip() == token.strip() and s.strip()]
+        near += [s for s in difflib.get_close_matches(token, self.vocab, n=5, cutoff=0.5) if s not in near]
+        hint = f"; the closest are {', '.join(repr(s) for s in near[:5])}" if near else ""
+        raise ValueError(f"token {token!r} is not in this analysis's vocabulary{hint} (write #ID to give a token id).")
 
     # ---- queries ------------------------------------------------------------------------------
     def by_token(self, token: str, *, top: int = 10, **filters: float | None) -> list[FeatureHit]:
         """Features that fire most on `token`: score = mean activation per occurrence of the token
         (activation mass on it / its count); detail: firings on it, share of the feature's mass.
         From each feature's top-token table, so a feature is found when the token is among its top tokens."""
+        top = _top(top)
+        keep_all = self.mask(**filters)
         v = self.token_id(token)
+        if int(self.token_counts[v]) == 0:
+            raise ValueError(
+                f"token {token!r} is in the vocabulary but never occurs in the {self.meta.get('sequences', '?')} "
+                "analysed windows, so no feature can be found by it; analyse text that holds it."
+            )
         a, b = int(self.token_ptr[v]), int(self.token_ptr[v + 1])
         features, mass, fired = self.token_feature[a:b], self.token_mass[a:b], self.token_fire_count[a:b]
-        keep = self.mask(**filters)[features]
+        keep = keep_all[features]
         features, mass, fired = features[keep], mass[keep], fired[keep]
         order = torch.argsort(mass, descending=True, stable=True)[:top]
         occurrences = max(float(self.token_counts[v]), 1.0)
@@ -178,6 +194,7 @@ class FeatureIndex:
             raise ValueError(
                 f"{self.analysis.path} has no labels.json; run `interp label --analysis {self.analysis.path}` first."
             )
+        top = None if top is None else _top(top)
         try:
             regex = re.compile(pattern, re.IGNORECASE | re.MULTILINE)
         except re.error as err:
@@ -204,6 +221,7 @@ class FeatureIndex:
         self, token: str, *, top: int = 10, suppress: bool = False, **filters: float | None
     ) -> list[FeatureHit]:
         """Features that promote `token` most (or suppress it, `suppress=True`); score = logit effect."""
+        top = _top(top)
         effects = self.logit_effects(token)
         ranked = torch.where(self.mask(**filters), -effects if suppress else effects, -math.inf)
         best = ranked.topk(min(top, self.F))
@@ -215,8 +233,15 @@ class FeatureIndex:
         """Features whose decoder direction is nearest (cosine) to feature `query`'s, or to a vector [d_in]."""
         if self.unit_decoder is None:
             raise ValueError(f"{self.analysis.path}: features.safetensors has no 'decoder'; re-run `interp analyze`.")
+        top = _top(top)
         keep = self.mask(**filters)
-        if isinstance(query, int):
+        if isinstance(query, (str, bytes, bool)) or not isinstance(query, (int, np.integer, Tensor, list, tuple)):
+            raise ValueError(
+                f"nearest() takes a feature id (int) or a direction of d_in numbers, got {type(query).__name__} "
+                f"{query!r:.40}."
+            )
+        if isinstance(query, (int, np.integer)):
+            query = int(query)
             if not 0 <= query < self.F:
                 raise ValueError(f"feature {query} is out of range; this index has features 0..{self.F - 1}.")
             direction = self.unit_decoder[query]
@@ -228,17 +253,30 @@ class FeatureIndex:
                     f"a direction for nearest() needs {self.unit_decoder.shape[1]} values (the SAE's d_in), got "
                     f"{direction.numel()}."
                 )
-            direction = direction / direction.norm().clamp_min(1e-12)
+            if not bool(direction.isfinite().all()) or float(direction.norm()) == 0:
+                raise ValueError("the direction for nearest() must be finite and non-zero; it has no direction.")
+            direction = direction / direction.norm()
         cosine = self.unit_decoder @ direction
         best = torch.where(keep, cosine, -math.inf).topk(min(top, self.F))
         return [self.hit(i, c) for i, c in zip(best.indices.tolist(), best.values.tolist()) if c > -math.inf]
 
     def by_text(
-        self, prompt: str, *, top: int = 5, positions: list[int] | None = None, **filters: float | None
+        self,
+        prompt: str,
+        *,
+        top: int = 5,
+        positions: list[int] | None = None,
+        rank: str = "activation",
+        **filters: float | None,
     ) -> list[TokenFeatures]:
         """Run the model on BOS + `prompt` and return, for each prompt token (or the chosen positions,
         0 = first prompt token, negative from the end), the features active on it, strongest first;
-        score = activation, detail: activation as a share of the feature's max over the analysis."""
+        score = activation, detail: activation as a share of the feature's max over the analysis.
+        rank="share_of_max" orders by that share instead, so that a dense feature active on every
+        token does not head each list (max_density=... drops dense features altogether)."""
+        top = _top(top)
+        if rank not in ("activation", "share_of_max"):
+            raise ValueError(f"rank must be 'activation' or 'share_of_max', got {rank!r}.")
         if self._runner is None:
             self._runner = _TextRunner(self.meta)
         tokens, f = self._runner.features(prompt)  # [n] ids without BOS, [n, F]
@@ -253,17 +291,25 @@ class FeatureIndex:
         for p in chosen:
             if not 0 <= p < n:
                 raise ValueError(f"position {p} is outside the prompt's {n} tokens.")
-            row = torch.where(keep & (f[p] > 0), f[p], 0.0)
+            share = f[p] / self.max_activation.clamp_min(1e-30)
+            row = torch.where(keep & (f[p] > 0), f[p] if rank == "activation" else share, 0.0)
             best = row.topk(min(top, self.F))
             hits = [
-                self.hit(i, a, share_of_max=a / max(float(self.max_activation[i]), 1e-12))
-                for i, a in zip(best.indices.tolist(), best.values.tolist())
-                if a > 0
+                self.hit(i, float(f[p, i]), share_of_max=float(share[i]))
+                for i, r in zip(best.indices.tolist(), best.values.tolist())
+                if r > 0
             ]
             out.append(
                 TokenFeatures(p, self.vocab[tokens[p]] if tokens[p] < len(self.vocab) else f"<{tokens[p]}>", hits)
             )
         return out
+
+
+def _top(top: Any) -> int:
+    """A query's `top`: a positive number of results."""
+    if isinstance(top, bool) or not isinstance(top, (int, np.integer)) or top <= 0:
+        raise ValueError(f"top must be a positive integer (how many results), got {top!r}.")
+    return int(top)
 
 
 def _number(x: Any) -> float:
@@ -323,11 +369,18 @@ SCORE_NAMES = {
 
 
 def run_query(
-    index: FeatureIndex, kind: str, query: str, *, top: int, suppress: bool = False, **filters: float | None
+    index: FeatureIndex,
+    kind: str,
+    query: str,
+    *,
+    top: int,
+    suppress: bool = False,
+    rank: str = "activation",
+    **filters: float | None,
 ) -> list[FeatureHit] | list[TokenFeatures]:
     """One query by name, as the CLI gives it (a nearest query takes a feature id)."""
     if kind == "text":
-        return index.by_text(query, top=top, **filters)
+        return index.by_text(query, top=top, rank=rank, **filters)
     if kind == "token":
         return index.by_token(query, top=top, **filters)
     if kind == "label":

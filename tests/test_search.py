@@ -152,7 +152,7 @@ def test_records_table_and_cli(index_dir, capsys):
     assert main(["search", "--index", str(folder), "nearest", "0", "--top", "1"]) == 0
     assert capsys.readouterr().out.splitlines()[1].split()[0] == "1"
     assert main(["search", "--index", str(folder), "token", "t5"]) == 2  # not a vocabulary string: a clear error
-    assert "did you mean ' t5'" in capsys.readouterr().err
+    assert "the closest are ' t5'" in capsys.readouterr().err
 
 
 def test_bad_queries(index_dir, tmp_path):
@@ -173,6 +173,31 @@ def test_bad_queries(index_dir, tmp_path):
         FeatureIndex.load(tmp_path / "bare").by_logit(" t7")
     with pytest.raises(ValueError, match="interp label"):
         FeatureIndex.load(tmp_path / "bare").by_label("x")
+
+
+def test_queries_and_filters_are_validated(index_dir):
+    folder, _, _, _, _ = index_dir
+    index = FeatureIndex.load(folder)
+    with pytest.raises(ValueError, match="takes a feature id .* got str '22'"):
+        index.nearest("22")
+    with pytest.raises(ValueError, match="finite and non-zero"):
+        index.nearest([0.0] * D)
+    assert [h.feature for h in index.nearest(index.unit_decoder[0].tolist(), top=1)] == [0]  # a list works
+    for bad_top in (-1, 0, 1.5, True):
+        with pytest.raises(ValueError, match="top must be a positive integer"):
+            index.nearest(0, top=bad_top)
+    with pytest.raises(ValueError, match="min_density=0.5 is above max_density=0.1"):
+        index.by_token(" t5", min_density=0.5, max_density=0.1)
+    with pytest.raises(ValueError, match=r"min_label_score=2 must be a number in \[0, 1\]"):
+        index.by_label("t", min_label_score=2)
+    with pytest.raises(ValueError, match=r"unknown filter\(s\) \['min_densty'\]; the filters are min_density"):
+        index.by_logit(" t7", min_densty=0.1)
+    with pytest.raises(ValueError, match="the closest are ' t5'"):
+        index.by_token("t5 ")
+    index.token_counts = index.token_counts.clone()
+    index.token_counts[index.token_id(" t30")] = 0  # as if the analysed text never held it
+    with pytest.raises(ValueError, match="never occurs in the .* analysed windows"):
+        index.by_token(" t30")
 
 
 def test_text_query_matches_the_models_forward_pass(tmp_path):
@@ -226,3 +251,11 @@ def test_text_query_matches_the_models_forward_pass(tmp_path):
     assert len(last) == 1 and last[0].position == len(ids) - 1
     with pytest.raises(ValueError, match="outside the prompt"):
         index.by_text(prompt, positions=[99])
+    # ranked by share of each feature's max: the order follows activation / max over the analysis
+    maxes = index.max_activation
+    for r in index.by_text(prompt, top=3, rank="share_of_max"):
+        share = torch.where(f[r.position] > 0, f[r.position] / maxes.clamp_min(1e-30), 0.0)
+        best = share.topk(3)
+        expected = [i for i, v in zip(best.indices.tolist(), best.values.tolist()) if v > 0]
+        assert [h.feature for h in r.hits] == expected
+        assert all(h.detail["share_of_max"] == pytest.approx(float(share[h.feature])) for h in r.hits)

@@ -98,6 +98,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--min-label-score", type=float, default=None, help="keep features whose label scores at least this"
     )
     search.add_argument("--suppress", action="store_true", help="logit: features that suppress the token instead")
+    search.add_argument(
+        "--rank",
+        choices=("activation", "share_of_max"),
+        default="activation",
+        help="text: order each token's features by activation, or by activation as a share of the feature's max "
+        "(keeps a dense feature from heading every token; default activation)",
+    )
     add_json(search)
     search.set_defaults(run=run_search)
 
@@ -222,7 +229,7 @@ def run_search(args: argparse.Namespace) -> int:
         raise ValueError(f"--top must be positive, got {args.top}.")
     index = FeatureIndex.load(args.index)
     filters = dict(min_density=args.min_density, max_density=args.max_density, min_label_score=args.min_label_score)
-    results = run_query(index, args.kind, args.query, top=args.top, suppress=args.suppress, **filters)
+    results = run_query(index, args.kind, args.query, top=args.top, suppress=args.suppress, rank=args.rank, **filters)
     if emit_json(args, [r.to_dict() for r in results]):
         return 0
     if args.kind == "text":
