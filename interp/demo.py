@@ -65,7 +65,8 @@ class DemoConfig:
     sae_hook: str = "blocks.0.mlp.hook_post"
     sae_arch: str = "topk"
     sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # 4x the 512 neurons
-    sae_tokens: int = 3_000_000  # streamed from the model's training split
+    sae_tokens: int = 3_000_000  # streamed from the model's training split (3.35M tokens of stdlib)
+    sae_epochs: int | None = None  # passes over the split at most (None: as many as sae_tokens needs)
     sae_train: SAETrainConfig = field(
         default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=500)
     )
@@ -203,6 +204,7 @@ def _train_sae(cfg: DemoConfig) -> None:
         corpus=cfg.corpus,
         split="train",
         corpus_seed=cfg.train.seed,
+        epochs=cfg.sae_epochs,
         resume=resume,
         progress=cfg.progress,
     )

@@ -59,12 +59,12 @@ def open_model_and_sae(
 
 
 def corpus_windows(
-    corpus: Corpus, model: LoadedModel, *, seed: int = 0, context_length: int | None = None
+    corpus: Corpus, model: LoadedModel, *, seed: int = 0, context_length: int | None = None, epochs: int | None = 1
 ) -> Iterator[Tensor]:
     """Packed token windows [context_length] (BOS first; default the model's context) of a corpus in
     the document order of `seed`, tokenized by the model's tokenizer: a deterministic function of
     its arguments."""
-    return token_sequences(corpus, model.tokenizer, context_length or model.context_length, seed)
+    return token_sequences(corpus, model.tokenizer, context_length or model.context_length, seed, epochs=epochs)
 
 
 def model_corpus(model_spec: str | Path) -> str:

@@ -214,6 +214,7 @@ def train_from_model(
     corpus: str = "stdlib",
     split: str = "train",
     corpus_seed: int = 0,
+    epochs: int | None = 1,
     forward_batch: int = DEFAULT_BATCH_SIZE,
     model_autocast: str = "none",
     resume: bool = False,
@@ -222,10 +223,13 @@ def train_from_model(
     """`interp train-sae`: one SAE per (hook, sweep member) on the model's activations as it runs.
 
     sweep: the architecture's config fields, each a list of values (every combination is trained).
+    epochs: passes over the corpus at most (reshuffled each pass; None: as many as `tokens` needs).
     Returns the trained SAEs and their folder names under `out`."""
     cfg.validate()
     if tokens <= 0 or forward_batch <= 0:
         raise ValueError(f"--tokens and --forward-batch must be positive, got {tokens} and {forward_batch}.")
+    if epochs is not None and epochs <= 0:
+        raise ValueError(f"--epochs must be positive (or 0 for as many as --tokens needs), got {epochs}.")
     if model_autocast not in AUTOCAST_DTYPES:
         raise ValueError(f"--model-autocast {model_autocast!r} is not one of {list(AUTOCAST_DTYPES)}.")
     if environment_ranks().distributed:
@@ -243,7 +247,7 @@ def train_from_model(
     stream = ModelActivationStream(
         loaded.bridge,
         plan,
-        lambda: corpus_windows(opened_corpus, loaded, seed=corpus_seed),
+        lambda: corpus_windows(opened_corpus, loaded, seed=corpus_seed, epochs=epochs),
         total_tokens=tokens,
         batch_size=cfg.batch_size,
         shuffle_buffer=cfg.shuffle_buffer,
@@ -256,6 +260,7 @@ def train_from_model(
             "corpus": corpus,
             "split": split,
             "corpus_seed": corpus_seed,
+            "epochs": epochs,
         },
     )
     members = expand_sweep(sweep)
@@ -283,6 +288,7 @@ def train_from_model(
         "corpus": corpus,
         "split": split,
         "corpus_seed": corpus_seed,
+        "epochs": epochs,
         "tokens": tokens,
         "forward_batch": forward_batch,
         "model_autocast": model_autocast,

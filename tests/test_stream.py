@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+import warnings
 from pathlib import Path
 
 import pytest
@@ -203,6 +204,15 @@ def test_bad_stream_sizes_are_refused_and_a_short_corpus_ends_the_run_early(mode
             == 0
         )
     assert json.loads((tmp_path / "b" / "cfg.json").read_text())["metadata"]["training_tokens"] < 9 * 128
+    # --epochs 0 passes over the short corpus as often as --tokens needs (reshuffled each pass)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the corpus does not run out
+        argv = stream_args(model_dir, tmp_path / "c", "--shuffle-buffer", "0", hooks=HOOKS[:1], corpus=str(small))
+        assert interp_main([*argv, "--epochs", "0"]) == 0
+    steps = TOKENS // int(SAE_ARGS[SAE_ARGS.index("--batch-size") + 1])
+    batch = int(SAE_ARGS[SAE_ARGS.index("--batch-size") + 1])
+    assert json.loads((tmp_path / "c" / "cfg.json").read_text())["metadata"]["training_tokens"] == steps * batch
+    assert json.loads((tmp_path / "c" / "train_config.json").read_text())["epochs"] is None
 
 
 def test_streaming_under_torchrun_is_refused(model_dir, tmp_path, capsys, monkeypatch):

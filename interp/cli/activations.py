@@ -160,6 +160,12 @@ def run_train_sae(argv: list[str]) -> int:
     )
     stream.add_argument("--tokens", type=int, required=True, help="tokens to stream through the model")
     stream.add_argument(
+        "--epochs",
+        type=int,
+        default=1,
+        help="passes over the corpus at most, reshuffled each pass; 0: as many as --tokens needs (default 1)",
+    )
+    stream.add_argument(
         "--forward-batch", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass"
     )
     stream.add_argument(
@@ -189,6 +195,7 @@ def run_train_sae(argv: list[str]) -> int:
         corpus=args.corpus,
         split=args.split,
         corpus_seed=args.corpus_seed,
+        epochs=args.epochs or None,
         forward_batch=args.forward_batch,
         model_autocast=args.model_autocast,
         resume=args.resume,
