@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae.metrics import ReconstructionMetrics, evaluate_sae
+from sae.metrics import ReconstructionMetrics, evaluate_sae, format_table
 
 
 def stream(x, x_hat, f, sizes):
@@ -265,3 +265,17 @@ def test_constant_activations_and_nan_reconstructions_are_named():
     broken.update(torch.randn(32, 3), x_hat, f)
     with pytest.raises(ValueError, match="outputs NaN or Inf"):
         broken.compute()
+
+
+def test_the_eval_table_states_the_dead_window():
+    """sae eval's "dead" is the log's "dead" over a window of the evaluated tokens, and says so."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(64, 3, generator=g)
+    f = torch.rand(64, 4, generator=g)
+    f[:, 2] = 0  # never fires
+    m = ReconstructionMetrics(3, 4)
+    m.update(x, x + 0.1 * torch.randn(64, 3, generator=g), f)
+    result = m.compute()
+    assert result["dead_fraction"] == 0.25 and result["dead_window_tokens"] == 64
+    line = next(line for line in format_table(result).splitlines() if line.startswith("dead_fraction"))
+    assert line.split()[1:] == ["0.25", "(no", "firing", "in", "64", "tokens)"]
