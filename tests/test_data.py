@@ -244,7 +244,7 @@ def test_resume_with_different_settings_lists_every_differing_field(tmp_path):
 
 def test_existing_dataset_is_not_overwritten_without_resume(tmp_path):
     write(tmp_path, torch.randn(100, 4))
-    with pytest.raises(ValueError, match="already holds an activation dataset.*resume=True"):
+    with pytest.raises(ValueError, match="already holds an activation dataset.*continue it with --resume"):
         write(tmp_path, torch.randn(100, 4))
 
 
