@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from interp.analysis import artifact as artifact_module
 from interp.analysis.artifact import Analysis, read_fingerprint
 from interp.analysis.config import AnalysisConfig
 from interp.labels.evidence import held_out_sequences
@@ -265,7 +266,7 @@ def test_bad_inputs_are_refused(planted, tmp_path):
         run_labels(tmp_path / "missing")
 
 
-def test_reanalysis_clears_stale_labels_and_labels_of_another_analysis_are_refused(planted, tmp_path):
+def test_reanalysis_clears_stale_labels_and_labels_of_another_analysis_are_refused(planted, tmp_path, monkeypatch):
     """Labels record the fingerprint of the analysis they label: saving a new analysis into a labelled
     folder deletes its labels, and labels carried over from another analysis are refused by the reader."""
     analysis, _, _, _ = planted
@@ -278,6 +279,20 @@ def test_reanalysis_clears_stale_labels_and_labels_of_another_analysis_are_refus
     analysis.meta = {**analysis.meta, "created": "another run"}
     analysis.save(first)  # re-analysed into the labelled folder
     assert not (first / LABELS_FILE).exists()
+    (first / "neurons").mkdir()
+    (first / "neurons" / "analysis.json").write_text("{}")  # neurons of an earlier SAE on MLP neurons
+    analysis.save(first)  # this analysis has no neurons: the old ones go
+    assert not (first / "neurons").exists()
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(artifact_module, "write_safetensors", killed)
+        with pytest.raises(KeyboardInterrupt):
+            analysis.save(first)  # killed while writing
+    with pytest.raises(FileNotFoundError, match="has no analysis.json; re-run `interp analyze"):
+        Analysis.load(first)  # an interrupted save is refused, not read as a mixture
 
     second = tmp_path / "second"
     analysis.save(second)

@@ -137,11 +137,18 @@ class Analysis:
         return int(self.meta["sae"]["d_sae"])
 
     def save(self, out: str | os.PathLike, training_from: Path | None = None) -> Path:
-        """Write the folder (files replaced atomically); copy a model's training record beside it."""
+        """Write the folder (files replaced atomically); copy a model's training record beside it.
+
+        analysis.json, the mark of a complete analysis, is removed first and written last (after
+        neurons/), so a save that is killed leaves a folder every reader refuses, never a mixture of
+        two analyses. The labels and neurons/ of the analysis this one replaces are deleted."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
+        (out / META_FILE).unlink(missing_ok=True)
         for folder in (out, out / NEURONS_DIR):  # labels of the analysis this one replaces are stale
             (folder / LABELS_FILE).unlink(missing_ok=True)
+        if self.neurons is None and (out / NEURONS_DIR).is_dir():
+            shutil.rmtree(out / NEURONS_DIR)
         self.meta = {**self.meta, "fingerprint": fingerprint(self.meta)}
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.tensors.items()}
         check_tensors(tensors, self.d_sae, "Analysis.save")
@@ -150,9 +157,9 @@ class Analysis:
         if training_from is not None and all((training_from / name).is_file() for name in TRAINING_FILES):
             for name in TRAINING_FILES:
                 atomic_write(out / name, lambda tmp, name=name: shutil.copyfile(training_from / name, tmp))
-        write_json(out / META_FILE, self.meta)
         if self.neurons is not None:
             self.neurons.save(out / NEURONS_DIR)
+        write_json(out / META_FILE, self.meta)
         self.path = out
         return out
 
