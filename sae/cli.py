@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         if "threads" in args:  # the commands parsed here; the pass-through ones apply them themselves
             apply_process_options(args)
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input, or the machine refusing (a full disk, a permission)
         print(f"sae {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -55,8 +55,12 @@ def atomic_write(
 
 
 def _is_disk_full(err: BaseException) -> bool:
-    """ENOSPC as an OSError, or inside another library's error (safetensors reports "os error 28")."""
-    return (isinstance(err, OSError) and err.errno == errno.ENOSPC) or "os error 28" in str(err)
+    """ENOSPC as an OSError, or inside another library's error (safetensors wraps Rust's io::Error:
+    "IoError(Os { code: 28, kind: StorageFull, message: \"No space left on device\" })")."""
+    if isinstance(err, OSError) and err.errno == errno.ENOSPC:
+        return True
+    text = str(err)
+    return any(mark in text for mark in ("No space left on device", "StorageFull", "os error 28", "code: 28,"))
 
 
 def write_safetensors(

@@ -56,7 +56,7 @@ def test_a_full_disk_names_the_file_and_the_space_needed(tmp_path, monkeypatch):
 
     def full(tensors, filename, metadata=None):
         Path(filename).write_bytes(b"partial")
-        raise RuntimeError("Error while serializing: IoError(Os { code: 28, kind: StorageFull }) (os error 28)")
+        raise RuntimeError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, message: "No space" })')
 
     monkeypatch.setattr(safetensors.torch, "save_file", full)
     tensors = {"acts": torch.randn(16, 8)}

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         if "threads" in args:  # pass-through commands (train-sae) apply them after their own parse
             apply_process_options(args)
         return int(args.run(args) or 0)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, OSError) as err:  # bad input, or the machine refusing (a full disk, a permission)
         print(f"interp {args.command}: error: {err}", file=sys.stderr)
         return 2
 
