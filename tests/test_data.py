@@ -1,5 +1,6 @@
 """The activation dataset: round trips, the shuffled stream, resumption, and every refusal."""
 
+import errno
 import json
 import struct
 from pathlib import Path
@@ -454,12 +455,12 @@ def test_background_write_errors_surface_in_the_caller(tmp_path, monkeypatch):
     )
 
     def disk_full(*args):
-        raise OSError("No space left on device")
+        raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr("sae.data.os.replace", disk_full)
+    monkeypatch.setattr("sae.files.os.replace", disk_full)
     w.add(torch.randn(16, 4), torch.arange(16))  # the shard fails in the background...
-    with pytest.raises(OSError, match="No space left"):
-        w.close()  # ...and the error reaches the caller
+    with pytest.raises(OSError, match="no space left on the device .* could not write acts-00000.safetensors"):
+        w.close()  # ...and the error reaches the caller, naming the shard
     assert w.tokens_written == 0
 
 
