@@ -49,7 +49,6 @@ from sae.files import read_json
 from sae.shards import MANIFEST
 
 DEFAULT_OUT = Path("artifacts/demo")
-DEFAULT_REPORT = Path("reports/demo")
 
 
 @dataclass

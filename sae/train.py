@@ -32,6 +32,7 @@ batches are read and pinned on a background thread and copied to the GPU without
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -68,24 +69,6 @@ def train_sae(
     batches: ActivationDataset | Iterable[Tensor] | Iterable[tuple[Tensor, ...]],
     cfg: TrainConfig,
     out: str | os.PathLike | None,
-    **options: Any,
-) -> list[SAE]:
-    """Train every (architecture name, config) pair on one stream of [batch, d_in] batches (see
-    `_train` for the options). The main process holds a lock on `out` for the whole run, so a second
-    run into the same folder is refused at once instead of interleaving its files."""
-    ranks = options.get("ranks", SINGLE_PROCESS)
-    if out is None or not ranks.is_main:
-        return _train(sae_configs, batches, cfg, out, **options)
-    check_output_folder(out)
-    with folder_lock(out, "sae train"):
-        return _train(sae_configs, batches, cfg, out, **options)
-
-
-def _train(
-    sae_configs: Sequence[tuple[str, SAEConfig]],
-    batches: ActivationDataset | Iterable[Tensor] | Iterable[tuple[Tensor, ...]],
-    cfg: TrainConfig,
-    out: str | os.PathLike | None,
     *,
     names: Sequence[str] | None = None,
     resume: bool = False,
@@ -109,146 +92,158 @@ def _train(
     metadata: per SAE, extra entries for its cfg.json metadata (hook_name, model_name, ...).
     ranks: this process of a data-parallel job (sae.distributed).
     Returns the trained SAEs in inference form with the activation scale folded in (raw inputs).
+    The main process holds a lock on `out` for the whole run, so a second run into the same folder is
+    refused at once instead of interleaving its files.
     """
-    cfg.validate()
-    if not sae_configs:
-        raise ValueError("train_sae needs at least one SAE config")
-    for _, c in sae_configs:
-        c.validate()
-    names = list(names) if names is not None else sweep_names([c.to_dict() for _, c in sae_configs])
-    if len(set(names)) != len(names):
-        raise ValueError(f"SAE names must be distinct, got {names}")
-    sources = list(sources) if sources is not None else [0] * len(sae_configs)
-    if len(sources) != len(sae_configs) or (sources and min(sources) < 0):
-        raise ValueError(
-            f"sources must give one non-negative source index per SAE config, got {sources} "
-            f"for {len(sae_configs)} configs"
-        )
-    if metadata is not None and len(metadata) != len(sae_configs):
-        raise ValueError(f"metadata must hold one dict per SAE config, got {len(metadata)} for {len(sae_configs)}")
-    for s in set(sources):
-        widths = {c.d_in for (_, c), src in zip(sae_configs, sources) if src == s}
-        if len(widths) > 1:
+    with contextlib.ExitStack() as held:
+        if out is not None and ranks.is_main:
+            check_output_folder(out)
+            held.enter_context(folder_lock(out, "sae train"))
+        cfg.validate()
+        if not sae_configs:
+            raise ValueError("train_sae needs at least one SAE config")
+        for _, c in sae_configs:
+            c.validate()
+        names = list(names) if names is not None else sweep_names([c.to_dict() for _, c in sae_configs])
+        if len(set(names)) != len(names):
+            raise ValueError(f"SAE names must be distinct, got {names}")
+        sources = list(sources) if sources is not None else [0] * len(sae_configs)
+        if len(sources) != len(sae_configs) or (sources and min(sources) < 0):
             raise ValueError(
-                f"the SAEs trained on source {s} disagree on d_in ({sorted(widths)}); they read the same batches"
+                f"sources must give one non-negative source index per SAE config, got {sources} "
+                f"for {len(sae_configs)} configs"
             )
-    if isinstance(batches, ActivationDataset):
-        for name, (_, c) in zip(names, sae_configs):
-            if c.d_in != batches.d_in:
+        if metadata is not None and len(metadata) != len(sae_configs):
+            raise ValueError(f"metadata must hold one dict per SAE config, got {len(metadata)} for {len(sae_configs)}")
+        for s in set(sources):
+            widths = {c.d_in for (_, c), src in zip(sae_configs, sources) if src == s}
+            if len(widths) > 1:
                 raise ValueError(
-                    f"the dataset {batches.path} has d_in={batches.d_in} (its manifest.json) but SAE "
-                    f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the "
-                    "command line)"
+                    f"the SAEs trained on source {s} disagree on d_in ({sorted(widths)}); they read the same batches"
                 )
-    steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
-    device = resolve_device(cfg.device, ranks)
-    check_training_memory([(n, c.d_in, c.d_sae) for n, (_, c) in zip(names, sae_configs)], cfg, device)
-    dead_window = cfg.dead_window(steps * cfg.batch_size)
-    members = [
-        SweepMember(n, arch, c, cfg, device, src, dead_window=dead_window)
-        for n, (arch, c), src in zip(names, sae_configs, sources)
-    ]
-    out_dir = Path(out) if out is not None else None
-    writes = out_dir is not None and ranks.is_main
-
-    position, scales, start = None, [1.0] * (max(sources) + 1), 0
-    torch.manual_seed(cfg.seed)
-    folder = latest_checkpoint(out_dir) if out_dir is not None else None
-    if resume:
-        if folder is None:
-            raise FileNotFoundError(
-                f"cannot resume: {out_dir}/{CHECKPOINT_DIR} holds no checkpoint; start the run without --resume"
-            )
-        state = load_checkpoint(folder, cfg, members)
-        position, start = state["data_position"], state["step"]
-        scales = state.get("activation_scales", [state["activation_scale"]])
-    elif folder is not None:
-        raise ValueError(
-            f"{out_dir} already holds a run (checkpoint at {folder.name}); resume it with --resume "
-            "or choose another --out folder"
-        )
-    for m in members:
-        ranks.broadcast_(m.sae)  # the same seed builds the same weights; this makes it certain
-    if writes:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_json(
-            out_dir / TRAIN_CONFIG,
-            {
-                "format_version": CHECKPOINT_FORMAT,
-                **(run_info or {}),
-                "train": dataclasses.asdict(cfg),
-                "resolved": {
-                    "device": str(device),
-                    "selection_dtype": str(members[0].selection_dtype or cfg.dtype).removeprefix("torch."),
-                    "dead_window_tokens": dead_window,
-                },
-                "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members],
-            },
-        )
-    feed = BatchFeed(batches, cfg, ranks, position, prefetch=device.type == "cuda", pin=device.type == "cuda")
-    dtype = getattr(torch, cfg.dtype)
-    autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None
-    log = open(out_dir / LOG_FILE, "a") if writes else None  # noqa: SIM115 - open for the whole run, closed below
-    last_saved = start
-    bar = progress_bar(total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main))
-    clock, clock_step = time.perf_counter(), start
-    try:
-        if start == 0:
-            scales = _initialise(feed, members, cfg, dtype, device, ranks)
-        if start >= steps:
-            warnings.warn(
-                f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs", stacklevel=2
-            )
-        for step in range(start, steps):
-            batch = _next_batch(feed, step, members, out_dir, last_saved, ranks)
-            if batch is None:
-                warnings.warn(
-                    f"the data ran out after {step} of {steps} steps; saving the SAEs as they are", stacklevel=2
-                )
-                steps = step
-                break
-            xs = [b.to(device=device, dtype=dtype, non_blocking=True) * s for b, s in zip(batch, scales)]
-            results = [m.step(xs[m.source], step, cfg, steps, autocast, ranks) for m in members]
-            bar.update(1)
-            done = step + 1
-            if log is not None:
-                for m, r in zip(members, results):
-                    if r["resampled"] is not None:
-                        log.write(json.dumps({"step": done, "sae": m.name, "resampled": r["resampled"]}) + "\n")
-            if done % cfg.log_every == 0 or done == steps:
-                rows = [m.metrics(xs[m.source], r, ranks) for m, r in zip(members, results)]
-                now = time.perf_counter()
-                rate = (done - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
-                clock, clock_step = now, done
-                bar.set_postfix_str(
-                    " | ".join(
-                        f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f} dead {r['dead_fraction']:.1%}"
-                        for r in rows
+        if isinstance(batches, ActivationDataset):
+            for name, (_, c) in zip(names, sae_configs):
+                if c.d_in != batches.d_in:
+                    raise ValueError(
+                        f"the dataset {batches.path} has d_in={batches.d_in} (its manifest.json) but SAE "
+                        f"{name or 'config'} has d_in={c.d_in}; set d_in to {batches.d_in} (or leave it unset on the "
+                        "command line)"
                     )
-                    + f" | {rate:,.0f} tok/s"
+        steps = cfg.steps if cfg.steps is not None else _steps_of(batches, cfg)
+        device = resolve_device(cfg.device, ranks)
+        check_training_memory([(n, c.d_in, c.d_sae) for n, (_, c) in zip(names, sae_configs)], cfg, device)
+        dead_window = cfg.dead_window(steps * cfg.batch_size)
+        members = [
+            SweepMember(n, arch, c, cfg, device, src, dead_window=dead_window)
+            for n, (arch, c), src in zip(names, sae_configs, sources)
+        ]
+        out_dir = Path(out) if out is not None else None
+        writes = out_dir is not None and ranks.is_main
+
+        position, scales, start = None, [1.0] * (max(sources) + 1), 0
+        torch.manual_seed(cfg.seed)
+        folder = latest_checkpoint(out_dir) if out_dir is not None else None
+        if resume:
+            if folder is None:
+                raise FileNotFoundError(
+                    f"cannot resume: {out_dir}/{CHECKPOINT_DIR} holds no checkpoint; start the run without --resume"
                 )
+            state = load_checkpoint(folder, cfg, members)
+            position, start = state["data_position"], state["step"]
+            scales = state.get("activation_scales", [state["activation_scale"]])
+        elif folder is not None:
+            raise ValueError(
+                f"{out_dir} already holds a run (checkpoint at {folder.name}); resume it with --resume "
+                "or choose another --out folder"
+            )
+        for m in members:
+            ranks.broadcast_(m.sae)  # the same seed builds the same weights; this makes it certain
+        if writes:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_json(
+                out_dir / TRAIN_CONFIG,
+                {
+                    "format_version": CHECKPOINT_FORMAT,
+                    **(run_info or {}),
+                    "train": dataclasses.asdict(cfg),
+                    "resolved": {
+                        "device": str(device),
+                        "selection_dtype": str(members[0].selection_dtype or cfg.dtype).removeprefix("torch."),
+                        "dead_window_tokens": dead_window,
+                    },
+                    "members": [{"name": m.name, "arch": m.arch, "config": m.sae.cfg.to_dict()} for m in members],
+                },
+            )
+        feed = BatchFeed(batches, cfg, ranks, position, prefetch=device.type == "cuda", pin=device.type == "cuda")
+        dtype = getattr(torch, cfg.dtype)
+        autocast = torch.autocast(device.type, dtype=getattr(torch, cfg.autocast)) if cfg.autocast != "none" else None
+        log = open(out_dir / LOG_FILE, "a") if writes else None  # noqa: SIM115 - open for the whole run, closed below
+        last_saved = start
+        bar = progress_bar(
+            total=steps, initial=start, desc="train", unit="step", disable=not (progress and ranks.is_main)
+        )
+        clock, clock_step = time.perf_counter(), start
+        try:
+            if start == 0:
+                scales = _initialise(feed, members, cfg, dtype, device, ranks)
+            if start >= steps:
+                warnings.warn(
+                    f"the run in {out_dir} already finished {start} of {steps} steps; only saving the SAEs",
+                    stacklevel=2,
+                )
+            for step in range(start, steps):
+                batch = _next_batch(feed, step, members, out_dir, last_saved, ranks)
+                if batch is None:
+                    warnings.warn(
+                        f"the data ran out after {step} of {steps} steps; saving the SAEs as they are", stacklevel=2
+                    )
+                    steps = step
+                    break
+                xs = [b.to(device=device, dtype=dtype, non_blocking=True) * s for b, s in zip(batch, scales)]
+                results = [m.step(xs[m.source], step, cfg, steps, autocast, ranks) for m in members]
+                bar.update(1)
+                done = step + 1
                 if log is not None:
-                    for r in rows:
-                        log.write(
-                            json.dumps({"step": done, "tokens": done * cfg.batch_size, "tokens_per_s": rate, **r})
-                            + "\n"
+                    for m, r in zip(members, results):
+                        if r["resampled"] is not None:
+                            log.write(json.dumps({"step": done, "sae": m.name, "resampled": r["resampled"]}) + "\n")
+                if done % cfg.log_every == 0 or done == steps:
+                    rows = [m.metrics(xs[m.source], r, ranks) for m, r in zip(members, results)]
+                    now = time.perf_counter()
+                    rate = (done - clock_step) * cfg.batch_size / max(now - clock, 1e-9)
+                    clock, clock_step = now, done
+                    bar.set_postfix_str(
+                        " | ".join(
+                            f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f} dead {r['dead_fraction']:.1%}"
+                            for r in rows
                         )
-                    log.flush()
-            if writes and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
-                save_checkpoint(out_dir, done, done * cfg.batch_size, feed.position, scales, cfg, members)
-                last_saved = done
-    finally:
-        bar.close()
-        feed.close()
-        if log is not None:
-            log.close()
-    trained = [_saveable(m.sae, scales[m.source]) for m in members]
-    if writes:
-        for i, (m, sae) in enumerate(zip(members, trained)):
-            meta = {**_metadata(batches, scales[m.source], steps * cfg.batch_size), **(metadata[i] if metadata else {})}
-            save_sae(sae, out_dir / m.name if m.name else out_dir, metadata=meta)
-    ranks.barrier()  # no rank returns before rank 0 has written the SAEs
-    return trained
+                        + f" | {rate:,.0f} tok/s"
+                    )
+                    if log is not None:
+                        for r in rows:
+                            log.write(
+                                json.dumps({"step": done, "tokens": done * cfg.batch_size, "tokens_per_s": rate, **r})
+                                + "\n"
+                            )
+                        log.flush()
+                if writes and (done == steps or (cfg.checkpoint_every and done % cfg.checkpoint_every == 0)):
+                    save_checkpoint(out_dir, done, done * cfg.batch_size, feed.position, scales, cfg, members)
+                    last_saved = done
+        finally:
+            bar.close()
+            feed.close()
+            if log is not None:
+                log.close()
+        trained = [_saveable(m.sae, scales[m.source]) for m in members]
+        if writes:
+            for i, (m, sae) in enumerate(zip(members, trained)):
+                meta = {
+                    **_metadata(batches, scales[m.source], steps * cfg.batch_size),
+                    **(metadata[i] if metadata else {}),
+                }
+                save_sae(sae, out_dir / m.name if m.name else out_dir, metadata=meta)
+        ranks.barrier()  # no rank returns before rank 0 has written the SAEs
+        return trained
 
 
 def _next_batch(
