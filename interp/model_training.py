@@ -239,7 +239,9 @@ def train_model(
         before = progress
         progress = min(1.0, seen / budget_tokens) if budget_tokens else min(1.0, train_seconds / budget_seconds)
         bar.update((seen if budget_tokens else int(train_seconds)) - bar.n)
-        bar.set_postfix(loss=f"{loss_value:.3f}", tok_s=f"{seen / train_seconds:,.0f}", lr=f"{lr:.2e}")
+        bar.set_postfix(  # shown at the bar's next refresh (a redraw per step would flood a log file)
+            loss=f"{loss_value:.3f}", tok_s=f"{seen / train_seconds:,.0f}", lr=f"{lr:.2e}", refresh=False
+        )
         story_point, heldout_point = _crossed(story_marks, before, progress), _crossed(heldout_marks, before, progress)
         if story_point or heldout_point:
             model.eval()

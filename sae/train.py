@@ -217,7 +217,8 @@ def train_sae(
                             f"{r['sae'] or 'fvu'} {r['fvu']:.3f} l0 {r['l0']:.1f} dead {r['dead_fraction']:.1%}"
                             for r in rows
                         )
-                        + f" | {rate:,.0f} tok/s"
+                        + f" | {rate:,.0f} tok/s",
+                        refresh=False,  # shown at the bar's next refresh, not as a redraw of its own
                     )
                     if log is not None:
                         for r in rows:

@@ -31,3 +31,14 @@ def test_progress_on_a_terminal_is_tqdm_itself(monkeypatch):
     bar.update(10)
     bar.close()
     assert "\r" in terminal.getvalue()
+
+
+def test_postfix_updates_do_not_add_lines(capsys, monkeypatch):
+    """The trainers update the postfix every step with refresh=False: no line of their own."""
+    monkeypatch.setattr(progress, "LOG_EVERY_S", 10.0)
+    bar = progress_bar(total=500, desc="training")
+    for step in range(500):
+        bar.update(1)
+        bar.set_postfix(loss=f"{step:.3f}", refresh=False)
+    bar.close()
+    assert len(capsys.readouterr().err.splitlines()) <= 2
