@@ -83,7 +83,7 @@ class ModelTrainConfig:
         default="auto",
         metadata={
             "help": "dtype of the training forward pass; auto: bfloat16 where the hardware multiplies it natively "
-            "(CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else none (float32)"
+            "(CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else none (float32)."
         },
     )
     fused_adam: bool = field(

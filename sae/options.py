@@ -211,7 +211,8 @@ class DataclassOptions:
             kwargs["required"] = True
         else:
             kwargs["default"] = default
-            kwargs["help"] += f" (default: {_show(default, self.sweep)})"
+            if default not in (None, [None]):  # a field whose default is None says in its help what none means
+                kwargs["help"] += f" (default: {_show(default, self.sweep)})"
         if spec.kind is bool and not spec.is_list and not spec.optional:
             parser.add_argument(spec.option, action=argparse.BooleanOptionalAction, **kwargs)
             return

@@ -216,3 +216,21 @@ def test_process_options_are_checked_before_any_work(tmp_path, capsys):
     assert interp_main([*args, "--threads", "-1"]) == 2
     assert "--threads must be positive, got -1" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_help_never_says_default_none(capsys):
+    """A field whose default is None says in its own help what none means; the renderer adds nothing."""
+    from interp.cli.main import main as interp_main
+    from sae.cli import main as sae_main
+
+    for run, argv in (
+        (interp_main, ["model", "train", "--help"]),
+        (interp_main, ["analyze", "--help"]),
+        (sae_main, ["train", "--arch", "matryoshka", "--help"]),
+        (sae_main, ["bench-synthetic", "--arch", "topk", "--help"]),
+    ):
+        with pytest.raises(SystemExit):
+            run(argv)
+        text = " ".join(capsys.readouterr().out.split())
+        assert "(default: None)" not in text, argv
+        assert "(default: " in text  # the other defaults are still shown
