@@ -48,6 +48,7 @@ from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
 from interp.training_record import MLP_HOOK, Sample, TrainingRecord
 from sae.files import check_output_folder
 from sae.hardware import fast_adam, native_bfloat16_matmul
+from sae.options import check_choices
 from sae.progress import progress_bar
 
 STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
@@ -129,8 +130,7 @@ class ModelTrainConfig:
             raise ValueError(f"eval_tokens must be positive, got {self.eval_tokens}.")
         if any(not 0 < p < 1 for p in self.story_points):
             raise ValueError(f"story_points must lie strictly between 0 and 1, got {list(self.story_points)}.")
-        if self.autocast not in ("auto", "none", "bfloat16"):
-            raise ValueError(f"autocast must be auto, none or bfloat16, got {self.autocast!r}.")
+        check_choices(self)
 
     def budget(self) -> tuple[int | None, float | None]:
         """(tokens, seconds): the budget, DEFAULT_TOKENS when none was given."""
@@ -166,7 +166,7 @@ def train_model(
         Tokenizer.load(cfg.tokenizer)
         if cfg.tokenizer
         else train_tokenizer(
-            _first_chars(train_corpus, cfg.tokenizer_chars),
+            first_chars(train_corpus, cfg.tokenizer_chars),
             cfg.vocab_size,
             show_progress=show_progress and sys.stderr.isatty(),  # its own bar: terminals only
         )
@@ -343,7 +343,8 @@ def _first_windows(corpus: Corpus, tokenizer: Tokenizer, ctx: int, n: int) -> Te
     return torch.stack(windows)
 
 
-def _first_chars(corpus: Corpus, max_chars: int) -> Iterator[str]:
+def first_chars(corpus: Corpus, max_chars: int) -> Iterator[str]:
+    """The corpus's documents until max_chars characters are reached: what a tokenizer learns from."""
     total = 0
     for document in corpus:
         yield document

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sae.options import field_specs
+from sae.options import check_choices
 
 MAX_DEAD_WINDOW_TOKENS = 10_000_000  # the window of Gao et al. (2024), for runs of billions of tokens
 DEAD_WINDOW_RUN_FRACTION = 10  # the default window is a tenth of the run, so AuxK engages in short runs too
@@ -122,8 +122,4 @@ class TrainConfig:
             raise ValueError(f"TrainConfig.lr_decay_fraction must be in [0, 1], got {self.lr_decay_fraction}")
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise ValueError(f"TrainConfig.grad_clip_norm must be positive or none, got {self.grad_clip_norm}")
-        for spec in field_specs(TrainConfig):  # the CLI checks these too; the Python API comes here
-            if spec.choices is not None and getattr(self, spec.name) not in spec.choices:
-                raise ValueError(
-                    f"TrainConfig.{spec.name} must be one of {list(spec.choices)}, got {getattr(self, spec.name)!r}"
-                )
+        check_choices(self)

@@ -150,7 +150,8 @@ def read_safetensors(path: str | os.PathLike, *, fix: str, finite: bool = False)
     if finite:
         for name, tensor in tensors.items():
             if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
-                bad = (~tensor.isfinite()).reshape(tensor.shape[0], -1).any(1).nonzero().flatten()[:5].tolist()
+                rows = (~tensor.isfinite()).reshape(tensor.shape[0] if tensor.dim() else 1, -1).any(1)
+                bad = rows.nonzero().flatten()[:5].tolist()
                 raise ValueError(f"{path}: tensor {name!r} holds NaN or Inf (rows {bad}, first shown); {fix}.")
     return tensors
 

@@ -53,6 +53,17 @@ class FieldSpec:
         return self.default is _MISSING
 
 
+def check_choices(config: Any) -> None:
+    """Raise ValueError naming the field when a Literal-typed field of a config dataclass holds a value
+    outside its choices (the CLI checks these too; this is for the Python API)."""
+    for spec in field_specs(type(config)):
+        if spec.choices is not None and getattr(config, spec.name) not in spec.choices:
+            raise ValueError(
+                f"{type(config).__name__}.{spec.name} must be one of {list(spec.choices)}, "
+                f"got {getattr(config, spec.name)!r}"
+            )
+
+
 def field_specs(cls: type) -> list[FieldSpec]:
     """One FieldSpec per field of the dataclass `cls`, in declaration order.
 

@@ -26,7 +26,7 @@ import torch
 
 from interp.corpus import load_corpus
 from interp.model import ModelConfig
-from interp.model_training import ModelTrainConfig, train_model
+from interp.model_training import ModelTrainConfig, first_chars, train_model
 from interp.tokenizer import TOKENIZER_FILE, train_tokenizer
 from interp.training_record import TrainingRecord
 
@@ -44,14 +44,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-model-train-") as tmp:
         tmp = Path(tmp)
-        first_chars = ModelTrainConfig().tokenizer_chars
-        documents, total = [], 0
-        for document in load_corpus(args.corpus, "train"):
-            documents.append(document)
-            total += len(document)
-            if total >= first_chars:
-                break
-        train_tokenizer(documents, show_progress=False).save(tmp)
+        documents = first_chars(load_corpus(args.corpus, "train"), ModelTrainConfig().tokenizer_chars)
+        train_tokenizer(documents, show_progress=False).save(tmp)  # as train_model would train it
         base = ModelTrainConfig(corpus=args.corpus, tokenizer=str(tmp / TOKENIZER_FILE), story_points=[])
         runs = {
             "float32": dataclasses.replace(base, minutes=args.minutes, autocast="none", fused_adam=False, lr=OLD_LR),

@@ -197,6 +197,8 @@ def test_budget_options_are_validated():
         ModelTrainConfig(tokens=10, minutes=1.0).validate()
     with pytest.raises(ValueError, match="must be positive"):
         ModelTrainConfig(tokens=0).validate()
+    with pytest.raises(ValueError, match=r"ModelTrainConfig.autocast must be one of \['auto', 'none', 'bfloat16'\]"):
+        ModelTrainConfig(autocast="fp8").validate()
     assert ModelTrainConfig().budget() == (DEFAULT_TOKENS, None)  # budgets default to tokens, the same everywhere
     with pytest.raises(ValueError, match=r"d_model \(30\) must be divisible by n_heads \(4\)"):
         build_native_model(ModelConfig(d_model=30, n_heads=4))
