@@ -16,6 +16,7 @@ An activation [batch, pos, *shape] is read per token, as `interp.capture` stores
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,30 +50,53 @@ class SpliceRecord:
     f: Tensor
 
 
+FeatureEdit = Callable[[Tensor], Tensor]  # f [batch, pos, d_sae] -> edited f of the same shape
+
+
 class SAESplice:
     """A forward hook that replaces the activation by the SAE's reconstruction.
 
-    with_error: add back e = x - x_hat (the output then equals x). record: keep the last pass's
-    x, x_hat and f (detached) in `self.last`.
+    with_error: add back e = x - x_hat (the output then equals x). edit: a function changing the
+    features f [batch, pos, d_sae] before they are decoded (interp.intervene builds them); with the
+    error term the output is then decode(edit(f)) + e = x + (edit(f) - f) W_dec (every SAE here decodes
+    linearly, x_hat = f W_dec + b_dec), formed in float64 from the features the edit changed only, so
+    it is x exactly where nothing changed. record: keep the last pass's x, x_hat and f (detached,
+    before any edit) in `self.last`.
     """
 
-    def __init__(self, sae: Any, hook_name: str, *, with_error: bool = False, record: bool = False):
+    def __init__(
+        self,
+        sae: Any,
+        hook_name: str,
+        *,
+        with_error: bool = False,
+        edit: FeatureEdit | None = None,
+        record: bool = False,
+    ):
         self.sae, self.hook_name, self.with_error, self.record = sae, hook_name, with_error, record
+        self.edit = edit
         self.last: SpliceRecord | None = None
 
     def __call__(self, activation: Tensor, hook: Any = None) -> Tensor:
         x = activation_rows(activation, self.sae, self.hook_name)  # [n, d_in]
         param = next(iter(self.sae.parameters()))
         f = self.sae.encode(x.to(param.device, param.dtype))  # [n, d_sae]
-        x_hat = self.sae.decode(f)  # [n, d_in], the SAE's dtype
+        edited = None if self.edit is None else self.edit(f.view(*activation.shape[:2], -1).clone()).reshape(f.shape)
+        x_hat = None
+        if self.record or not (self.with_error and edited is not None):
+            x_hat = self.sae.decode(f)  # [n, d_in], the SAE's dtype
         if self.record:
             self.last = SpliceRecord(x.detach(), x_hat.detach().to(x.device), f.detach().to(x.device))
-        if self.with_error:
+        if self.with_error and edited is not None:
+            delta = edited - f  # [n, d_sae], zero where the edit changed nothing
+            changed = torch.nonzero(delta.abs().sum(0)).squeeze(1)
+            moved = delta[:, changed].double() @ self.sae.W_dec[changed].double()  # [n, d_in]
+            out = (x.to(torch.float64) + moved.to(x.device)).to(activation.dtype)
+        elif self.with_error:
             x_hat64 = x_hat.to(x.device, torch.float64)
-            error = (x.to(torch.float64) - x_hat64).detach()
-            out = (x_hat64 + error).to(activation.dtype)
+            out = (x_hat64 + (x.to(torch.float64) - x_hat64).detach()).to(activation.dtype)
         else:
-            out = x_hat.to(activation.device, activation.dtype)
+            out = (x_hat if edited is None else self.sae.decode(edited)).to(activation.device, activation.dtype)
         return out.reshape(activation.shape)
 
 
@@ -129,6 +153,7 @@ def spliced_runs(bridge: Any, tokens: Tensor, sae: Any, hook_name: str) -> Splic
 
 
 __all__ = [
+    "FeatureEdit",
     "SAESplice",
     "SpliceRecord",
     "SplicedRuns",

@@ -33,16 +33,16 @@ def open_page(driver, url: str) -> list[dict]:
     return driver.get_log("browser")
 
 
-def assert_clean(driver, logs: list[dict]) -> None:
+def assert_clean(driver, logs: list[dict], origin: str = "file:") -> None:
     logs = logs + driver.get_log("browser")
     severe = [entry for entry in logs if entry["level"] == "SEVERE"]
     assert not severe, severe
     assert driver.execute_script("return window.pwned === undefined"), "injected script ran"
     # the page fetched nothing but its own files, and links only within the report
     resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
-    assert all(url.startswith("file:") for url in resources), resources
+    assert all(url.startswith(origin) for url in resources), resources
     links = driver.execute_script("return Array.from(document.querySelectorAll('a[href]')).map(a => a.href)")
-    assert all(url.startswith(("file:", "javascript:void")) or url.endswith("#") for url in links), links
+    assert all(url.startswith((origin, "javascript:void")) or url.endswith("#") for url in links), links
     assert MARK not in driver.title
     from selenium.common.exceptions import NoAlertPresentException
 

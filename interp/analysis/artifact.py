@@ -98,11 +98,17 @@ FEATURE_TENSORS: dict[str, TensorField] = {
     "unembed": TensorField("[d_model, V] float32", "W_U", per_feature=False),
     "neuron_ids": TensorField("[F, N] int32", "neurons with the largest |decoder weight| (SAEs on MLP neurons)"),
     "neuron_weights": TensorField("[F, N] float32", "those decoder weights"),
+    "ablation_change": TensorField(
+        "[F, K] float32", "change in log p of each top example's next token when the feature is ablated (NaN: not run)"
+    ),
+    "ablation_mean": TensorField("[F] float32", "mean of ablation_change over the examples run (NaN: none)"),
+    "ablation_drop_ids": TensorField("[F, N] int32", "tokens whose log p falls most when the feature is ablated"),
+    "ablation_drop_values": TensorField("[F, N] float32", "their mean change in log p (nats)"),
     "peak_driver_ids": TensorField("[F, K, drivers] int32", "neurons only: features driving each top example's peak"),
     "peak_driver_values": TensorField("[F, K, drivers] float32", "their contributions f_i W_dec[i, j]"),
 }
-# from the decoder (absent where it does not apply) or from the neurons' analysis only
-OPTIONAL_PREFIXES = ("decoder", "nearest_", "logit_", "unembed", "neuron_", "peak_driver_")
+# from the decoder (absent where it does not apply), the ablation runs, or the neurons' analysis only
+OPTIONAL_PREFIXES = ("decoder", "nearest_", "logit_", "unembed", "neuron_", "ablation_", "peak_driver_")
 REQUIRED_TENSORS = tuple(name for name in FEATURE_TENSORS if not name.startswith(OPTIONAL_PREFIXES))
 
 
@@ -261,16 +267,14 @@ class Analysis:
             record["logit_range"] = t["logit_range"][i].tolist()
         if "neuron_ids" in t:
             record["neurons"] = _pairs(t["neuron_ids"][i], t["neuron_weights"][i])
+        if "ablation_mean" in t:
+            mean = float(t["ablation_mean"][i])
+            record["ablation"] = {
+                "mean_change": None if mean != mean else mean,
+                "example_changes": [None if c != c else float(c) for c in t["ablation_change"][i][top_valid].tolist()],
+                "drops": _pairs(t["ablation_drop_ids"][i], t["ablation_drop_values"][i]),
+            }
         return record
-
-
-def _pairs(ids: Tensor, values: Tensor, counts: Tensor | None = None) -> list[dict[str, Any]]:
-    keep = ids >= 0
-    out = [{"id": int(a), "value": float(v)} for a, v in zip(ids[keep].tolist(), values[keep].tolist())]
-    if counts is not None:
-        for item, c in zip(out, counts[keep].tolist()):
-            item["count"] = int(c)
-    return out
 
 
 def _pairs(ids: Tensor, values: Tensor, counts: Tensor | None = None) -> list[dict[str, Any]]:

@@ -43,6 +43,13 @@ class AnalysisConfig:
             "help": "context windows kept whole with all their feature activations (a random sample for scoring labels)"
         },
     )
+    ablation_examples: int = field(
+        default=4,
+        metadata={
+            "help": "top examples per feature re-run with the feature ablated, for its effect on the next token "
+            "(0: none)"
+        },
+    )
     ignore_bos: bool = field(default=True, metadata={"help": "leave BOS tokens out of every statistic"})
     ignore_tokens: list[str] = field(
         default_factory=list, metadata={"help": "token strings (or ids) to leave out, comma separated"}
@@ -75,7 +82,7 @@ class AnalysisConfig:
         ):
             if getattr(self, name) <= 0:
                 raise ValueError(f"analysis option {name} must be positive, got {getattr(self, name)}.")
-        for name in ("window_left", "window_right", "random_sequences", "cofire_max_active"):
+        for name in ("window_left", "window_right", "random_sequences", "cofire_max_active", "ablation_examples"):
             if getattr(self, name) < 0:
                 raise ValueError(f"analysis option {name} must be >= 0, got {getattr(self, name)}.")
         if self.batch_size is not None and self.batch_size <= 0:
@@ -101,6 +108,11 @@ def histogram_edges(cfg: AnalysisConfig) -> Tensor:
     steps = (cfg.histogram_high_exp - cfg.histogram_low_exp) * cfg.bins_per_octave
     exps = cfg.histogram_low_exp + torch.arange(steps + 1, dtype=torch.float64) / cfg.bins_per_octave
     return torch.pow(2.0, exps)
+
+
+def ablation_batch_size(context_length: int, vocab: int) -> int:
+    """Ablation runs per forward pass so that a batch's logits hold about 2^25 values (128 MiB float32)."""
+    return max(1, (1 << 25) // (context_length * vocab))
 
 
 def default_batch_size(d_sae: int, context_length: int) -> int:

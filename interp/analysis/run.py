@@ -13,8 +13,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.analysis.ablation import ablation_effects
 from interp.analysis.artifact import ANALYSIS_FORMAT, ANALYSIS_FORMAT_VERSION, Analysis
-from interp.analysis.config import AnalysisConfig, default_batch_size
+from interp.analysis.config import AnalysisConfig, ablation_batch_size, default_batch_size
 from interp.analysis.decoder import decoder_statistics, logit_map
 from interp.analysis.neuron_pass import NeuronPass
 from interp.analysis.statistics import FeatureStatistics
@@ -54,8 +55,9 @@ def analyze(
     progress: bool = True,
 ) -> Analysis:
     """Run the pass: `model` a LoadedModel, `sae` anything with `encode(x [n, d_in]) -> [n, F]`
-    and `W_dec` [F, d_in], `sequences` token windows [T] (BOS first). `meta` is merged into
-    analysis.json (model spec, SAE path, corpus...)."""
+    and `W_dec` [F, d_in] (and `decode` for the ablation runs, which are skipped without it),
+    `sequences` token windows [T] (BOS first). `meta` is merged into analysis.json (model spec, SAE
+    path, corpus...)."""
     cfg.validate()
     bridge, T = model.bridge, model.context_length
     plan = plan_capture(bridge, [hook_name], T)
@@ -82,8 +84,10 @@ def analyze(
     bar = progress_bar(
         total=n_seq * T, unit="tok", unit_scale=True, desc="analyse", disable=not progress, dynamic_ncols=True
     )
+    windows = []  # every window, for the ablation runs on the top examples
     with ActivationHooks(bridge, [hook_name], plan.stop_at_layer) as hooks, torch.inference_mode():
         for batch in batched_windows(sequences, batch_size, max_windows=n_seq):
+            windows.append(batch.to(torch.int32))
             acts = hooks.run(batch.to(device))[hook_name]
             x = plan.hooks[0].rows(acts).to(W_dec.device, W_dec.dtype)
             f = sae.encode(x).view(batch.shape[0], T, F)
@@ -95,6 +99,21 @@ def analyze(
     if stats.sequences_seen == 0:
         raise ValueError("the corpus gave no token window to analyse; point --corpus at more text.")
     tensors = stats.result()
+    ablates = bool(cfg.ablation_examples) and hasattr(sae, "decode")
+    if ablates:
+        tensors.update(
+            ablation_effects(
+                bridge,
+                sae,
+                hook_name,
+                torch.cat(windows),
+                tensors["top_seq"],
+                tensors["top_pos"],
+                examples=cfg.ablation_examples,
+                drops=cfg.neighbours,
+                batch_size=ablation_batch_size(T, vocab),
+            )
+        )
     logits, basis = logit_map(bridge, hook_name, d_in)
     tensors.update(decoder_statistics(W_dec, logits, cfg, neurons=writes_neurons, progress=progress))
     if logits is not None:  # for exact logit-effect queries on any token (interp.search)
@@ -125,6 +144,9 @@ def analyze(
         "logit_effects": basis if logits is not None else None,
         "logit_effects_missing": None if logits is not None else basis,
         "neurons_written": writes_neurons,
+        "ablation": {"examples": cfg.ablation_examples, "positions": "every position up to the peak"}
+        if ablates
+        else None,
         **stats.flags(),
     }
     for key, value in (meta or {}).items():

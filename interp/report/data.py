@@ -73,6 +73,9 @@ class ReportData:
         "logit_bottom_values": 4,
         "logit_range": 4,
         "neuron_weights": 3,
+        "ablation_change": 3,
+        "ablation_mean": 3,
+        "ablation_drop_values": 3,
     }
     INTS = (
         "fire_count",
@@ -93,6 +96,7 @@ class ReportData:
         "logit_bottom_ids",
         "logit_histogram",
         "neuron_ids",
+        "ablation_drop_ids",
     )
 
     def __init__(self, analysis: Analysis, labels: dict[int, dict[str, Any]]):
@@ -104,6 +108,8 @@ class ReportData:
         self.has_logits = "logit_top_ids" in t
         self.has_neurons = "neuron_ids" in t
         self.has_nearest = "nearest_ids" in t
+        self.has_ablation = "ablation_mean" in t
+        self.ablation_run = t["ablation_change"].isfinite().tolist() if self.has_ablation else None
         L = {name: sig_array(t[name], digits) for name, digits in self.FLOATS.items() if name in t}
         L.update({name: t[name].tolist() for name in self.INTS if name in t})
         scale = t["max_activation"].clamp_min(1e-30)
@@ -189,6 +195,18 @@ class ReportData:
             }
         if self.has_neurons:
             record["neurons"] = [list(pair) for pair in zip(L["neuron_ids"][i], L["neuron_weights"][i])]
+        if self.has_ablation and any(self.ablation_run[i]):
+            run = self.ablation_run[i]
+            record["ablation"] = {
+                "mean": L["ablation_mean"][i],
+                "runs": sum(run),
+                "examples": [
+                    L["ablation_change"][i][k] if run[k] else None for k in range(len(top_seq)) if top_seq[k] >= 0
+                ],
+                "drops": [
+                    list(pair) for pair in zip(L["ablation_drop_ids"][i], L["ablation_drop_values"][i]) if pair[0] >= 0
+                ],
+            }
         label = self.labels.get(i)
         if label:
             record["label"] = {"text": label["label"], "score": label.get("score")}
@@ -230,6 +248,8 @@ def report_meta(analysis: Analysis) -> dict[str, Any]:
         "token_mass_exact": m.get("token_mass_exact", True),
         "cofire_exact": m.get("cofire_exact", True),
         "created": m.get("created"),
+        "ablation": m.get("ablation"),
+        "model_spec": m.get("model", {}).get("spec"),
     }
 
 

@@ -4,10 +4,12 @@
                          the feature-density distribution; data inline as JSON
   feature.html#ID        one data-driven page for every feature; it loads data/features-NNNN.js
                          (CHUNK features each) with a <script> tag, which works from file://
+  prompt.html            the prompt view: type text, see the features of each token (live with
+                         `interp serve`, which also answers feature.html's steering panel; see interp.serve)
   model.html             training curves, samples from the fixed prompt, neuron heatmaps
   neurons.html, neuron.html#J   for SAEs on MLP neurons: see interp.report.neurons
   data/meta.js, data/vocab.js, data/summary.js, data/features-NNNN.js
-  report.css, report.js, index.js, feature.js, model.js, plotly.min.js
+  report.css, report.js, live.js, index.js, feature.js, prompt.js, model.js, plotly.min.js
 
 Every page is the shell of interp.report.html, which also says how untrusted text stays inert.
 """
@@ -27,7 +29,7 @@ from interp.report.neurons import write_neuron_pages
 from sae.files import TMP_SUFFIX, check_output_folder, temp_path, write_text
 from sae.progress import progress_bar
 
-STATIC_FILES = ("report.css", "report.js", "index.js", "feature.js", "model.js")
+STATIC_FILES = ("report.css", "report.js", "live.js", "index.js", "feature.js", "prompt.js", "model.js")
 CHUNK = 64  # features per data file
 
 
@@ -114,7 +116,9 @@ def _write_report(analysis_dir: Path, out: Path, *, progress: bool) -> dict[str,
             f"monoReport.addChunk({first // CHUNK}, {script_json(features)});\n",
         )
     data_scripts = ("data/meta.js", "data/vocab.js", "data/summary.js")
-    write_page(out, "feature", f"Feature · {title}", scripts=data_scripts, data={"chunk": CHUNK}, plots=True)
+    live_scripts = (*data_scripts, "live.js")  # the panels that `interp serve` answers
+    write_page(out, "feature", f"Feature · {title}", scripts=live_scripts, data={"chunk": CHUNK}, plots=True)
+    write_page(out, "prompt", f"Prompt · {title}", scripts=live_scripts)
     write_page(
         out, "model", f"Model · {title}", data={"meta": meta, "training": training_data(analysis_dir)}, plots=True
     )

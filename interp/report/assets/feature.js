@@ -108,6 +108,69 @@
       R.plotLayout({xaxis: {title: {text: "direct logit effect"}}, yaxis: {title: {text: "tokens"}, type: "log"}}), R.plotConfig);
   }
 
+  // What the model loses without the feature: its top examples re-run with it set to 0.
+  function ablationPanel(f) {
+    var title = "When this feature is removed";
+    if (!f.ablation) {
+      return panel(title, null, [el("div", {class: "empty", text: meta.ablation ?
+        "no top example with a next token inside its window" : "not computed (interp analyze --ablation-examples 0)"})]);
+    }
+    var a = f.ablation;
+    return panel(title, "set to 0 at every position of its top examples", [
+      el("p", {id: "ablation-summary"}, ["Log p of the actual next token changes by ", el("b", {text: R.fmt(a.mean) + " nats"}),
+        " on average over " + R.int(a.runs) + " top example" + (a.runs === 1 ? "" : "s") + "."]),
+      el("div", {class: "muted", text: "tokens whose log p falls most"}),
+      listTable(a.drops.slice(0, 10), function (t) { return [{content: R.chip(token(t[0]), "neg")}, {num: true, content: R.fmt(t[1])}]; }),
+    ]);
+  }
+
+  // Steering (live with `interp serve`): the same prompt continued clean and with this feature clamped.
+  function steeringPanel(f) {
+    var body = el("div", {id: "steering"});
+    R.live.whenLive(function (info) {
+      if (!info) return body.appendChild(R.live.howToStart("Steering"));
+      var first = f.top[0];
+      var context = first ? first[2][0].slice(0, meta.window_left + 1).filter(function (t) { return t >= 0 && !R.special[t]; })
+        .map(token).join("") : "";
+      var prompt = el("textarea", {id: "steer-prompt", rows: "3", spellcheck: "false", maxlength: String(info.limits.text_chars),
+        "aria-label": "prompt"});
+      prompt.value = context;
+      var value = el("input", {id: "steer-value", type: "number", step: "any", "aria-label": "clamp value"});
+      value.value = String(R.fmt(Math.max(f.max, 1) * 4));
+      var count = el("input", {id: "steer-tokens", type: "number", min: "1", max: String(info.limits.new_tokens), value: "40",
+        "aria-label": "tokens"});
+      var temperature = el("input", {id: "steer-temperature", type: "number", min: "0", step: "0.1", value: "0",
+        "aria-label": "temperature"});
+      var button = el("button", {id: "steer-run", class: "btn", text: "Generate"});
+      var status = el("div", {id: "steer-status", class: "muted"});
+      var clean = el("div", {id: "steer-clean", class: "text steer-text"});
+      var steered = el("div", {id: "steer-steered", class: "text steer-text"});
+      body.appendChild(prompt);
+      body.appendChild(el("div", {class: "prompt-controls"}, [
+        el("label", {}, ["clamp to ", value]), el("label", {}, ["tokens ", count]),
+        el("label", {}, ["temperature ", temperature]), button, status]));
+      body.appendChild(el("div", {class: "grid2b"}, [
+        el("div", {}, [el("div", {class: "muted", text: "clean"}), clean]),
+        el("div", {}, [el("div", {class: "muted", id: "steer-steered-title", text: "feature " + f.id + " clamped"}), steered])]));
+      button.addEventListener("click", function () {
+        var request = {prompt: prompt.value, tokens: parseInt(count.value, 10), temperature: parseFloat(temperature.value) || 0, seed: 0};
+        var steer = {};
+        steer[String(f.id)] = parseFloat(value.value);
+        status.textContent = "generating…";
+        Promise.all([R.live.generate(Object.assign({steer: {}}, request)), R.live.generate(Object.assign({steer: steer}, request))])
+          .then(function (texts) {
+            [[clean, texts[0].text], [steered, texts[1].text]].forEach(function (pair) {
+              pair[0].textContent = "";
+              R.visibleText(pair[1]).forEach(function (node) { pair[0].appendChild(typeof node === "string" ? document.createTextNode(node) : node); });
+            });
+            document.getElementById("steer-steered-title").textContent = "feature " + f.id + " clamped to " + value.value;
+            status.textContent = texts[0].text === texts[1].text ? "no change" : "done";
+          }, function (err) { status.textContent = err.message; });
+      });
+    });
+    return panel("Steering", "continue a prompt with this feature clamped at every position", [body]);
+  }
+
   function render(f) {
     main.textContent = "";
     document.title = "Feature " + f.id + " · " + meta.title;
@@ -140,8 +203,10 @@
     main.appendChild(el("div", {class: "grid2"}, [left, right]));
 
     var top = el("div", {id: "top-examples"});
-    f.top.forEach(function (e) {
-      top.appendChild(R.example(e[0], e[2], vocab, f.max, scale, meta.window_left, "fires on " + R.pct(e[1]) + " of this sequence"));
+    f.top.forEach(function (e, k) {
+      var removed = f.ablation && f.ablation.examples[k] !== null && f.ablation.examples[k] !== undefined ?
+        "; removing the feature changes log p(next token) by " + R.fmt(f.ablation.examples[k]) + " nats" : "";
+      top.appendChild(R.example(e[0], e[2], vocab, f.max, scale, meta.window_left, "fires on " + R.pct(e[1]) + " of this sequence" + removed));
     });
     if (!f.top.length) top.appendChild(el("div", {class: "empty", text: "no firings"}));
     left.appendChild(panel("Top activations", "one example per sequence; shade = activation, hover a token for its value", [top]));
@@ -155,6 +220,7 @@
       iv[4].forEach(function (e) { intervals.appendChild(R.example(e[0], e[1], vocab, f.max, scale, meta.window_left)); });
     });
     if (!f.intervals.length) intervals.appendChild(el("div", {class: "empty", text: "no firings"}));
+    left.appendChild(steeringPanel(f));
     left.appendChild(panel("Samples by activation", "random firings from each octave below the max, with its share of all firings", [intervals]));
 
     var hist = el("div", {class: "plot", id: "activation-histogram"});
@@ -181,6 +247,8 @@
     } else {
       right.appendChild(panel("Logit effects", null, [el("div", {class: "empty", text: meta.logit_missing || "not computed"})]));
     }
+
+    right.appendChild(ablationPanel(f));
 
     if (f.nearest) {
       right.appendChild(panel("Nearest features", "cosine of decoder directions", [

@@ -128,7 +128,8 @@ monoReport.topbar = function (active) {
   return el("header", {class: "topbar"}, [
     el("span", {class: "brand", text: "monosemantic"}),
     el("nav", {}, [link("index.html", "Features", "index"), link("feature.html", "Feature", "feature"),
-      meta.neurons ? link("neurons.html", "Neurons", "neurons") : null, link("model.html", "Model", "model")]),
+      meta.neurons ? link("neurons.html", "Neurons", "neurons") : null, link("prompt.html", "Prompt", "prompt"),
+      link("model.html", "Model", "model")]),
     el("span", {class: "where", text: where, title: where}),
   ]);
 };
