@@ -268,11 +268,13 @@ class ReportHandler(BaseHTTPRequestHandler):
 
     def send_file(self, url_path: str) -> None:
         relative = unquote(url_path).lstrip("/") or "index.html"
-        if "\x00" in relative or any(part.startswith(".") for part in Path(relative).parts):
+        if "\x00" in relative:
             raise RequestError(f"no file {url_path}", HTTPStatus.NOT_FOUND)
-        path = (self.server.root / relative).resolve()
+        path = (self.server.root / relative).resolve()  # symbolic links followed, then checked
         if not path.is_relative_to(self.server.root):
             raise RequestError(f"{url_path} is outside the report folder", HTTPStatus.FORBIDDEN)
+        if any(part.startswith(".") for part in path.relative_to(self.server.root).parts):
+            raise RequestError(f"no file {url_path}", HTTPStatus.NOT_FOUND)  # hidden: build folders, locks
         if path.is_dir():
             path = path / "index.html"
         if not path.is_file():

@@ -15,7 +15,7 @@ D_MLP, D_SAE, N_CTX = 64, 96, 32
 DOCUMENTS = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)]
 
 
-def tiny_opened(n_layers: int = 2) -> ModelAndSAE:
+def tiny_opened(n_layers: int = 2, context_length: int = N_CTX) -> ModelAndSAE:
     """A random 2-layer model (so that an edit at one position reaches later ones through attention)
     and a random TopK SAE at blocks.0.mlp.hook_post."""
     import transformer_lens.model_bridge.sources.native  # noqa: F401
@@ -30,7 +30,7 @@ def tiny_opened(n_layers: int = 2) -> ModelAndSAE:
             d_model=32,
             d_head=8,
             n_layers=n_layers,
-            n_ctx=N_CTX,
+            n_ctx=context_length,
             n_heads=4,
             d_vocab=300,
             d_mlp=D_MLP,
@@ -39,7 +39,7 @@ def tiny_opened(n_layers: int = 2) -> ModelAndSAE:
             normalization_type="LN",
         )
     )
-    model = LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name="tiny", context_length=N_CTX)
+    model = LoadedModel(bridge=bridge.eval(), tokenizer=tokenizer, name="tiny", context_length=context_length)
     torch.manual_seed(0)
     sae = build_sae("topk", d_in=D_MLP, d_sae=D_SAE, k=6)
     with torch.no_grad():  # decoder rows large enough that a clamp moves the model
