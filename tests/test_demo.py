@@ -174,3 +174,47 @@ def test_rebuilt_step_rebuilds_every_later_step(built, tmp_path, capsys):
     assert run_demo(cfg) == ALL_STEPS
     assert f"[capture] {cfg.activations_dir} is stale" in capsys.readouterr().out
     assert all(step.is_complete(cfg) for step in STEPS)
+
+
+def test_steer_command_prints_clean_and_steered(built, tmp_path, capsys):
+    from interp.intervene import clamp, clean_text, steered_text
+    from interp.pipeline import open_model_and_sae
+
+    common = [
+        "steer",
+        "--model",
+        str(built.model_dir),
+        "--sae",
+        str(built.sae_dir),
+        "--prompt",
+        "def ",
+        "--tokens",
+        "6",
+    ]
+    out = tmp_path / "steer.json"
+    assert interp_main([*common, "--feature", "3=25", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    opened = open_model_and_sae(built.model_dir, built.sae_dir)
+    assert result["clean"] == clean_text(opened, "def ", 6)
+    assert result["steered"] == steered_text(opened, "def ", [clamp(3, 25.0)], 6)
+    assert result["steer"] == {"3": 25.0}
+    capsys.readouterr()
+    assert interp_main([*common, "--feature", "3=25"]) == 0
+    printed = capsys.readouterr().out
+    assert "clean" in printed and "steered (feature 3 = 25)" in printed and " | " in printed
+    assert interp_main([*common, "--feature", "48=1"]) == 2
+    assert "out of range" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        interp_main([*common, "--feature", "3"])
+
+
+def test_serve_refuses_a_report_of_another_sae(built, tmp_path, capsys):
+    report = tmp_path / "report"
+    shutil.copytree(built.report_dir, report)
+    meta = report / "data" / "meta.js"
+    meta.write_text(meta.read_text().replace('"d_sae":48', '"d_sae":49'))
+    args = ["serve", "--report", str(report), "--model", str(built.model_dir), "--sae", str(built.sae_dir)]
+    assert interp_main([*args, "--port", "0"]) == 2
+    assert "shows 49 features but the SAE" in capsys.readouterr().err
+    assert interp_main(["serve", "--report", str(tmp_path), "--model", "x", "--sae", "y"]) == 2
+    assert "holds no report" in capsys.readouterr().err

@@ -16,7 +16,6 @@ from interp.corpus import token_sequences
 from interp.report.write import write_report
 from interp.serve import LiveModel, ReportServer
 
-
 N_CTX = 128  # room for the hostile lines
 
 
