@@ -156,24 +156,19 @@ def steered_text(
 ) -> str:
     """The continuation of BOS + prompt with the edits in force at every step (no edits: exactly the
     clean model's continuation). Greedy at temperature 0, else sampled with a generator seeded by `seed`."""
-    model = opened.model
     with steering(opened, edits) as bridge:
-        return sample_text(
-            bridge,
-            model.tokenizer,
-            prompt,
-            new_tokens,
-            context_length=model.context_length,
-            temperature=temperature,
-            seed=seed,
-        )
+        return _continue(bridge, opened, prompt, new_tokens, temperature, seed)
 
 
 def clean_text(opened: ModelAndSAE, prompt: str, new_tokens: int, *, temperature: float = 0.0, seed: int = 0) -> str:
     """The clean model's continuation of BOS + prompt (no SAE spliced in)."""
+    return _continue(opened.model.bridge, opened, prompt, new_tokens, temperature, seed)
+
+
+def _continue(bridge: Any, opened: ModelAndSAE, prompt: str, new_tokens: int, temperature: float, seed: int) -> str:
     model = opened.model
     return sample_text(
-        model.bridge,
+        bridge,
         model.tokenizer,
         prompt,
         new_tokens,
