@@ -32,7 +32,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import torch
 
 from interp.hooks import enable_hooks
-from interp.intervene import check_edits, clamp, steered_text
+from interp.intervene import clamp, steered_text
 from interp.model import model_device
 from interp.pipeline import ModelAndSAE
 from interp.splice import SAESplice
@@ -110,8 +110,7 @@ class LiveModel:
         """The continuation a POST /api/generate body asks for."""
         request = check_generate(body, self.d_sae)
         self.token_ids(request["prompt"])
-        edits = [clamp(i, v) for i, v in request["steer"].items()]
-        check_edits(edits, self.d_sae)
+        edits = [clamp(i, v) for i, v in request["steer"].items()]  # checked by check_generate
         with self.lock:
             text = steered_text(
                 self.opened,
