@@ -17,7 +17,8 @@ The split is fixed by position: document i (0-based, in the order above) is held
 i % heldout_every == heldout_every - 1, so evaluation never sees training text.
 
 `token_sequences` turns a corpus into packed token windows of one context length, each starting
-with BOS, documents separated by BOS, document order shuffled by seed.
+with BOS, documents separated by BOS, document order shuffled by seed; `labelled_token_sequences`
+gives the same windows with per-token labels computed from each document's text.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -250,6 +252,16 @@ class TextEncoder(Protocol):
     def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
 
 
+class OffsetEncoder(TextEncoder, Protocol):
+    """What labelled packing needs: the ids of each text with each token's (start, end) characters."""
+
+    def encode_batch_offsets(self, texts: list[str]) -> list[tuple[list[int], list[tuple[int, int]]]]: ...
+
+
+# (document, its tokens' character offsets [(start, end)]) -> per-token labels [n_tokens, C] bool
+TokenLabeller = Callable[[str, list[tuple[int, int]]], np.ndarray]
+
+
 def shuffled(items: Iterable[str], seed: int, buffer_size: int) -> Iterator[str]:
     """Items in a seeded random order, holding at most `buffer_size` of them in memory.
 
@@ -285,28 +297,83 @@ def token_sequences(
     prepended to its context_length - 1 stream tokens. The final partial window is dropped.
     `epochs=None` repeats forever.
     """
+
+    def encode(batch: list[str]) -> list[tuple[list[int], None]]:
+        return [(ids, None) for ids in tokenizer.encode_batch(batch)]
+
+    for window, _ in _packed(
+        corpus, encode, tokenizer.bos_id, context_length, seed, epochs, shuffle_buffer, encode_batch_size
+    ):
+        yield window
+
+
+def labelled_token_sequences(
+    corpus: Iterable[str],
+    tokenizer: OffsetEncoder,
+    context_length: int,
+    labeller: TokenLabeller,
+    seed: int = 0,
+    *,
+    epochs: int | None = 1,
+    shuffle_buffer: int = 4096,
+    encode_batch_size: int = 16,
+) -> Iterator[tuple[Tensor, np.ndarray]]:
+    """The windows of `token_sequences` (the same ids for the same arguments), each with the labels
+    of its tokens: ([context_length] ids, [context_length, C] bool), where a token's labels are
+    `labeller(document, offsets)`'s row for it and a BOS token's labels are all False."""
+
+    def encode(batch: list[str]) -> list[tuple[list[int], np.ndarray]]:
+        return [
+            (ids, np.asarray(labeller(text, offsets), dtype=bool))
+            for text, (ids, offsets) in zip(batch, tokenizer.encode_batch_offsets(batch), strict=True)
+        ]
+
+    yield from _packed(
+        corpus, encode, tokenizer.bos_id, context_length, seed, epochs, shuffle_buffer, encode_batch_size
+    )
+
+
+def _packed(
+    corpus: Iterable[str],
+    encode: Callable[[list[str]], list[tuple[list[int], np.ndarray | None]]],
+    bos: int,
+    context_length: int,
+    seed: int,
+    epochs: int | None,
+    shuffle_buffer: int,
+    encode_batch_size: int,
+) -> Iterator[tuple[Tensor, np.ndarray | None]]:
+    """The packing of `token_sequences`, carrying per-token label rows beside the ids when `encode`
+    gives them (None otherwise)."""
     if context_length < 2:
         raise ValueError(f"context_length must be at least 2, got {context_length}.")
-    bos = tokenizer.bos_id
     stream: list[int] = []
+    rows: list[np.ndarray] = []  # stream[i]'s labels, when labelled
+    labelled, no_labels = False, None
     cursor = 0  # stream[cursor:] is not yet emitted
     epoch = 0
     while epochs is None or epoch < epochs:
         documents = shuffled(corpus, seed=seed * 1_000_003 + epoch, buffer_size=shuffle_buffer)
         for batch in _batched(documents, encode_batch_size):
-            for ids in tokenizer.encode_batch(batch):
+            for ids, labels in encode(batch):
                 stream.append(bos)
                 stream.extend(ids)
+                if labels is not None:
+                    labelled, no_labels = True, np.zeros(labels.shape[1], dtype=bool)
+                    rows.append(no_labels)
+                    rows.extend(labels)
             while len(stream) - cursor >= context_length:
                 if stream[cursor] == bos:
-                    window = stream[cursor : cursor + context_length]
+                    span, head = slice(cursor, cursor + context_length), []
                     cursor += context_length
                 else:
-                    window = [bos] + stream[cursor : cursor + context_length - 1]
+                    span, head = slice(cursor, cursor + context_length - 1), [bos]
                     cursor += context_length - 1
-                yield torch.tensor(window, dtype=torch.long)
+                window = torch.tensor(head + stream[span], dtype=torch.long)
+                yield window, np.stack([no_labels] * len(head) + rows[span]) if labelled else None
             if cursor > 1 << 16:
                 del stream[:cursor]
+                del rows[:cursor]
                 cursor = 0
         epoch += 1
 
