@@ -2,7 +2,11 @@
 
     corpus (stdlib or shakespeare) -> tokenizer + model (`interp model train`)
     -> activations (`interp capture`) -> SAE streamed from the model (`interp train-sae`)
-    -> feature analysis (`interp analyze`) -> labels (`interp label`) -> HTML report (`interp report`)
+    -> the scorecard's SAEs: a random-init control model (`interp model init`) and its SAE, the same
+       SAE with another seed, SAEs of two other widths (`interp train-sae`), and in the paper preset
+       a second model with another seed
+    -> feature analysis (`interp analyze`) -> labels (`interp label`) -> scorecard (`interp scorecard`)
+    -> HTML report (`interp report`)
 
 Every budget is a count of tokens, so the same command gives the same artifacts on every machine
 and load (only the time differs). PRESETS holds the two sizes: `demo` (the default; `make demo`
@@ -38,14 +42,17 @@ from interp.capture import run_capture
 from interp.labels.files import LABELS_FILE
 from interp.labels.labeller import LabelConfig, run_labels
 from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
-from interp.model_training import ModelTrainConfig, train_model
+from interp.model_training import ModelTrainConfig, initial_model, train_model
 from interp.report.write import write_report
+from interp.scorecard import SCORECARD_FILE
+from interp.scorecard.run import ScorecardConfig, ScorecardInputs, run_scorecard
 from interp.stream import train_from_model
 from interp.tokenizer import TOKENIZER_FILE
 from interp.training_record import RECORD_FILE, TENSORS_FILE
 from sae.checkpoint import latest_checkpoint
 from sae.config import TrainConfig as SAETrainConfig
 from sae.files import read_json
+from sae.options import sweep_names
 from sae.shards import MANIFEST
 
 DEFAULT_OUT = Path("artifacts/demo")
@@ -70,6 +77,10 @@ class DemoConfig:
         default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=500)
     )
     analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
+    scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig(tokens=2**16))
+    widths: tuple[int, ...] = (512, 1024)  # d_sae of the splitting SAEs beside the main one
+    universality_seed: int = 1  # seed of the second SAE (and, with universality_model, the second model)
+    universality_model: bool = False  # also train a second model (paper preset): neuron universality
     labels: LabelConfig = field(default_factory=LabelConfig)
     report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
     progress: bool = True
@@ -90,6 +101,14 @@ class DemoConfig:
             raise ValueError(
                 f"the demo's sae_tokens ({self.sae_tokens}) is less than one SAE batch ({self.sae_train.batch_size})."
             )
+        self.scorecard.validate()
+        if any(w <= 0 for w in self.widths) or self.sae_fields.get("d_sae") in self.widths:
+            raise ValueError(
+                f"the demo's widths {list(self.widths)} must be positive and differ from the main SAE's d_sae "
+                f"({self.sae_fields.get('d_sae')}), which joins them."
+            )
+        if self.universality_seed == self.sae_train.seed:
+            raise ValueError(f"the demo's universality_seed must differ from the SAE seed {self.sae_train.seed}.")
         if self.sae_hook not in self.hooks:
             raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
 
@@ -109,6 +128,33 @@ class DemoConfig:
     @property
     def analysis_dir(self) -> Path:
         return self.out / "analysis"
+
+    @property
+    def control_dir(self) -> Path:
+        """The random-init control: control/model (the model at initialisation) and control/sae."""
+        return self.out / "control"
+
+    @property
+    def seed_sae_dir(self) -> Path:
+        return self.out / f"sae-seed{self.universality_seed}"
+
+    @property
+    def widths_dir(self) -> Path:
+        """One SAE per width inside: sae-widths/d_sae<W>/ (one width: the folder itself)."""
+        return self.out / "sae-widths"
+
+    @property
+    def width_sae_dirs(self) -> list[Path]:
+        names = sweep_names([{"d_sae": w} for w in self.widths])
+        return [self.widths_dir / name for name in names]
+
+    @property
+    def seed_model_dir(self) -> Path:
+        return self.out / f"model-seed{self.universality_seed}"
+
+    @property
+    def scorecard_dir(self) -> Path:
+        return self.out / "scorecard"
 
     @property
     def report_dir(self) -> Path:
@@ -131,6 +177,8 @@ def _paper(cfg: DemoConfig) -> None:
     cfg.sae_fields = {"d_sae": 4096, "k": 16}
     cfg.sae_tokens = 50_000_000
     cfg.sae_train = dataclasses.replace(cfg.sae_train, batch_size=4096, checkpoint_every=1000)
+    cfg.widths = (1024, 2048)
+    cfg.universality_model = True
 
 
 PRESETS: dict[str, Callable[[DemoConfig], None]] = {"demo": lambda cfg: None, "paper": _paper}
@@ -142,11 +190,16 @@ class Step:
     artifact: Callable[[DemoConfig], Path]  # the folder the step writes
     is_complete: Callable[[DemoConfig], bool]
     run: Callable[[DemoConfig], None]
+    enabled: Callable[[DemoConfig], bool] = lambda cfg: True  # a preset may leave the step out
+
+
+def _model_is_complete_at(folder: Path, *, record: bool = True) -> bool:
+    files = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE) + ((RECORD_FILE, TENSORS_FILE) if record else ())
+    return all((folder / name).is_file() for name in files)  # the record is written last
 
 
 def _model_is_complete(cfg: DemoConfig) -> bool:
-    files = (CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE, RECORD_FILE, TENSORS_FILE)  # the record is written last
-    return all((cfg.model_dir / name).is_file() for name in files)
+    return _model_is_complete_at(cfg.model_dir)
 
 
 def _train_model(cfg: DemoConfig) -> None:
@@ -184,21 +237,26 @@ def _capture(cfg: DemoConfig) -> None:
     )
 
 
+def _saes_are_complete(*folders: Path) -> bool:
+    return all((f / name).is_file() for f in folders for name in ("cfg.json", "sae_weights.safetensors"))
+
+
 def _sae_is_complete(cfg: DemoConfig) -> bool:
-    return all((cfg.sae_dir / name).is_file() for name in ("cfg.json", "sae_weights.safetensors"))
+    return _saes_are_complete(cfg.sae_dir)
 
 
-def _train_sae(cfg: DemoConfig) -> None:
-    resume = cfg.sae_dir.is_dir() and latest_checkpoint(cfg.sae_dir) is not None
-    if cfg.sae_dir.exists() and not resume:
-        shutil.rmtree(cfg.sae_dir)  # a run that stopped before its first checkpoint starts over
+def _stream_sae(cfg: DemoConfig, model_dir: Path, out: Path, fields: dict, seed: int) -> None:
+    """Train SAEs of the demo's settings (`fields` each a list of values) from a model into `out`."""
+    resume = out.is_dir() and latest_checkpoint(out) is not None
+    if out.exists() and not resume:
+        shutil.rmtree(out)  # a run that stopped before its first checkpoint starts over
     train_from_model(
-        str(cfg.model_dir),
+        str(model_dir),
         [cfg.sae_hook],
         cfg.sae_arch,
-        {name: [value] for name, value in cfg.sae_fields.items()},
-        cfg.sae_train,
-        cfg.sae_dir,
+        fields,
+        dataclasses.replace(cfg.sae_train, seed=seed),
+        out,
         tokens=cfg.sae_tokens,
         corpus=cfg.corpus,
         split="train",
@@ -207,6 +265,35 @@ def _train_sae(cfg: DemoConfig) -> None:
         resume=resume,
         progress=cfg.progress,
     )
+
+
+def _fields(cfg: DemoConfig) -> dict:
+    return {name: [value] for name, value in cfg.sae_fields.items()}
+
+
+def _train_sae(cfg: DemoConfig) -> None:
+    _stream_sae(cfg, cfg.model_dir, cfg.sae_dir, _fields(cfg), cfg.sae_train.seed)
+
+
+def _control(cfg: DemoConfig) -> None:
+    """The model at initialisation, and an SAE trained on it exactly as the main SAE is."""
+    model_dir = cfg.control_dir / "model"
+    if not _model_is_complete_at(model_dir, record=False):
+        initial_model(cfg.model_dir, model_dir, overwrite=True)
+    _stream_sae(cfg, model_dir, cfg.control_dir / "sae", _fields(cfg), cfg.sae_train.seed)
+
+
+def _seed_sae(cfg: DemoConfig) -> None:
+    _stream_sae(cfg, cfg.model_dir, cfg.seed_sae_dir, _fields(cfg), cfg.universality_seed)
+
+
+def _width_saes(cfg: DemoConfig) -> None:
+    _stream_sae(cfg, cfg.model_dir, cfg.widths_dir, {**_fields(cfg), "d_sae": list(cfg.widths)}, cfg.sae_train.seed)
+
+
+def _train_seed_model(cfg: DemoConfig) -> None:
+    train = dataclasses.replace(cfg.train, seed=cfg.universality_seed, tokenizer=str(cfg.model_dir / TOKENIZER_FILE))
+    train_model(train, cfg.model, cfg.seed_model_dir, show_progress=cfg.progress, overwrite=True)
 
 
 def _analyze(cfg: DemoConfig) -> None:
@@ -233,18 +320,48 @@ def _label(cfg: DemoConfig) -> None:
     run_labels(cfg.analysis_dir, cfg.labels, progress=cfg.progress)
 
 
+def _scorecard(cfg: DemoConfig) -> None:
+    inputs = ScorecardInputs(
+        model=str(cfg.model_dir),
+        sae=str(cfg.sae_dir),
+        corpus=cfg.corpus,
+        control_model=str(cfg.control_dir / "model"),
+        control_sae=str(cfg.control_dir / "sae"),
+        universality_sae=str(cfg.seed_sae_dir),
+        universality_model=str(cfg.seed_model_dir) if cfg.universality_model else None,
+        width_saes=[str(folder) for folder in cfg.width_sae_dirs],
+    )
+    run_scorecard(inputs, cfg.scorecard, cfg.scorecard_dir, progress=cfg.progress)
+
+
 def _report(cfg: DemoConfig) -> None:
-    write_report(cfg.analysis_dir, cfg.report_dir, progress=cfg.progress)
+    write_report(cfg.analysis_dir, cfg.report_dir, scorecard=cfg.scorecard_dir, progress=cfg.progress)
 
 
 STEPS: list[Step] = [
     Step("model", lambda cfg: cfg.model_dir, _model_is_complete, _train_model),
     Step("capture", lambda cfg: cfg.activations_dir, _capture_is_complete, _capture),
     Step("sae", lambda cfg: cfg.sae_dir, _sae_is_complete, _train_sae),
+    Step("control", lambda cfg: cfg.control_dir, lambda cfg: _saes_are_complete(cfg.control_dir / "sae"), _control),
+    Step("sae-seed", lambda cfg: cfg.seed_sae_dir, lambda cfg: _saes_are_complete(cfg.seed_sae_dir), _seed_sae),
+    Step("sae-widths", lambda cfg: cfg.widths_dir, lambda cfg: _saes_are_complete(*cfg.width_sae_dirs), _width_saes),
+    Step(
+        "model-seed",
+        lambda cfg: cfg.seed_model_dir,
+        lambda cfg: _model_is_complete_at(cfg.seed_model_dir),
+        _train_seed_model,
+        enabled=lambda cfg: cfg.universality_model,
+    ),
     Step("analysis", lambda cfg: cfg.analysis_dir, lambda cfg: (cfg.analysis_dir / ANALYSIS_FILE).is_file(), _analyze),
     Step(
         "labels", lambda cfg: cfg.analysis_dir / LABELS_FILE, _labels_are_complete, _label
     ),  # a file in the analysis folder
+    Step(
+        "scorecard",
+        lambda cfg: cfg.scorecard_dir,
+        lambda cfg: (cfg.scorecard_dir / SCORECARD_FILE).is_file(),
+        _scorecard,
+    ),
     Step("report", lambda cfg: cfg.report_dir, lambda cfg: (cfg.report_dir / "index.html").is_file(), _report),
 ]
 
@@ -254,6 +371,8 @@ def run_demo(cfg: DemoConfig, steps: list[Step] | None = None) -> list[str]:
     cfg.validate()
     ran: list[str] = []
     for step in STEPS if steps is None else steps:
+        if not step.enabled(cfg):
+            continue
         artifact = step.artifact(cfg)
         if ran and artifact.exists():
             print(f"[{step.name}] {artifact} is stale (step {ran[-1]!r} ran again); rebuilding it", flush=True)

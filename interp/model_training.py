@@ -46,7 +46,7 @@ from interp.model import (
 )
 from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
 from interp.training_record import MLP_HOOK, Sample, TrainingRecord
-from sae.files import check_output_folder
+from sae.files import check_output_folder, read_json
 from sae.hardware import fast_adam, native_bfloat16_matmul
 from sae.options import check_choices
 from sae.progress import progress_bar
@@ -275,6 +275,18 @@ def train_model(
         name=Path(out).name,
         context_length=ctx,
     )
+
+
+def initial_model(like: str | Path, out: str | Path, *, overwrite: bool = False) -> Path:
+    """Save, into `out`, the model folder `like` as it was at initialisation (step 0: the same
+    config, seed and tokenizer, untrained): the random-weights control of a scorecard."""
+    like, out = Path(like), Path(out)
+    config = read_json(like / CONFIG_FILE)
+    check_output_folder(out, option="--out", holds=(CONFIG_FILE, WEIGHTS_FILE), what="model", overwrite=overwrite)
+    model_cfg = ModelConfig(**config["model"])
+    tokenizer = Tokenizer.load(like)
+    training = {"initialisation_of": str(like.resolve()), "corpus": (config.get("training") or {}).get("corpus")}
+    return save_model(build_native_model(model_cfg), model_cfg, tokenizer, out, training=training)
 
 
 def default_prompt(spec: str, heldout: Corpus) -> str:

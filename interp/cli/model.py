@@ -1,4 +1,4 @@
-"""`interp model train`, `interp model sample` and `interp hooks`."""
+"""`interp model train`, `interp model init`, `interp model sample` and `interp hooks`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 from interp.cli.options import add_corpus, add_model
 from interp.hooks import hook_shapes
 from interp.model import ModelConfig, load_model, sample_text
-from interp.model_training import ModelTrainConfig, train_model
+from interp.model_training import ModelTrainConfig, initial_model, train_model
 from interp.training_record import TrainingRecord
 from sae.cli import add_process_options
 from sae.options import DataclassOptions, add_device
@@ -30,6 +30,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     train_options = DataclassOptions(train.add_argument_group("training"), ModelTrainConfig, skip=("corpus", "device"))
     model_options = DataclassOptions(train.add_argument_group("model"), ModelConfig, skip=MODEL_FIELDS_SET_ELSEWHERE)
     train.set_defaults(run=lambda args: run_train(args, train_options, model_options))
+
+    init = commands.add_parser(
+        "init", help="save a trained model folder as it was at initialisation (the random-weights control)"
+    )
+    init.add_argument("--like", required=True, metavar="DIR", help="a model folder saved by `interp model train`")
+    init.add_argument("--out", required=True, help="folder to write the untrained model into")
+    init.add_argument("--overwrite", action="store_true", help="replace a model already in --out")
+    init.set_defaults(run=run_init)
 
     sample = commands.add_parser("sample", help="continue a prompt with a model")
     add_model(sample)
@@ -61,6 +69,12 @@ def run_train(args: argparse.Namespace, train_options: DataclassOptions, model_o
         f"held-out bits per byte: model {summary['heldout_bits_per_byte']:.3f}; on the same "
         f"{summary['heldout_bytes']:,} bytes {compressors}"
     )
+    return 0
+
+
+def run_init(args: argparse.Namespace) -> int:
+    initial_model(args.like, args.out, overwrite=args.overwrite)
+    print(f"saved {args.out}: {args.like} at initialisation (same config, seed and tokenizer, no training)")
     return 0
 
 

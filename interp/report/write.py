@@ -7,6 +7,7 @@
   prompt.html            the prompt view: type text, see the features of each token (live with
                          `interp serve`, which also answers feature.html's steering panel; see interp.serve)
   model.html             training curves, samples from the fixed prompt, neuron heatmaps
+  scorecard.html         with a scorecard (`interp scorecard`): features against neurons and a control
   neurons.html, neuron.html#J   for SAEs on MLP neurons: see interp.report.neurons
   data/meta.js, data/vocab.js, data/summary.js, data/features-NNNN.js
   report.css, report.js, live.js, index.js, feature.js, prompt.js, model.js, plotly.min.js
@@ -26,10 +27,12 @@ from interp.labels.files import read_labels
 from interp.report.data import ReportData, report_meta, training_data
 from interp.report.html import ASSETS, script_json, write_page
 from interp.report.neurons import write_neuron_pages
-from sae.files import TMP_SUFFIX, check_output_folder, temp_path, write_text
+from interp.scorecard import FORMAT as SCORECARD_FORMAT
+from interp.scorecard import SCORECARD_FILE
+from sae.files import TMP_SUFFIX, check_output_folder, read_json, temp_path, write_text
 from sae.progress import progress_bar
 
-STATIC_FILES = ("report.css", "report.js", "live.js", "index.js", "feature.js", "prompt.js", "model.js")
+STATIC_FILES = ("report.css", "report.js", "live.js", "index.js", "feature.js", "prompt.js", "model.js", "scorecard.js")
 CHUNK = 64  # features per data file
 
 
@@ -53,8 +56,15 @@ def copy_static(out: Path) -> None:
         shutil.copyfile(ASSETS / name, out / name)
 
 
-def write_report(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, progress: bool = True) -> dict[str, float]:
-    """Build the report of the analysis in `analysis_dir` into `out`. Returns timings in seconds.
+def write_report(
+    analysis_dir: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    scorecard: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
+    """Build the report of the analysis in `analysis_dir` (and the scorecard in the folder
+    `scorecard`, when given) into `out`. Returns timings in seconds.
 
     The report is written into a hidden folder beside `out` and renamed into place when complete, so
     a killed or failed write never leaves a report whose links fail (the old one stays until then)."""
@@ -62,7 +72,7 @@ def write_report(analysis_dir: str | os.PathLike, out: str | os.PathLike, *, pro
     _remove_abandoned_builds(out)
     building = temp_path(out)
     try:
-        timings = _write_report(Path(analysis_dir), building, progress=progress)
+        timings = _write_report(Path(analysis_dir), building, scorecard=_read_scorecard(scorecard), progress=progress)
         replaced = out.with_name(f"{building.name}.old")
         if out.exists():
             os.replace(out, replaced)
@@ -91,7 +101,24 @@ def _process_alive(pid: int) -> bool:
     return True
 
 
-def _write_report(analysis_dir: Path, out: Path, *, progress: bool) -> dict[str, float]:
+def _read_scorecard(folder: str | os.PathLike | None) -> dict | None:
+    """The scorecard record in `folder`, checked to be one; None without a folder."""
+    if folder is None:
+        return None
+    path = Path(folder) / SCORECARD_FILE
+    if not path.is_file():
+        raise ValueError(
+            f"--scorecard {folder}: no {SCORECARD_FILE} there; build one with `interp scorecard --out {folder}`."
+        )
+    record = read_json(path)
+    if record.get("format") != SCORECARD_FORMAT:
+        raise ValueError(
+            f"{path} is not a scorecard (format {record.get('format')!r}); rebuild it with `interp scorecard`."
+        )
+    return record
+
+
+def _write_report(analysis_dir: Path, out: Path, *, scorecard: dict | None, progress: bool) -> dict[str, float]:
     start = time.perf_counter()
     analysis = Analysis.load(analysis_dir)
     data = ReportData(analysis, read_labels(analysis_dir))
@@ -99,6 +126,7 @@ def _write_report(analysis_dir: Path, out: Path, *, progress: bool) -> dict[str,
     title = f"{meta['model']} · {meta['hook']} · {meta['d_sae']} features"
     meta["title"] = title
     meta["neurons"] = analysis.neurons is not None  # an SAE on MLP neurons: the neuron pages (interp.report.neurons)
+    meta["scorecard"] = scorecard is not None
     loaded = time.perf_counter()
 
     copy_static(out)
@@ -123,6 +151,8 @@ def _write_report(analysis_dir: Path, out: Path, *, progress: bool) -> dict[str,
         out, "model", f"Model · {title}", data={"meta": meta, "training": training_data(analysis_dir)}, plots=True
     )
     write_page(out, "index", title, data={"meta": meta, "rows": rows}, plots=True)
+    if scorecard is not None:
+        write_page(out, "scorecard", f"Scorecard · {title}", data={"meta": meta, "scorecard": scorecard}, plots=True)
     if analysis.neurons is not None:
         write_neuron_pages(analysis, out, title)
     done = time.perf_counter()

@@ -4,9 +4,10 @@ concept labels are `labels` [N, C] bool. Every function works on all units and c
 
 - `detection`: per unit and concept, the AUROC of the activation as a score (ties count one half,
   from the Mann-Whitney rank sum) and the F1 at the unit's best threshold ("positive when the
-  activation >= t", over every value t the unit takes).
+  activation >= t", over every value t the unit takes but its minimum, which would mark every
+  token: a unit that cannot say no is not a detector).
 - `threshold_scores`: F1, precision and recall of chosen units at given thresholds.
-- `sparse_probe`: a class-balanced logistic probe on the top-k units by mean difference.
+- `sparse_probes`: a class-balanced logistic probe on the top-k units by mean difference.
 - `max_correlation`: each column's largest Pearson correlation with any column of another matrix.
 - `logit_consistency`: the share of a unit's top examples whose next token it promotes most.
 """
@@ -65,10 +66,10 @@ def _detect_dense(acts: Tensor, y_all: Tensor, positives: list[Tensor]) -> dict[
     positives' ranks sorted (the work is the concept's positives times the units)."""
     N, U = acts.shape
     C = y_all.shape[1]
-    rows = acts.T.contiguous().double()  # [U, N]
+    rows = acts.T.contiguous().float()  # [U, N]
     ordered = rows.sort(dim=1).values
-    below = torch.searchsorted(ordered, rows, side="left")  # tokens of the unit with a smaller value
-    upto = torch.searchsorted(ordered, rows, side="right")
+    below = torch.searchsorted(ordered, rows, side="left", out_int32=True)  # tokens of the unit with a smaller value
+    upto = torch.searchsorted(ordered, rows, side="right", out_int32=True)
     rank_sum = ((below + upto + 1).double() / 2) @ y_all.double()  # [U, C] rank sums of the positives
     P = y_all.sum(0).double()
     out = {
@@ -86,9 +87,14 @@ def _detect_dense(acts: Tensor, y_all: Tensor, positives: list[Tensor]) -> dict[
         ties_start = torch.where(first, positions, 0).cummax(dim=1).values  # first positive of each tie group
         true_pos = (len(index) - ties_start).double()  # positives >= this value
         scores = 2 * true_pos / (len(index) + (N - ranks).double())
+        scores[ranks == 0] = -1.0  # a threshold at the unit's minimum marks every token: not a detector
         best = scores.argmax(dim=1, keepdim=True)
-        out["f1"][:, c] = scores.gather(1, best).squeeze(1)
-        out["threshold"][:, c] = ordered.gather(1, ranks.gather(1, best)).squeeze(1)
+        found = scores.gather(1, best).squeeze(1) >= 0  # else every positive sits at the unit's minimum
+        out["f1"][:, c] = torch.where(found, scores.gather(1, best).squeeze(1), 0.0)
+        at = ordered.gather(1, ranks.gather(1, best).long()).squeeze(1)
+        out["threshold"][:, c] = torch.where(found, at, ordered[:, -1]).double()
+    constant = ordered[:, 0] == ordered[:, -1]
+    out["f1"][constant], out["threshold"][constant] = math.nan, math.nan
     return out
 
 
@@ -130,9 +136,12 @@ def _detect_sparse(acts: Tensor, y_all: Tensor, P: Tensor) -> dict[str, Tensor]:
     true_pos = P - pos_below
     predicted = N - below
     f1_at = 2 * true_pos / (P + predicted[:, None])
+    f1_at[below == 0] = -1.0  # a threshold at the unit's minimum marks every token: not a detector
     neg_pos = torch.zeros(U, C, dtype=torch.float64).index_add_(0, unit, y * (value < 0).double()[:, None])
-    f1_zero = torch.where(zeros[:, None] > 0, 2 * (P - neg_pos) / (P + N - negatives[:, None]), -1.0)
+    allowed = (zeros > 0) & (negatives > 0)  # t = 0 marks every token unless some are negative
+    f1_zero = torch.where(allowed[:, None], 2 * (P - neg_pos) / (P + N - negatives[:, None]), -1.0)
     f1 = f1_zero.clone().scatter_reduce_(0, unit[:, None].expand(E, C), f1_at, reduce="amax")
+    f1[f1 < 0] = math.nan  # a constant unit
     at_best = f1_at == f1[unit]
     candidates = torch.where(at_best, value[:, None].expand(E, C), -math.inf)
     threshold = torch.where(f1_zero == f1, 0.0, -math.inf).double()
@@ -164,33 +173,43 @@ def threshold_scores(scores: Tensor, labels: Tensor, threshold: float, *, strict
 @torch.no_grad()
 def mean_difference(acts: Tensor, labels: Tensor) -> Tensor:
     """[U, C] float64: mean activation on a concept's positives minus on its negatives."""
-    x, y = acts.double(), labels.double()
-    P = y.sum(0)
-    on = x.T @ y / P.clamp(min=1)
-    off = x.T @ (1 - y) / (len(y) - P).clamp(min=1)
-    return on - off
+    y = labels.float()
+    P = y.sum(0).double()
+    on = (acts.float().T @ y).double()  # float32 products, exact enough to rank units
+    total = acts.double().sum(0)[:, None]
+    return on / P.clamp(min=1) - (total - on) / (len(y) - P).clamp(min=1)
 
 
 @torch.no_grad()
-def sparse_probe(
+def sparse_probes(
     train: Tensor,
     train_labels: Tensor,
     test: Tensor,
     test_labels: Tensor,
-    k: int,
+    ks: tuple[int, ...],
     *,
     l2: float = 1e-4,
-    steps: int = 30,
-) -> dict[str, Tensor]:
-    """For every concept, a logistic probe on the k units with the largest |mean difference| on the
-    training tokens, fitted by Newton's method with class-balanced weights (so 0.5 is the natural
-    threshold for a rare concept), scored on the test tokens.
+    steps: int = 50,
+    tol: float = 1e-6,
+) -> dict[int, dict[str, Tensor]]:
+    """For every concept and k, a logistic probe on the k units with the largest |mean difference|
+    on the training tokens, fitted by Newton's method with class-balanced weights (so 0.5 is the
+    natural threshold for a rare concept), until no weight moves by `tol`; scored on the test tokens.
 
-    train/test [N, U] activations, labels [N, C] bool. Returns units [C, k] long and test
+    train/test [N, U] activations, labels [N, C] bool. Returns per k: units [C, k] long and test
     accuracy, balanced_accuracy, f1 [C] float64."""
-    C = train_labels.shape[1]
-    units = mean_difference(train, train_labels).abs().topk(k, dim=0).indices.T  # [C, k]
-    x = train.double()[:, units].permute(1, 0, 2)  # [C, N, k]
+    ranking = mean_difference(train, train_labels).abs().argsort(dim=0, descending=True)  # [U, C]
+    return {
+        k: _probe(
+            train, train_labels, test, test_labels, ranking[: min(k, len(ranking))].T, l2=l2, steps=steps, tol=tol
+        )
+        for k in ks
+    }
+
+
+def _probe(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, units: Tensor, *, l2, steps, tol):
+    C, k = units.shape
+    x = train[:, units].double().permute(1, 0, 2)  # [C, N, k]
     mean, std = x.mean(dim=1, keepdim=True), x.std(dim=1, keepdim=True).clamp(min=1e-12)
 
     def design(values: Tensor) -> Tensor:
@@ -199,16 +218,20 @@ def sparse_probe(
 
     X = design(x)
     y = train_labels.double().T  # [C, N]
+    N = y.shape[1]
     P = y.sum(1, keepdim=True)
-    weight = torch.where(y > 0, len(y.T) / (2 * P.clamp(min=1)), len(y.T) / (2 * (len(y.T) - P).clamp(min=1)))
-    ridge = l2 * torch.diag(torch.tensor([1.0] * k + [0.0], dtype=torch.float64)) * len(y.T)
-    beta = torch.zeros(C, k + 1, dtype=torch.float64)
+    weight = torch.where(y > 0, N / (2 * P.clamp(min=1)), N / (2 * (N - P).clamp(min=1)))
+    ridge = l2 * N * torch.diag(torch.tensor([1.0] * k + [0.0], dtype=torch.float64))
+    beta = torch.zeros(C, k + 1, 1, dtype=torch.float64)
     for _ in range(steps):
-        p = torch.sigmoid(torch.einsum("cnk,ck->cn", X, beta))
-        grad = torch.einsum("cnk,cn->ck", X, weight * (p - y)) + beta @ ridge
-        hessian = torch.einsum("cnk,cn,cnj->ckj", X, weight * p * (1 - p), X) + ridge + 1e-9 * torch.eye(k + 1)
-        beta = beta - torch.linalg.solve(hessian, grad.unsqueeze(-1)).squeeze(-1)
-    predicted = torch.einsum("cnk,ck->cn", design(test.double()[:, units].permute(1, 0, 2)), beta) > 0
+        p = torch.sigmoid(X @ beta)  # [C, N, 1]
+        grad = X.transpose(1, 2) @ (weight.unsqueeze(-1) * (p - y.unsqueeze(-1))) + ridge @ beta
+        hessian = X.transpose(1, 2) @ (X * (weight.unsqueeze(-1) * p * (1 - p))) + ridge + 1e-9 * torch.eye(k + 1)
+        update = torch.linalg.solve(hessian, grad)
+        beta = beta - update
+        if float(update.abs().max()) < tol:
+            break
+    predicted = (design(test[:, units].double().permute(1, 0, 2)) @ beta).squeeze(-1) > 0
     truth = test_labels.T
     tp = (predicted & truth).sum(1).double()
     tn = (~predicted & ~truth).sum(1).double()

@@ -129,7 +129,7 @@ monoReport.topbar = function (active) {
     el("span", {class: "brand", text: "monosemantic"}),
     el("nav", {}, [link("index.html", "Features", "index"), link("feature.html", "Feature", "feature"),
       meta.neurons ? link("neurons.html", "Neurons", "neurons") : null, link("prompt.html", "Prompt", "prompt"),
-      link("model.html", "Model", "model")]),
+      link("model.html", "Model", "model"), meta.scorecard ? link("scorecard.html", "Scorecard", "scorecard") : null]),
     el("span", {class: "where", text: where, title: where}),
   ]);
 };

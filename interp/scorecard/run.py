@@ -1,0 +1,273 @@
+"""`interp scorecard`: is the SAE more monosemantic than the neurons, against ground truth and a control?
+
+    interp scorecard --model SPEC --sae DIR --corpus C [--split heldout] [--seed S] --tokens N
+                     [--concept NAME=REGEX ...] [--control-model SPEC --control-sae DIR]
+                     [--universality-sae DIR] [--universality-model SPEC] [--width-sae DIR ...] --out DIR
+
+One pass of each model over the windows `interp capture` writes for the same corpus, split, seed and
+token count serves every concept and unit. The result is OUT/scorecard.json (FORMAT below).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from interp.corpus import SPLITS, labelled_token_sequences, load_corpus
+from interp.hooks import mlp_neuron_layer
+from interp.model import load_model, weights_fingerprint
+from interp.pipeline import model_spec_id, open_model_and_sae
+from interp.scorecard import FORMAT, FORMAT_VERSION, SCORECARD_FILE
+from interp.scorecard.concepts import SUITES, ConceptSuite, default_sources
+from interp.scorecard.measures import logit_consistency, max_correlation, median, value_histogram
+from interp.scorecard.score import HEADLINE, HEADLINE_WHY, compare, score_dictionary
+from interp.scorecard.splitting import feature_splitting
+from interp.scorecard.units import ScoredTokens, promoted_tokens, unit_activations
+from sae.files import check_output_folder, write_json
+from sae.io import load_sae
+
+
+@dataclass
+class ScorecardConfig:
+    tokens: int = 2**16  # token positions read (whole windows; BOS positions are not scored)
+    split: str = "heldout"
+    seed: int = 0  # the corpus order, as `interp capture --seed`
+    suite: str = "auto"  # which built-in concepts: auto (by corpus), python, text, shakespeare (comma-separated)
+    concepts: tuple[str, ...] = ()  # user concepts NAME=REGEX
+    min_positives: int = 10  # a concept is scored when both token halves hold at least this many positives
+    examples: int = 20  # top examples per unit for logit consistency
+    promoted: int = 10  # the unit's most promoted tokens for logit consistency
+    batch_size: int = 32  # windows per forward pass
+
+    def validate(self) -> ConceptSuite:
+        """Check every setting; return the concept suite they name."""
+        if self.tokens <= 0:
+            raise ValueError(f"--tokens must be positive, got {self.tokens}.")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split {self.split!r} is not one of {list(SPLITS)}.")
+        for name in ("min_positives", "examples", "promoted", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"the scorecard's {name} must be positive, got {getattr(self, name)}.")
+        return self.suite_for("stdlib")
+
+    def suite_for(self, corpus: str) -> ConceptSuite:
+        parts = [s.strip() for s in self.suite.split(",") if s.strip()]
+        if not parts or any(p not in SUITES for p in parts) or ("auto" in parts and len(parts) > 1):
+            raise ValueError(f"--suite {self.suite!r}: give auto, or a comma-separated list of {list(SUITES[1:])}.")
+        return ConceptSuite(default_sources(corpus) if parts == ["auto"] else parts, self.concepts)
+
+
+@dataclass
+class ScorecardInputs:
+    """What a scorecard reads, by spec. Everything but model, sae and corpus is optional."""
+
+    model: str
+    sae: str
+    corpus: str
+    control_model: str | None = None
+    control_sae: str | None = None
+    universality_sae: str | None = None  # the same settings as `sae`, another seed
+    universality_model: str | None = None  # a model trained like `model` with another seed
+    width_saes: list[str] = field(default_factory=list)  # SAEs of other widths on the same hook
+
+    def validate(self) -> None:
+        if (self.control_model is None) != (self.control_sae is None):
+            raise ValueError("--control-model and --control-sae go together; pass both or neither.")
+        saes = [("--sae", self.sae), ("--control-sae", self.control_sae), ("--universality-sae", self.universality_sae)]
+        for flag, path in saes + [("--width-sae", p) for p in self.width_saes]:
+            if path is not None and not (Path(path) / "cfg.json").is_file():
+                raise ValueError(f"{flag} {path}: no SAE there (no cfg.json); pass a folder an SAE was saved to.")
+
+
+def _windows(opened_model, suite: ConceptSuite, corpus: str, cfg: ScorecardConfig) -> ScoredTokens:
+    T = opened_model.context_length
+    sequences = labelled_token_sequences(
+        load_corpus(corpus, cfg.split), opened_model.tokenizer, T, suite.token_labels, seed=cfg.seed
+    )
+    pairs = list(itertools.islice(sequences, -(-cfg.tokens // T)))
+    if len(pairs) < 2:
+        raise ValueError(f"corpus {corpus!r} ({cfg.split}) gave {len(pairs)} window(s); a scorecard needs two or more.")
+    windows = torch.stack([w for w, _ in pairs])
+    labels = np.stack([lab for _, lab in pairs])
+    return ScoredTokens.from_windows(windows, labels, opened_model.bos_id)
+
+
+def _same_tokenizer(a, b, flag: str, spec: str) -> None:
+    if a.tokenizer.token_strings() != b.tokenizer.token_strings():
+        raise ValueError(
+            f"{flag} {spec} has another tokenizer than --model; the scorecard reads the same tokens in both, so "
+            "build it with the model's tokenizer (`interp model init --like MODEL`)."
+        )
+
+
+def _side_rows(model, hook, sae, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[dict, dict, tuple]:
+    """Concept rows and logit consistency of a model's neurons and an SAE's features, and their
+    activations on the scored tokens."""
+    neurons, (features,) = unit_activations(model, hook, [sae], tokens.windows, batch_size=cfg.batch_size)
+    keep = (tokens.windows != model.bos_id).flatten()
+    neurons, features = neurons[keep], features[keep]
+    select, test = tokens.halves()
+    rows = {
+        name: score_dictionary(acts, tokens.labels, select, test, min_positives=cfg.min_positives)
+        for name, acts in (("features", features), ("neurons", neurons))
+    }
+    consistency = {}
+    for name, acts, directions in (
+        ("features", features, sae.W_dec),
+        ("neurons", neurons, torch.eye(neurons.shape[1])),
+    ):
+        promoted = promoted_tokens(model, hook, directions, cfg.promoted)
+        share = None if promoted is None else logit_consistency(acts, tokens.next_ids, promoted, examples=cfg.examples)
+        consistency[name] = None if share is None else {"median": median(share), "mean": _mean(share)}
+    return rows, consistency, (neurons, features)
+
+
+def _mean(x: torch.Tensor) -> float | None:
+    finite = x[torch.isfinite(x)].double()
+    return round(float(finite.mean()), 6) if finite.numel() else None
+
+
+def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path, *, progress: bool = True) -> dict:
+    """Build the scorecard and write OUT/scorecard.json; return it."""
+    inputs.validate()
+    cfg.validate()
+    suite = cfg.suite_for(inputs.corpus)
+    out = check_output_folder(out, holds=(SCORECARD_FILE,), what="scorecard", overwrite=True)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    opened = open_model_and_sae(inputs.model, inputs.sae)
+    model, hook = opened.model, opened.hook
+    tokens = _windows(model, suite, inputs.corpus, cfg)
+    say = print if progress else (lambda *a, **k: None)
+    say(f"scorecard: {len(tokens.ids):,} tokens, {len(suite.names)} concepts", flush=True)
+    rows, consistency, (neurons, features) = _side_rows(model, hook, opened.sae, tokens, cfg)
+    unit_kind = "MLP neurons" if mlp_neuron_layer(hook) is not None else f"the {hook} basis dimensions"
+
+    control = None
+    if inputs.control_model is not None:
+        control_opened = open_model_and_sae(inputs.control_model, inputs.control_sae, hook=hook)
+        _same_tokenizer(model, control_opened.model, "--control-model", inputs.control_model)
+        control_rows, control_consistency, _ = _side_rows(control_opened.model, hook, control_opened.sae, tokens, cfg)
+        rows["control_features"], rows["control_neurons"] = control_rows["features"], control_rows["neurons"]
+        consistency["control_features"] = control_consistency["features"]
+        consistency["control_neurons"] = control_consistency["neurons"]
+        control = {
+            "model": "random init",
+            "model_spec": model_spec_id(inputs.control_model),
+            "sae": str(Path(inputs.control_sae).resolve()),
+            "concepts": _concept_rows(suite, control_rows, tokens),
+        }
+    say(f"scorecard: concepts scored in {time.perf_counter() - started:.0f} s", flush=True)
+    _, test = tokens.halves()
+    extra_saes = [load_sae(p, device="cpu") for p in [inputs.universality_sae, *inputs.width_saes] if p]
+    keep = (tokens.windows != model.bos_id).flatten()
+    _, extra_acts = unit_activations(model, hook, extra_saes, tokens.windows, batch_size=cfg.batch_size)
+    extra_acts = [a[keep] for a in extra_acts]
+    universality = _universality(inputs, cfg, model, hook, tokens, test, neurons, features, extra_acts)
+    splitting = None
+    if inputs.width_saes:
+        offset = 1 if inputs.universality_sae else 0
+        splitting = feature_splitting(
+            [opened.sae.W_dec.detach(), *[s.W_dec.detach() for s in extra_saes[offset:]]],
+            [features[test], *[a[test] for a in extra_acts[offset:]]],
+            tokens.ids[test],
+            model.tokenizer.token_strings(),
+            [str(opened.sae_path.resolve()), *[str(Path(p).resolve()) for p in inputs.width_saes]],
+        )
+        splitting["main_width"] = int(opened.sae.W_dec.shape[0])
+    record = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "tokens": int(tokens.windows.numel()),
+        "scored_tokens": len(tokens.ids),
+        "selection_tokens": int((~test).sum()),
+        "test_tokens": int(test.sum()),
+        "split": cfg.split,
+        "seed": cfg.seed,
+        "corpus": inputs.corpus,
+        "model": {"spec": opened.model_spec, "weights": weights_fingerprint(model.bridge)},
+        "sae": {"path": str(opened.sae_path.resolve()), "d_sae": int(opened.sae.W_dec.shape[0]), "hook": hook},
+        "neurons": unit_kind,
+        "config": dataclasses.asdict(cfg),
+        "headline": {"measure": HEADLINE, "why": HEADLINE_WHY},
+        "rules": {
+            "positive token": "a token is positive when any of its characters lies in the concept's marks",
+            "firing": "a unit fires on a token when its activation is > 0 (a neuron: its GELU input is positive)",
+            "selection": "best units, thresholds and probe units/weights are chosen on the first half of the "
+            "windows and scored on the second",
+            "probe": "logistic regression with class-balanced weights on the top-k units by |mean difference|",
+        },
+        "concepts": _concept_rows(suite, rows, tokens),
+        "python_documents_not_tokenized": suite.python_failures,
+        "summary": compare(rows),
+        "control": control,
+        "universality": universality,
+        "splitting": splitting,
+        "logit_consistency": {"examples": cfg.examples, "promoted": cfg.promoted, **consistency},
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    write_json(out / SCORECARD_FILE, record)
+    say(f"scorecard: {out / SCORECARD_FILE} in {record['seconds']:.0f} s", flush=True)
+    return record
+
+
+def _concept_rows(suite: ConceptSuite, rows: dict[str, list[dict | None]], tokens: ScoredTokens) -> list[dict]:
+    select, test = tokens.halves()
+    out = []
+    for c, concept in enumerate(suite.concepts):
+        row = {
+            "name": concept.name,
+            "source": concept.source,
+            "description": concept.description,
+            "positives": int(tokens.labels[test, c].sum()),
+            "tokens": int(test.sum()),
+            "selection_positives": int(tokens.labels[select, c].sum()),
+            "scored": rows["features"][c] is not None,
+        }
+        for side in ("features", "neurons"):
+            found = rows[side][c]
+            singular = side[:-1]
+            row[f"best_{singular}"] = None if found is None else found["best"]
+            row[f"best_{singular}_by_auroc"] = None if found is None else found["best_by_auroc"]
+            row[f"{singular}_histogram"] = None if found is None else found["histogram"]
+        row["probe"] = None
+        if rows["features"][c] is not None:
+            row["probe"] = {side: rows[side][c]["probe"] for side in ("features", "neurons")}
+        out.append(row)
+    return out
+
+
+def _universality(inputs, cfg, model, hook, tokens, test, neurons, features, extra_acts) -> dict:
+    """Max correlation with the other seed's units, over the test tokens."""
+    out: dict = {"tokens": int(test.sum()), "features": None, "neurons": None}
+    if inputs.universality_sae:
+        best = max_correlation(features[test], extra_acts[0][test])
+        out["features"] = {
+            "other": str(Path(inputs.universality_sae).resolve()),
+            "median": median(best),
+            "alive": int(torch.isfinite(best).sum()),
+            "histogram": value_histogram(best),
+        }
+    if inputs.universality_model:
+        other = load_model(inputs.universality_model)
+        _same_tokenizer(model, other, "--universality-model", inputs.universality_model)
+        other_neurons, _ = unit_activations(other, hook, [], tokens.windows, batch_size=cfg.batch_size)
+        keep = (tokens.windows != model.bos_id).flatten()
+        best = max_correlation(neurons[test], other_neurons[keep][test])
+        out["neurons"] = {
+            "other": model_spec_id(inputs.universality_model),
+            "median": median(best),
+            "alive": int(torch.isfinite(best).sum()),
+            "histogram": value_histogram(best),
+        }
+    else:
+        out["neurons_missing"] = "no second model (--universality-model); the paper preset trains one"
+    return out
