@@ -19,11 +19,12 @@ from interp.demo import STEPS, DemoConfig, demo_config, run_demo
 from interp.evaluate import run_eval
 from interp.model import ModelConfig, load_model
 from interp.model_training import ModelTrainConfig
+from interp.scorecard.run import ScorecardConfig
 from sae.config import TrainConfig as SAETrainConfig
 from sae.data import ActivationDataset
 
 HOOK_WIDTHS = {"blocks.0.mlp.hook_post": 64, "blocks.0.hook_resid_post": 32}
-ALL_STEPS = [step.name for step in STEPS]
+ALL_STEPS = [step.name for step in STEPS if step.name != "model-seed"]  # the paper preset's second model
 
 
 def tiny_demo(out: Path, capture_tokens: int = 1000, corpus: str = "stdlib") -> DemoConfig:
@@ -51,6 +52,8 @@ def tiny_demo(out: Path, capture_tokens: int = 1000, corpus: str = "stdlib") -> 
         sae_tokens=2000,
         sae_train=sae_train,
         analysis=AnalysisConfig(tokens=512),
+        scorecard=ScorecardConfig(tokens=1024, min_positives=3),
+        widths=(16, 32),
         progress=False,
     )
 
@@ -73,7 +76,7 @@ def modification_times(folder: Path) -> dict[str, int]:
 
 
 def test_demo_builds_every_artifact(built):
-    assert all(step.is_complete(built) for step in STEPS)
+    assert all(step.is_complete(built) for step in STEPS if step.name in ALL_STEPS)
     loaded = load_model(built.model_dir)
     assert loaded.context_length == 32 and loaded.tokenizer.vocab_size == 300
     for hook, width in HOOK_WIDTHS.items():
@@ -146,7 +149,7 @@ def test_second_run_reuses_every_artifact(built, capsys):
     assert run_demo(built) == []
     out = capsys.readouterr().out
     for step in STEPS:
-        assert f"[{step.name}] reusing {step.artifact(built)}" in out
+        assert (f"[{step.name}] reusing {step.artifact(built)}" in out) == (step.name in ALL_STEPS)
     assert modification_times(built.out) == before
 
 
@@ -154,7 +157,7 @@ def test_capture_holding_too_few_tokens_is_continued_to_the_same_bytes(tmp_path)
     cfg = tiny_demo(tmp_path / "demo", capture_tokens=1000)
     assert run_demo(cfg) == ALL_STEPS
     cfg.capture_tokens = 2000  # the datasets now hold too few tokens: the step runs again and continues them
-    assert run_demo(cfg) == ["capture", "sae", "analysis", "labels", "report"]
+    assert run_demo(cfg) == ALL_STEPS[1:]
     fresh = run_capture(cfg.model_dir, cfg.hooks, "stdlib", 2000, tmp_path / "fresh", progress=False)
     for hook in HOOK_WIDTHS:
         continued, reference = (
@@ -173,7 +176,7 @@ def test_rebuilt_step_rebuilds_every_later_step(built, tmp_path, capsys):
     capsys.readouterr()
     assert run_demo(cfg) == ALL_STEPS
     assert f"[capture] {cfg.activations_dir} is stale" in capsys.readouterr().out
-    assert all(step.is_complete(cfg) for step in STEPS)
+    assert all(step.is_complete(cfg) for step in STEPS if step.name in ALL_STEPS)
 
 
 def test_steer_command_prints_clean_and_steered(built, tmp_path, capsys):
@@ -218,3 +221,58 @@ def test_serve_refuses_a_report_of_another_sae(built, tmp_path, capsys):
     assert "shows 49 features but the SAE" in capsys.readouterr().err
     assert interp_main(["serve", "--report", str(tmp_path), "--model", "x", "--sae", "y"]) == 2
     assert "holds no report" in capsys.readouterr().err
+
+
+def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):
+    record = json.loads((built.scorecard_dir / "scorecard.json").read_text())
+    assert (record["format"], record["format_version"], record["split"]) == ("monosemantic-scorecard", 1, "heldout")
+    assert record["tokens"] == 1024 and record["control"]["model"] == "random init"
+    assert record["control"]["model_spec"] == str((built.control_dir / "model").resolve())
+    names = [c["name"] for c in record["concepts"]]
+    assert names == [c["name"] for c in record["control"]["concepts"]]
+    assert "python.keyword def" in names and "text.digits" in names
+    assert record["universality"]["features"]["other"] == str(built.seed_sae_dir.resolve())
+    assert record["splitting"]["widths"] == [16, 32, 48] and len(record["splitting"]["families"]) == 16
+    # the control model is the trained model's initialisation: the same config, another set of weights
+    control = json.loads((built.control_dir / "model" / "config.json").read_text())
+    trained = json.loads((built.model_dir / "config.json").read_text())
+    assert control["model"] == trained["model"] and control["training"]["initialisation_of"] == str(
+        built.model_dir.resolve()
+    )
+    page = (built.report_dir / "scorecard.html").read_text()
+    assert "report-scorecard" in page and (built.report_dir / "scorecard.js").is_file()
+    meta = (built.report_dir / "data" / "meta.js").read_text()
+    assert '"scorecard":true' in meta  # every page's top bar links the scorecard
+
+
+def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_concepts(built, tmp_path, capsys):
+    from interp.pipeline import open_model_and_sae
+    from interp.scorecard.run import scored_tokens
+
+    out = tmp_path / "card"
+    args = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--tokens", "640"]
+    args += ["--concept", r"self=\bself\b", "--concept", "colon=:", "--min-positives", "2", "--out", str(out)]
+    assert interp_main(args) == 0
+    printed = capsys.readouterr().out
+    record = json.loads((out / "scorecard.json").read_text())
+    rows = {c["name"]: c for c in record["concepts"]}
+    assert rows["colon"]["source"] == "regex" and rows["colon"]["scored"] and "colon" in printed
+    assert record["control"] is None and record["universality"]["features"] is None
+    assert record["tokens"] == 640 and record["split"] == "heldout"
+    # the same windows as `interp capture --split heldout --seed 0 --tokens 640`
+    captured = run_capture(
+        built.model_dir, [built.sae_hook], "stdlib", 640, tmp_path / "acts", split="heldout", progress=False
+    )
+    dataset = ActivationDataset(captured[built.sae_hook])
+    ids = torch.cat([dataset.shard(i)["tokens"].long() for i in range(dataset.num_shards)])
+    opened = open_model_and_sae(built.model_dir, built.sae_dir)
+    tokens = scored_tokens(
+        opened.model, ScorecardConfig(tokens=640).suite_for("stdlib"), "stdlib", ScorecardConfig(tokens=640)
+    )
+    assert torch.equal(tokens.windows.flatten(), ids)
+    bad = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--out", str(tmp_path / "bad")]
+    assert interp_main([*bad, "--concept", "x=("]) == 2
+    assert "--concept x: '(' is not a valid regular expression" in capsys.readouterr().err
+    assert interp_main([*bad, "--control-model", str(built.model_dir)]) == 2
+    assert "--control-model and --control-sae go together" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()  # refused before any work

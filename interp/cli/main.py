@@ -7,10 +7,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from interp.cli import activations, features, live, model, report
+from interp.cli import activations, features, live, model, report, scorecard
 from sae.cli import apply_process_options
 
-FAMILIES = (model, activations, features, report, live)
+FAMILIES = (model, activations, features, scorecard, report, live)
 
 
 def build_parser() -> argparse.ArgumentParser:

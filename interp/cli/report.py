@@ -18,6 +18,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report = subparsers.add_parser("report", help="write the HTML feature dashboards of an analysis")
     add_analysis(report)
     report.add_argument("--out", required=True, help="report folder to write (e.g. reports/NAME)")
+    report.add_argument(
+        "--scorecard", metavar="DIR", help="a scorecard folder (`interp scorecard --out DIR`) to include"
+    )
     report.set_defaults(run=run_report)
 
     export = subparsers.add_parser(
@@ -72,7 +75,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
-    timings = write_report(args.analysis, args.out)
+    timings = write_report(args.analysis, args.out, scorecard=args.scorecard)
     print(f"report written in {timings['total_s']:.1f} s: {Path(args.out).resolve() / 'index.html'}")
     return 0
 

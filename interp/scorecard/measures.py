@@ -285,7 +285,7 @@ def logit_consistency(acts: Tensor, next_ids: Tensor, promoted: Tensor, *, examp
 def histogram(values: Tensor, labels: Tensor, *, bins: int = 40) -> dict:
     """A unit's activations stacked by concept membership: the count of exact zeros for positives and
     negatives, and counts of the other values in `bins` equal bins over their range."""
-    values = values.float()
+    values = values.float().contiguous()
     zero = values == 0
     rest = values[~zero]
     low, high = (float(rest.min()), float(rest.max())) if rest.numel() else (0.0, 1.0)

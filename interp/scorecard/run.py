@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import itertools
 import time
 from dataclasses import dataclass, field
@@ -86,7 +87,9 @@ class ScorecardInputs:
                 raise ValueError(f"{flag} {path}: no SAE there (no cfg.json); pass a folder an SAE was saved to.")
 
 
-def _windows(opened_model, suite: ConceptSuite, corpus: str, cfg: ScorecardConfig) -> ScoredTokens:
+def scored_tokens(opened_model, suite: ConceptSuite, corpus: str, cfg: ScorecardConfig) -> ScoredTokens:
+    """The labelled windows a scorecard reads: those `interp capture` writes for the same corpus,
+    split, seed and token count (whole windows: tokens rounded up to the context length)."""
     T = opened_model.context_length
     sequences = labelled_token_sequences(
         load_corpus(corpus, cfg.split), opened_model.tokenizer, T, suite.token_labels, seed=cfg.seed
@@ -144,7 +147,7 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     started = time.perf_counter()
     opened = open_model_and_sae(inputs.model, inputs.sae)
     model, hook = opened.model, opened.hook
-    tokens = _windows(model, suite, inputs.corpus, cfg)
+    tokens = scored_tokens(model, suite, inputs.corpus, cfg)
     say = print if progress else (lambda *a, **k: None)
     say(f"scorecard: {len(tokens.ids):,} tokens, {len(suite.names)} concepts", flush=True)
     rows, consistency, (neurons, features) = _side_rows(model, hook, opened.sae, tokens, cfg)
@@ -188,6 +191,7 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tokens": int(tokens.windows.numel()),
         "scored_tokens": len(tokens.ids),
+        "token_ids_sha256": hashlib.sha256(tokens.windows.to(torch.int64).numpy().tobytes()).hexdigest(),
         "selection_tokens": int((~test).sum()),
         "test_tokens": int(test.sum()),
         "split": cfg.split,
