@@ -61,7 +61,8 @@ class TrainConfig:
             "help": "Dtype of the encoder product that only chooses the active latents of TopK-family SAEs (topk, "
             "batchtopk, matryoshka); the chosen values, the loss and every gradient stay in the parameter dtype. auto: "
             "bfloat16 for float32 parameters on hardware that multiplies bfloat16 natively (CUDA compute capability "
-            "8+, CPUs with AVX512-BF16 or AMX), else the parameter dtype."
+            "8+, CPUs with AVX512-BF16 or AMX) in one process, else the parameter dtype (so that data-parallel "
+            "processes equal one process)."
         },
     )
     b_dec_init: Literal["geometric_median", "mean", "zeros"] = field(

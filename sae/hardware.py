@@ -78,10 +78,15 @@ def native_bfloat16_matmul(device: torch.device) -> bool:
     )
 
 
-def resolve_selection_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    """The dtype of TopK-family latent selection for `cfg.selection_dtype` (None: the parameter dtype)."""
+def resolve_selection_dtype(cfg: TrainConfig, device: torch.device, *, distributed: bool = False) -> torch.dtype | None:
+    """The dtype of TopK-family latent selection for `cfg.selection_dtype` (None: the parameter dtype).
+
+    auto never takes bfloat16 under data parallelism: a bfloat16 product rounds differently for
+    different row splits, near-ties then choose other latents, and N processes would no longer equal
+    one (one process with float32 selection is what they equal)."""
     if cfg.selection_dtype == "auto":
-        return torch.bfloat16 if cfg.dtype == "float32" and native_bfloat16_matmul(device) else None
+        fast = cfg.dtype == "float32" and native_bfloat16_matmul(device) and not distributed
+        return torch.bfloat16 if fast else None
     return None if cfg.selection_dtype == cfg.dtype else getattr(torch, cfg.selection_dtype)
 
 

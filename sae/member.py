@@ -28,8 +28,10 @@ class SweepMember:
         source: int = 0,
         *,
         dead_window: int,
+        distributed: bool = False,
     ):
-        """dead_window: tokens without a firing after which a latent counts as dead (TrainConfig.dead_window)."""
+        """dead_window: tokens without a firing after which a latent counts as dead (TrainConfig.dead_window);
+        distributed: one of several data-parallel processes (its selection dtype follows)."""
         self.name, self.arch, self.source, self.dead_window = name, arch, source, dead_window
         with torch.random.fork_rng(devices=[]):  # every member starts as a lone run with this seed would
             torch.manual_seed(cfg.seed)
@@ -43,7 +45,7 @@ class SweepMember:
         self.tokens_since_fired = torch.zeros(sae_cfg.d_sae, dtype=torch.int64, device=device)
         # float16 gradients underflow without loss scaling; bfloat16 and float32 need none
         self.scaler = torch.amp.GradScaler(device.type) if cfg.autocast == "float16" else None
-        self.selection_dtype = resolve_selection_dtype(cfg, device)
+        self.selection_dtype = resolve_selection_dtype(cfg, device, distributed=distributed)
         if cfg.resample_steps and type(self.sae).resample_dead is SAE.resample_dead:
             raise ValueError(
                 f"resample_steps is set but architecture {arch!r} does not resample dead latents; "

@@ -134,7 +134,7 @@ def train_sae(
         check_training_memory([(n, c.d_in, c.d_sae) for n, (_, c) in zip(names, sae_configs)], cfg, device)
         dead_window = cfg.dead_window(steps * cfg.batch_size)
         members = [
-            SweepMember(n, arch, c, cfg, device, src, dead_window=dead_window)
+            SweepMember(n, arch, c, cfg, device, src, dead_window=dead_window, distributed=ranks.distributed)
             for n, (arch, c), src in zip(names, sae_configs, sources)
         ]
         out_dir = Path(out) if out is not None else None

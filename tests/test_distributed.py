@@ -4,6 +4,7 @@ files from rank 0 only, resume across rank counts, and stop together on bad data
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -156,9 +157,13 @@ def assert_close(expected: dict[str, torch.Tensor], got: dict[str, torch.Tensor]
 
 # --- tests -------------------------------------------------------------------------------------
 def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(tmp_path):
+    """At the default settings: `auto` selection is float32 under data parallelism, so two ranks equal
+    one process selecting in float32, whatever the hardware's bfloat16."""
     acts = write_dataset(tmp_path / "acts")
     cfg = config()
-    single = train_sae(EXACT, ActivationDataset(acts), cfg, tmp_path / "one", names=NAMES, progress=False)
+    assert cfg.selection_dtype == "auto"
+    one_process = dataclasses.replace(cfg, selection_dtype="float32")
+    single = train_sae(EXACT, ActivationDataset(acts), one_process, tmp_path / "one", names=NAMES, progress=False)
     ranks = run_ranks(tmp_path / "job", train_job, str(acts), str(tmp_path / "two"), cfg, EXACT)
     assert all(isinstance(r, dict) for r in ranks), ranks
     assert_close(tensors_of(single), ranks[0])
@@ -177,6 +182,8 @@ def test_two_ranks_reproduce_one_process_and_only_rank_0_writes(tmp_path):
         for key in ("loss", "fvu", "l0", "dead_fraction"):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), (a["sae"], key)
+    resolved = json.loads((tmp_path / "two" / "train_config.json").read_text())["resolved"]
+    assert resolved["selection_dtype"] == "float32"
     state = json.loads((latest_checkpoint(tmp_path / "two") / "state.json").read_text())
     assert state["step"] == 12 and state["data_position"]["stream"]["global_batch"] == BATCH
 
@@ -314,3 +321,13 @@ def test_cli_nproc_2_through_torchrun_matches_one_process(tmp_path, capsys):
         load_file(str(tmp_path / "one" / "sae_weights.safetensors")),
         load_file(str(tmp_path / "two" / "sae_weights.safetensors")),
     )
+
+
+def test_auto_selection_is_float32_under_data_parallelism(monkeypatch):
+    import sae.hardware
+
+    monkeypatch.setattr(sae.hardware, "native_bfloat16_matmul", lambda device: True)  # hardware that has bf16
+    cfg = config()
+    cpu = torch.device("cpu")
+    assert sae.hardware.resolve_selection_dtype(cfg, cpu) == torch.bfloat16
+    assert sae.hardware.resolve_selection_dtype(cfg, cpu, distributed=True) is None  # the parameter dtype
