@@ -66,10 +66,16 @@ def _detect_dense(acts: Tensor, y_all: Tensor, positives: list[Tensor]) -> dict[
     positives' ranks sorted (the work is the concept's positives times the units)."""
     N, U = acts.shape
     C = y_all.shape[1]
-    rows = acts.T.contiguous().float()  # [U, N]
-    ordered = rows.sort(dim=1).values
-    below = torch.searchsorted(ordered, rows, side="left", out_int32=True)  # tokens of the unit with a smaller value
-    upto = torch.searchsorted(ordered, rows, side="right", out_int32=True)
+    ordered, order = acts.T.contiguous().float().sort(dim=1)  # [U, N]
+    positions = torch.arange(N, dtype=torch.int32).expand(U, N)
+    starts = torch.ones_like(ordered, dtype=torch.bool)
+    starts[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    ends = torch.ones_like(starts)
+    ends[:, :-1] = starts[:, 1:]
+    first = torch.where(starts, positions, 0).cummax(dim=1).values  # where each value's tie group starts
+    last = torch.where(ends, positions, N).flip(1).cummin(dim=1).values.flip(1)  # and where it ends
+    below = torch.empty_like(first).scatter_(1, order, first)  # tokens of the unit with a smaller value
+    upto = torch.empty_like(last).scatter_(1, order, last + 1)
     rank_sum = ((below + upto + 1).double() / 2) @ y_all.double()  # [U, C] rank sums of the positives
     P = y_all.sum(0).double()
     out = {
@@ -189,12 +195,14 @@ def sparse_probes(
     ks: tuple[int, ...],
     *,
     l2: float = 1e-4,
-    steps: int = 50,
-    tol: float = 1e-6,
+    steps: int = 15,
+    tol: float = 1e-5,
 ) -> dict[int, dict[str, Tensor]]:
     """For every concept and k, a logistic probe on the k units with the largest |mean difference|
     on the training tokens, fitted by Newton's method with class-balanced weights (so 0.5 is the
-    natural threshold for a rare concept), until no weight moves by `tol`; scored on the test tokens.
+    natural threshold for a rare concept) and a ridge of l2 x tokens, for `steps` steps or until no
+    weight moves by `tol` (a nearly separable concept converges slowly; its predictions settle
+    early); scored on the test tokens.
 
     train/test [N, U] activations, labels [N, C] bool. Returns per k: units [C, k] long and test
     accuracy, balanced_accuracy, f1 [C] float64."""
@@ -208,8 +216,9 @@ def sparse_probes(
 
 
 def _probe(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tensor, units: Tensor, *, l2, steps, tol):
+    """Products over tokens in float32 (Newton's steps correct their rounding), the solve in float64."""
     C, k = units.shape
-    x = train[:, units].double().permute(1, 0, 2)  # [C, N, k]
+    x = train[:, units].float().permute(1, 0, 2)  # [C, N, k]
     mean, std = x.mean(dim=1, keepdim=True), x.std(dim=1, keepdim=True).clamp(min=1e-12)
 
     def design(values: Tensor) -> Tensor:
@@ -217,21 +226,21 @@ def _probe(train: Tensor, train_labels: Tensor, test: Tensor, test_labels: Tenso
         return torch.cat([z, torch.ones_like(z[..., :1])], dim=-1)  # [C, N, k + 1]
 
     X = design(x)
-    y = train_labels.double().T  # [C, N]
+    y = train_labels.float().T.unsqueeze(-1)  # [C, N, 1]
     N = y.shape[1]
     P = y.sum(1, keepdim=True)
     weight = torch.where(y > 0, N / (2 * P.clamp(min=1)), N / (2 * (N - P).clamp(min=1)))
     ridge = l2 * N * torch.diag(torch.tensor([1.0] * k + [0.0], dtype=torch.float64))
     beta = torch.zeros(C, k + 1, 1, dtype=torch.float64)
     for _ in range(steps):
-        p = torch.sigmoid(X @ beta)  # [C, N, 1]
-        grad = X.transpose(1, 2) @ (weight.unsqueeze(-1) * (p - y.unsqueeze(-1))) + ridge @ beta
-        hessian = X.transpose(1, 2) @ (X * (weight.unsqueeze(-1) * p * (1 - p))) + ridge + 1e-9 * torch.eye(k + 1)
+        p = torch.sigmoid(X @ beta.float())  # [C, N, 1]
+        grad = (X.transpose(1, 2) @ (weight * (p - y))).double() + ridge @ beta
+        hessian = (X.transpose(1, 2) @ (X * (weight * p * (1 - p)))).double() + ridge + 1e-9 * torch.eye(k + 1)
         update = torch.linalg.solve(hessian, grad)
         beta = beta - update
         if float(update.abs().max()) < tol:
             break
-    predicted = (design(test[:, units].double().permute(1, 0, 2)) @ beta).squeeze(-1) > 0
+    predicted = (design(test[:, units].float().permute(1, 0, 2)) @ beta.float()).squeeze(-1) > 0
     truth = test_labels.T
     tp = (predicted & truth).sum(1).double()
     tn = (~predicted & ~truth).sum(1).double()
@@ -272,10 +281,10 @@ def logit_consistency(acts: Tensor, next_ids: Tensor, promoted: Tensor, *, examp
     it is positive and that have a next token, next_ids >= 0) whose next token is in `promoted`
     [U, m] (the unit's m most promoted token ids). NaN for a unit that is never positive."""
     has_next = next_ids >= 0
-    values = torch.where(has_next[:, None] & (acts > 0), acts.float(), -math.inf)
-    top = values.topk(min(examples, len(values)), dim=0)  # [e, U]
-    valid = top.values > -math.inf
-    following = next_ids[top.indices]  # [e, U]
+    values = torch.where(has_next[None, :] & (acts.T > 0), acts.T.float(), -math.inf)  # [U, N]: rows contiguous
+    top = values.topk(min(examples, values.shape[1]), dim=1)
+    valid = torch.isfinite(top.values.T)  # [e, U]
+    following = next_ids[top.indices.T]  # [e, U]
     hits = (following.T.unsqueeze(-1) == promoted.unsqueeze(1)).any(-1).T & valid  # [e, U]
     share = hits.sum(0).double() / valid.sum(0).double()
     share[valid.sum(0) == 0] = math.nan

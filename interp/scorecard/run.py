@@ -110,12 +110,15 @@ def _same_tokenizer(a, b, flag: str, spec: str) -> None:
         )
 
 
-def _side_rows(model, hook, sae, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[dict, dict, tuple]:
-    """Concept rows and logit consistency of a model's neurons and an SAE's features, and their
-    activations on the scored tokens."""
-    neurons, (features,) = unit_activations(model, hook, [sae], tokens.windows, batch_size=cfg.batch_size)
+def _activations(model, hook, saes, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[torch.Tensor, list]:
+    """The neurons [N, d_in] and each SAE's features [N, F] on the scored (non-BOS) tokens: one pass."""
+    neurons, features = unit_activations(model, hook, saes, tokens.windows, batch_size=cfg.batch_size)
     keep = (tokens.windows != model.bos_id).flatten()
-    neurons, features = neurons[keep], features[keep]
+    return neurons[keep], [f[keep] for f in features]
+
+
+def _side_rows(model, hook, sae, neurons, features, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[dict, dict]:
+    """Concept rows and logit consistency of a model's neurons and an SAE's features."""
     select, test = tokens.halves()
     rows = {
         name: score_dictionary(acts, tokens.labels, select, test, min_positives=cfg.min_positives)
@@ -129,7 +132,7 @@ def _side_rows(model, hook, sae, tokens: ScoredTokens, cfg: ScorecardConfig) -> 
         promoted = promoted_tokens(model, hook, directions, cfg.promoted)
         share = None if promoted is None else logit_consistency(acts, tokens.next_ids, promoted, examples=cfg.examples)
         consistency[name] = None if share is None else {"median": median(share), "mean": _mean(share)}
-    return rows, consistency, (neurons, features)
+    return rows, consistency
 
 
 def _mean(x: torch.Tensor) -> float | None:
@@ -150,14 +153,20 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     tokens = scored_tokens(model, suite, inputs.corpus, cfg)
     say = print if progress else (lambda *a, **k: None)
     say(f"scorecard: {len(tokens.ids):,} tokens, {len(suite.names)} concepts", flush=True)
-    rows, consistency, (neurons, features) = _side_rows(model, hook, opened.sae, tokens, cfg)
+    extra_saes = [
+        load_sae(p, device=opened.sae.W_dec.device) for p in [inputs.universality_sae, *inputs.width_saes] if p
+    ]
+    neurons, (features, *extra_acts) = _activations(model, hook, [opened.sae, *extra_saes], tokens, cfg)
+    rows, consistency = _side_rows(model, hook, opened.sae, neurons, features, tokens, cfg)
     unit_kind = "MLP neurons" if mlp_neuron_layer(hook) is not None else f"the {hook} basis dimensions"
 
     control = None
     if inputs.control_model is not None:
         control_opened = open_model_and_sae(inputs.control_model, inputs.control_sae, hook=hook)
         _same_tokenizer(model, control_opened.model, "--control-model", inputs.control_model)
-        control_rows, control_consistency, _ = _side_rows(control_opened.model, hook, control_opened.sae, tokens, cfg)
+        c_model, c_sae = control_opened.model, control_opened.sae
+        c_neurons, (c_features,) = _activations(c_model, hook, [c_sae], tokens, cfg)
+        control_rows, control_consistency = _side_rows(c_model, hook, c_sae, c_neurons, c_features, tokens, cfg)
         rows["control_features"], rows["control_neurons"] = control_rows["features"], control_rows["neurons"]
         consistency["control_features"] = control_consistency["features"]
         consistency["control_neurons"] = control_consistency["neurons"]
@@ -169,10 +178,6 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
         }
     say(f"scorecard: concepts scored in {time.perf_counter() - started:.0f} s", flush=True)
     _, test = tokens.halves()
-    extra_saes = [load_sae(p, device="cpu") for p in [inputs.universality_sae, *inputs.width_saes] if p]
-    keep = (tokens.windows != model.bos_id).flatten()
-    _, extra_acts = unit_activations(model, hook, extra_saes, tokens.windows, batch_size=cfg.batch_size)
-    extra_acts = [a[keep] for a in extra_acts]
     universality = _universality(inputs, cfg, model, hook, tokens, test, neurons, features, extra_acts)
     splitting = None
     if inputs.width_saes:
@@ -226,14 +231,17 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
 def _concept_rows(suite: ConceptSuite, rows: dict[str, list[dict | None]], tokens: ScoredTokens) -> list[dict]:
     select, test = tokens.halves()
     out = []
+    n_test = int(test.sum())
     for c, concept in enumerate(suite.concepts):
+        positives = int(tokens.labels[test, c].sum())
         row = {
             "name": concept.name,
             "source": concept.source,
             "description": concept.description,
-            "positives": int(tokens.labels[test, c].sum()),
-            "tokens": int(test.sum()),
+            "positives": positives,
+            "tokens": n_test,
             "selection_positives": int(tokens.labels[select, c].sum()),
+            "all_tokens_f1": round(2 * positives / (positives + n_test), 6),  # F1 of marking every token
             "scored": rows["features"][c] is not None,
         }
         for side in ("features", "neurons"):
@@ -263,9 +271,8 @@ def _universality(inputs, cfg, model, hook, tokens, test, neurons, features, ext
     if inputs.universality_model:
         other = load_model(inputs.universality_model)
         _same_tokenizer(model, other, "--universality-model", inputs.universality_model)
-        other_neurons, _ = unit_activations(other, hook, [], tokens.windows, batch_size=cfg.batch_size)
-        keep = (tokens.windows != model.bos_id).flatten()
-        best = max_correlation(neurons[test], other_neurons[keep][test])
+        other_neurons, _ = _activations(other, hook, [], tokens, cfg)
+        best = max_correlation(neurons[test], other_neurons[test])
         out["neurons"] = {
             "other": model_spec_id(inputs.universality_model),
             "median": median(best),

@@ -25,11 +25,11 @@ def parents(W_small: Tensor, W_large: Tensor, small: Tensor, large: Tensor) -> d
 
 def top_tokens(acts: Tensor, ids: Tensor, strings: list[str], *, count: int = 5, examples: int = 32) -> list[list[str]]:
     """Per feature: the first `count` distinct token strings among its `examples` highest activations."""
-    top = acts.topk(min(examples, len(acts)), dim=0)
+    top = acts.T.contiguous().topk(min(examples, len(acts)), dim=1)  # [F, e]
     out = []
     for f in range(acts.shape[1]):
         seen: list[str] = []
-        for value, token in zip(top.values[:, f].tolist(), ids[top.indices[:, f]].tolist(), strict=True):
+        for value, token in zip(top.values[f].tolist(), ids[top.indices[f]].tolist(), strict=True):
             if value <= 0 or len(seen) == count:
                 break
             if strings[token] not in seen:

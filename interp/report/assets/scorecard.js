@@ -60,14 +60,14 @@
       f3(unit.precision) + ", recall " + f3(unit.recall) + " when > 0 (" + R.int(unit.fires) + " firings)";
     return el("td", {title: tip}, [href ? el("a", {href: href, text: name}) : name, " ", el("b", {text: f3(unit.f1)})]);
   }
-  var head = ["concept", "positives", "best feature F1", "best neuron F1", "control feature F1", "control neuron F1",
+  var head = ["concept", "positives", "F1 marking every token", "best feature F1", "best neuron F1", "control feature F1", "control neuron F1",
     "best AUROC feat / neur", "probe F1 k=1 feat / neur", "k=5 feat / neur", "winner (F1)"];
   var body = el("tbody");
   card.concepts.forEach(function (c, i) {
     var ctl = controlRows ? controlRows[i] : null;
     if (!c.scored) {
       body.appendChild(el("tr", {class: "muted"}, [el("td", {text: c.name, title: c.description}),
-        el("td", {class: "num", text: R.int(c.positives)}), el("td", {colspan: "8", text: "too few positives to score"})]));
+        el("td", {class: "num", text: R.int(c.positives)}), el("td", {colspan: "9", text: "too few positives to score"})]));
       return;
     }
     var fw = c.best_feature.f1, nw = c.best_neuron.f1;
@@ -75,6 +75,7 @@
     body.appendChild(el("tr", {}, [
       el("td", {text: c.name, title: c.description + " (" + c.source + ")"}),
       el("td", {class: "num", text: R.int(c.positives), title: "of " + R.int(c.tokens) + " test tokens"}),
+      el("td", {class: "num muted", text: f3(c.all_tokens_f1), title: "the F1 of a detector that marks every token: a best F1 near it says nothing"}),
       unitCell(c.best_feature, "feature"), unitCell(c.best_neuron, "neuron"),
       unitCell(ctl && ctl.best_feature, "cfeature"), unitCell(ctl && ctl.best_neuron, "cneuron"),
       el("td", {class: "num", text: f3(c.best_feature_by_auroc.auroc) + " / " + f3(c.best_neuron_by_auroc.auroc)}),
