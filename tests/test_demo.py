@@ -251,12 +251,13 @@ def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_conce
 
     out = tmp_path / "card"
     args = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--tokens", "640"]
-    args += ["--concept", r"self=\bself\b", "--concept", "colon=:", "--min-positives", "2", "--out", str(out)]
+    args += ["--concept", r"self=\bself\b", "--concept", "letter e=e", "--min-positives", "2", "--out", str(out)]
     assert interp_main(args) == 0
     printed = capsys.readouterr().out
     record = json.loads((out / "scorecard.json").read_text())
     rows = {c["name"]: c for c in record["concepts"]}
-    assert rows["colon"]["source"] == "regex" and rows["colon"]["scored"] and "colon" in printed
+    assert rows["letter e"]["source"] == "regex" and rows["letter e"]["scored"] and "letter e" in printed
+    assert rows["self"]["source"] == "regex" and rows["self"]["description"] == "matches /\\bself\\b/"
     assert record["control"] is None and record["universality"]["features"] is None
     assert record["tokens"] == 640 and record["split"] == "heldout"
     # the same windows as `interp capture --split heldout --seed 0 --tokens 640`
