@@ -243,7 +243,10 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
         prog="sae train",
         allow_abbrev=False,
         description="Train an SAE (or a sweep: comma lists such as --k 16,32,64) on an activation dataset.",
-        epilog=None if arch else "Give --arch NAME --help to list that architecture's options.",
+        epilog=None
+        if arch
+        else "The SAE's own options (--d-sae, --k, ...) depend on the architecture: `sae train --arch topk --help` "
+        "lists those of topk.",
     )
     parser.add_argument(
         "--acts",
@@ -340,7 +343,10 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         allow_abbrev=False,
         description="Train an SAE with `sae train`'s trainer on planted ground-truth features and report MMCS, "
         "the fraction of features recovered at cos > 0.9 and > 0.99, FVU and L0, as JSON.",
-        epilog=None if known.arch else "Give --arch NAME --help to list that architecture's options.",
+        epilog=None
+        if known.arch
+        else "The SAE's own options (--d-sae, --k, ...) depend on the architecture: `sae bench-synthetic --arch topk "
+        "--help` lists those of topk.",
     )
     parser.add_argument(
         "--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}."
@@ -369,6 +375,10 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         TrainConfig,
         defaults=train_defaults,
         source="sae.bench_synthetic.BENCH_TRAIN",
+        help={
+            "batch_size": "Samples per optimizer step, each drawn fresh from the planted set.",
+            "steps": "Optimizer steps, each on a fresh batch of samples.",
+        },
     )
     if known.arch is None:
         parser.parse_args(argv)  # prints the help, or the error that --arch is required

@@ -177,6 +177,7 @@ class DataclassOptions:
 
     defaults: values that replace the dataclass defaults (e.g. from a JSON config file named by
     `source`); a field with no default at all becomes a required option.
+    help: a field's help text where this command means something else by it than the dataclass says.
     sweep: every field parses to a list of values. Scalar fields take comma lists (`--k 16,32`);
     bool and list fields take one value on the command line, and a sweep from `defaults`
     (a list of values for a scalar field, a list of lists for a list field).
@@ -191,9 +192,14 @@ class DataclassOptions:
         source: str = "defaults",
         sweep: bool = False,
         skip: tuple[str, ...] = (),
+        help: Mapping[str, str] | None = None,
     ):
         self.cls, self.sweep = cls, sweep
-        self.specs = [s for s in field_specs(cls) if s.name not in skip]
+        self.specs = [
+            dataclasses.replace(s, help=help[s.name]) if help and s.name in help else s
+            for s in field_specs(cls)
+            if s.name not in skip
+        ]
         known = {s.name for s in self.specs}
         unknown = sorted(set(defaults or {}) - known)
         if unknown:

@@ -36,8 +36,13 @@ class SyntheticConfig:
     mean_active: float = field(default=5.0, metadata={"help": "Expected active features per sample (>= 1)."})
     firing_exponent: float = field(default=0.5, metadata={"help": "p_i ~ (i + 1)^-firing_exponent (0: all equal)."})
     correlation: float = field(default=0.0, metadata={"help": "Copula strength rho in [0, 1) (0: independent)."})
-    correlation_rank: int = field(default=8, metadata={"help": "Factors r of the copula."})
-    magnitude_min: float = field(default=0.5, metadata={"help": "Smallest coefficient of an active feature."})
+    correlation_rank: int = field(
+        default=8, metadata={"help": "Shared latent factors behind the correlation (used when --correlation > 0)."}
+    )
+    magnitude_min: float = field(
+        default=0.5,
+        metadata={"help": "Smallest coefficient of an active feature (drawn uniformly up to --magnitude-max)."},
+    )
     magnitude_max: float = field(default=1.5, metadata={"help": "Largest coefficient of an active feature."})
     noise_std: float = field(default=0.0, metadata={"help": "Isotropic Gaussian noise per dimension."})
     seed: int = field(default=0, metadata={"help": "Seed of the features, correlations and batch stream."})

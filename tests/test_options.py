@@ -234,3 +234,21 @@ def test_help_never_says_default_none(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert "(default: None)" not in text, argv
         assert "(default: " in text  # the other defaults are still shown
+
+
+def test_help_says_what_each_command_means_by_its_options(capsys):
+    from sae.cli import main as sae_main
+
+    def help_of(argv: list[str]) -> str:
+        with pytest.raises(SystemExit):
+            sae_main(argv)
+        return " ".join(capsys.readouterr().out.split())
+
+    bench = help_of(["bench-synthetic", "--help"])
+    assert "Samples per optimizer step, each drawn fresh from the planted set." in bench  # no dataset there
+    assert "Optimizer steps, each on a fresh batch of samples." in bench and "one pass over the dataset" not in bench
+    assert "Shared latent factors behind the correlation" in bench
+    assert "Smallest coefficient of an active feature (drawn uniformly up to --magnitude-max)" in bench
+    assert "(--d-sae, --k, ...) depend on the architecture" in bench
+    assert "(--d-sae, --k, ...) depend on the architecture" in help_of(["train", "--help"])
+    assert "Tokens per optimizer step" in help_of(["train", "--arch", "topk", "--help"])  # sae train keeps its own
