@@ -277,3 +277,24 @@ def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_conce
     assert interp_main([*bad, "--control-model", str(built.model_dir)]) == 2
     assert "--control-model and --control-sae go together" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before any work
+
+
+def test_one_pass_per_model_serves_every_concept(built, tmp_path, monkeypatch):
+    import interp.scorecard.run as scorecard_run
+    from interp.scorecard.run import ScorecardInputs, run_scorecard
+
+    passes = []
+    real = scorecard_run.unit_activations
+    monkeypatch.setattr(scorecard_run, "unit_activations", lambda *a, **k: passes.append(a[0]) or real(*a, **k))
+    inputs = ScorecardInputs(
+        str(built.model_dir),
+        str(built.sae_dir),
+        "stdlib",
+        control_model=str(built.control_dir / "model"),
+        control_sae=str(built.control_dir / "sae"),
+        universality_sae=str(built.seed_sae_dir),
+        width_saes=[str(p) for p in built.width_sae_dirs],
+    )
+    concepts = tuple(f"c{i}=[a-z]{{{i + 1}}}" for i in range(12))
+    record = run_scorecard(inputs, ScorecardConfig(tokens=512, concepts=concepts), tmp_path / "card", progress=False)
+    assert len(record["concepts"]) > 60 and len(passes) == 2  # the trained model once, the control once

@@ -231,3 +231,14 @@ def test_a_planted_case_where_neurons_equal_the_concept_shows_neurons_winning():
     assert summary["wins"]["features vs neurons"]["f1"] == {"features": 0, "neurons": 3, "ties": 0}
     assert all(r["best"]["id"] == c and r["best"]["f1"] > 0.99 for c, r in enumerate(rows["neurons"]))
     assert summary["median"]["neurons"]["f1"] > 0.99 > 0.5 > summary["median"]["features"]["f1"]
+
+
+def test_shakespeare_concepts_read_the_layout_of_the_plays():
+    from interp.scorecard.concepts import shakespeare_marks
+
+    text = "KING RICHARD III:\nThou art the king, and thy crown liveth.\n\nFirst Citizen:\nSpeak, speak.\n"
+    got = {name.removeprefix("shakespeare."): spans(m, text) for name, m in shakespeare_marks(text).items()}
+    assert got["speaker line"] == ["KING RICHARD III:", "First Citizen:"]
+    assert got["verse line start"] == ["T", "S"]
+    assert got["thou/thee/thy/thine"] == ["Thou", "thy"] and got["-eth/-est word"] == ["liveth"]
+    assert ConceptSuite(["shakespeare", "text"]).names[0] == "shakespeare.verse line start"
