@@ -246,8 +246,8 @@ def slices_job(ranks: Ranks, global_batches: list[torch.Tensor], cfg: TrainConfi
 
 def test_plain_iterables_split_by_rank_reproduce_one_process(tmp_path):
     batches = list(planted(12 * BATCH, seed=3).split(BATCH))
-    single = train_sae(EXACT[:1], batches, config(), None, progress=False)
-    ranks = run_ranks(tmp_path / "job", slices_job, batches, config(), EXACT[:1])
+    single = train_sae(EXACT[:1], batches, config(selection_dtype="float32"), None, progress=False)
+    ranks = run_ranks(tmp_path / "job", slices_job, batches, config(), EXACT[:1])  # auto: float32 under ranks
     assert isinstance(ranks[0], dict), ranks
     assert_close(tensors_of(single), ranks[0])
 
@@ -304,7 +304,8 @@ def test_cli_nproc_2_through_torchrun_matches_one_process(tmp_path, capsys):
         "--lr",
         "0.003",
     ]
-    assert sae_main([*args, "--out", str(tmp_path / "one")]) == 0
+    # the default (auto) selection on 2 processes equals float32 selection on one
+    assert sae_main([*args, "--out", str(tmp_path / "one"), "--selection-dtype", "float32"]) == 0
     assert sae_main([*args, "--out", str(tmp_path / "bad"), "--nproc", "0"]) == 2
     assert "--nproc must be at least 1, got 0" in capsys.readouterr().err
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
