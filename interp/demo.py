@@ -10,9 +10,10 @@
 
 Every budget is a count of tokens, so the same command gives the same artifacts on every machine
 and load (only the time differs). PRESETS holds the two sizes: `demo` (the default; `make demo`
-fits in 10 minutes on 2 cores, install included) and `paper` (about an hour on 2 cores: a longer
-model and a dictionary 8x the neurons on 50M tokens, the closest this machine gets to "Towards
-Monosemanticity"'s A/1 run). The captured activations are not what the SAE trains on (it reads
+takes about 15 minutes on 2 cores, install included, over a third of it the scorecard's extra SAEs) and
+`paper` (a longer model and a dictionary 8x the neurons on 50M tokens, the closest this machine
+gets to "Towards Monosemanticity"'s A/1 run: about an hour for model and SAE, and about two more
+for the scorecard's second model and extra SAEs). The captured activations are not what the SAE trains on (it reads
 the model directly, so it can see far more tokens than a disk holds); they are kept for
 `sae train`, `sae eval` and the benchmarks.
 
