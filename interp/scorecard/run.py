@@ -5,7 +5,7 @@
                      [--universality-sae DIR] [--universality-model SPEC] [--width-sae DIR ...] --out DIR
 
 One pass of each model over the windows `interp capture` writes for the same corpus, split, seed and
-token count serves every concept and unit. The result is OUT/scorecard.json (FORMAT below).
+token count serves every concept and unit. The result is OUT/scorecard.json (format in interp.scorecard).
 """
 
 from __future__ import annotations
@@ -47,8 +47,8 @@ class ScorecardConfig:
     promoted: int = 10  # the unit's most promoted tokens for logit consistency
     batch_size: int = 32  # windows per forward pass
 
-    def validate(self) -> ConceptSuite:
-        """Check every setting; return the concept suite they name."""
+    def validate(self) -> None:
+        """Check every setting, the suite and the user concepts included."""
         if self.tokens <= 0:
             raise ValueError(f"--tokens must be positive, got {self.tokens}.")
         if self.split not in SPLITS:
@@ -56,7 +56,7 @@ class ScorecardConfig:
         for name in ("min_positives", "examples", "promoted", "batch_size"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"the scorecard's {name} must be positive, got {getattr(self, name)}.")
-        return self.suite_for("stdlib")
+        self.suite_for("stdlib")
 
     def suite_for(self, corpus: str) -> ConceptSuite:
         parts = [s.strip() for s in self.suite.split(",") if s.strip()]
