@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 import time
 from pathlib import Path
@@ -348,3 +349,69 @@ def test_heatmap_order_groups_neurons_by_peak_token_then_peak():
         ]
     )
     assert heatmap_order(acts).tolist() == [1, 2, 0, 3]
+
+
+def chip_text(s: str) -> str:
+    """report.js's chipText: the form a token takes on the page."""
+    if s == "":
+        return "∅"
+    s = s.replace("\r", "␍").replace("\n", "↵").replace("\t", "⇥")
+    return re.sub(" {9,}", " " * 8, s).replace(" ", "·")
+
+
+def test_index_filter_reads_what_the_page_shows_and_keeps_its_state(browser, hostile_report):
+    rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+
+    def shown(r) -> str:  # the filter's haystack: every text of the row as the page shows it
+        label = re.sub("`([^`]*)`", lambda m: "`" + chip_text(m.group(1)) + "`", r[7] or "")
+        return "\u241f".join([f"#{r[0]}", label, *map(chip_text, r[5]), *map(chip_text, r[6])]).lower()
+
+    spaced = next(t for r in rows for t in r[5] if t.startswith(" ") and t.strip() and "  " not in t)
+    index = (hostile_report / "index.html").as_uri()
+    open_page(browser, index)
+    box = browser.find_element("id", "filter")
+    for query, term in (
+        (chip_text(spaced), chip_text(spaced)),
+        (f'"{spaced}"', chip_text(spaced)),
+        (spaced.strip(), spaced.strip()),
+    ):
+        box.clear()
+        box.send_keys(query)
+        expected = sorted(r[0] for r in rows if term.lower() in shown(r))
+        wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(expected)} of')")
+        assert set(rendered_ids(browser)) <= set(expected), query
+    with_space = sum(chip_text(spaced).lower() in shown(r) for r in rows)
+    assert with_space <= sum(spaced.strip().lower() in shown(r) for r in rows)  # "·def" is narrower than "def"
+
+    box.clear()
+    box.send_keys("fired>=3 density<50%")
+    expected = [r[0] for r in rows if r[4] >= 3 and r[1] < 0.5]
+    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(expected)} of')")
+    assert "q=fired%3E%3D3%20density%3C50%25" in browser.current_url  # the state is in the URL
+    browser.find_element("css selector", ".fhdr [data-key=max]").click()
+    state_url = browser.current_url
+    assert "sort=max" in state_url
+    open_page(browser, "about:blank")
+    open_page(browser, state_url)  # reopened: the same sort and filter
+    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(expected)} of')")
+    assert browser.find_element("id", "filter").get_attribute("value") == "fired>=3 density<50%"
+    by_max = [r[0] for r in sorted((r for r in rows if r[4] >= 3 and r[1] < 0.5), key=lambda r: (-r[2], r[0]))]
+    assert rendered_ids(browser)[:5] == by_max[:5]
+
+    box = browser.find_element("id", "filter")
+    box.clear()
+    box.send_keys("#3")
+    box.send_keys("\n")  # Enter on an id opens the feature
+    wait_for(browser, "location.pathname.endsWith('feature.html') && location.hash === '#3'")
+
+
+def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
+    page = tmp_path / "page.html"
+    copy_static(tmp_path)
+    write_page(tmp_path, "page", "t")
+    page.write_text(page.read_text().replace('<script src="page.js"></script>', ""))
+    open_page(browser, page.as_uri())
+    shown = browser.execute_script(
+        "return monoReport.labelText('fires on `\\n       `, `\\n           ` and `def` (+3)')"
+    )
+    assert shown == "fires on `↵·······`, `↵········` and `def` (+3)"  # 7 and 11 spaces: now told apart

@@ -176,7 +176,7 @@
     document.title = "Feature " + f.id + " · " + meta.title;
     var head = el("div", {class: "fhead"}, [el("h1", {id: "feature-title", text: "Feature " + f.id})]);
     if (f.label) {
-      head.appendChild(el("span", {class: "label-chip", text: f.label.text,
+      head.appendChild(el("span", {class: "label-chip", text: R.labelText(f.label.text),
         title: f.label.score !== null && f.label.score !== undefined ? "label score " + R.fmt(f.label.score) : "unscored label"}));
     }
     var goto = el("input", {type: "number", min: "0", max: String(meta.d_sae - 1), placeholder: "go to #", "aria-label": "go to feature"});

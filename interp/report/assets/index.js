@@ -8,7 +8,9 @@
   var meta = R.meta;
   var rows = R.readJSON("report-rows").map(function (r) {
     var row = {id: r[0], density: r[1], max: r[2], mean: r[3], fired: r[4], tokens: r[5], promoted: r[6], label: r[7], score: r[8]};
-    row.search = ("#" + row.id + " " + row.label + " " + row.tokens.join(" ") + " " + row.promoted.join(" ")).toLowerCase();
+    // what the filter matches: the text as the page shows it (chip forms: · for a space, ↵ for a newline)
+    row.search = ["#" + row.id, R.labelText(row.label)].concat(row.tokens.map(R.chipText), row.promoted.map(R.chipText))
+      .join("\u241f").toLowerCase();
     return row;
   });
   var ROW_HEIGHT = 34;
@@ -46,7 +48,8 @@
   ]);
   main.appendChild(plotPanel);
 
-  var filterBox = el("input", {type: "search", id: "filter", placeholder: "Filter: #id, label or token text…", "aria-label": "filter features"});
+  var filterBox = el("input", {type: "search", id: "filter", placeholder: "Filter: text as shown (·def, ↵), \" def\", density<0.01, fired>=20; Enter on #id opens it",
+    "aria-label": "filter features"});
   var deadBox = el("input", {type: "checkbox", id: "hide-dead"});
   var count = el("span", {class: "count", id: "row-count"});
   main.appendChild(el("div", {class: "toolbar"}, [filterBox, el("label", {}, [deadBox, " hide dead features"]), count]));
@@ -85,12 +88,30 @@
     update();
   }
 
+  // Filter terms: words (quotes keep spaces: " def"), each matched in its chip form, and field
+  // conditions such as density<0.01, fired>=20, score>0.8 (density also as a percentage, 1%).
+  var FIELD = /^(density|fired|score|max|mean)(<=|>=|<|>|=)(-?[0-9.]+(?:e-?[0-9]+)?)(%?)$/;
+  function parseFilter(text) {
+    var terms = [], conditions = [], match, words = /"([^"]*)"|(\S+)/g;
+    while ((match = words.exec(text))) {
+      var word = match[1] !== undefined ? match[1] : match[2], field = FIELD.exec(word.toLowerCase());
+      if (field) conditions.push({key: field[1], op: field[2], value: Number(field[3]) / (field[4] ? 100 : 1)});
+      else if (word) terms.push(R.chipText(word).toLowerCase());
+    }
+    return {terms: terms, conditions: conditions};
+  }
+  var OPS = {"<": function (a, b) { return a < b; }, ">": function (a, b) { return a > b; }, "<=": function (a, b) { return a <= b; },
+    ">=": function (a, b) { return a >= b; }, "=": function (a, b) { return a === b; }};
+
   function update() {
-    var q = state.filter.trim().toLowerCase();
-    var terms = q ? q.split(/\s+/) : [];
+    var parsed = parseFilter(state.filter);
     state.view = rows.filter(function (r) {
       if (state.hideDead && !r.fired) return false;
-      for (var t = 0; t < terms.length; t++) if (r.search.indexOf(terms[t]) < 0) return false;
+      for (var t = 0; t < parsed.terms.length; t++) if (r.search.indexOf(parsed.terms[t]) < 0) return false;
+      for (var c = 0; c < parsed.conditions.length; c++) {
+        var cond = parsed.conditions[c], value = r[cond.key];
+        if (value === null || value === undefined || !OPS[cond.op](value, cond.value)) return false;
+      }
       return true;
     });
     state.view.sort(compare(state.sort, state.dir));
@@ -100,7 +121,27 @@
     count.textContent = "showing " + R.int(state.view.length) + " of " + R.int(rows.length);
     spacer.style.height = state.view.length * ROW_HEIGHT + "px";
     body.scrollTop = 0;
+    saveState();
     render(true);
+  }
+
+  // The sort, the filter and the dead-feature toggle live in the URL (#sort=…&dir=…&q=…&dead=1).
+  function saveState() {
+    var parts = ["sort=" + state.sort, "dir=" + state.dir];
+    if (state.filter) parts.push("q=" + encodeURIComponent(state.filter));
+    if (state.hideDead) parts.push("dead=1");
+    if (history.replaceState) history.replaceState(null, "", "#" + parts.join("&"));
+  }
+  function loadState() {
+    location.hash.replace(/^#/, "").split("&").forEach(function (part) {
+      var kv = part.split("="), value = decodeURIComponent(kv.slice(1).join("="));
+      if (kv[0] === "sort" && columns.some(function (c) { return c.key === value; })) state.sort = value;
+      else if (kv[0] === "dir") state.dir = value === "1" ? 1 : -1;
+      else if (kv[0] === "q") state.filter = value;
+      else if (kv[0] === "dead") state.hideDead = value === "1";
+    });
+    filterBox.value = state.filter;
+    deadBox.checked = state.hideDead;
   }
 
   var rendered = {first: -1, last: -1};
@@ -127,7 +168,7 @@
     var row = el("div", {class: "frow" + (r.fired ? "" : " dead"), role: "row", "data-id": r.id,
       style: "top:" + index * ROW_HEIGHT + "px"}, [
       el("div", {class: "num"}, [el("a", {href: "feature.html#" + r.id, text: String(r.id)})]),
-      el("div", {text: r.label || "", title: r.label ? r.label + (r.score !== null ? "  (score " + R.fmt(r.score) + ")" : "") : ""}),
+      el("div", {text: R.labelText(r.label), title: r.label ? r.label + (r.score !== null ? "  (score " + R.fmt(r.score) + ")" : "") : ""}),
       el("div", {class: "num", text: r.label ? R.fmt(r.score) : "", title: "label score: held-out detection AUROC of the label's rule"}),
       el("div", {class: "num dcell", title: R.int(r.fired) + " firings"}, [
         el("span", {class: "dtrack"}, [el("span", {class: "dbar", style: "width:" + Math.max(0, densityWidth) + "px"})]),
@@ -149,8 +190,13 @@
     filterTimer = setTimeout(function () { state.filter = filterBox.value; update(); }, 60);
   });
   deadBox.addEventListener("change", function () { state.hideDead = deadBox.checked; update(); });
+  filterBox.addEventListener("keydown", function (event) {  // Enter on an id opens that feature
+    var id = /^\s*#?(\d+)\s*$/.exec(filterBox.value);
+    if (event.key === "Enter" && id && Number(id[1]) < rows.length) window.location.href = "feature.html#" + Number(id[1]);
+  });
   body.addEventListener("scroll", function () { window.requestAnimationFrame(function () { render(false); }); });
   window.addEventListener("resize", function () { render(true); });
+  loadState();
   update();
 
   var logs = rows.filter(function (r) { return r.density > 0; }).map(function (r) { return Math.log10(r.density); });

@@ -45,6 +45,11 @@ monoReport.chipText = function (s) {
   return s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {9,}/g, "        ").replace(/ /g, "·");
 };
 
+// A label as shown: each `token` in it in its chip form, so that "`\n       `" reads "`↵·······`".
+monoReport.labelText = function (s) {
+  return String(s || "").replace(/`([^`]*)`/g, function (match, inner) { return "`" + monoReport.chipText(inner) + "`"; });
+};
+
 // Running text with its whitespace visible, as DOM nodes: every space as ·, tab as ⇥, carriage return
 // as ␍ and newline as ↵ followed by a real line break (class "ws": drawn faint), so that indentation
 // and blank lines read exactly as the text holds them.
