@@ -200,7 +200,7 @@ def rendered_ids(driver) -> list[int]:
 
 
 def test_index_loads_sorts_and_filters(browser, hostile_report, shots):
-    logs = open_page(browser, (hostile_report / "index.html").as_uri())
+    logs = open_page(browser, (hostile_report / "index.html").as_uri() + "#few=0")  # every feature
     wait_for(browser, "document.querySelector('#density-plot .main-svg')")
     rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
     by_max = sorted(rows, key=lambda r: (-r[2], r[0]))
@@ -367,7 +367,7 @@ def test_index_filter_reads_what_the_page_shows_and_keeps_its_state(browser, hos
         return "\u241f".join([f"#{r[0]}", label, *map(chip_text, r[5]), *map(chip_text, r[6])]).lower()
 
     spaced = next(t for r in rows for t in r[5] if t.startswith(" ") and t.strip() and "  " not in t)
-    index = (hostile_report / "index.html").as_uri()
+    index = (hostile_report / "index.html").as_uri() + "#few=0"
     open_page(browser, index)
     box = browser.find_element("id", "filter")
     for query, term in (
@@ -415,3 +415,35 @@ def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
         "return monoReport.labelText('fires on `\\n       `, `\\n           ` and `def` (+3)')"
     )
     assert shown == "fires on `↵·······`, `↵········` and `def` (+3)"  # 7 and 11 spaces: now told apart
+
+
+def test_auroc_lower_bound_is_hanley_mcneil():
+    from interp.report.data import auroc_lower_bound
+
+    # A = 0.9 from 50 positives and 50 negatives, by hand: shrunk to A' = 45.5/51 = 0.892157,
+    # Q1 = A'/(2 - A') = 0.805310, Q2 = 2A'^2/(1 + A') = 0.841309, SE = 0.033335, bound A' - 1.96 SE
+    assert auroc_lower_bound(0.9, 50, 50) == pytest.approx(0.826820, abs=2e-5)
+    assert auroc_lower_bound(1.0, 3, 3000) < auroc_lower_bound(0.9, 300, 3000) < 0.9  # 3 firings: worth less
+
+
+def test_index_sorts_by_the_lower_bound_and_hides_few_firings_by_default(browser, hostile_report):
+    rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    open_page(browser, (hostile_report / "index.html").as_uri())
+    kept = [r for r in rows if r[4] >= 10]
+    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(kept)} of')")
+    assert browser.find_element("id", "hide-few").is_selected()
+    assert "fewer than 10 firings" in browser.find_element("css selector", ".toolbar").text  # stated on the page
+    scored = sorted((r for r in kept if r[10] is not None), key=lambda r: (-r[10], r[0]))
+    unscored = sorted(r[0] for r in kept if r[10] is None)
+    assert rendered_ids(browser)[:5] == ([r[0] for r in scored] + unscored)[:5]  # by lower bound, unscored last
+    browser.find_element("css selector", ".fhdr [data-key=lower]").click()  # ascending: unscored rows still last
+    ascending = [r[0] for r in sorted((r for r in kept if r[10] is not None), key=lambda r: (r[10], r[0]))]
+    assert rendered_ids(browser)[: min(5, len(ascending))] == ascending[:5]
+    if scored:
+        cell = browser.find_element("css selector", f".frow[data-id='{scored[0][0]}'] > div:nth-child(3)")
+        assert cell.text.endswith(f"· {scored[0][9]:,}")  # the held-out positives behind the score
+        open_page(browser, (hostile_report / "feature.html").as_uri() + f"#{scored[0][0]}")
+        shown = wait_for(
+            browser, "document.getElementById('label-score') && document.getElementById('label-score').textContent"
+        )
+        assert f"from {scored[0][9]:,} held-out firings" in shown and "lower bound" in shown

@@ -120,7 +120,7 @@ class ReportData:
     # ---- the index -------------------------------------------------------------------------
     def summary_rows(self) -> list[list[Any]]:
         """One row per feature: [id, density, max, mean, fire count, top tokens, promoted tokens, label,
-        label score]."""
+        label score, held-out positives behind the score, the score's 95% lower bound]."""
         L, vocab = self.lists, self.vocab
         rows = []
         for i in range(self.F):
@@ -139,6 +139,7 @@ class ReportData:
                     promoted,
                     label.get("label", ""),
                     sig(score) if isinstance(score, (int, float)) else None,
+                    *_evidence(label),
                 ]
             )
         return rows
@@ -209,7 +210,13 @@ class ReportData:
             }
         label = self.labels.get(i)
         if label:
-            record["label"] = {"text": label["label"], "score": label.get("score")}
+            positives, lower = _evidence(label)
+            record["label"] = {
+                "text": label["label"],
+                "score": label.get("score"),
+                "positives": positives,
+                "lower": lower,
+            }
         return record
 
 
@@ -301,3 +308,22 @@ def heatmap_order(acts: Tensor) -> Tensor:
     peaks, then by its peak, highest first, so neurons that answer the same token sit together."""
     peak, position = acts.max(dim=0)
     return torch.from_numpy(np.lexsort((-peak.numpy(), position.numpy())))
+
+
+def auroc_lower_bound(auroc: float, positives: int, negatives: int, z: float = 1.96) -> float:
+    """What a score from few positives is worth: the AUROC, first shrunk by one pseudo-positive at
+    chance ((A P + 0.5) / (P + 1), so that a perfect score from 3 firings is not certain), less z
+    Hanley-McNeil (1982) standard errors."""
+    a = (auroc * positives + 0.5) / (positives + 1)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    variance = (a * (1 - a) + (positives - 1) * (q1 - a * a) + (negatives - 1) * (q2 - a * a)) / (positives * negatives)
+    return a - z * math.sqrt(max(variance, 0.0))
+
+
+def _evidence(label: dict) -> list[Any]:
+    """[held-out positives, the score's lower bound] of a label (None where it has no score)."""
+    score, held_out = label.get("score"), label.get("held_out") or {}
+    positives, negatives = held_out.get("positives"), held_out.get("negatives")
+    if not isinstance(score, (int, float)) or not positives or not negatives:
+        return [positives, None]
+    return [positives, sig(auroc_lower_bound(score, positives, negatives))]

@@ -176,8 +176,11 @@
     document.title = "Feature " + f.id + " · " + meta.title;
     var head = el("div", {class: "fhead"}, [el("h1", {id: "feature-title", text: "Feature " + f.id})]);
     if (f.label) {
-      head.appendChild(el("span", {class: "label-chip", text: R.labelText(f.label.text),
-        title: f.label.score !== null && f.label.score !== undefined ? "label score " + R.fmt(f.label.score) : "unscored label"}));
+      var scored = f.label.score !== null && f.label.score !== undefined;
+      head.appendChild(el("span", {class: "label-chip", text: R.labelText(f.label.text), title: f.label.text}));
+      head.appendChild(el("span", {class: "label-score", id: "label-score", text: scored ? "score " + R.fmt(f.label.score, 2) +
+        " from " + R.int(f.label.positives || 0) + " held-out firings (95% lower bound " + R.fmt(f.label.lower, 2) + ")" : "unscored label",
+        title: "the held-out detection AUROC of the label's rule: 1 separates the feature's firings from its silence, 0.5 is chance"}));
     }
     var goto = el("input", {type: "number", min: "0", max: String(meta.d_sae - 1), placeholder: "go to #", "aria-label": "go to feature"});
     goto.addEventListener("keydown", function (e) { if (e.key === "Enter" && goto.value !== "") window.location.hash = "#" + goto.value; });

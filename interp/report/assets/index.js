@@ -7,7 +7,8 @@
   R.meta = R.readJSON("report-meta");
   var meta = R.meta;
   var rows = R.readJSON("report-rows").map(function (r) {
-    var row = {id: r[0], density: r[1], max: r[2], mean: r[3], fired: r[4], tokens: r[5], promoted: r[6], label: r[7], score: r[8]};
+    var row = {id: r[0], density: r[1], max: r[2], mean: r[3], fired: r[4], tokens: r[5], promoted: r[6], label: r[7], score: r[8],
+      positives: r[9], lower: r[10]};
     // what the filter matches: the text as the page shows it (chip forms: · for a space, ↵ for a newline)
     row.search = ["#" + row.id, R.labelText(row.label)].concat(row.tokens.map(R.chipText), row.promoted.map(R.chipText))
       .join("\u241f").toLowerCase();
@@ -17,14 +18,15 @@
   var columns = [
     {key: "id", name: "Feature", num: true},
     {key: "label", name: "Label"},
-    {key: "score", name: "Score", num: true},
+    {key: "lower", name: "Score", num: true},  // sorted by its 95% lower bound: a score from 3 firings ranks low
     {key: "density", name: "Density", num: true},
     {key: "max", name: "Max act.", num: true},
     {key: "mean", name: "Mean act.", num: true},
     {key: "tokens", name: "Top tokens"},
     {key: "promoted", name: "Promotes"},
   ];
-  var state = {sort: "density", dir: -1, filter: "", hideDead: false, view: rows.slice()};
+  var FEW = 10;  // "hide features with fewer than FEW firings" (on by default)
+  var state = {sort: "lower", dir: -1, filter: "", hideDead: false, hideFew: true, view: rows.slice()};
   var maxLogDensity = Math.log10(Math.max.apply(null, rows.map(function (r) { return r.density || 1e-12; })));
 
   var app = document.getElementById("app");
@@ -51,8 +53,11 @@
   var filterBox = el("input", {type: "search", id: "filter", placeholder: "Filter: text as shown (·def, ↵), \" def\", density<0.01, fired>=20; Enter on #id opens it",
     "aria-label": "filter features"});
   var deadBox = el("input", {type: "checkbox", id: "hide-dead"});
+  var fewBox = el("input", {type: "checkbox", id: "hide-few"});
   var count = el("span", {class: "count", id: "row-count"});
-  main.appendChild(el("div", {class: "toolbar"}, [filterBox, el("label", {}, [deadBox, " hide dead features"]), count]));
+  main.appendChild(el("div", {class: "toolbar"}, [filterBox, el("label", {}, [deadBox, " hide dead features"]),
+    el("label", {title: "their statistics and label scores rest on too little evidence"}, [fewBox, " hide features with fewer than " + FEW + " firings"]),
+    count]));
 
   var header = el("div", {class: "frow fhdr", role: "row"});
   columns.forEach(function (c) {
@@ -76,8 +81,9 @@
         if (x && !y) return -1;
         return dir * String(x).localeCompare(String(y)) || a.id - b.id;
       }
-      if (x === null) x = -Infinity;
-      if (y === null) y = -Infinity;
+      var xMissing = x === null || x === undefined, yMissing = y === null || y === undefined;
+      if (xMissing !== yMissing) return xMissing ? 1 : -1;  // unscored rows last, in either direction
+      if (xMissing) return a.id - b.id;
       return dir * (x - y) || a.id - b.id;
     };
   }
@@ -107,6 +113,7 @@
     var parsed = parseFilter(state.filter);
     state.view = rows.filter(function (r) {
       if (state.hideDead && !r.fired) return false;
+      if (state.hideFew && r.fired < FEW) return false;
       for (var t = 0; t < parsed.terms.length; t++) if (r.search.indexOf(parsed.terms[t]) < 0) return false;
       for (var c = 0; c < parsed.conditions.length; c++) {
         var cond = parsed.conditions[c], value = r[cond.key];
@@ -130,6 +137,7 @@
     var parts = ["sort=" + state.sort, "dir=" + state.dir];
     if (state.filter) parts.push("q=" + encodeURIComponent(state.filter));
     if (state.hideDead) parts.push("dead=1");
+    if (!state.hideFew) parts.push("few=0");
     if (history.replaceState) history.replaceState(null, "", "#" + parts.join("&"));
   }
   function loadState() {
@@ -139,9 +147,11 @@
       else if (kv[0] === "dir") state.dir = value === "1" ? 1 : -1;
       else if (kv[0] === "q") state.filter = value;
       else if (kv[0] === "dead") state.hideDead = value === "1";
+      else if (kv[0] === "few") state.hideFew = value !== "0";
     });
     filterBox.value = state.filter;
     deadBox.checked = state.hideDead;
+    fewBox.checked = state.hideFew;
   }
 
   var rendered = {first: -1, last: -1};
@@ -169,7 +179,9 @@
       style: "top:" + index * ROW_HEIGHT + "px"}, [
       el("div", {class: "num"}, [el("a", {href: "feature.html#" + r.id, text: String(r.id)})]),
       el("div", {text: R.labelText(r.label), title: r.label ? r.label + (r.score !== null ? "  (score " + R.fmt(r.score) + ")" : "") : ""}),
-      el("div", {class: "num", text: r.label ? R.fmt(r.score) : "", title: "label score: held-out detection AUROC of the label's rule"}),
+      el("div", {class: "num", text: r.label && r.score !== null ? R.fmt(r.score, 2) + " · " + R.int(r.positives || 0) : "",
+        title: r.score !== null ? "label score " + R.fmt(r.score) + ": held-out detection AUROC of the label's rule, from " +
+          R.int(r.positives || 0) + " held-out firings; 95% lower bound " + R.fmt(r.lower) + " (the sort key)" : "no score"}),
       el("div", {class: "num dcell", title: R.int(r.fired) + " firings"}, [
         el("span", {class: "dtrack"}, [el("span", {class: "dbar", style: "width:" + Math.max(0, densityWidth) + "px"})]),
         el("span", {text: R.pct(r.density)})]),
@@ -190,6 +202,7 @@
     filterTimer = setTimeout(function () { state.filter = filterBox.value; update(); }, 60);
   });
   deadBox.addEventListener("change", function () { state.hideDead = deadBox.checked; update(); });
+  fewBox.addEventListener("change", function () { state.hideFew = fewBox.checked; update(); });
   filterBox.addEventListener("keydown", function (event) {  // Enter on an id opens that feature
     var id = /^\s*#?(\d+)\s*$/.exec(filterBox.value);
     if (event.key === "Enter" && id && Number(id[1]) < rows.length) window.location.href = "feature.html#" + Number(id[1]);
