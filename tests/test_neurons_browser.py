@@ -135,15 +135,23 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
 
 
 def test_index_shows_label_scores(browser, neuron_report):
+    from interp.report.data import auroc_lower_bound
+
     report, analysis = neuron_report
     labels = json.loads((report.parent / "analysis" / "labels.json").read_text())["features"]
-    logs = open_page(browser, (report / "index.html").as_uri())
+    logs = open_page(browser, (report / "index.html").as_uri() + "#few=0")  # opens sorted by the lower bound
     wait_for(browser, "document.querySelector('#feature-rows .frow')")
-    browser.find_element("css selector", ".fhdr [data-key=score]").click()
-    scored = [label for label in labels if label["score"] is not None]
-    best = max(scored, key=lambda label: (label["score"], -label["id"]))
-    first = browser.find_element("css selector", "#feature-rows .frow[data-id] > div:nth-child(3)")
+    scored = [label for label in labels if label["score"] is not None and label["held_out"]["positives"]]
+
+    def bound(label):
+        return auroc_lower_bound(label["score"], label["held_out"]["positives"], label["held_out"]["negatives"])
+
+    best = max(scored, key=lambda label: (round(bound(label), 4), -label["id"]))
     shown = browser.execute_script("""return Array.from(document.querySelectorAll('#feature-rows .frow'))
         .sort((a, b) => a.offsetTop - b.offsetTop)[0].children[2].textContent""")
-    assert float(shown) == pytest.approx(best["score"], abs=1e-3) and first.text != ""
+    score, positives = shown.split(" · ")
+    assert (
+        float(score) == pytest.approx(best["score"], abs=1e-2)
+        and int(positives.replace(",", "")) == best["held_out"]["positives"]
+    )
     assert_clean(browser, logs)
