@@ -447,3 +447,14 @@ def test_index_sorts_by_the_lower_bound_and_hides_few_firings_by_default(browser
             browser, "document.getElementById('label-score') && document.getElementById('label-score').textContent"
         )
         assert f"from {scored[0][9]:,} held-out firings" in shown and "lower bound" in shown
+
+
+def test_control_characters_are_drawn_as_control_pictures(browser, tmp_path):
+    page = tmp_path / "page.html"
+    copy_static(tmp_path)
+    write_page(tmp_path, "page", "t")
+    page.write_text(page.read_text().replace('<script src="page.js"></script>', ""))
+    open_page(browser, page.as_uri())
+    chip = browser.execute_script("return monoReport.chipText('a\\u0000b\\u001b\\u007f \\u000c')")
+    text = browser.execute_script("return monoReport.showToken('\\u0007x')")
+    assert (chip, text) == ("a␀b␛␡·␌", "␇x")

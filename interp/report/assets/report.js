@@ -36,13 +36,22 @@ monoReport.el = function (tag, attrs, children) {
 // more than 4 spaces shortened to 4 (the hover text has the exact string), empty shown as ∅.
 monoReport.showToken = function (s) {
   if (s === "") return "∅";
-  return s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {5,}/g, "    ");
+  return monoReport.controlText(s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {5,}/g, "    "));
+};
+
+// Other control characters (which fonts draw as empty boxes, or not at all) as their Unicode control
+// pictures: U+0000 as ␀, ESC as ␛, DEL as ␡.
+monoReport.controlText = function (s) {
+  return s.replace(/[\u0000-\u0008\u000b\u000c\u000e-\u001f\u007f]/g, function (c) {
+    var code = c.charCodeAt(0);
+    return String.fromCharCode(code === 0x7f ? 0x2421 : 0x2400 + code);
+  });
 };
 
 // A token string as a chip: the same, with spaces shown as · so that " the" and "the" differ.
 monoReport.chipText = function (s) {
   if (s === "") return "∅";
-  return s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {9,}/g, "        ").replace(/ /g, "·");
+  return monoReport.controlText(s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {9,}/g, "        ").replace(/ /g, "·"));
 };
 
 // A label as shown: each `token` in it in its chip form, so that "`\n       `" reads "`↵·······`".
