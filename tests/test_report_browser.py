@@ -405,12 +405,17 @@ def test_index_filter_reads_what_the_page_shows_and_keeps_its_state(browser, hos
     wait_for(browser, "location.pathname.endsWith('feature.html') && location.hash === '#3'")
 
 
-def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
-    page = tmp_path / "page.html"
-    copy_static(tmp_path)
-    write_page(tmp_path, "page", "t")
+def open_blank_page(browser, folder: Path) -> None:
+    """A page of the report's shell with no script of its own: report.js's helpers, nothing else."""
+    copy_static(folder)
+    write_page(folder, "page", "t")
+    page = folder / "page.html"
     page.write_text(page.read_text().replace('<script src="page.js"></script>', ""))
     open_page(browser, page.as_uri())
+
+
+def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
+    open_blank_page(browser, tmp_path)
     shown = browser.execute_script(
         "return monoReport.labelText('fires on `\\n       `, `\\n           ` and `def` (+3)')"
     )
@@ -450,11 +455,7 @@ def test_index_sorts_by_the_lower_bound_and_hides_few_firings_by_default(browser
 
 
 def test_control_characters_are_drawn_as_control_pictures(browser, tmp_path):
-    page = tmp_path / "page.html"
-    copy_static(tmp_path)
-    write_page(tmp_path, "page", "t")
-    page.write_text(page.read_text().replace('<script src="page.js"></script>', ""))
-    open_page(browser, page.as_uri())
+    open_blank_page(browser, tmp_path)
     chip = browser.execute_script("return monoReport.chipText('a\\u0000b\\u001b\\u007f \\u000c')")
     text = browser.execute_script("return monoReport.showToken('\\u0007x')")
     assert (chip, text) == ("a␀b␛␡·␌", "␇x")

@@ -113,8 +113,7 @@ def _same_tokenizer(a, b, flag: str, spec: str) -> None:
 def _activations(model, hook, saes, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[torch.Tensor, list]:
     """The neurons [N, d_in] and each SAE's features [N, F] on the scored (non-BOS) tokens: one pass."""
     neurons, features = unit_activations(model, hook, saes, tokens.windows, batch_size=cfg.batch_size)
-    keep = (tokens.windows != model.bos_id).flatten()
-    return neurons[keep], [f[keep] for f in features]
+    return neurons[tokens.kept], [f[tokens.kept] for f in features]
 
 
 def _side_rows(model, hook, sae, neurons, features, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[dict, dict]:

@@ -25,6 +25,7 @@ class ScoredTokens:
     labels: Tensor  # [N, C] bool
     window: Tensor  # [N] the window each token comes from
     windows: Tensor  # [W, T] every window, BOS included
+    kept: Tensor  # [W*T] bool: which positions of the flattened windows are scored (not BOS)
 
     @classmethod
     def from_windows(cls, windows: Tensor, labels: np.ndarray, bos_id: int) -> ScoredTokens:
@@ -39,6 +40,7 @@ class ScoredTokens:
             labels=torch.from_numpy(labels.reshape(W * T, -1))[keep],
             window=torch.arange(W).repeat_interleave(T)[keep],
             windows=windows,
+            kept=keep,
         )
 
     def halves(self) -> tuple[Tensor, Tensor]:
