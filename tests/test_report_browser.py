@@ -116,7 +116,15 @@ def hostile_report(tmp_path_factory) -> Path:
     )
     folder = root / "analysis"
     analysis.save(folder)
-    labels = [{"id": i, "label": f"label {i}", "score": 0.5 + i / 200} for i in range(0, 80, 2)]
+    labels = [  # every fourth score rests on 3 held-out firings: high, but worth less than its neighbours'
+        {
+            "id": i,
+            "label": f"label {i}",
+            "score": 0.5 + i / 200,
+            "held_out": {"positives": 3 if i % 4 == 0 else 200, "negatives": 900},
+        }
+        for i in range(0, 80, 2)
+    ]
     labels[0]["label"] = HOSTILE_LINES[1]
     (folder / "labels.json").write_text(json.dumps({"features": labels}))
     record = TrainingRecord(
@@ -431,27 +439,43 @@ def test_auroc_lower_bound_is_hanley_mcneil():
     assert auroc_lower_bound(1.0, 3, 3000) < auroc_lower_bound(0.9, 300, 3000) < 0.9  # 3 firings: worth less
 
 
-def test_index_sorts_by_the_lower_bound_and_hides_few_firings_by_default(browser, hostile_report):
+def test_index_sorts_by_the_lower_bound_and_hides_few_firings_by_default(browser, hostile_report, tmp_path):
     rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    scored = sorted((r for r in rows if r[10] is not None), key=lambda r: (-r[10], r[0]))
+    unscored = sorted(r[0] for r in rows if r[10] is None)
+    assert scored and unscored  # the fixture has both
+    assert [r[0] for r in scored] != [r[0] for r in sorted(scored, key=lambda r: (-r[8], r[0]))]  # bound != score order
     open_page(browser, (hostile_report / "index.html").as_uri())
-    kept = [r for r in rows if r[4] >= 10]
-    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(kept)} of')")
-    assert browser.find_element("id", "hide-few").is_selected()
-    assert "fewer than 10 firings" in browser.find_element("css selector", ".toolbar").text  # stated on the page
-    scored = sorted((r for r in kept if r[10] is not None), key=lambda r: (-r[10], r[0]))
-    unscored = sorted(r[0] for r in kept if r[10] is None)
+    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(rows)} of')")
     assert rendered_ids(browser)[:5] == ([r[0] for r in scored] + unscored)[:5]  # by lower bound, unscored last
     browser.find_element("css selector", ".fhdr [data-key=lower]").click()  # ascending: unscored rows still last
-    ascending = [r[0] for r in sorted((r for r in kept if r[10] is not None), key=lambda r: (r[10], r[0]))]
-    assert rendered_ids(browser)[: min(5, len(ascending))] == ascending[:5]
-    if scored:
-        cell = browser.find_element("css selector", f".frow[data-id='{scored[0][0]}'] > div:nth-child(3)")
-        assert cell.text.endswith(f"· {scored[0][9]:,}")  # the held-out positives behind the score
-        open_page(browser, (hostile_report / "feature.html").as_uri() + f"#{scored[0][0]}")
-        shown = wait_for(
-            browser, "document.getElementById('label-score') && document.getElementById('label-score').textContent"
-        )
-        assert f"from {scored[0][9]:,} held-out firings" in shown and "lower bound" in shown
+    ascending = [r[0] for r in sorted(scored, key=lambda r: (r[10], r[0]))]
+    assert rendered_ids(browser)[:5] == ascending[:5]
+    browser.find_element("css selector", ".fhdr [data-key=lower]").click()  # back to descending: scored[0] on top
+    cell = browser.find_element("css selector", f".frow[data-id='{scored[0][0]}'] > div:nth-child(3)")
+    assert cell.text.endswith(f"· {scored[0][9]:,}")  # the held-out positives behind the score
+    open_page(browser, (hostile_report / "feature.html").as_uri() + f"#{scored[0][0]}")
+    shown = wait_for(
+        browser, "document.getElementById('label-score') && document.getElementById('label-score').textContent"
+    )
+    assert f"from {scored[0][9]:,} held-out firings" in shown and "lower bound" in shown
+
+    # the same index with three features that fired fewer than 10 times: hidden until the toggle is cleared
+    report = tmp_path / "report"
+    shutil.copytree(hostile_report, report)
+    page = (report / "index.html").read_text()
+    inline = re.search(r'<script id="report-rows" type="application/json">(.*?)</script>', page, re.S)
+    few = json.loads(inline.group(1))
+    for r in few[:3]:
+        r[4] = 4
+    (report / "index.html").write_text(page.replace(inline.group(1), script_json(few)))
+    open_page(browser, (report / "index.html").as_uri())
+    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(rows) - 3} of')")
+    assert browser.find_element("id", "hide-few").is_selected()
+    assert "fewer than 10 firings" in browser.find_element("css selector", ".toolbar").text  # stated on the page
+    browser.find_element("id", "hide-few").click()
+    wait_for(browser, f"document.getElementById('row-count').textContent.startsWith('showing {len(rows)} of')")
+    assert "few=0" in browser.current_url
 
 
 def test_control_characters_are_drawn_as_control_pictures(browser, tmp_path):
