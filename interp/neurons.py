@@ -10,6 +10,10 @@ into neuron j. The features with D[j, i] > 0 drive the neuron; their shares p_ji
 (negative mass, a feature pushing the neuron down, is left out); the neuron's polysemanticity is their
 effective number exp(−Σ_i p_ji ln p_ji): 1 for a neuron one feature drives, k for k equal drivers.
 
+The shares link the two dictionaries both ways by one measure: a neuron lists its DRIVERS_LISTED
+largest drivers, and a feature lists exactly the neurons that list it (`neurons_driven`), each with
+the share of that neuron's activation mass it puts in.
+
 The analysis pass also treats the raw neurons as a second dictionary
 (`interp.analysis.neuron_pass`), so `interp label` labels and scores neurons exactly as it does
 features.
@@ -30,6 +34,8 @@ from interp.labels.files import read_labels
 
 # ---- drivers and polysemanticity -----------------------------------------------------------------
 
+DRIVERS_LISTED = 8  # drivers a neuron lists (its page, `interp neurons`); feature pages link back to the same
+
 
 def driver_mass(analysis: Analysis) -> Tensor:
     """D [N, F] (float64): activation mass feature i puts into neuron j over the analysed tokens,
@@ -42,6 +48,33 @@ def driver_mass(analysis: Analysis) -> Tensor:
             "trained on blocks.L.mlp.hook_post."
         )
     return (t["activation_sum"].double()[:, None] * t["decoder"].double()).T
+
+
+def driver_shares(analysis: Analysis) -> Tensor:
+    """S [N, F] (float64): feature i's share of neuron j's positive activation mass, D⁺[j, i] / Σ_i D⁺[j, i]."""
+    positive = driver_mass(analysis).clamp_min(0)
+    return positive / positive.sum(1, keepdim=True).clamp_min(1e-300)
+
+
+def listed_drivers(shares: Tensor, listed: int = DRIVERS_LISTED) -> tuple[Tensor, Tensor]:
+    """The `listed` largest drivers of each neuron: (shares [N, m], feature ids [N, m]), largest
+    first, m = min(listed, F); entries with share 0 drive nothing and are not listed."""
+    top = shares.topk(min(listed, shares.shape[1]), dim=1)
+    return top.values, top.indices
+
+
+def neurons_driven(analysis: Analysis, listed: int = DRIVERS_LISTED) -> list[list[tuple[int, float, int]]]:
+    """For each feature [F], the neurons that list it among their `listed` largest drivers, largest
+    share first: (neuron, share of that neuron's activation mass, rank among its drivers, 1 = largest)."""
+    values, ids = listed_drivers(driver_shares(analysis), listed)
+    out: list[list[tuple[int, float, int]]] = [[] for _ in range(analysis.d_sae)]
+    for j, (row_values, row_ids) in enumerate(zip(values.tolist(), ids.tolist())):
+        for rank, (share, i) in enumerate(zip(row_values, row_ids), start=1):
+            if share > 0:
+                out[i].append((j, share, rank))
+    for neurons in out:
+        neurons.sort(key=lambda entry: (-entry[1], entry[0]))
+    return out
 
 
 def effective_number(mass: Tensor) -> Tensor:
@@ -61,6 +94,7 @@ class Driver:
     share: float
     label: str | None = None
     label_score: float | None = None
+    positives: int | None = None  # held-out positives behind the label score
 
 
 @dataclass
@@ -82,21 +116,11 @@ class NeuronSummary:
     max_activation: float
     label: str | None = None
     label_score: float | None = None
+    label_positives: int | None = None  # held-out positives behind the label score
     groups: list[NeuronGroup] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-    def sentence(self) -> str:
-        """'neuron 137 fires for A, B and C — features 812, 40, 2291' (the three strongest drivers)."""
-        shown = self.drivers[:3]
-        if not shown:
-            return f"neuron {self.neuron}: no feature drives it"
-        names = [d.label or f"feature {d.feature}" for d in shown]
-        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
-        return f"neuron {self.neuron} fires for {listed} — feature{'s' if len(shown) > 1 else ''} " + ", ".join(
-            str(d.feature) for d in shown
-        )
 
 
 def labels_of(analysis: Analysis | None) -> dict[int, dict[str, Any]]:
@@ -106,30 +130,23 @@ def labels_of(analysis: Analysis | None) -> dict[int, dict[str, Any]]:
     return read_labels(analysis.path)
 
 
-def neuron_summaries(analysis: Analysis, *, drivers: int = 8) -> list[NeuronSummary]:
-    """Every neuron's summary, most polysemantic first. Labels come from the analysis folder's
-    labels.json (features) and neurons/labels.json (neurons) when `interp label` has written them."""
-    D = driver_mass(analysis)  # [N, F]
-    n_eff = effective_number(D)
-    positive = D.clamp_min(0)
-    shares = positive / positive.sum(1, keepdim=True).clamp_min(1e-300)
-    top = shares.topk(min(drivers, shares.shape[1]), dim=1)
+def neuron_summaries(analysis: Analysis, *, drivers: int = DRIVERS_LISTED) -> list[NeuronSummary]:
+    """Every neuron's summary, most polysemantic first, with its `drivers` largest drivers. Labels come
+    from the analysis folder's labels.json (features) and neurons/labels.json (neurons) when
+    `interp label` has written them."""
+    shares = driver_shares(analysis)  # [N, F]
+    n_eff = effective_number(shares)
+    top_values, top_ids = listed_drivers(shares, drivers)
     feature_labels, neurons = labels_of(analysis), analysis.neurons
     neuron_labels = labels_of(neurons)
     out = []
-    for j in range(D.shape[0]):
+    for j in range(shares.shape[0]):
         listed = [
-            Driver(
-                int(i),
-                float(s),
-                feature_labels.get(int(i), {}).get("label"),
-                feature_labels.get(int(i), {}).get("score"),
-            )
-            for i, s in zip(top.indices[j].tolist(), top.values[j].tolist())
+            Driver(int(i), float(s), *_label_evidence(feature_labels.get(int(i), {})))
+            for i, s in zip(top_ids[j].tolist(), top_values[j].tolist())
             if s > 0
         ]
-        own = neuron_labels.get(j, {})
-        summary = NeuronSummary(j, float(n_eff[j]), listed, 0.0, 0.0, own.get("label"), own.get("score"))
+        summary = NeuronSummary(j, float(n_eff[j]), listed, 0.0, 0.0, *_label_evidence(neuron_labels.get(j, {})))
         if neurons is not None:
             t = neurons.tensors
             summary.density, summary.max_activation = float(t["density"][j]), float(t["max_activation"][j])
@@ -137,6 +154,11 @@ def neuron_summaries(analysis: Analysis, *, drivers: int = 8) -> list[NeuronSumm
         out.append(summary)
     out.sort(key=lambda s: (-s.effective_features, s.neuron))
     return out
+
+
+def _label_evidence(record: dict[str, Any]) -> tuple[str | None, float | None, int | None]:
+    """(label, score, held-out positives) of a labels.json entry."""
+    return record.get("label"), record.get("score"), record.get("held_out", {}).get("positives")
 
 
 def _group_examples(top_seq: Tensor, peak_ids: Tensor) -> list[NeuronGroup]:

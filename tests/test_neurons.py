@@ -14,8 +14,16 @@ from interp.analysis.artifact import Analysis
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.neuron_pass import NeuronPass
 from interp.analysis.run import analyze
+from interp.labels.files import read_labels
 from interp.labels.labeller import run_labels
-from interp.neurons import driver_mass, effective_number, neuron_summaries, score_comparison
+from interp.neurons import (
+    driver_mass,
+    driver_shares,
+    effective_number,
+    neuron_summaries,
+    neurons_driven,
+    score_comparison,
+)
 from interp.planted import planted_analysis
 
 T, CYCLE, N_SEQ = 25, 12, 60  # tokens 1..12 cycle over positions 1..24: each twice per sequence
@@ -91,9 +99,36 @@ def test_planted_neurons_have_the_known_effective_numbers(planted):
     top = summaries[0]
     assert sorted(d.feature for d in top.drivers) == [0, 1, 2]
     assert [d.share for d in top.drivers] == pytest.approx([1 / 3] * 3, abs=1e-9)
-    assert top.sentence().startswith("neuron 0 fires for feature ") and top.sentence().endswith(
-        ", ".join(str(d.feature) for d in top.drivers)
+
+
+def test_features_list_exactly_the_neurons_that_list_them(planted):
+    analysis, _, _, _ = planted
+    driven = neurons_driven(analysis)
+    for i in range(3):  # one of neuron 0's three equal drivers (rank 1-3); feature 4's -1 there is no drive
+        [(j, share, rank)] = driven[i]
+        assert j == 0 and share == pytest.approx(1 / 3, abs=1e-9) and rank in (1, 2, 3)
+    assert sorted(driven[i][0][2] for i in range(3)) == [1, 2, 3]
+    assert driven[3] == [(1, 1.0, 1)]
+    assert [(j, rank) for j, _, rank in driven[4]] == [(2, 2)] and driven[4][0][1] == pytest.approx(0.25, abs=1e-9)
+    assert [(j, rank) for j, _, rank in driven[5]] == [(2, 1)] and driven[5][0][1] == pytest.approx(0.75, abs=1e-9)
+
+    # random drive, lists of 3: the two views hold the same (neuron, feature, share) triples
+    g = torch.Generator().manual_seed(4)
+    F, N = 40, 12
+    W_dec = torch.randn(F, N, generator=g)
+    tokens = torch.randint(1, 9, (20, 10), generator=g)
+    f = torch.relu(torch.randn(20, 10, F, generator=g)) * (torch.rand(20, 10, F, generator=g) < 0.3)
+    random = planted_analysis(
+        [(f, tokens)], [f"t{k}" for k in range(9)], CFG, W_dec=W_dec, neurons=True, expected_sequences=20
     )
+    from_neurons = {
+        (s.neuron, d.feature, round(d.share, 12)) for s in neuron_summaries(random, drivers=3) for d in s.drivers
+    }
+    from_features = {(j, i, round(share, 12)) for i, row in enumerate(neurons_driven(random, 3)) for j, share, _ in row}
+    assert from_neurons == from_features and len(from_neurons) == 3 * N
+    shares = driver_shares(random)
+    D = (f.double().sum((0, 1))[:, None] * W_dec.double()).T.clamp_min(0)  # [N, F] by hand
+    torch.testing.assert_close(shares, D / D.sum(1, keepdim=True), rtol=1e-5, atol=1e-9)
 
 
 def test_top_examples_are_grouped_by_the_feature_at_the_peak(planted):
@@ -160,7 +195,7 @@ def test_neuron_labels_and_the_comparison(planted, tmp_path):
     summaries = {s.neuron: s for s in neuron_summaries(loaded)}
     assert summaries[1].label.startswith("fires on `") and summaries[1].label_score == 1.0  # neuron 1 is feature 3
     assert summaries[1].drivers[0].label == summaries[1].label.split(" · ")[0]
-    assert summaries[0].sentence().startswith("neuron 0 fires for fires on ")
+    assert summaries[1].label_positives == read_labels(tmp_path / "a" / "neurons")[1]["held_out"]["positives"] > 0
     assert main(["neurons", "--analysis", str(tmp_path / "a"), "--top", "2"]) == 0
     assert main(["neurons", "--analysis", str(tmp_path / "a"), "--json"]) == 0
 

@@ -1,6 +1,6 @@
 """The report's neuron pages in headless Chromium from file://: the neuron index (sorted by
 polysemanticity, both plots drawn, sorting and filtering), a neuron page whose sentence, drivers and
-example groups match `interp.neurons`, links both ways between neuron and feature pages, the index's
+example groups match `interp.neurons`, links both ways between neuron and feature pages by one share, the index's
 label-score column, and hostile token strings shown as text with nothing run."""
 
 from __future__ import annotations
@@ -99,11 +99,22 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
     top = neuron_summaries(analysis)[0]
     logs = open_page(browser, (report / "neuron.html").as_uri() + f"#{top.neuron}")
     wait_for(browser, f"document.getElementById('neuron-title').textContent === 'Neuron {top.neuron}'")
-    assert browser.find_element("id", "neuron-sentence").text == top.sentence()
-    drivers = browser.execute_script(
-        "return Array.from(document.querySelectorAll('#neuron-drivers tr')).map(r => Number(r.dataset.feature))"
+    sentence = browser.find_element("id", "neuron-sentence").text
+    first = top.drivers[0]
+    assert (
+        sentence.startswith(f"Neuron {top.neuron} takes ")
+        and f"of its activation mass from feature {first.feature} (" in sentence
     )
-    assert drivers == [d.feature for d in top.drivers]
+    assert sentence.count("from feature") == min(3, len(top.drivers)) and "fires for" not in sentence
+    drivers = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#neuron-drivers tr')).map(r => "
+        "[Number(r.dataset.feature), r.children[3].textContent])"
+    )
+    assert [d for d, _ in drivers] == [d.feature for d in top.drivers]
+    own = json.loads((report.parent / "analysis" / "neurons" / "labels.json").read_text())["features"][top.neuron]
+    assert browser.find_element("id", "label-score").text.startswith(
+        f"score {own['score']:.2g} from {own['held_out']['positives']} held-out firings"
+    )
     groups = browser.execute_script(
         "return Array.from(document.querySelectorAll('#neuron-groups .group-head')).map(h => Number(h.dataset.feature))"
     )
@@ -121,10 +132,15 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
         "document.getElementById('feature-title') && document.getElementById('feature-title').textContent === "
         f"'Feature {feature}'",
     )
-    back = browser.find_element(
-        "css selector", f"a[href='neuron.html#{top.neuron}']"
-    )  # the feature writes to this neuron
-    back.click()
+    # the feature page lists the neuron back, by the same share, among every neuron that lists it
+    listed = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#drives-neurons tr')).map(r => "
+        "[Number(r.dataset.neuron), r.children[1].textContent])"
+    )
+    expected = sorted(s.neuron for s in neuron_summaries(analysis) if feature in [d.feature for d in s.drivers])
+    assert sorted(j for j, _ in listed) == expected
+    assert dict(listed)[top.neuron].split(" of ")[0] == drivers[0][1].strip()
+    browser.find_element("css selector", f"#drives-neurons a[href='neuron.html#{top.neuron}']").click()
     wait_for(
         browser,
         "document.getElementById('neuron-title') && document.getElementById('neuron-title').textContent === 'Neuron "

@@ -423,11 +423,13 @@ def open_blank_page(browser, folder: Path) -> None:
 
 
 def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
+    from interp.labels.rules import show_token
+
     open_blank_page(browser, tmp_path)
-    shown = browser.execute_script(
-        "return monoReport.labelText('fires on `\\n       `, `\\n           ` and `def` (+3)')"
-    )
-    assert shown == "fires on `↵·······`, `↵········` and `def` (+3)"  # 7 and 11 spaces: now told apart
+    label = f"fires on {show_token(chr(10) + ' ' * 7)}, {show_token(chr(10) + ' ' * 11)} and {show_token('a`b')} (+3)"
+    assert "\\n" in label and "\\`" in label  # the escapes labels.json holds
+    shown = browser.execute_script("return monoReport.labelText(arguments[0])", label)
+    assert shown == "fires on `↵·······`, `↵········` and `a`b` (+3)"  # 7 and 11 spaces: now told apart
 
 
 def test_auroc_lower_bound_is_hanley_mcneil():

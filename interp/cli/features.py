@@ -16,7 +16,7 @@ from interp.cli.options import add_corpus, add_model
 from interp.labels.files import read_labels
 from interp.labels.labeller import LabelConfig, run_labels
 from interp.labels.llm import CACHE_DIR, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMLabeller
-from interp.neurons import label_scores, labels_of, neuron_summaries, score_comparison
+from interp.neurons import DRIVERS_LISTED, label_scores, labels_of, neuron_summaries, score_comparison
 from interp.pipeline import model_corpus
 from interp.search import QUERY_KINDS, SCORE_NAMES, FeatureIndex, format_hits, run_query
 from sae.cli import add_process_options
@@ -67,7 +67,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     add_analysis(neurons)
     neurons.add_argument("--top", type=int, default=10, help="neurons to list (default 10)")
-    neurons.add_argument("--drivers", type=int, default=5, help="driving features listed per neuron (default 5)")
+    neurons.add_argument(
+        "--drivers",
+        type=int,
+        default=DRIVERS_LISTED,
+        help=f"driving features listed per neuron (default {DRIVERS_LISTED})",
+    )
     neurons.add_argument(
         "--min-positives",
         type=int,
@@ -199,12 +204,12 @@ def run_neurons(args: argparse.Namespace) -> int:
     if emit_json(args, result):
         return 0
     for s in summaries:
-        own = f"  own label: {s.label} (score {format_score(s.label_score)})" if s.label else ""
+        own = f"  own label: {s.label} ({format_evidence(s.label_score, s.label_positives)})" if s.label else ""
         print(f"neuron {s.neuron}: {s.effective_features:.1f} effective features{own}")
         for d in s.drivers:
             print(
-                f"    feature {d.feature:>6}  {d.share:6.1%} of drive  {d.label or '(unlabelled)'}"
-                + (f"  (score {format_score(d.label_score)})" if d.label else "")
+                f"    feature {d.feature:>6}  {d.share:6.1%} of its activation mass  {d.label or '(unlabelled)'}"
+                + (f"  ({format_evidence(d.label_score, d.positives)})" if d.label else "")
             )
     for title, comparison in comparisons.items():
         print(f"{title}:")
@@ -220,8 +225,11 @@ def run_neurons(args: argparse.Namespace) -> int:
     return 0
 
 
-def format_score(x: float | None) -> str:
-    return "–" if x is None else f"{x:.3f}"
+def format_evidence(score: float | None, positives: int | None) -> str:
+    """'score 0.912 on 31 held-out positives', or 'unscored'."""
+    if score is None:
+        return "unscored"
+    return f"score {score:.3f}" + ("" if positives is None else f" on {positives} held-out positives")
 
 
 def run_search(args: argparse.Namespace) -> int:

@@ -72,7 +72,6 @@ class ReportData:
         "logit_top_values": 4,
         "logit_bottom_values": 4,
         "logit_range": 4,
-        "neuron_weights": 3,
         "ablation_change": 3,
         "ablation_mean": 3,
         "ablation_drop_values": 3,
@@ -95,18 +94,22 @@ class ReportData:
         "logit_top_ids",
         "logit_bottom_ids",
         "logit_histogram",
-        "neuron_ids",
         "ablation_drop_ids",
     )
 
-    def __init__(self, analysis: Analysis, labels: dict[int, dict[str, Any]]):
-        self.analysis, self.labels = analysis, labels
+    def __init__(
+        self,
+        analysis: Analysis,
+        labels: dict[int, dict[str, Any]],
+        driven: list[list[tuple[int, float, int]]] | None = None,
+    ):
+        """`driven`: for SAEs on MLP neurons, each feature's neurons as `interp.neurons.neurons_driven` gives them."""
+        self.analysis, self.labels, self.driven = analysis, labels, driven
         t = analysis.tensors
         self.F = analysis.d_sae
         self.vocab = analysis.token_strings
         self.token_counts = t["token_counts"].tolist()
         self.has_logits = "logit_top_ids" in t
-        self.has_neurons = "neuron_ids" in t
         self.has_nearest = "nearest_ids" in t
         self.has_ablation = "ablation_mean" in t
         self.ablation_run = t["ablation_change"].isfinite().tolist() if self.has_ablation else None
@@ -194,8 +197,8 @@ class ReportData:
                 "hist": L["logit_histogram"][i],
                 "range": L["logit_range"][i],
             }
-        if self.has_neurons:
-            record["neurons"] = [list(pair) for pair in zip(L["neuron_ids"][i], L["neuron_weights"][i])]
+        if self.driven is not None:  # [neuron, share of its activation mass, rank among its drivers]
+            record["drives"] = [[j, sig(share, 3), rank] for j, share, rank in self.driven[i]]
         if self.has_ablation and any(self.ablation_run[i]):
             run = self.ablation_run[i]
             record["ablation"] = {
@@ -208,15 +211,9 @@ class ReportData:
                     list(pair) for pair in zip(L["ablation_drop_ids"][i], L["ablation_drop_values"][i]) if pair[0] >= 0
                 ],
             }
-        label = self.labels.get(i)
+        label = label_record(self.labels.get(i))
         if label:
-            positives, lower = _evidence(label)
-            record["label"] = {
-                "text": label["label"],
-                "score": label.get("score"),
-                "positives": positives,
-                "lower": lower,
-            }
+            record["label"] = label
         return record
 
 
@@ -327,3 +324,17 @@ def _evidence(label: dict) -> list[Any]:
     if not isinstance(score, (int, float)) or not positives or not negatives:
         return [positives, None]
     return [positives, sig(auroc_lower_bound(score, positives, negatives))]
+
+
+def label_record(label: dict | None) -> dict[str, Any] | None:
+    """A labels.json entry as the pages show it: {text, score, positives, lower} (None without a label)."""
+    if not label or not label.get("label"):
+        return None
+    score = label.get("score")
+    positives, lower = _evidence(label)
+    return {
+        "text": label["label"],
+        "score": sig(score) if isinstance(score, (int, float)) else None,
+        "positives": positives,
+        "lower": lower,
+    }

@@ -2,12 +2,13 @@
 
   neurons.html      every neuron sorted by polysemanticity (effective number of driving features),
                     with its drivers and own label; the label scores of neurons against features
-  neuron.html#J     one neuron: "neuron J fires for A, B and C — features x, y, z", its drivers,
+  neuron.html#J     one neuron: the features that drive it most, with their shares and labels,
                     its top examples grouped by the feature driving each peak, its logit effects
   data/neurons.js   monoReport.neurons (one record per neuron), monoReport.neuronScores
 
-Neuron pages link to feature pages (feature.html#i) and feature pages link back (their "neurons
-written to" list). Numbers are rounded and windows quantised as for feature pages (interp.report.data).
+Neuron pages link to their drivers' feature pages (feature.html#i) and feature pages link back to
+exactly the neurons that list them (interp.neurons.neurons_driven), by the same share. Numbers are
+rounded and windows quantised as for feature pages (interp.report.data).
 """
 
 from __future__ import annotations
@@ -21,19 +22,18 @@ import torch
 from interp.analysis.artifact import Analysis
 from interp.labels.files import read_labels
 from interp.neurons import label_scores, neuron_summaries, score_comparison
-from interp.report.data import ACT_SCALE, sig, sig_array
+from interp.report.data import ACT_SCALE, label_record, sig, sig_array
 from interp.report.html import ASSETS, script_json, write_page
 from sae.files import write_text
 
 NEURON_FILES = ("neurons.js", "neuron.js")
-DRIVERS_SHOWN = 8
 
 
 def neuron_report_data(analysis: Analysis) -> dict[str, Any]:
     """{"neurons": [record per neuron, by id], "scores": {"features": [...], "neurons": [...], "summary": {...}}}."""
     neurons = analysis.neurons
     t = neurons.tensors
-    summaries = {s.neuron: s for s in neuron_summaries(analysis, drivers=DRIVERS_SHOWN)}
+    summaries = {s.neuron: s for s in neuron_summaries(analysis)}
     top_value = sig_array(t["top_value"])
     top_share = sig_array(t["top_seq_share"], 3)
     scale = t["max_activation"].clamp_min(1e-30)[:, None, None]
@@ -41,6 +41,7 @@ def neuron_report_data(analysis: Analysis) -> dict[str, Any]:
     top_tokens = t["top_tokens"].tolist()
     driver_ids, driver_values = t["peak_driver_ids"].tolist(), sig_array(t["peak_driver_values"], 3)
     has_logits = "logit_top_ids" in t
+    neuron_labels = read_labels(neurons.path) if neurons.path else {}
     records = []
     for j in range(neurons.d_sae):
         s = summaries[j]
@@ -53,9 +54,7 @@ def neuron_report_data(analysis: Analysis) -> dict[str, Any]:
             "mean": sig(float(t["mean_activation"][j]), 4),
             "fire_count": int(t["fire_count"][j]),
             "drivers": [[d.feature, sig(d.share, 3)] for d in s.drivers],
-            "label": {"text": s.label, "score": None if s.label_score is None else sig(s.label_score, 4)}
-            if s.label
-            else None,
+            "label": label_record(neuron_labels.get(j)),
             "top": [
                 [
                     top_value[j][k],
@@ -80,7 +79,7 @@ def neuron_report_data(analysis: Analysis) -> dict[str, Any]:
             }
         records.append(record)
     feature_scores = label_scores(read_labels(analysis.path)) if analysis.path else []
-    neuron_scores = label_scores(read_labels(neurons.path)) if neurons.path else []
+    neuron_scores = label_scores(neuron_labels)
     return {
         "neurons": records,
         "scores": {

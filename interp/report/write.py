@@ -24,6 +24,7 @@ from pathlib import Path
 
 from interp.analysis.artifact import Analysis
 from interp.labels.files import read_labels
+from interp.neurons import DRIVERS_LISTED, neurons_driven
 from interp.report.data import ReportData, report_meta, training_data
 from interp.report.html import ASSETS, script_json, write_page
 from interp.report.neurons import write_neuron_pages
@@ -121,11 +122,13 @@ def _read_scorecard(folder: str | os.PathLike | None) -> dict | None:
 def _write_report(analysis_dir: Path, out: Path, *, scorecard: dict | None, progress: bool) -> dict[str, float]:
     start = time.perf_counter()
     analysis = Analysis.load(analysis_dir)
-    data = ReportData(analysis, read_labels(analysis_dir))
+    driven = neurons_driven(analysis) if analysis.meta.get("neurons_written") else None
+    data = ReportData(analysis, read_labels(analysis_dir), driven)
     meta = report_meta(analysis)
     title = f"{meta['model']} · {meta['hook']} · {meta['d_sae']} features"
     meta["title"] = title
     meta["neurons"] = analysis.neurons is not None  # an SAE on MLP neurons: the neuron pages (interp.report.neurons)
+    meta["drivers_listed"] = DRIVERS_LISTED
     meta["scorecard"] = scorecard is not None
     loaded = time.perf_counter()
 

@@ -44,11 +44,7 @@
 
   // A link to another feature with what it is about: its label, else its top tokens.
   function featureLink(id) {
-    var row = rows[id];
-    var about = el("span", {class: "about"});
-    if (row && row[7]) about.appendChild(document.createTextNode(row[7]));
-    else if (row) row[5].forEach(function (s) { about.appendChild(R.chip(s)); });
-    return [el("a", {href: "#" + id, text: "#" + id}), about];
+    return [el("a", {href: "#" + id, text: "#" + id}), R.about(id)];
   }
 
   function listTable(items, cells) {
@@ -106,6 +102,36 @@
     Plotly.newPlot(div, [{type: "bar", x: x, y: logits.hist, marker: {color: colors},
       hovertemplate: "logit effect %{x:.3g}<br>%{y} tokens<extra></extra>"}],
       R.plotLayout({xaxis: {title: {text: "direct logit effect"}}, yaxis: {title: {text: "tokens"}, type: "log"}}), R.plotConfig);
+  }
+
+  // The neurons that list this feature among their largest drivers (the same list as on their pages),
+  // by the share of each neuron's activation mass it puts in; the first SHOWN, then all on request.
+  function drivesPanel(f) {
+    var SHOWN = 10, table = el("table", {class: "list", id: "drives-neurons"});
+    function rowsUpTo(n) {
+      table.textContent = "";
+      f.drives.slice(0, n).forEach(function (d) {
+        var neuron = meta.neurons ? el("a", {href: "neuron.html#" + d[0], text: "neuron " + d[0]}) : "neuron " + d[0];
+        table.appendChild(el("tr", {"data-neuron": d[0]}, [el("td", {}, ["drives ", neuron]),
+          el("td", {class: "num"}, [R.pct(d[1]) + " of its activation mass",
+            el("span", {class: "bar", style: "width:" + Math.max(2, 70 * d[1]) + "px"})]),
+          el("td", {class: "muted", text: "its " + ordinal(d[2]) + " driver"})]));
+      });
+    }
+    rowsUpTo(SHOWN);
+    var children = [f.drives.length ? table : el("div", {class: "empty",
+      text: "it is not among the " + meta.drivers_listed + " largest drivers of any neuron"})];
+    if (f.drives.length > SHOWN) {
+      var more = el("button", {class: "btn", id: "drives-all", text: "show all " + f.drives.length});
+      more.addEventListener("click", function () { rowsUpTo(f.drives.length); more.remove(); });
+      children.push(more);
+    }
+    return panel("Drives neurons", "the neurons that list it among their " + meta.drivers_listed +
+      " largest drivers, by its share of each one's positive activation mass", children);
+  }
+  function ordinal(n) {
+    var suffix = n % 100 >= 11 && n % 100 <= 13 ? "th" : ({1: "st", 2: "nd", 3: "rd"}[n % 10] || "th");
+    return n + suffix;
   }
 
   // What the model loses without the feature: its top examples re-run with it set to 0.
@@ -262,13 +288,7 @@
       listTable(f.cofire.slice(0, 8), function (c) {
         return [{content: featureLink(c[0])}, {num: true, content: R.fmt(c[1]) + " (" + R.int(c[2]) + ")"}];
       })]));
-    if (f.neurons) {
-      right.appendChild(panel("Neurons written to", "largest |decoder weight|", [
-        listTable(f.neurons.slice(0, 10), function (n) {
-          var neuron = meta.neurons ? el("a", {href: "neuron.html#" + n[0], text: "neuron " + n[0]}) : "neuron " + n[0];
-          return [{content: neuron}, {num: true, content: (n[1] > 0 ? "+" : "") + R.fmt(n[1])}];
-        })]));
-    }
+    if (f.drives) right.appendChild(drivesPanel(f));
     if (f.fire_count) setTimeout(function () { histogramPlot(hist, f); }, 0);
     else hist.appendChild(el("div", {class: "empty", text: "no firings"}));
     window.scrollTo(0, 0);

@@ -11,35 +11,31 @@
   var main = el("main");
   app.appendChild(main);
 
-  function about(f) {
-    var row = rows[f];
-    if (row && row[7]) return el("span", {class: "about", text: row[7]});
-    var span = el("span", {class: "about"});
-    if (row) row[5].forEach(function (s) { span.appendChild(R.chip(s)); });
-    return span;
-  }
+  var about = R.about;
   function featureLink(f) { return el("a", {href: "feature.html#" + f, text: "feature " + f}); }
-  function name(f) { var row = rows[f]; return row && row[7] ? row[7] : "feature " + f; }
+  // "0.91 · 31": a label score and the held-out positives behind it
+  function evidence(score, positives) {
+    if (score === null || score === undefined) return "unscored";
+    return R.fmt(score, 2) + (positives ? " · " + R.int(positives) : "");
+  }
   function panel(title, sub, children) {
     var h = el("h2", {}, [title]);
     if (sub) h.appendChild(el("span", {class: "sub", text: " — " + sub}));
     return el("section", {class: "panel"}, [h].concat(children));
   }
 
-  // "neuron 137 fires for A, B and C — features 812, 40, 2291"
+  // "Neuron 137 takes 31% of its activation mass from feature 812 (label), 12% from feature 40 (label)
+  // and 9% from feature 2291 (label); 8 features drive it, 3.2 effectively."
   function sentence(n) {
     var shown = n.drivers.slice(0, 3);
-    if (!shown.length) return el("p", {id: "neuron-sentence", text: "neuron " + n.id + ": no feature drives it."});
-    var parts = ["neuron " + n.id + " fires for "];
+    if (!shown.length) return el("p", {id: "neuron-sentence", text: "Neuron " + n.id + ": no feature puts positive activation mass into it."});
+    var parts = ["Neuron " + n.id + " takes "];
     shown.forEach(function (d, k) {
       if (k > 0) parts.push(k === shown.length - 1 ? " and " : ", ");
-      parts.push(el("b", {text: name(d[0])}));
+      parts.push(el("b", {text: R.pct(d[1])}), k === 0 ? " of its activation mass from " : " from ", featureLink(d[0]), " (", about(d[0]), ")");
     });
-    parts.push(" — feature" + (shown.length > 1 ? "s " : " "));
-    shown.forEach(function (d, k) {
-      if (k > 0) parts.push(", ");
-      parts.push(el("a", {href: "feature.html#" + d[0], text: String(d[0])}));
-    });
+    parts.push("; " + (n.drivers.length < meta.drivers_listed ? n.drivers.length : meta.drivers_listed + " or more") +
+      " feature" + (n.drivers.length > 1 ? "s drive" : " drives") + " it, " + R.fmt(n.neff) + " effectively.");
     return el("p", {id: "neuron-sentence", class: "sentence"}, parts);
   }
 
@@ -47,8 +43,13 @@
     main.textContent = "";
     document.title = "Neuron " + n.id + " · " + meta.title;
     var head = el("div", {class: "fhead"}, [el("h1", {id: "neuron-title", text: "Neuron " + n.id})]);
-    if (n.label) head.appendChild(el("span", {class: "label-chip", text: n.label.text,
-      title: n.label.score !== null ? "label score " + R.fmt(n.label.score) : "unscored label"}));
+    if (n.label) {
+      head.appendChild(el("span", {class: "label-chip", text: R.labelText(n.label.text), title: n.label.text}));
+      var scored = n.label.score !== null;
+      head.appendChild(el("span", {class: "label-score", id: "label-score", text: scored ? "score " + R.fmt(n.label.score, 2) +
+        " from " + R.int(n.label.positives || 0) + " held-out firings (95% lower bound " + R.fmt(n.label.lower, 2) + ")" : "unscored label",
+        title: "held-out detection AUROC of the label's rule: 0.5 is chance, 1 perfect"}));
+    }
     head.appendChild(el("div", {class: "fnav"}, [
       n.id > 0 ? el("a", {class: "btn", href: "#" + (n.id - 1), text: "← " + (n.id - 1)}) : null,
       n.id < neurons.length - 1 ? el("a", {class: "btn", href: "#" + (n.id + 1), text: (n.id + 1) + " →"}) : null,
@@ -57,7 +58,7 @@
     main.appendChild(sentence(n));
     main.appendChild(el("div", {class: "stats"}, [
       R.stat(R.fmt(n.neff), "effective features driving it"),
-      R.stat(n.label ? R.fmt(n.label.score) : "–", "own label score"),
+      R.stat(n.label ? evidence(n.label.score, n.label.positives) : "–", "own label score · held-out positives"),
       R.stat(R.pct(n.density), "density", R.int(n.fire_count) + " tokens with a positive activation"),
       R.stat(R.fmt(n.max), "max activation"),
       R.stat(R.fmt(n.mean), "mean when positive"),
@@ -82,10 +83,13 @@
 
     var table = el("table", {class: "list", id: "neuron-drivers"});
     n.drivers.forEach(function (d) {
+      var row = rows[d[0]] || [];
       table.appendChild(el("tr", {"data-feature": d[0]}, [el("td", {}, [featureLink(d[0])]), el("td", {}, [about(d[0])]),
+        el("td", {class: "num", title: "label score · held-out positives", text: evidence(row[8], row[9])}),
         el("td", {class: "num"}, [R.pct(d[1]), el("span", {class: "bar", style: "width:" + Math.max(2, 70 * d[1]) + "px"})])]));
     });
-    right.appendChild(panel("Driven by", "features by their share of the activation mass they put into this neuron",
+    right.appendChild(panel("Driven by", "its " + meta.drivers_listed + " largest drivers: each feature's share of the positive " +
+      "activation mass put into this neuron (the same share its page lists), its label score · held-out positives",
       [n.drivers.length ? table : el("div", {class: "empty", text: "no feature drives it"})]));
     if (n.logits) {
       var chips = function (list, cls) { return el("div", {}, list.map(function (t) { return R.chip(vocab[t[0]] === undefined ? "<" + t[0] + ">" : vocab[t[0]], cls, R.fmt(t[1])); })); };

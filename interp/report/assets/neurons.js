@@ -41,23 +41,20 @@
     el("div", {id: "neff-plot", class: "plot"})]));
 
   function featureLink(f, share) {
-    var row = rows[f];
-    var about = el("span", {class: "about"});
-    if (row && row[7]) about.appendChild(document.createTextNode(row[7]));
-    else if (row) row[5].forEach(function (s) { about.appendChild(R.chip(s)); });
-    return el("span", {class: "driver"}, [el("a", {href: "feature.html#" + f, text: "#" + f}), " ", about,
+    return el("span", {class: "driver"}, [el("a", {href: "feature.html#" + f, text: "#" + f}), " ", R.about(f),
       share === undefined ? null : el("span", {class: "muted", text: " " + R.pct(share)})]);
   }
 
   var filterBox = el("input", {type: "search", id: "neuron-filter", placeholder: "Filter: id, label or driving feature…", "aria-label": "filter neurons"});
   var count = el("span", {class: "count", id: "neuron-count"});
   main.appendChild(el("div", {class: "toolbar"}, [filterBox, count]));
-  var columns = [{key: "id", name: "Neuron"}, {key: "neff", name: "Effective features"}, {key: "score", name: "Own label score"},
+  var columns = [{key: "id", name: "Neuron"}, {key: "neff", name: "Effective features"}, {key: "score", name: "Own label score · positives"},
                  {key: "label", name: "Own label"}, {key: "drivers", name: "Driven by (share of its activation mass)"}];
   var state = {sort: "neff", dir: -1, filter: ""};
   var head = el("tr", {class: "nhdr"});
   columns.forEach(function (c) {
-    var th = el("th", {"data-key": c.key, text: c.name, title: "sort by " + c.name.toLowerCase()});
+    var th = el("th", {"data-key": c.key, text: c.name,
+      title: c.key === "score" ? "sort by the label score's 95% lower bound" : "sort by " + c.name.toLowerCase()});
     if (c.key !== "drivers" && c.key !== "label") th.addEventListener("click", function () {
       if (state.sort === c.key) state.dir = -state.dir; else { state.sort = c.key; state.dir = c.key === "id" ? 1 : -1; }
       update();
@@ -68,12 +65,12 @@
   main.appendChild(el("div", {class: "panel"}, [el("table", {class: "list ntable"}, [el("thead", {}, [head]), body])]));
 
   neurons.forEach(function (n) {
-    n.search = ("#" + n.id + " " + (n.label ? n.label.text : "") + " " + n.drivers.map(function (d) {
-      return "#" + d[0] + " " + ((rows[d[0]] || [])[7] || "");
+    n.search = ("#" + n.id + " " + (n.label ? R.labelText(n.label.text) : "") + " " + n.drivers.map(function (d) {
+      return "#" + d[0] + " " + R.labelText((rows[d[0]] || [])[7]);
     }).join(" ")).toLowerCase();
   });
   function value(n, key) {
-    if (key === "score") return n.label && n.label.score !== null ? n.label.score : -Infinity;
+    if (key === "score") return n.label && n.label.lower !== null ? n.label.lower : null;  // the 95% lower bound
     return n[key];
   }
   function update() {
@@ -81,7 +78,11 @@
     var view = neurons.filter(function (n) {
       return terms.every(function (t) { return n.search.indexOf(t) >= 0; });
     });
-    view.sort(function (a, b) { return state.dir * (value(a, state.sort) - value(b, state.sort)) || a.id - b.id; });
+    view.sort(function (a, b) {  // unscored neurons last in either direction
+      var x = value(a, state.sort), y = value(b, state.sort);
+      if (x === null || y === null) return (x === null) - (y === null) || a.id - b.id;
+      return state.dir * (x - y) || a.id - b.id;
+    });
     Array.prototype.forEach.call(head.children, function (th) {
       th.setAttribute("aria-sort", th.dataset.key === state.sort ? (state.dir > 0 ? "ascending" : "descending") : "none");
     });
@@ -90,8 +91,9 @@
       body.appendChild(el("tr", {"data-id": n.id}, [
         el("td", {}, [el("a", {href: "neuron.html#" + n.id, text: "neuron " + n.id})]),
         el("td", {class: "num", text: R.fmt(n.neff)}),
-        el("td", {class: "num", text: n.label ? R.fmt(n.label.score) : "–"}),
-        el("td", {text: n.label ? n.label.text : ""}),
+        el("td", {class: "num", text: n.label && n.label.score !== null ? R.fmt(n.label.score, 2) + " · " + R.int(n.label.positives || 0) : "–",
+          title: n.label && n.label.lower !== null ? "95% lower bound " + R.fmt(n.label.lower, 2) : ""}),
+        el("td", {text: n.label ? R.labelText(n.label.text) : ""}),
         el("td", {}, n.drivers.slice(0, 3).map(function (d) { return featureLink(d[0], d[1]); })),
       ]));
     });

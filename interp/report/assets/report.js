@@ -54,9 +54,14 @@ monoReport.chipText = function (s) {
   return monoReport.controlText(s.replace(/\r/g, "␍").replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/ {9,}/g, "        ").replace(/ /g, "·"));
 };
 
-// A label as shown: each `token` in it in its chip form, so that "`\n       `" reads "`↵·······`".
+// A label as shown: each `token` in it (written with \n, \t, \r, \\ and \` escapes, as
+// interp.labels.rules.show_token writes them) in its chip form, so that "`\n       `" reads "`↵·······`".
 monoReport.labelText = function (s) {
-  return String(s || "").replace(/`([^`]*)`/g, function (match, inner) { return "`" + monoReport.chipText(inner) + "`"; });
+  var escapes = {n: "\n", t: "\t", r: "\r"};
+  return String(s || "").replace(/`((?:[^`\\]|\\.)*)`/g, function (match, inner) {
+    var token = inner.replace(/\\(.)/g, function (m, c) { return escapes[c] || c; });
+    return "`" + monoReport.chipText(token) + "`";
+  });
 };
 
 // Running text with its whitespace visible, as DOM nodes: every space as ·, tab as ⇥, carriage return
@@ -108,6 +113,14 @@ monoReport.int = function (n) {
 monoReport.chip = function (s, cls, extraTitle) {
   return monoReport.el("span", {class: "chip" + (cls ? " " + cls : ""), text: monoReport.chipText(s),
     title: JSON.stringify(s) + (extraTitle ? "  " + extraTitle : "")});
+};
+
+// What feature `id` is about, as a span: its label (whitespace shown as in chips), else its top tokens.
+monoReport.about = function (id) {
+  var row = (monoReport.rows || [])[id], span = monoReport.el("span", {class: "about"});
+  if (row && row[7]) span.textContent = monoReport.labelText(row[7]);
+  else if (row) row[5].forEach(function (s) { span.appendChild(monoReport.chip(s)); });
+  return span;
 };
 
 // One example: its tokens, each shaded by the feature's activation on it (thousandths of the max),
