@@ -485,3 +485,63 @@ def test_control_characters_are_drawn_as_control_pictures(browser, tmp_path):
     chip = browser.execute_script("return monoReport.chipText('a\\u0000b\\u001b\\u007f \\u000c')")
     text = browser.execute_script("return monoReport.showToken('\\u0007x')")
     assert (chip, text) == ("a␀b␛␡·␌", "␇x")
+
+
+@pytest.fixture(scope="module")
+def repeated_text_report(tmp_path_factory):
+    """Feature 0 peaks at 10 on the same window of text in sequences 0-5 (the only firings in the
+    octave [8, 16)) and fires below 8 on random text elsewhere; feature 1 fires on random text only."""
+    from interp.planted import planted_analysis, zipf_tokens
+
+    g = torch.Generator().manual_seed(11)
+    n_seq, T_, F = 30, 24, 2
+    tokens = zipf_tokens(n_seq, T_, 40, seed=3)
+    tokens[1:6] = tokens[0]  # six sequences with the same text
+    f = torch.zeros(n_seq, T_, F)
+    f[:6, 10, 0] = 10.0
+    later = torch.rand(n_seq - 6, T_, generator=g) < 0.2
+    f[6:, :, 0] = later * (0.5 + 7 * torch.rand(n_seq - 6, T_, generator=g))
+    f[:, 1:, 1] = (torch.rand(n_seq, T_ - 1, generator=g) < 0.3) * torch.rand(n_seq, T_ - 1, generator=g)
+    cfg = AnalysisConfig(top_k=8, intervals=4, interval_samples=4, window_left=4, window_right=2, random_sequences=5)
+    vocab = ["<bos>"] + [f" w{i}" for i in range(1, 40)]
+    batches = [(f[s : s + 8], tokens[s : s + 8]) for s in range(0, n_seq, 8)]
+    analysis = planted_analysis(batches, vocab, cfg, W_dec=torch.randn(F, 8, generator=g), expected_sequences=n_seq)
+    root = tmp_path_factory.mktemp("repeats")
+    analysis.save(root / "analysis")
+    write_report(root / "analysis", root / "report", progress=False)
+    return analysis, root / "report"
+
+
+def test_top_examples_show_repeated_text_once_and_the_octaves_do_not_repeat_them(repeated_text_report):
+    from interp.report.data import ReportData
+
+    analysis, _ = repeated_text_report
+    record = ReportData(analysis, {}).feature(0)
+    top = record["top"]
+    assert top[0][0] == 10.0 and top[0][3] == 6  # the six sequences of the same text: one example, counted
+    assert sum(e[3] for e in top) == 8 and all(e[3] == 1 for e in top[1:])  # every kept slot accounted for
+    windows = [tuple(e[2][0]) for e in top]
+    assert len(set(windows)) == len(windows)
+    by_octave = {iv[0]: iv for iv in record["intervals"]}
+    highest = by_octave[8.0]  # [8, 16) holds only the repeated text: every sample repeats the top example
+    assert highest[2] == 6 and highest[4] == [] and highest[5] == min(6, 4)
+    for iv in record["intervals"]:
+        shown = [tuple(e[1][0]) for e in iv[4]]
+        assert len(set(shown)) == len(shown) and not set(shown) & set(windows)
+    assert ReportData(analysis, {}).feature(1)["top"] and all(
+        e[3] == 1 for e in ReportData(analysis, {}).feature(1)["top"]
+    )
+
+
+def test_feature_page_marks_repeated_text(browser, repeated_text_report):
+    _, report = repeated_text_report
+    logs = open_page(browser, (report / "feature.html").as_uri() + "#0")
+    wait_for(browser, "document.querySelector('#top-examples .example')")
+    badges = browser.execute_script(
+        "return Array.from(document.querySelectorAll('#top-examples .example')).map(e => "
+        "(e.querySelector('.repeats') || {}).textContent || '')"
+    )
+    assert badges[0] == "×6" and not any(badges[1:]) and len(badges) == 3
+    note = browser.find_element("css selector", "#intervals .repeated").text
+    assert note == "4 more samples from this octave repeat the text of an example above"
+    assert_clean(browser, logs)

@@ -164,11 +164,7 @@ class ReportData:
             "mean": L["mean_activation"][i],
             "sequences": L["sequences_fired"][i],
             "hist": {"first": first, "counts": hist[first : last + 1]},
-            "top": [
-                [top_value[k], top_share[k], [top_tokens[k], top_acts[k]]]
-                for k in range(len(top_seq))
-                if top_seq[k] >= 0
-            ],
+            "top": [],
             "intervals": [],
             "mass": [
                 [t, m, c]
@@ -180,14 +176,35 @@ class ReportData:
                 [j, v, c] for j, v, c in zip(L["cofire_ids"][i], L["cofire_jaccard"][i], L["cofire_count"][i]) if j >= 0
             ],
         }
+        # examples whose windows show the same text are shown once, the strongest, with their count
+        kept = [k for k in range(len(top_seq)) if top_seq[k] >= 0]
+        shown: dict[tuple[int, ...], list] = {}
+        first_of: list[int] = []  # the top slot each shown example comes from
+        for k in kept:
+            text = tuple(top_tokens[k])
+            if text in shown:
+                shown[text][3] += 1
+                continue
+            shown[text] = [top_value[k], top_share[k], [top_tokens[k], top_acts[k]], 1]
+            first_of.append(k)
+        record["top"] = list(shown.values())
         for k, octave in enumerate(L["interval_octave"][i]):
             count = L["interval_count"][i][k]
             if count == 0:
                 continue
             seqs, values = L["interval_seq"][i][k], L["interval_value"][i][k]
             tokens, acts = L["interval_tokens"][i][k], L["interval_acts"][i][k]
-            examples = [[values[s], [tokens[s], acts[s]]] for s in range(len(seqs)) if seqs[s] >= 0]
-            record["intervals"].append([2.0**octave, 2.0 ** (octave + 1), count, sig(count / fired, 3), examples])
+            examples, seen, repeats = [], set(shown), 0  # none repeats a top example or another sample
+            for s in range(len(seqs)):
+                if seqs[s] < 0:
+                    continue
+                if tuple(tokens[s]) in seen:
+                    repeats += 1
+                    continue
+                seen.add(tuple(tokens[s]))
+                examples.append([values[s], [tokens[s], acts[s]]])
+            share = sig(count / fired, 3)
+            record["intervals"].append([2.0**octave, 2.0 ** (octave + 1), count, share, examples, repeats])
         if self.has_nearest:
             record["nearest"] = [list(pair) for pair in zip(L["nearest_ids"][i], L["nearest_cosine"][i])]
         if self.has_logits:
@@ -204,9 +221,7 @@ class ReportData:
             record["ablation"] = {
                 "mean": L["ablation_mean"][i],
                 "runs": sum(run),
-                "examples": [
-                    L["ablation_change"][i][k] if run[k] else None for k in range(len(top_seq)) if top_seq[k] >= 0
-                ],
+                "examples": [L["ablation_change"][i][k] if run[k] else None for k in first_of],
                 "drops": [
                     list(pair) for pair in zip(L["ablation_drop_ids"][i], L["ablation_drop_values"][i]) if pair[0] >= 0
                 ],

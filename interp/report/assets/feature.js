@@ -235,10 +235,15 @@
     f.top.forEach(function (e, k) {
       var removed = f.ablation && f.ablation.examples[k] !== null && f.ablation.examples[k] !== undefined ?
         "; removing the feature changes log p(next token) by " + R.fmt(f.ablation.examples[k]) + " nats" : "";
-      top.appendChild(R.example(e[0], e[2], vocab, f.max, scale, meta.window_left, "fires on " + R.pct(e[1]) + " of this sequence" + removed));
+      var example = R.example(e[0], e[2], vocab, f.max, scale, meta.window_left, "fires on " + R.pct(e[1]) + " of this sequence" + removed +
+        (e[3] > 1 ? "; the same text tops " + e[3] + " sequences" : ""));
+      if (e[3] > 1) example.firstChild.appendChild(el("span", {class: "repeats", title: "the same window of text in " + e[3] + " sequences, shown once",
+        text: "×" + e[3]}));
+      top.appendChild(example);
     });
     if (!f.top.length) top.appendChild(el("div", {class: "empty", text: "no firings"}));
-    left.appendChild(panel("Top activations", "one example per sequence; shade = activation, hover a token for its value", [top]));
+    left.appendChild(panel("Top activations", "one example per sequence, the same text shown once (×n: in n sequences); " +
+      "shade = activation, hover a token for its value", [top]));
 
     var intervals = el("div", {id: "intervals"});
     f.intervals.forEach(function (iv) {
@@ -247,6 +252,8 @@
         el("span", {}, [R.pct(iv[3]) + " of firings (" + R.int(iv[2]) + ")", el("span", {class: "bar", style: "width:" + Math.max(2, 80 * iv[3]) + "px"})]),
       ]));
       iv[4].forEach(function (e) { intervals.appendChild(R.example(e[0], e[1], vocab, f.max, scale, meta.window_left)); });
+      if (iv[5]) intervals.appendChild(el("div", {class: "muted repeated", text: iv[5] + " more sample" + (iv[5] > 1 ? "s" : "") +
+        " from this octave repeat" + (iv[5] > 1 ? "" : "s") + " the text of an example above"}));
     });
     if (!f.intervals.length) intervals.appendChild(el("div", {class: "empty", text: "no firings"}));
     left.appendChild(steeringPanel(f));
