@@ -62,13 +62,15 @@ class Tokenizer:
                 strings.append("")
             elif byte_level and all(ch in _byte_of_char() for ch in piece):
                 strings.append(bytes(_byte_of_char()[ch] for ch in piece).decode("utf-8", errors="backslashreplace"))
+            elif not byte_level and _fallback_byte(piece) is not None:
+                strings.append(bytes([_fallback_byte(piece)]).decode("utf-8", errors="backslashreplace"))
             else:
                 strings.append(self.backend.decode([i], skip_special_tokens=False))
         return strings
 
     def token_bytes(self) -> list[bytes]:
         """The UTF-8 bytes every id stands for in decoded text (b"" for special tokens): exact for a
-        byte-level BPE, the decoded text of the id alone otherwise."""
+        byte-level BPE and for byte-fallback pieces (`<0xNN>`), the decoded text of the id alone otherwise."""
         special = set(self.backend.get_added_tokens_decoder())
         byte_level = isinstance(self.backend.decoder, decoders.ByteLevel)
         table = _byte_of_char()
@@ -79,8 +81,22 @@ class Tokenizer:
                 out.append(b"")
             elif byte_level and all(ch in table for ch in piece):
                 out.append(bytes(table[ch] for ch in piece))
+            elif not byte_level and _fallback_byte(piece) is not None:
+                out.append(bytes([_fallback_byte(piece)]))
             else:
                 out.append(self.backend.decode([i], skip_special_tokens=False).encode("utf-8"))
+        return out
+
+    def fragment_ids(self) -> list[int]:
+        """Ids whose bytes are not whole UTF-8 characters (a lone byte of a multi-byte character, from
+        byte-level BPE or byte fallback). Their strings show `\\xNN` escapes, which literal text can
+        also hold, so pages mark them by id."""
+        out = []
+        for i, data in enumerate(self.token_bytes()):
+            try:
+                data.decode("utf-8")
+            except UnicodeDecodeError:
+                out.append(i)
         return out
 
     def save(self, folder: str | Path) -> Path:
@@ -149,6 +165,16 @@ def train_tokenizer(
     )
     backend.train_from_iterator(texts, trainer=trainer)
     return Tokenizer(backend, backend.token_to_id(BOS_TOKEN))
+
+
+def _fallback_byte(piece: str) -> int | None:
+    """The byte of a byte-fallback piece such as `<0xD7>` (sentencepiece-style vocabularies); None otherwise."""
+    if len(piece) == 6 and piece.startswith("<0x") and piece.endswith(">"):
+        try:
+            return int(piece[3:5], 16)
+        except ValueError:
+            return None
+    return None
 
 
 @cache

@@ -22,10 +22,17 @@ from interp.analysis.run import analyze
 from interp.labels.files import read_labels
 from interp.report import write as report_write
 from interp.report.data import heatmap_order, sig_array
-from interp.report.html import script_json, write_page
+from interp.report.html import PLOTLY, script_json, write_page
 from interp.report.write import copy_static, write_report
 
 T = 32
+
+
+def rows_as_text(report: Path) -> list[list]:
+    """The index rows of data/summary.js, their token ids ([5] top tokens, [6] promoted) as strings."""
+    rows = json.loads((report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    vocab = json.loads((report / "data" / "vocab.js").read_text().split("=", 1)[1].split(";\n")[0])
+    return [[*r[:5], [vocab[t] for t in r[5]], [vocab[t] for t in r[6]], *r[7:]] for r in rows]
 
 
 # ---- Python side ---------------------------------------------------------------------------------
@@ -166,7 +173,7 @@ def test_report_folder_is_complete(hostile_report):
         "index.html",
         "feature.html",
         "model.html",
-        "plotly.min.js",
+        "plotly-cartesian.min.js",
         "report.js",
         "data/meta.js",
         "data/vocab.js",
@@ -210,7 +217,7 @@ def rendered_ids(driver) -> list[int]:
 def test_index_loads_sorts_and_filters(browser, hostile_report, shots):
     logs = open_page(browser, (hostile_report / "index.html").as_uri() + "#few=0")  # every feature
     wait_for(browser, "document.querySelector('#density-plot .main-svg')")
-    rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    rows = rows_as_text(hostile_report)
     by_max = sorted(rows, key=lambda r: (-r[2], r[0]))
     browser.find_element("css selector", ".fhdr [data-key=max]").click()
     assert rendered_ids(browser)[:10] == [r[0] for r in by_max[:10]]
@@ -318,8 +325,8 @@ def test_index_stays_responsive_at_16k_features(browser, tmp_path, shots):
             round(maxes[i], 3),
             round(maxes[i] / 3, 3),
             int(density[i] * 1e6),
-            [words[i % 8], words[(i * 3) % 8]],
-            [words[(i * 5) % 8]],
+            [i % 8, (i * 3) % 8],
+            [(i * 5) % 8],
             f"feature about {words[i % 8].strip()} #{i}",
             0.5,
         ]
@@ -327,7 +334,8 @@ def test_index_stays_responsive_at_16k_features(browser, tmp_path, shots):
     ]
     copy_static(tmp_path)
     meta = {"title": "16k", "dead": 0, "l0": 12.0, "tokens": 10**6, "d_sae": n}
-    write_page(tmp_path, "index", "16k", data={"meta": meta, "rows": rows}, plots=True)
+    (tmp_path / "data" / "vocab.js").write_text(f"monoReport.vocab = {script_json(words)};\n")
+    write_page(tmp_path, "index", "16k", scripts=("data/vocab.js",), data={"meta": meta, "rows": rows}, plots=True)
     logs = open_page(browser, (tmp_path / "index.html").as_uri())
     wait_for(browser, "document.querySelector('#density-plot .main-svg')")
     assert browser.execute_script("return document.querySelectorAll('#feature-rows .frow').length") < 120
@@ -337,7 +345,10 @@ def test_index_stays_responsive_at_16k_features(browser, tmp_path, shots):
         document.querySelector('.fhdr [data-key=label]').click();
         return performance.now() - t0;""")
     assert elapsed < 1000, f"two sorts of 16k rows took {elapsed:.0f} ms"
-    matching = sum("class" in f"#{r[0]} {r[7]} {' '.join(r[5])} {' '.join(r[6])}".lower() for r in rows)
+    matching = sum(
+        "class" in f"#{r[0]} {r[7]} {' '.join(words[t] for t in r[5])} {' '.join(words[t] for t in r[6])}".lower()
+        for r in rows
+    )
     start = time.time()
     browser.find_element("id", "filter").send_keys("class")
     wait_for(browser, f"document.getElementById('row-count').textContent === 'showing {matching:,} of {n:,}'")
@@ -368,7 +379,7 @@ def chip_text(s: str) -> str:
 
 
 def test_index_filter_reads_what_the_page_shows_and_keeps_its_state(browser, hostile_report):
-    rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    rows = rows_as_text(hostile_report)
 
     def shown(r) -> str:  # the filter's haystack: every text of the row as the page shows it
         label = re.sub("`([^`]*)`", lambda m: "`" + chip_text(m.group(1)) + "`", r[7] or "")
@@ -442,7 +453,7 @@ def test_auroc_lower_bound_is_hanley_mcneil():
 
 
 def test_index_sorts_by_the_lower_bound_and_hides_few_firings_by_default(browser, hostile_report, tmp_path):
-    rows = json.loads((hostile_report / "data" / "summary.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    rows = rows_as_text(hostile_report)
     scored = sorted((r for r in rows if r[10] is not None), key=lambda r: (-r[10], r[0]))
     unscored = sorted(r[0] for r in rows if r[10] is None)
     assert scored and unscored  # the fixture has both
@@ -545,3 +556,56 @@ def test_feature_page_marks_repeated_text(browser, repeated_text_report):
     note = browser.find_element("css selector", "#intervals .repeated").text
     assert note == "4 more samples from this octave repeat the text of an example above"
     assert_clean(browser, logs)
+
+
+def test_byte_fragments_are_marked_by_id(browser, hostile_report):
+    meta = json.loads((hostile_report / "data" / "meta.js").read_text().split("=", 1)[1].rstrip().rstrip(";"))
+    fragments = set(meta["fragment_ids"])
+    vocab = json.loads((hostile_report / "data" / "vocab.js").read_text().split("=", 1)[1].split(";\n")[0])
+    assert len(fragments) >= 128 and all("\\x" in vocab[i] for i in fragments)
+    chunk = (hostile_report / "data" / "features-0000.js").read_text()
+    features = json.loads(chunk[chunk.index(", ") + 2 : chunk.rindex(")")])
+
+    def listed(f):
+        return [t[0] for t in f["logits"]["top"][:10] + f["logits"]["bottom"][:10]]
+
+    f = next(f for f in features if 0 < sum(t in fragments for t in listed(f)) < 20)
+    expected = sum(t in fragments for t in listed(f))
+    logs = open_page(browser, (hostile_report / "feature.html").as_uri() + f"#{f['id']}")
+    wait_for(browser, f"document.getElementById('feature-title').textContent === 'Feature {f['id']}'")
+    marked = browser.execute_script("return document.querySelectorAll('.grid2b .chip.fragment').length")
+    plain = browser.execute_script("return document.querySelectorAll('.grid2b .chip:not(.fragment)').length")
+    assert (marked, plain) == (expected, 20 - expected)
+    assert browser.find_element("css selector", ".fragment-note").text.startswith(f"{expected} of these (dashed)")
+    title = browser.execute_script("return document.querySelector('.grid2b .chip.fragment').title")
+    assert "byte fragment" in title
+    assert_clean(browser, logs)
+
+
+def test_plotly_is_the_cartesian_build_and_only_where_pages_plot(hostile_report):
+    bundle = (hostile_report / PLOTLY).read_text()
+    assert bundle.startswith("/**\n* plotly.js (cartesian - minified)")
+    plotting = {"index", "feature", "model", "neurons"}
+    for page in hostile_report.glob("*.html"):
+        loads = f'<script src="{PLOTLY}"></script>' in page.read_text()
+        assert loads == (page.stem in plotting), page.name
+    assert not list(hostile_report.glob("plotly.min.js"))  # the full build is not shipped
+
+
+def test_every_chart_is_a_trace_type_of_the_shipped_build(browser, hostile_report):
+    """Each page's Plotly charts use trace types that the cartesian build registers (an unknown type would
+    draw nothing), and the charts draw."""
+    chunk = (hostile_report / "data" / "features-0000.js").read_text()
+    fired = next(f["id"] for f in json.loads(chunk[chunk.index(", ") + 2 : chunk.rindex(")")]) if f["fire_count"])
+    for page, plots in (("index.html", 1), (f"feature.html#{fired}", 2), ("model.html", 4), ("neurons.html", 2)):
+        name, _, fragment = page.partition("#")
+        logs = open_page(browser, (hostile_report / name).as_uri() + (f"#{fragment}" if fragment else ""))
+        drawn = "Array.from(document.querySelectorAll('.js-plotly-plot')).filter(gd => gd._fullLayout).length"
+        assert wait_for(browser, f"{drawn} >= {plots} && {drawn}") == plots, page
+        types = browser.execute_script(
+            "return Array.from(document.querySelectorAll('.js-plotly-plot'))"
+            ".flatMap(gd => gd.data.map(t => t.type || 'scatter'))"
+        )
+        registered = browser.execute_script("return Object.keys(Plotly.PlotSchema.get().traces)")
+        assert types and set(types) <= set(registered), (page, types)
+        assert_clean(browser, logs)

@@ -105,3 +105,37 @@ def test_hugging_face_tokenizer_folder_behind_the_same_interface(tokenizer, shak
     config = json.loads((tmp_path / "eos" / "tokenizer_config.json").read_text())
     assert config.get("bos_token") in (None, "")
     assert Tokenizer.from_pretrained(tmp_path / "eos").bos_id == 0
+
+
+def test_fragment_ids_are_the_tokens_that_are_not_whole_characters(tokenizer):
+    data = tokenizer.token_bytes()
+    fragments = set(tokenizer.fragment_ids())
+    strict = set()
+    for i, b in enumerate(data):
+        try:
+            b.decode("utf-8")
+        except UnicodeDecodeError:
+            strict.add(i)
+    assert fragments == strict
+    strings = tokenizer.token_strings()
+    assert sum(len(data[i]) == 1 and data[i][0] >= 0x80 for i in fragments) == 128  # every byte 0x80-0xFF alone
+    assert all("\\x" in strings[i] for i in fragments)
+    assert not any(data[i] and data[i][0] < 0x80 and len(data[i]) == 1 for i in fragments)  # ASCII bytes are whole
+    backslash = tokenizer.encode("\\")[0]
+    assert backslash not in fragments and strings[backslash] == "\\"
+
+
+def test_byte_fallback_pieces_are_bytes_and_marked():
+    """A sentencepiece-style vocabulary with byte fallback: <0xC3> is a fragment shown as \\xc3, <0x41>
+    is the whole character A, and a literal U+FFFD token is text."""
+    import tokenizers
+    from tokenizers import decoders, models
+
+    vocab = {BOS_TOKEN: 0, "a": 1, "é": 2, "<0xC3>": 3, "<0xA9>": 4, "<0x41>": 5, "\ufffd": 6}
+    backend = tokenizers.Tokenizer(models.BPE(vocab=vocab, merges=[], byte_fallback=True))
+    backend.decoder = decoders.Sequence([decoders.ByteFallback(), decoders.Fuse()])
+    backend.add_special_tokens([BOS_TOKEN])
+    tk = Tokenizer(backend, 0)
+    assert tk.fragment_ids() == [3, 4]
+    assert tk.token_strings()[3:6] == ["\\xc3", "\\xa9", "A"] and tk.token_bytes()[3:6] == [b"\xc3", b"\xa9", b"A"]
+    assert tk.token_strings()[6] == "\ufffd"

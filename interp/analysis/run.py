@@ -128,6 +128,7 @@ def analyze(
         "context_length": T,
         "vocab_size": vocab,
         "ignored_token_ids": ignored,
+        "fragment_token_ids": model.tokenizer.fragment_ids(),
         "model": {
             "name": model.name,
             "d_model": int(bridge.cfg.d_model),

@@ -122,13 +122,13 @@ class ReportData:
 
     # ---- the index -------------------------------------------------------------------------
     def summary_rows(self) -> list[list[Any]]:
-        """One row per feature: [id, density, max, mean, fire count, top tokens, promoted tokens, label,
-        label score, held-out positives behind the score, the score's 95% lower bound]."""
-        L, vocab = self.lists, self.vocab
+        """One row per feature: [id, density, max, mean, fire count, top token ids, promoted token ids,
+        label, label score, held-out positives behind the score, the score's 95% lower bound]."""
+        L = self.lists
         rows = []
         for i in range(self.F):
-            tokens = [vocab[t] for t in L["token_mass_ids"][i][:SHOWN_TOKENS] if t >= 0]
-            promoted = [vocab[t] for t in L["logit_top_ids"][i][:SHOWN_TOKENS]] if self.has_logits else []
+            tokens = [t for t in L["token_mass_ids"][i][:SHOWN_TOKENS] if t >= 0]
+            promoted = L["logit_top_ids"][i][:SHOWN_TOKENS] if self.has_logits else []
             label = self.labels.get(i, {})
             score = label.get("score")
             rows.append(
@@ -264,6 +264,7 @@ def report_meta(analysis: Analysis) -> dict[str, Any]:
         "window_left": cfg.get("window_left"),
         "act_scale": ACT_SCALE,
         "special_ids": m.get("ignored_token_ids", []),
+        "fragment_ids": m.get("fragment_token_ids", []),
         "token_mass_exact": m.get("token_mass_exact", True),
         "cofire_exact": m.get("cofire_exact", True),
         "created": m.get("created"),

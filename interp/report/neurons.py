@@ -106,6 +106,6 @@ def write_neuron_pages(analysis: Analysis, out: Path, title: str) -> None:
         f"monoReport.neurons = {script_json(data['neurons'])};\n"
         f"monoReport.neuronScores = {script_json(data['scores'])};\n",
     )
-    data_scripts = ("data/meta.js", "data/summary.js", "data/neurons.js")
+    data_scripts = ("data/meta.js", "data/vocab.js", "data/summary.js", "data/neurons.js")
     write_page(out, "neurons", f"Neurons · {title}", scripts=data_scripts, plots=True)
-    write_page(out, "neuron", f"Neuron · {title}", scripts=("data/meta.js", "data/vocab.js", *data_scripts[1:]))
+    write_page(out, "neuron", f"Neuron · {title}", scripts=data_scripts)

@@ -10,7 +10,8 @@
   scorecard.html         with a scorecard (`interp scorecard`): features against neurons and a control
   neurons.html, neuron.html#J   for SAEs on MLP neurons: see interp.report.neurons
   data/meta.js, data/vocab.js, data/summary.js, data/features-NNNN.js
-  report.css, report.js, live.js, index.js, feature.js, prompt.js, model.js, plotly.min.js
+  report.css, report.js, live.js, index.js, feature.js, prompt.js, model.js, scorecard.js
+  plotly-cartesian.min.js    Plotly's cartesian build, loaded only by the pages that plot
 
 Every page is the shell of interp.report.html, which also says how untrusted text stays inert.
 """
@@ -26,7 +27,7 @@ from interp.analysis.artifact import Analysis
 from interp.labels.files import read_labels
 from interp.neurons import DRIVERS_LISTED, neurons_driven
 from interp.report.data import ReportData, report_meta, training_data
-from interp.report.html import ASSETS, script_json, write_page
+from interp.report.html import ASSETS, PLOTLY, script_json, write_page
 from interp.report.neurons import write_neuron_pages
 from interp.scorecard import FORMAT as SCORECARD_FORMAT
 from interp.scorecard import SCORECARD_FILE
@@ -37,22 +38,10 @@ STATIC_FILES = ("report.css", "report.js", "live.js", "index.js", "feature.js", 
 CHUNK = 64  # features per data file
 
 
-def plotly_js() -> Path:
-    """plotly.min.js from the installed plotly package."""
-    import plotly
-
-    path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"the installed plotly package has no {path}; reinstall plotly (pip install --force-reinstall plotly)."
-        )
-    return path
-
-
 def copy_static(out: Path) -> None:
-    """The folder with its scripts, stylesheet and plotly.min.js."""
+    """The folder with its scripts, stylesheet and Plotly."""
     (out / "data").mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(plotly_js(), out / "plotly.min.js")
+    shutil.copyfile(ASSETS / "vendor" / PLOTLY, out / PLOTLY)
     for name in STATIC_FILES:
         shutil.copyfile(ASSETS / name, out / name)
 
@@ -153,7 +142,7 @@ def _write_report(analysis_dir: Path, out: Path, *, scorecard: dict | None, prog
     write_page(
         out, "model", f"Model · {title}", data={"meta": meta, "training": training_data(analysis_dir)}, plots=True
     )
-    write_page(out, "index", title, data={"meta": meta, "rows": rows}, plots=True)
+    write_page(out, "index", title, scripts=("data/vocab.js",), data={"meta": meta, "rows": rows}, plots=True)
     if scorecard is not None:
         write_page(out, "scorecard", f"Scorecard · {title}", data={"meta": meta, "scorecard": scorecard}, plots=True)
     if analysis.neurons is not None:

@@ -37,10 +37,6 @@
     main.appendChild(el("div", {class: "panel"}, [el("p", {text: text})]));
   }
 
-  function token(id) {
-    var s = vocab[id];
-    return s === undefined ? "<" + id + ">" : s;
-  }
 
   // A link to another feature with what it is about: its label, else its top tokens.
   function featureLink(id) {
@@ -146,7 +142,7 @@
       el("p", {id: "ablation-summary"}, ["Log p of the actual next token changes by ", el("b", {text: R.fmt(a.mean) + " nats"}),
         " on average over " + R.int(a.runs) + " top example" + (a.runs === 1 ? "" : "s") + "."]),
       el("div", {class: "muted", text: "tokens whose log p falls most"}),
-      listTable(a.drops.slice(0, 10), function (t) { return [{content: R.chip(token(t[0]), "neg")}, {num: true, content: R.fmt(t[1])}]; }),
+      listTable(a.drops.slice(0, 10), function (t) { return [{content: R.tokenChip(t[0], "neg")}, {num: true, content: R.fmt(t[1])}]; }),
     ]);
   }
 
@@ -157,7 +153,7 @@
       if (!info) return body.appendChild(R.live.howToStart("Steering"));
       var first = f.top[0];
       var context = first ? first[2][0].slice(0, meta.window_left + 1).filter(function (t) { return t >= 0 && !R.special[t]; })
-        .map(token).join("") : "";
+        .map(R.tokenString).join("") : "";
       var prompt = el("textarea", {id: "steer-prompt", rows: "3", spellcheck: "false", maxlength: String(info.limits.text_chars),
         "aria-label": "prompt"});
       prompt.value = context;
@@ -266,19 +262,20 @@
     right.appendChild(panel("Fires on tokens", "share of the activation mass; how often it fires on each occurrence", [
       listTable(f.mass.slice(0, 12), function (m) {
         var occurrences = counts[m[0]];
-        return [{content: R.chip(token(m[0]))}, {num: true, content: R.pct(f.mass_total ? m[1] / f.mass_total : 0) + " of mass"},
+        return [{content: R.tokenChip(m[0])}, {num: true, content: R.pct(f.mass_total ? m[1] / f.mass_total : 0) + " of mass"},
           {num: true, content: R.int(m[2]) + (occurrences ? " / " + R.int(occurrences) : "") + " occurrences"}];
       })]));
 
     if (f.logits) {
       var lists = el("div", {class: "grid2b"}, [
         el("div", {}, [el("div", {class: "muted", text: "promotes"}),
-          listTable(f.logits.top.slice(0, 10), function (t) { return [{content: R.chip(token(t[0]), "pos")}, {num: true, content: "+" + R.fmt(t[1])}]; })]),
+          listTable(f.logits.top.slice(0, 10), function (t) { return [{content: R.tokenChip(t[0], "pos")}, {num: true, content: "+" + R.fmt(t[1])}]; })]),
         el("div", {}, [el("div", {class: "muted", text: "suppresses"}),
-          listTable(f.logits.bottom.slice(0, 10), function (t) { return [{content: R.chip(token(t[0]), "neg")}, {num: true, content: R.fmt(t[1])}]; })]),
+          listTable(f.logits.bottom.slice(0, 10), function (t) { return [{content: R.tokenChip(t[0], "neg")}, {num: true, content: R.fmt(t[1])}]; })]),
       ]);
       var lplot = el("div", {class: "plot", id: "logit-histogram", style: "height: 180px"});
-      right.appendChild(panel("Logit effects", meta.logit_basis, [lists, lplot]));
+      var listed = f.logits.top.slice(0, 10).concat(f.logits.bottom.slice(0, 10)).map(function (t) { return t[0]; });
+      right.appendChild(panel("Logit effects", meta.logit_basis, [lists, R.fragmentNote(listed), lplot]));
       setTimeout(function () { logitPlot(lplot, f.logits); }, 0);
     } else {
       right.appendChild(panel("Logit effects", null, [el("div", {class: "empty", text: meta.logit_missing || "not computed"})]));

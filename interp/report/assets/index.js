@@ -10,7 +10,9 @@
     var row = {id: r[0], density: r[1], max: r[2], mean: r[3], fired: r[4], tokens: r[5], promoted: r[6], label: r[7], score: r[8],
       positives: r[9], lower: r[10]};
     // what the filter matches: the text as the page shows it (chip forms: · for a space, ↵ for a newline)
-    row.search = ["#" + row.id, R.labelText(row.label)].concat(row.tokens.map(R.chipText), row.promoted.map(R.chipText))
+    row.tokenText = row.tokens.map(R.tokenString);
+    row.promotedText = row.promoted.map(R.tokenString);
+    row.search = ["#" + row.id, R.labelText(row.label)].concat(row.tokenText.map(R.chipText), row.promotedText.map(R.chipText))
       .join("\u241f").toLowerCase();
     return row;
   });
@@ -75,7 +77,7 @@
   function compare(key, dir) {
     return function (a, b) {
       var x = a[key], y = b[key];
-      if (key === "tokens" || key === "promoted") { x = x.join(" "); y = y.join(" "); }
+      if (key === "tokens" || key === "promoted") { x = a[key + "Text"].join(" "); y = b[key + "Text"].join(" "); }
       if (key === "label" || key === "tokens" || key === "promoted") {
         if (!x && y) return 1;
         if (x && !y) return -1;
@@ -169,7 +171,7 @@
   function tokenCell(list, cls) {
     var cell = el("div");
     if (!list.length) cell.appendChild(el("span", {class: "muted", text: "–"}));
-    list.forEach(function (s) { cell.appendChild(R.chip(s, cls)); });
+    list.forEach(function (t) { cell.appendChild(R.tokenChip(t, cls)); });
     return cell;
   }
 

@@ -92,10 +92,11 @@
       "activation mass put into this neuron (the same share its page lists), its label score · held-out positives",
       [n.drivers.length ? table : el("div", {class: "empty", text: "no feature drives it"})]));
     if (n.logits) {
-      var chips = function (list, cls) { return el("div", {}, list.map(function (t) { return R.chip(vocab[t[0]] === undefined ? "<" + t[0] + ">" : vocab[t[0]], cls, R.fmt(t[1])); })); };
+      var chips = function (list, cls) { return el("div", {}, list.map(function (t) { return R.tokenChip(t[0], cls, R.fmt(t[1])); })); };
       right.appendChild(panel("Logit effects", "its output weights through the unembedding", [
         el("div", {class: "muted", text: "promotes"}), chips(n.logits.top, "pos"),
-        el("div", {class: "muted", text: "suppresses"}), chips(n.logits.bottom, "neg")]));
+        el("div", {class: "muted", text: "suppresses"}), chips(n.logits.bottom, "neg"),
+        R.fragmentNote(n.logits.top.concat(n.logits.bottom).map(function (t) { return t[0]; }))]));
     }
     window.scrollTo(0, 0);
   }

@@ -36,7 +36,7 @@
     function about(id) {
       var row = rows[id];
       if (!row) return "";
-      return row[7] ? R.labelText(row[7]) : row[5].map(R.chipText).join(" ");
+      return row[7] ? R.labelText(row[7]) : row[5].map(function (t) { return R.chipText(R.tokenString(t)); }).join(" ");
     }
 
     function showToken(k) {

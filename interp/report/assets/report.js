@@ -115,11 +115,42 @@ monoReport.chip = function (s, cls, extraTitle) {
     title: JSON.stringify(s) + (extraTitle ? "  " + extraTitle : "")});
 };
 
+// Token `id` as a string of the vocabulary (monoReport.vocab, from data/vocab.js); "<id>" beyond it.
+monoReport.tokenString = function (id) {
+  var s = (monoReport.vocab || [])[id];
+  return s === undefined ? "<" + id + ">" : s;
+};
+
+// Whether token `id` is a byte fragment: part of a multi-byte UTF-8 character, shown as \xNN, which
+// literal text can also hold; the analysis lists them (meta.fragment_ids).
+monoReport.isFragment = function (id) {
+  if (!monoReport.fragments) {
+    monoReport.fragments = {};
+    ((monoReport.meta || {}).fragment_ids || []).forEach(function (i) { monoReport.fragments[i] = true; });
+  }
+  return monoReport.fragments[id] === true;
+};
+
+// A chip for token `id`; a byte fragment gets a dashed outline and says so on hover.
+monoReport.tokenChip = function (id, cls, extraTitle) {
+  var fragment = monoReport.isFragment(id);
+  var title = [fragment ? "byte fragment: part of a multi-byte UTF-8 character" : "", extraTitle || ""].filter(Boolean).join("  ");
+  return monoReport.chip(monoReport.tokenString(id), [cls, fragment ? "fragment" : ""].filter(Boolean).join(" "), title);
+};
+
+// A note under a token list that holds byte fragments (null when `ids` holds none).
+monoReport.fragmentNote = function (ids) {
+  var n = ids.filter(monoReport.isFragment).length;
+  if (!n) return null;
+  return monoReport.el("div", {class: "muted fragment-note", text: n + " of these (dashed) " + (n > 1 ? "are byte fragments" : "is a byte fragment") +
+    ": part of a multi-byte UTF-8 character, written \\xNN"});
+};
+
 // What feature `id` is about, as a span: its label (whitespace shown as in chips), else its top tokens.
 monoReport.about = function (id) {
   var row = (monoReport.rows || [])[id], span = monoReport.el("span", {class: "about"});
   if (row && row[7]) span.textContent = monoReport.labelText(row[7]);
-  else if (row) row[5].forEach(function (s) { span.appendChild(monoReport.chip(s)); });
+  else if (row) row[5].forEach(function (t) { span.appendChild(monoReport.tokenChip(t)); });
   return span;
 };
 
@@ -142,6 +173,7 @@ monoReport.example = function (value, window, vocab, featureMax, scale, peakInde
     span.dataset.act = String(a * featureMax);
     if (k === peakIndex) span.classList.add("peak");
     if (monoReport.special[tokens[k]]) span.classList.add("special");
+    if (monoReport.isFragment(tokens[k])) span.classList.add("fragment");
     text.appendChild(span);
   }
   return el("div", {class: "example"}, [el("div", {class: "val", text: monoReport.fmt(value), title: extra || ""}), text]);
