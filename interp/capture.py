@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from interp.config import FORWARD_BATCH_SIZE
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
 from interp.model import load_model, model_device, weights_fingerprint
@@ -41,7 +42,6 @@ from sae.shards import STORAGE_DTYPES
 from sae.writer import ActivationWriter
 
 SHARD_BYTES = 64 * 2**20  # default shard size: about 64 MiB of activations
-DEFAULT_BATCH_SIZE = 32  # context windows per forward pass
 
 
 def check_dtype(name: str) -> str:
@@ -173,7 +173,7 @@ def capture_to_disk(
     model_id: str,
     context_length: int,
     dtype: str = "float32",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = FORWARD_BATCH_SIZE,
     tokens_per_shard: int | None = None,
     metadata: dict | None = None,
     resume: bool = False,
@@ -249,7 +249,7 @@ def run_capture(
     out: str | Path,
     *,
     dtype: str = "float32",
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = FORWARD_BATCH_SIZE,
     tokens_per_shard: int | None = None,
     resume: bool = False,
     seed: int = 0,

@@ -39,11 +39,11 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.config import BUILTIN_CORPORA, SPLITS
+
 HELDOUT_EVERY = 20
 SHAKESPEARE_FILE = "tinyshakespeare.txt"  # in the package folder interp/corpora
-BUILTIN_CORPORA = ("stdlib", "shakespeare")
 TEXT_PIECE_CHARS = 8192
-SPLITS = ("train", "heldout", "all")
 # Standard-library folders that are not library source: installed packages and test suites.
 STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test"})
 

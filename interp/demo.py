@@ -9,7 +9,8 @@
     -> HTML report (`interp report`)
 
 Every budget is a count of tokens, so the same command gives the same artifacts on every machine
-and load (only the time differs). PRESETS holds the two sizes: `demo` (the default; `make demo`
+and load (only the time differs). PRESETS (interp.config, beside DemoConfig) holds the two sizes:
+`demo` (the default; `make demo`
 takes about 15 minutes on 2 cores, install included, over a third of it the scorecard's extra SAEs) and
 `paper` (a longer model and a dictionary 8x the neurons on 50M tokens, the closest this machine
 gets to "Towards Monosemanticity"'s A/1 run: about an hour for model and SAE, and about two more
@@ -23,7 +24,7 @@ incomplete one runs again (a capture resumes from its last complete shard). Once
 every later step's artifact is stale and is rebuilt from scratch, as `make` would.
 
 To add a step: write `run(cfg)` and `is_complete(cfg)` for its artifact folder and append a
-`Step` to STEPS; put any settings it needs on DemoConfig.
+`Step` to STEPS; put any settings it needs on DemoConfig (interp.config).
 """
 
 from __future__ import annotations
@@ -32,157 +33,27 @@ import dataclasses
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from interp.analysis.artifact import META_FILE as ANALYSIS_FILE
 from interp.analysis.artifact import NEURONS_DIR
-from interp.analysis.config import AnalysisConfig
 from interp.analysis.run import run_analysis
 from interp.capture import run_capture
+from interp.config import DemoConfig
 from interp.labels.files import LABELS_FILE
-from interp.labels.labeller import LabelConfig, run_labels
-from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig
-from interp.model_training import ModelTrainConfig, initial_model, train_model
+from interp.labels.labeller import run_labels
+from interp.model import CONFIG_FILE, WEIGHTS_FILE
+from interp.model_training import initial_model, train_model
 from interp.report.write import write_report
 from interp.scorecard import SCORECARD_FILE
-from interp.scorecard.run import ScorecardConfig, ScorecardInputs, run_scorecard
+from interp.scorecard.run import ScorecardInputs, run_scorecard
 from interp.stream import train_from_model
 from interp.tokenizer import TOKENIZER_FILE
 from interp.training_record import RECORD_FILE, TENSORS_FILE
 from sae.checkpoint import latest_checkpoint
-from sae.config import TrainConfig as SAETrainConfig
 from sae.files import read_json
-from sae.options import sweep_names
 from sae.shards import MANIFEST
-
-DEFAULT_OUT = Path("artifacts/demo")
-
-
-@dataclass
-class DemoConfig:
-    """Settings of every step. The defaults are the `demo` preset on stdlib; tests shrink them."""
-
-    out: Path = DEFAULT_OUT
-    train: ModelTrainConfig = field(default_factory=lambda: ModelTrainConfig(corpus="stdlib", tokens=8_000_000))
-    model: ModelConfig = field(default_factory=ModelConfig)  # 1 layer, d_model 128, 512 MLP neurons, context 128
-    hooks: tuple[str, ...] = ("blocks.0.mlp.hook_post", "blocks.0.hook_resid_post")
-    capture_tokens: int = 2**18
-    capture_dtype: str = "float32"
-    sae_hook: str = "blocks.0.mlp.hook_post"
-    sae_arch: str = "topk"
-    sae_fields: dict = field(default_factory=lambda: {"d_sae": 2048, "k": 16})  # 4x the 512 neurons
-    sae_tokens: int = 3_000_000  # streamed from the model's training split (3.35M tokens of stdlib)
-    sae_epochs: int | None = None  # passes over the split at most (None: as many as sae_tokens needs)
-    sae_train: SAETrainConfig = field(
-        default_factory=lambda: SAETrainConfig(batch_size=2048, lr=1e-3, device="cpu", checkpoint_every=500)
-    )
-    analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
-    scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig(tokens=2**16))
-    widths: tuple[int, ...] = (512, 1024)  # d_sae of the splitting SAEs beside the main one
-    universality_seed: int = 1  # seed of the second SAE (and, with universality_model, the second model)
-    universality_model: bool = False  # also train a second model (paper preset): neuron universality
-    labels: LabelConfig = field(default_factory=LabelConfig)
-    report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
-    progress: bool = True
-
-    @property
-    def corpus(self) -> str:
-        return self.train.corpus
-
-    def validate(self) -> None:
-        """Check every setting before the first step runs (a bad value must not cost a trained model)."""
-        self.train.validate()
-        self.model.validate()
-        self.sae_train.validate()
-        for name in ("capture_tokens", "sae_tokens"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"the demo's {name} must be positive, got {getattr(self, name)}.")
-        if self.sae_tokens < self.sae_train.batch_size:
-            raise ValueError(
-                f"the demo's sae_tokens ({self.sae_tokens}) is less than one SAE batch ({self.sae_train.batch_size})."
-            )
-        self.scorecard.validate()
-        if any(w <= 0 for w in self.widths) or self.sae_fields.get("d_sae") in self.widths:
-            raise ValueError(
-                f"the demo's widths {list(self.widths)} must be positive and differ from the main SAE's d_sae "
-                f"({self.sae_fields.get('d_sae')}), which joins them."
-            )
-        if self.universality_seed == self.sae_train.seed:
-            raise ValueError(f"the demo's universality_seed must differ from the SAE seed {self.sae_train.seed}.")
-        if self.sae_hook not in self.hooks:
-            raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
-
-    @property
-    def model_dir(self) -> Path:
-        return self.out / "model"
-
-    @property
-    def activations_dir(self) -> Path:
-        """One activation dataset per hook inside: activations/<hook name>/."""
-        return self.out / "activations"
-
-    @property
-    def sae_dir(self) -> Path:
-        return self.out / "sae"
-
-    @property
-    def analysis_dir(self) -> Path:
-        return self.out / "analysis"
-
-    @property
-    def control_dir(self) -> Path:
-        """The random-init control: control/model (the model at initialisation) and control/sae."""
-        return self.out / "control"
-
-    @property
-    def seed_sae_dir(self) -> Path:
-        return self.out / f"sae-seed{self.universality_seed}"
-
-    @property
-    def widths_dir(self) -> Path:
-        """One SAE per width inside: sae-widths/d_sae<W>/ (one width: the folder itself)."""
-        return self.out / "sae-widths"
-
-    @property
-    def width_sae_dirs(self) -> list[Path]:
-        names = sweep_names([{"d_sae": w} for w in self.widths])
-        return [self.widths_dir / name for name in names]
-
-    @property
-    def seed_model_dir(self) -> Path:
-        return self.out / f"model-seed{self.universality_seed}"
-
-    @property
-    def scorecard_dir(self) -> Path:
-        return self.out / "scorecard"
-
-    @property
-    def report_dir(self) -> Path:
-        return self.report if self.report is not None else self.out / "report"
-
-
-def demo_config(preset: str = "demo", corpus: str = "stdlib", **fields) -> DemoConfig:
-    """The DemoConfig of a preset (PRESETS) on a corpus; fields override DemoConfig's own (out, report, ...)."""
-    if preset not in PRESETS:
-        raise ValueError(f"unknown demo preset {preset!r}; choose one of {list(PRESETS)}.")
-    cfg = DemoConfig(**fields)
-    PRESETS[preset](cfg)
-    cfg.train.corpus = corpus
-    return cfg
-
-
-def _paper(cfg: DemoConfig) -> None:
-    """About an hour on 2 cores: the model trains for most of it; 4096 latents (8x the neurons) on 50M tokens."""
-    cfg.train.tokens = 80_000_000
-    cfg.sae_fields = {"d_sae": 4096, "k": 16}
-    cfg.sae_tokens = 50_000_000
-    cfg.sae_train = dataclasses.replace(cfg.sae_train, batch_size=4096, checkpoint_every=1000)
-    cfg.widths = (1024, 2048)
-    cfg.universality_model = True
-
-
-PRESETS: dict[str, Callable[[DemoConfig], None]] = {"demo": lambda cfg: None, "paper": _paper}
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from interp.config import EVAL_BATCH_SIZE, EVAL_TOKENS
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import enable_hooks
 from interp.pipeline import corpus_windows, model_corpus, open_model_and_sae
@@ -32,9 +33,6 @@ from interp.splice import SplicedRuns, spliced_runs
 from sae.metrics import ReconstructionMetrics
 from sae.metrics import format_table as format_reconstruction_table
 from sae.progress import progress_bar
-
-DEFAULT_TOKENS = 32768
-DEFAULT_BATCH_SIZE = 16  # context windows per forward pass
 
 
 def next_token_log_probs(logits: Tensor) -> Tensor:
@@ -144,12 +142,12 @@ def run_eval(
     model_spec: str,
     sae_path: str,
     *,
-    tokens: int = DEFAULT_TOKENS,
+    tokens: int = EVAL_TOKENS,
     corpus: str | None = None,
     split: str = "heldout",
     hook: str | None = None,
     context_length: int | None = None,
-    batch_size: int = DEFAULT_BATCH_SIZE,
+    batch_size: int = EVAL_BATCH_SIZE,
     seed: int = 0,
     device: str | None = None,
     progress: bool = True,

@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
 
 from interp.compat import bridge_from_module
+from interp.config import ModelConfig
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer
 from sae.distributed import resolve_device
 from sae.files import inside, read_json, read_safetensors, write_json, write_safetensors
@@ -38,44 +39,6 @@ MODEL_FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 NATIVE_ARCHITECTURE = "TransformerLensNative"
-
-
-@dataclass
-class ModelConfig:
-    """Shape of our native transformer (pre-LN, learned positions, GELU MLP, untied unembedding)."""
-
-    n_layers: int = field(default=1, metadata={"help": "transformer blocks"})
-    d_model: int = field(default=128, metadata={"help": "residual width"})
-    n_heads: int = field(default=4, metadata={"help": "attention heads"})
-    d_mlp: int = field(default=512, metadata={"help": "MLP neurons per block"})
-    context_length: int = field(default=128, metadata={"help": "tokens per training window"})
-    d_vocab: int = field(default=4096, metadata={"help": "vocabulary size (set from the tokenizer)"})
-    act_fn: str = field(default="gelu", metadata={"help": "MLP activation"})
-    normalization_type: str = field(default="LN", metadata={"help": "normalisation of each block"})
-    seed: int = field(default=0, metadata={"help": "seed of the weight initialisation"})
-
-    def validate(self) -> None:
-        for name in ("n_layers", "d_model", "n_heads", "d_mlp", "context_length", "d_vocab"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"model config field {name} must be positive, got {getattr(self, name)}.")
-        if self.d_model % self.n_heads:
-            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}).")
-
-    def tl_config(self) -> dict[str, Any]:
-        """The TransformerBridgeConfig fields of this model, for `TransformerBridge.boot_native`."""
-        return dict(
-            n_layers=self.n_layers,
-            d_model=self.d_model,
-            n_heads=self.n_heads,
-            d_head=self.d_model // self.n_heads,
-            d_mlp=self.d_mlp,
-            n_ctx=self.context_length,
-            d_vocab=self.d_vocab,
-            act_fn=self.act_fn,
-            normalization_type=self.normalization_type,
-            positional_embedding_type="standard",
-            seed=self.seed,
-        )
 
 
 @dataclass

@@ -23,126 +23,40 @@ import math
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from interp.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
+from interp.config import PROMPTS, ModelConfig, ModelTrainConfig
 from interp.corpus import Corpus, load_corpus, token_sequences
 from interp.model import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     LoadedModel,
-    ModelConfig,
     build_native_model,
     model_device,
     native_to_bridge,
     sample_text,
     save_model,
 )
-from interp.tokenizer import DEFAULT_VOCAB_SIZE, Tokenizer, train_tokenizer
+from interp.tokenizer import Tokenizer, train_tokenizer
 from interp.training_record import MLP_HOOK, Sample, TrainingRecord
 from sae.files import check_output_folder, read_json
 from sae.hardware import fast_adam, native_bfloat16_matmul
-from sae.options import check_choices
 from sae.progress import progress_bar
 
-STDLIB_PROMPT = 'def read_config(path):\n    """Read the settings file at path."""\n    with open(path) as f:\n'
-SHAKESPEARE_PROMPT = "To be, or not to be, that is the question:"
-PROMPTS = {"stdlib": STDLIB_PROMPT, "shakespeare": SHAKESPEARE_PROMPT}  # built-in corpora's record prompts
-DEFAULT_TOKENS = 8_000_000  # the budget when neither --tokens nor --minutes is given
 PROMPT_CHARS = 80
 
 
-@dataclass
-class ModelTrainConfig:
-    """How to train; every field is a `interp model train` option of the same name."""
-
-    corpus: str = field(
-        default="stdlib",
-        metadata={"help": "corpus spec: stdlib, shakespeare, a path/glob, or hf:NAME[:CONFIG[:SPLIT]]"},
-    )
-    tokens: int | None = field(
-        default=None, metadata={"help": f"training budget in tokens ({DEFAULT_TOKENS:,} when --minutes is not given)"}
-    )
-    minutes: float | None = field(
-        default=None,
-        metadata={"help": "training budget in minutes of training steps, instead of --tokens (differs per machine)"},
-    )
-    seed: int = field(default=0, metadata={"help": "seed of weights, data order and samples"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per step"})
-    lr: float = field(default=1.5e-3, metadata={"help": "peak learning rate"})
-    min_lr_fraction: float = field(default=0.1, metadata={"help": "final learning rate as a fraction of --lr"})
-    warmup_steps: int = field(default=30, metadata={"help": "linear warm-up steps"})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (matrices only)"})
-    grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 = off)"})
-    autocast: Literal["auto", "none", "bfloat16"] = field(
-        default="auto",
-        metadata={
-            "help": "dtype of the training forward pass; auto: bfloat16 where the hardware multiplies it natively "
-            "(CUDA compute capability 8+, CPUs with AVX512-BF16 or AMX), else none (float32)."
-        },
-    )
-    fused_adam: bool = field(
-        default=True, metadata={"help": "single-kernel AdamW where torch has one for the device (cpu, cuda)"}
-    )
-    vocab_size: int = field(default=DEFAULT_VOCAB_SIZE, metadata={"help": "BPE vocabulary size"})
-    tokenizer: str | None = field(default=None, metadata={"help": "reuse this tokenizer.json instead of training one"})
-    tokenizer_chars: int = field(
-        default=50_000_000, metadata={"help": "characters of training text the tokenizer learns from"}
-    )
-    eval_tokens: int = field(
-        default=131_072, metadata={"help": "held-out tokens per evaluation (fewer when the held-out split is shorter)"}
-    )
-    heldout_points: int = field(
-        default=8, metadata={"help": "held-out evaluations spread over training (plus start and end)"}
-    )
-    prompt: str | None = field(
-        default=None,
-        metadata={
-            "help": "fixed prompt of the training record; default: a function opening for stdlib, "
-            f"{SHAKESPEARE_PROMPT!r} for shakespeare, else the first held-out lines"
-        },
-    )
-    sample_tokens: int = field(default=48, metadata={"help": "tokens sampled from the prompt at each record point"})
-    sample_temperature: float = field(default=0.8, metadata={"help": "temperature of the record's non-greedy samples"})
-    story_points: list[float] = field(
-        default_factory=lambda: [0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.7],
-        metadata={
-            "help": "progress fractions at which to sample text (besides start and end); dense early, where the "
-            "text changes fastest"
-        },
-    )
-    device: str = field(default="cpu", metadata={"help": "torch device"})
-
-    def validate(self) -> None:
-        if self.tokens is not None and self.minutes is not None:
-            raise ValueError("give either tokens or minutes as the training budget, not both.")
-        if (self.tokens is not None and self.tokens <= 0) or (self.minutes is not None and self.minutes <= 0):
-            raise ValueError(f"the training budget must be positive, got tokens={self.tokens}, minutes={self.minutes}.")
-        if self.batch_size <= 0 or self.lr <= 0:
-            raise ValueError(f"batch_size and lr must be positive, got {self.batch_size} and {self.lr}.")
-        if self.eval_tokens <= 0:
-            raise ValueError(f"eval_tokens must be positive, got {self.eval_tokens}.")
-        if any(not 0 < p < 1 for p in self.story_points):
-            raise ValueError(f"story_points must lie strictly between 0 and 1, got {list(self.story_points)}.")
-        check_choices(self)
-
-    def budget(self) -> tuple[int | None, float | None]:
-        """(tokens, seconds): the budget, DEFAULT_TOKENS when none was given."""
-        if self.tokens is None and self.minutes is None:
-            return DEFAULT_TOKENS, None
-        return self.tokens, None if self.minutes is None else self.minutes * 60
-
-    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
-        """The forward pass's autocast dtype on `device` (None: float32)."""
-        if self.autocast == "auto":
-            return torch.bfloat16 if native_bfloat16_matmul(device) else None
-        return None if self.autocast == "none" else torch.bfloat16
+def forward_autocast_dtype(cfg: ModelTrainConfig, device: torch.device) -> torch.dtype | None:
+    """The training forward pass's autocast dtype on `device` (None: float32), as `cfg.autocast` says."""
+    if cfg.autocast == "auto":
+        return torch.bfloat16 if native_bfloat16_matmul(device) else None
+    return None if cfg.autocast == "none" else torch.bfloat16
 
 
 def train_model(
@@ -195,7 +109,7 @@ def train_model(
 
     optimizer = _adamw(model, cfg)
     device = model_device(model)
-    autocast_dtype = cfg.autocast_dtype(device)
+    autocast_dtype = forward_autocast_dtype(cfg, device)
     budget_tokens, budget_seconds = cfg.budget()
     batches = _batches(token_sequences(train_corpus, tokenizer, ctx, cfg.seed, epochs=None), cfg.batch_size)
     heldout_marks = [i / (cfg.heldout_points + 1) for i in range(1, cfg.heldout_points + 1)]

@@ -43,13 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from interp.analysis.artifact import Analysis
-from interp.analysis.config import AnalysisConfig, histogram_edges
+from interp.analysis.config import AnalysisConfig
+from interp.analysis.statistics import histogram_edges
+from interp.config import DEFAULT_CREATOR, FEATURES_PER_BATCH
 from interp.hooks import hook_layer
 from interp.labels.files import read_labels
 from sae.files import atomic_write, write_json
 
-DEFAULT_CREATOR = "monosemantic"
-FEATURES_PER_BATCH = 1024
 _ID_CHARS = re.compile(r"[^a-z0-9_-]+")
 
 

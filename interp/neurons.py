@@ -30,11 +30,10 @@ import torch
 from torch import Tensor
 
 from interp.analysis.artifact import Analysis
+from interp.config import DRIVERS_LISTED
 from interp.labels.files import read_labels
 
 # ---- drivers and polysemanticity -----------------------------------------------------------------
-
-DRIVERS_LISTED = 8  # drivers a neuron lists (its page, `interp neurons`); feature pages link back to the same
 
 
 def driver_mass(analysis: Analysis) -> Tensor:

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from interp.analysis.artifact import Analysis
+from interp.config import QUERY_KINDS
 from interp.hooks import ActivationHooks, plan_capture
 from interp.labels.files import read_labels
 from interp.pipeline import open_model_and_sae
@@ -358,7 +359,6 @@ def format_hits(hits: list[FeatureHit], score_name: str = "score") -> str:
     return "\n".join(lines)
 
 
-QUERY_KINDS = ("text", "token", "label", "logit", "nearest")
 SCORE_NAMES = {
     "token": "act/occur",
     "label": "label scr",

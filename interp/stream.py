@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.capture import DEFAULT_BATCH_SIZE
+from interp.capture import FORWARD_BATCH_SIZE
+from interp.config import MODEL_AUTOCAST
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
 from interp.model import load_model, model_device, weights_fingerprint
@@ -49,7 +50,7 @@ from sae.distributed import environment_ranks, resolve_device
 from sae.options import expand_sweep, sweep_names
 from sae.train import train_sae
 
-AUTOCAST_DTYPES = {"none": None, "bfloat16": torch.bfloat16, "float16": torch.float16}
+AUTOCAST_DTYPES = {name: None if name == "none" else getattr(torch, name) for name in MODEL_AUTOCAST}
 
 
 class ModelActivationStream:
@@ -70,7 +71,7 @@ class ModelActivationStream:
         batch_size: int,
         shuffle_buffer: int,
         seed: int,
-        forward_batch: int = DEFAULT_BATCH_SIZE,
+        forward_batch: int = FORWARD_BATCH_SIZE,
         autocast: str = "none",
         identity: dict | None = None,
     ):
@@ -215,7 +216,7 @@ def train_from_model(
     split: str = "train",
     corpus_seed: int = 0,
     epochs: int | None = 1,
-    forward_batch: int = DEFAULT_BATCH_SIZE,
+    forward_batch: int = FORWARD_BATCH_SIZE,
     model_autocast: str = "none",
     resume: bool = False,
     progress: bool = True,

@@ -22,43 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import sae.architectures as architectures
-from sae.config import TrainConfig
+from sae.config import EVAL_TOKENS, SyntheticConfig, TrainConfig
 from sae.metrics import evaluate_sae
-from sae.synthetic import SyntheticActivations, SyntheticConfig, match_table, max_cosines
+from sae.synthetic import SyntheticActivations, match_table, max_cosines
 from sae.train import train_sae
 
 RECOVERY_THRESHOLDS = (0.9, 0.99)
-EVAL_TOKENS = 65536
-
-# Trainer settings of the benchmark: one CPU thread, a fresh batch per step, no checkpoints.
-BENCH_TRAIN: dict[str, Any] = {
-    "batch_size": 1024,
-    "steps": 1500,
-    "device": "cpu",
-    "init_tokens": 16384,
-    "checkpoint_every": 0,
-    "log_every": 100,
-}
-# Per-architecture settings for the default planted set (d 256, 512 features, 5 active per sample).
-# Scale: the trainer normalises E||x||^2 to d_in, so one planted feature is a coefficient of about 7
-# (3.4 to 10) and a latent's pre-activation at initialisation is about N(0, 1).
-BENCH_SAE: dict[str, dict[str, Any]] = {
-    "topk": {"d_sae": 1024, "k": 5},
-    "batchtopk": {"d_sae": 1024, "k": 5},
-    "matryoshka": {"d_sae": 1024, "k": 5},
-    # a threshold above the N(0, 1) initial pre-activations; a bandwidth wide enough to see them
-    "jumprelu": {"d_sae": 1024, "initial_threshold": 2.0, "bandwidth": 0.1, "l0_coefficient": 4.0},
-    "relu": {"d_sae": 1024},
-    "gated": {"d_sae": 1024, "l1_coefficient": 10.0},
-}
-# Trainer settings that differ by architecture (on top of BENCH_TRAIN). The biases of the L1
-# architectures must travel about 2 (from N(0, 1) pre-activations to silence) within the run.
-BENCH_TRAIN_BY_ARCH: dict[str, dict[str, Any]] = {
-    "batchtopk": {"lr": 2e-3},
-    "matryoshka": {"lr": 2e-3},
-    "relu": {"lr": 4e-3},
-    "gated": {"lr": 2e-3},
-}
 
 
 def run_benchmark(

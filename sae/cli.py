@@ -22,6 +22,9 @@ under N processes each reads batch_size / N rows of every global batch (sae.dist
 
 Process settings (`--threads`, and glibc's allocator kept for training, `sae.hardware.tune_allocator`) are applied
 here, once, never by the library.
+
+Building the parsers imports no torch (the configs they render are in sae.config), so `--help` answers at
+once; each command imports the library when it runs.
 """
 
 from __future__ import annotations
@@ -32,17 +35,18 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
-import sae.architectures as architectures
-from sae.bench_synthetic import BENCH_SAE, BENCH_TRAIN, BENCH_TRAIN_BY_ARCH, EVAL_TOKENS, run_benchmark
-from sae.config import TrainConfig
-from sae.data import ActivationDataset
-from sae.distributed import environment_ranks, launch, start, stop
+from sae.config import (
+    BENCH_SAE,
+    BENCH_TRAIN,
+    BENCH_TRAIN_BY_ARCH,
+    EVAL_TOKENS,
+    SAE_CONFIGS,
+    TRAIN_CONFIG,
+    SyntheticConfig,
+    TrainConfig,
+    sae_config_class,
+)
 from sae.files import read_json
-from sae.hardware import tune_allocator
-from sae.io import convert, load_sae
-from sae.metrics import evaluate_sae, format_table
 from sae.options import (
     STDOUT,
     DataclassOptions,
@@ -55,8 +59,6 @@ from sae.options import (
     peek_options,
     sweep_names,
 )
-from sae.synthetic import SyntheticConfig
-from sae.train import TRAIN_CONFIG, train_sae
 
 CONFIG_KEYS = {"acts", "arch", "d_in", "sae", "train"}
 IGNORED_KEYS = {"format_version", "members", "resolved"}  # written into train_config.json, derived on every run
@@ -126,6 +128,10 @@ def add_process_options(parser: argparse.ArgumentParser, *, allocator: str = "ke
 def apply_process_options(args: argparse.Namespace) -> None:
     """The one place a command line changes process-wide state: torch's thread count (--threads)
     and glibc's allocator (the command's policy)."""
+    import torch
+
+    from sae.hardware import tune_allocator
+
     if args.threads is not None:
         if args.threads <= 0:
             raise ValueError(f"--threads must be positive, got {args.threads}")
@@ -150,7 +156,7 @@ def add_training_options(
         "--arch",
         default=arch,
         required=arch is None,
-        help=f"SAE architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}.",
+        help=f"SAE architecture; registered: {', '.join(sorted(SAE_CONFIGS))}.",
     )
     train_options = DataclassOptions(
         parser.add_argument_group("training"), TrainConfig, defaults=train_defaults, source=source
@@ -158,7 +164,7 @@ def add_training_options(
     if arch is None:
         parser.parse_args(argv)
         raise ValueError("--arch is required")
-    config_class = architectures.get_architecture(arch).config_class
+    config_class = sae_config_class(arch)
     sae_options = DataclassOptions(
         parser.add_argument_group(f"{arch} SAE (comma lists sweep)"),
         config_class,
@@ -172,12 +178,14 @@ def add_training_options(
 
 def run_train(argv: list[str]) -> int:
     nproc, argv = _split_nproc(argv)
+    request = parse_train_args(argv)  # bad arguments are reported once, here, before any process starts
+    from sae.distributed import environment_ranks, launch, start, stop  # after the parse: --help imports no torch
+    from sae.train import train_sae
+
     if nproc is not None and nproc > 1:
         if environment_ranks().distributed:
             raise ValueError("--nproc starts torchrun itself; under torchrun (or `sae train --nproc`) leave it out")
-        parse_train_args(argv)  # bad arguments are reported once, here, before any process starts
         return launch(nproc, argv)
-    request = parse_train_args(argv)
     ranks, _ = start(request["cfg"].device)
     try:
         trained = train_sae(**request, ranks=ranks)
@@ -286,6 +294,8 @@ def parse_train_args(argv: list[str]) -> dict[str, Any]:
             f"--resume {known.resume} continues the run in that folder; drop --out {args.out} or make it the same"
         )
 
+    from sae.data import ActivationDataset
+
     dataset = ActivationDataset(args.acts, verify=not args.no_verify)
     d_in = args.d_in if args.d_in is not None else dataset.d_in
     sweep = sae_options.values(args)
@@ -312,6 +322,12 @@ def add_no_verify(parser: argparse.ArgumentParser) -> None:
 
 # --- sae eval ----------------------------------------------------------------------------
 def run_eval(args: argparse.Namespace) -> int:
+    import torch
+
+    from sae.data import ActivationDataset
+    from sae.io import load_sae
+    from sae.metrics import evaluate_sae, format_table
+
     dataset = ActivationDataset(args.acts, verify=not args.no_verify)
     sae = load_sae(args.sae, device=args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     sae.eval()
@@ -348,9 +364,7 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         else "The SAE's own options (--d-sae, --k, ...) depend on the architecture: `sae bench-synthetic --arch topk "
         "--help` lists those of topk.",
     )
-    parser.add_argument(
-        "--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(architectures.ARCHITECTURES))}."
-    )
+    parser.add_argument("--arch", required=True, help=f"Architecture; registered: {', '.join(sorted(SAE_CONFIGS))}.")
     add_json(parser)
     parser.add_argument("--out", help="Also save the trained SAE (and the run's log) in this folder.")
     parser.add_argument(
@@ -383,7 +397,7 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
     if known.arch is None:
         parser.parse_args(argv)  # prints the help, or the error that --arch is required
         raise ValueError("--arch is required")
-    config_class = architectures.get_architecture(known.arch).config_class
+    config_class = sae_config_class(known.arch)
     sae_options = DataclassOptions(
         parser.add_argument_group(f"{known.arch} SAE"),
         config_class,
@@ -410,6 +424,8 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
 
 def run_bench(argv: list[str]) -> int:
     request, args = parse_bench_args(argv)
+    from sae.bench_synthetic import run_benchmark  # after the parse: --help imports no torch
+
     result = run_benchmark(**request)
     if args.json is None:
         print(json.dumps(result, indent=1))
@@ -423,6 +439,8 @@ def run_bench(argv: list[str]) -> int:
 
 # --- sae convert -------------------------------------------------------------------------
 def run_convert(args: argparse.Namespace) -> int:
+    from sae.io import convert
+
     sae = convert(args.src, args.src_format, args.dst, args.dst_format, force=args.force)
     print(
         f"wrote {sae.arch} SAE (d_in={sae.cfg.d_in}, d_sae={sae.cfg.d_sae}) to {args.dst} in the {args.dst_format} "

@@ -1,13 +1,19 @@
-"""The training config of SAEs: one typed dataclass, serialised to `train_config.json`, whose fields are
-the `sae train` options (sae.options renders them)."""
+"""The configs of SAEs, typed dataclasses whose fields are the `sae` command line's options
+(sae.options renders them): the training config (serialised to `train_config.json`), each
+architecture's config (serialised to the SAE's cfg.json) and the planted-feature benchmark's.
+
+This module imports no torch, so that the command line builds its parsers, and prints --help, without it.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from sae.options import check_choices
+from sae.options import check_choices, from_dict
 
+TRAIN_CONFIG = "train_config.json"  # in every run folder: the run's TrainConfig, architecture and sweep
 MAX_DEAD_WINDOW_TOKENS = 10_000_000  # the window of Gao et al. (2024), for runs of billions of tokens
 DEAD_WINDOW_RUN_FRACTION = 10  # the default window is a tenth of the run, so AuxK engages in short runs too
 
@@ -124,3 +130,272 @@ class TrainConfig:
         if self.grad_clip_norm is not None and self.grad_clip_norm <= 0:
             raise ValueError(f"TrainConfig.grad_clip_norm must be positive or none, got {self.grad_clip_norm}")
         check_choices(self)
+
+
+# --- SAE architectures -----------------------------------------------------------------------------
+# Each architecture's config, the fields `sae train --arch NAME` renders as options. The architecture
+# itself (parameters, encode, decode, loss) is its file in sae/architectures/, which imports torch;
+# the configs live here so that the command line lists and documents them without importing torch.
+
+
+@dataclass
+class SAEConfig:
+    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...)."""
+
+    d_in: int = field(metadata={"help": "Input width (the activation size per token)."})
+    d_sae: int = field(metadata={"help": "Number of latents."})
+    apply_b_dec_to_input: bool = field(
+        default=True, metadata={"help": "The encoder sees x - b_dec (pre-encoder bias subtraction)."}
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
+        """Build from a dict, refusing unknown keys and wrong types by name (a typo never passes silently)."""
+        return from_dict(cls, d, cls.__name__)
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field when a value is out of range."""
+        if self.d_in <= 0 or self.d_sae <= 0:
+            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+
+
+@dataclass
+class ReLUConfig(SAEConfig):
+    """ReLU with an L1 penalty weighted by decoder norms."""
+
+    l1_coefficient: float = field(default=5.0, metadata={"help": "Lambda after warm-up."})
+    l1_warmup_fraction: float = field(
+        default=0.05, metadata={"help": "Fraction of total steps over which lambda rises linearly from 0."}
+    )
+    decoder_init_norm: float = field(default=0.1, metadata={"help": "Norm of the initial decoder rows."})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.l1_coefficient < 0:
+            raise ValueError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
+        if not 0 <= self.l1_warmup_fraction <= 1:
+            raise ValueError(f"l1_warmup_fraction must be in [0, 1], got {self.l1_warmup_fraction}")
+        if self.decoder_init_norm <= 0:
+            raise ValueError(f"decoder_init_norm must be positive, got {self.decoder_init_norm}")
+
+    def l1_coefficient_at(self, step: int, total_steps: int) -> float:
+        """lambda at a 0-based step: l1_coefficient * min(1, step / (l1_warmup_fraction * total_steps))."""
+        warmup_steps = self.l1_warmup_fraction * total_steps
+        if warmup_steps <= 0:
+            return self.l1_coefficient
+        return self.l1_coefficient * min(1.0, step / warmup_steps)
+
+
+@dataclass
+class TopKConfig(SAEConfig):
+    """TopK: each token keeps its k largest latents; AuxK reconstructs the error from dead latents."""
+
+    k: int = field(default=32, metadata={"help": "Latents kept per token."})
+    aux_k: int | None = field(default=None, metadata={"help": "Dead latents used by AuxK (none: d_in // 2)."})
+    aux_coefficient: float = field(default=1 / 32, metadata={"help": "Weight of the AuxK loss."})
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 < self.k <= self.d_sae:
+            raise ValueError(f"k must be in 1..d_sae, got k={self.k} with d_sae={self.d_sae}; lower k or widen d_sae")
+        if self.aux_k is not None and self.aux_k <= 0:
+            raise ValueError(f"aux_k must be positive (or null for d_in // 2), got aux_k={self.aux_k}")
+        if self.aux_coefficient < 0:
+            raise ValueError(f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
+
+    @property
+    def resolved_aux_k(self) -> int:
+        return self.aux_k if self.aux_k is not None else max(1, self.d_in // 2)
+
+
+@dataclass
+class BatchTopKConfig(TopKConfig):
+    """BatchTopK: the k * n largest activations of a batch of n tokens are kept."""
+
+    k: int = field(default=32, metadata={"help": "Mean latents per token (k * batch size kept over the batch)."})
+    threshold_momentum: float = field(
+        default=0.99,
+        metadata={"help": "m in the running threshold average theta <- m theta + (1 - m) min_kept."},
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if not 0 <= self.threshold_momentum < 1:
+            raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
+
+
+@dataclass
+class JumpReLUConfig(SAEConfig):
+    """JumpReLU: a latent fires above its learned threshold theta. The defaults suit inputs scaled to
+    E||x||^2 = d_in (the trainer's activation normalisation), where a random unit encoder direction
+    gives pre-activations of about unit scale: theta starts where it prunes a fair share and the
+    kernel is wide enough for it to move within a short run."""
+
+    l0_coefficient: float = field(default=1.0, metadata={"help": "Weight of the sparsity term."})
+    l0_target: float | None = field(
+        default=None, metadata={"help": "When set, penalise (L0 / l0_target - 1)^2 instead of L0."}
+    )
+    bandwidth: float = field(
+        default=0.5,
+        metadata={"help": "Width eps of the straight-through rectangle kernel (in pre-activation units)."},
+    )
+    initial_threshold: float = field(default=0.5, metadata={"help": "Theta of every latent at initialisation."})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.l0_coefficient < 0:
+            raise ValueError(f"l0_coefficient must be >= 0, got {self.l0_coefficient}")
+        if self.l0_target is not None and not 0 < self.l0_target <= self.d_sae:
+            raise ValueError(f"l0_target must be in (0, d_sae], got l0_target={self.l0_target} with d_sae={self.d_sae}")
+        if self.bandwidth <= 0:
+            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
+        if self.initial_threshold <= 0:
+            raise ValueError(
+                f"initial_threshold must be positive (theta = exp(log_threshold)), got {self.initial_threshold}"
+            )
+
+
+@dataclass
+class GatedConfig(SAEConfig):
+    """Gated: a gate path decides which latents fire, a magnitude path how strongly."""
+
+    l1_coefficient: float = field(default=1.0, metadata={"help": "Weight of the gate sparsity term."})
+    decoder_init_norm: float = field(default=1.0, metadata={"help": "Norm of the initial decoder rows."})
+
+    def validate(self) -> None:
+        super().validate()
+        if self.l1_coefficient < 0:
+            raise ValueError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
+        if self.decoder_init_norm <= 0:
+            raise ValueError(f"decoder_init_norm must be positive, got {self.decoder_init_norm}")
+
+
+@dataclass
+class MatryoshkaConfig(BatchTopKConfig):
+    """Matryoshka: BatchTopK whose nested prefixes of the dictionary each reconstruct on their own."""
+
+    prefixes: list[int] | None = field(
+        default=None,
+        metadata={
+            "help": "The nested dictionary sizes, strictly increasing and ending at d_sae "
+            "(none: [d_sae // 16, d_sae // 4, d_sae], dropping sizes below 1)."
+        },
+    )
+
+    def validate(self) -> None:
+        super().validate()
+        if self.prefixes is None:
+            return
+        sizes = list(self.prefixes)
+        if not sizes or any(not isinstance(m, int) or m <= 0 for m in sizes):
+            raise ValueError(f"prefixes must be a non-empty list of positive integers, got {self.prefixes}")
+        if any(b <= a for a, b in zip(sizes, sizes[1:])):
+            raise ValueError(f"prefixes must be strictly increasing, got {sizes}")
+        if sizes[-1] != self.d_sae:
+            raise ValueError(
+                f"prefixes must end at d_sae={self.d_sae} (the whole dictionary), got {sizes}; append {self.d_sae}"
+            )
+
+    @property
+    def resolved_prefixes(self) -> list[int]:
+        if self.prefixes is not None:
+            return list(self.prefixes)
+        return sorted({m for m in (self.d_sae // 16, self.d_sae // 4, self.d_sae) if m >= 1})
+
+
+# Architecture name -> its config class; sae.architectures.register adds architectures registered later.
+SAE_CONFIGS: dict[str, type[SAEConfig]] = {
+    "relu": ReLUConfig,
+    "topk": TopKConfig,
+    "batchtopk": BatchTopKConfig,
+    "jumprelu": JumpReLUConfig,
+    "gated": GatedConfig,
+    "matryoshka": MatryoshkaConfig,
+}
+
+
+def sae_config_class(arch: str) -> type[SAEConfig]:
+    """The config class of architecture `arch` (ValueError naming the registered ones otherwise)."""
+    if arch not in SAE_CONFIGS:
+        raise ValueError(f"unknown architecture {arch!r}; registered: {', '.join(sorted(SAE_CONFIGS))}")
+    return SAE_CONFIGS[arch]
+
+
+# --- the planted-feature benchmark (sae bench-synthetic) ---------------------------------------------
+
+
+@dataclass
+class SyntheticConfig:
+    """A planted set of ground-truth features and how samples draw on them."""
+
+    d: int = field(default=256, metadata={"help": "Activation dimension."})
+    num_features: int = field(default=512, metadata={"help": "Ground-truth features N."})
+    mean_active: float = field(default=5.0, metadata={"help": "Expected active features per sample (>= 1)."})
+    firing_exponent: float = field(default=0.5, metadata={"help": "p_i ~ (i + 1)^-firing_exponent (0: all equal)."})
+    correlation: float = field(default=0.0, metadata={"help": "Copula strength rho in [0, 1) (0: independent)."})
+    correlation_rank: int = field(
+        default=8, metadata={"help": "Shared latent factors behind the correlation (used when --correlation > 0)."}
+    )
+    magnitude_min: float = field(
+        default=0.5,
+        metadata={"help": "Smallest coefficient of an active feature (drawn uniformly up to --magnitude-max)."},
+    )
+    magnitude_max: float = field(default=1.5, metadata={"help": "Largest coefficient of an active feature."})
+    noise_std: float = field(default=0.0, metadata={"help": "Isotropic Gaussian noise per dimension."})
+    seed: int = field(default=0, metadata={"help": "Seed of the features, correlations and batch stream."})
+
+    def validate(self) -> None:
+        if self.d <= 0 or self.num_features <= 0:
+            raise ValueError(f"d and num_features must be positive, got d={self.d}, num_features={self.num_features}")
+        if not 1 <= self.mean_active <= self.num_features:
+            raise ValueError(
+                f"mean_active must be in [1, num_features={self.num_features}] (every sample has at least "
+                f"one active feature), got {self.mean_active}"
+            )
+        if not 0 <= self.correlation < 1 or self.correlation_rank <= 0:
+            raise ValueError(
+                f"correlation must be in [0, 1) and correlation_rank positive, got correlation="
+                f"{self.correlation}, correlation_rank={self.correlation_rank}"
+            )
+        if not 0 < self.magnitude_min <= self.magnitude_max:
+            raise ValueError(f"need 0 < magnitude_min <= magnitude_max, got {self.magnitude_min}, {self.magnitude_max}")
+        if self.noise_std < 0 or self.firing_exponent < 0:
+            raise ValueError(
+                f"noise_std and firing_exponent must be >= 0, got {self.noise_std}, {self.firing_exponent}"
+            )
+
+
+EVAL_TOKENS = 65536
+
+# Trainer settings of the benchmark: one CPU thread, a fresh batch per step, no checkpoints.
+BENCH_TRAIN: dict[str, Any] = {
+    "batch_size": 1024,
+    "steps": 1500,
+    "device": "cpu",
+    "init_tokens": 16384,
+    "checkpoint_every": 0,
+    "log_every": 100,
+}
+# Per-architecture settings for the default planted set (d 256, 512 features, 5 active per sample).
+# Scale: the trainer normalises E||x||^2 to d_in, so one planted feature is a coefficient of about 7
+# (3.4 to 10) and a latent's pre-activation at initialisation is about N(0, 1).
+BENCH_SAE: dict[str, dict[str, Any]] = {
+    "topk": {"d_sae": 1024, "k": 5},
+    "batchtopk": {"d_sae": 1024, "k": 5},
+    "matryoshka": {"d_sae": 1024, "k": 5},
+    # a threshold above the N(0, 1) initial pre-activations; a bandwidth wide enough to see them
+    "jumprelu": {"d_sae": 1024, "initial_threshold": 2.0, "bandwidth": 0.1, "l0_coefficient": 4.0},
+    "relu": {"d_sae": 1024},
+    "gated": {"d_sae": 1024, "l1_coefficient": 10.0},
+}
+# Trainer settings that differ by architecture (on top of BENCH_TRAIN). The biases of the L1
+# architectures must travel about 2 (from N(0, 1) pre-activations to silence) within the run.
+BENCH_TRAIN_BY_ARCH: dict[str, dict[str, Any]] = {
+    "batchtopk": {"lr": 2e-3},
+    "matryoshka": {"lr": 2e-3},
+    "relu": {"lr": 4e-3},
+    "gated": {"lr": 2e-3},
+}

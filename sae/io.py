@@ -26,7 +26,8 @@ import torch
 from torch import Tensor
 
 from sae.architectures import SAE, get_architecture
-from sae.architectures.topk import TopKConfig, TopKSAE
+from sae.architectures.topk import TopKSAE
+from sae.config import TopKConfig
 from sae.files import read_json, read_safetensors, write_json, write_safetensors
 
 FORMAT_VERSION = 1

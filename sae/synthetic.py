@@ -19,53 +19,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-@dataclass
-class SyntheticConfig:
-    """A planted set of ground-truth features and how samples draw on them."""
-
-    d: int = field(default=256, metadata={"help": "Activation dimension."})
-    num_features: int = field(default=512, metadata={"help": "Ground-truth features N."})
-    mean_active: float = field(default=5.0, metadata={"help": "Expected active features per sample (>= 1)."})
-    firing_exponent: float = field(default=0.5, metadata={"help": "p_i ~ (i + 1)^-firing_exponent (0: all equal)."})
-    correlation: float = field(default=0.0, metadata={"help": "Copula strength rho in [0, 1) (0: independent)."})
-    correlation_rank: int = field(
-        default=8, metadata={"help": "Shared latent factors behind the correlation (used when --correlation > 0)."}
-    )
-    magnitude_min: float = field(
-        default=0.5,
-        metadata={"help": "Smallest coefficient of an active feature (drawn uniformly up to --magnitude-max)."},
-    )
-    magnitude_max: float = field(default=1.5, metadata={"help": "Largest coefficient of an active feature."})
-    noise_std: float = field(default=0.0, metadata={"help": "Isotropic Gaussian noise per dimension."})
-    seed: int = field(default=0, metadata={"help": "Seed of the features, correlations and batch stream."})
-
-    def validate(self) -> None:
-        if self.d <= 0 or self.num_features <= 0:
-            raise ValueError(f"d and num_features must be positive, got d={self.d}, num_features={self.num_features}")
-        if not 1 <= self.mean_active <= self.num_features:
-            raise ValueError(
-                f"mean_active must be in [1, num_features={self.num_features}] (every sample has at least "
-                f"one active feature), got {self.mean_active}"
-            )
-        if not 0 <= self.correlation < 1 or self.correlation_rank <= 0:
-            raise ValueError(
-                f"correlation must be in [0, 1) and correlation_rank positive, got correlation="
-                f"{self.correlation}, correlation_rank={self.correlation_rank}"
-            )
-        if not 0 < self.magnitude_min <= self.magnitude_max:
-            raise ValueError(f"need 0 < magnitude_min <= magnitude_max, got {self.magnitude_min}, {self.magnitude_max}")
-        if self.noise_std < 0 or self.firing_exponent < 0:
-            raise ValueError(
-                f"noise_std and firing_exponent must be >= 0, got {self.noise_std}, {self.firing_exponent}"
-            )
+from sae.config import SyntheticConfig
 
 
 def _seed(*parts: int) -> int:

@@ -49,7 +49,7 @@ from torch import Tensor
 
 from sae.architectures import SAE, SAEConfig
 from sae.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint, save_checkpoint
-from sae.config import TrainConfig
+from sae.config import TRAIN_CONFIG, TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import SINGLE_PROCESS, Ranks, resolve_device
 from sae.feed import BatchFeed
@@ -60,7 +60,6 @@ from sae.member import SweepMember
 from sae.options import sweep_names
 from sae.progress import progress_bar
 
-TRAIN_CONFIG = "train_config.json"
 LOG_FILE = "log.jsonl"
 
 

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import torch
 
+from interp.config import ModelConfig, ModelTrainConfig
 from interp.corpus import load_corpus
-from interp.model import ModelConfig
-from interp.model_training import ModelTrainConfig, first_chars, train_model
+from interp.model_training import first_chars, train_model
 from interp.tokenizer import TOKENIZER_FILE, train_tokenizer
 from interp.training_record import TrainingRecord
 

@@ -25,8 +25,9 @@ import torch
 
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.decoder import logit_map
+from interp.config import LabelConfig
 from interp.labels.files import save_labels
-from interp.labels.labeller import Label, LabelConfig
+from interp.labels.labeller import Label
 from interp.labels.rules import show_token
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.search import FeatureIndex
@@ -36,8 +37,9 @@ TARGET_MS = 50.0
 
 
 def demo_or_fresh_model(model_dir: Path | None, scratch: Path) -> Path:
+    from interp.config import ModelConfig
     from interp.corpus import stdlib_files
-    from interp.model import ModelConfig, build_native_model, save_model
+    from interp.model import build_native_model, save_model
     from interp.tokenizer import train_tokenizer
 
     if model_dir is not None and (model_dir / "config.json").is_file():

@@ -38,8 +38,8 @@ sys.path.insert(0, str(PEER_DIR))
 from common import TimedBatches, steady_rate  # noqa: E402  (shared with the peer runners)
 
 from sae.architectures.base import TrainState  # noqa: E402
-from sae.architectures.topk import TopKConfig, TopKSAE  # noqa: E402
-from sae.config import TrainConfig  # noqa: E402
+from sae.architectures.topk import TopKSAE  # noqa: E402
+from sae.config import TopKConfig, TrainConfig  # noqa: E402
 from sae.data import ActivationDataset  # noqa: E402
 from sae.distributed import resolve_device  # noqa: E402
 from sae.hardware import resolve_selection_dtype, tune_allocator  # noqa: E402

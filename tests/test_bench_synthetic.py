@@ -10,8 +10,8 @@ import torch
 from sae.architectures import build_sae, get_architecture
 from sae.bench_synthetic import run_benchmark
 from sae.cli import main, parse_bench_args
-from sae.config import TrainConfig
-from sae.synthetic import SyntheticActivations, SyntheticConfig, mmcs
+from sae.config import SyntheticConfig, TrainConfig
+from sae.synthetic import SyntheticActivations, mmcs
 
 # An easy planted set: 32 equally frequent features in 32 dimensions, 2 active per sample.
 EASY = SyntheticConfig(d=32, num_features=32, mean_active=2.0, firing_exponent=0.0, seed=3)

@@ -19,9 +19,10 @@ from transformer_lens.model_bridge import TransformerBridge
 
 from interp.capture import capture_to_disk, check_dtype
 from interp.cli.main import main as interp_main
+from interp.config import ModelConfig
 from interp.corpus import cut_at_line_breaks, load_corpus, token_sequences
 from interp.hooks import check_hook_names, plan_capture, stop_layer
-from interp.model import ModelConfig, build_native_model, load_model, save_model
+from interp.model import build_native_model, load_model, save_model
 from interp.tokenizer import Tokenizer, train_tokenizer
 from sae.data import ActivationDataset
 

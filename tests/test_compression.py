@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from interp.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
+from interp.config import ModelConfig
 from interp.corpus import load_corpus
-from interp.model import ModelConfig, build_native_model
+from interp.model import build_native_model
 from interp.model_training import _first_windows, evaluate
 from interp.tokenizer import train_tokenizer
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from interp.config import SHAKESPEARE_PROMPT
 from interp.corpus import (
     HELDOUT_EVERY,
     TEXT_PIECE_CHARS,
@@ -19,7 +20,7 @@ from interp.corpus import (
     stdlib_files,
     token_sequences,
 )
-from interp.model_training import SHAKESPEARE_PROMPT, default_prompt
+from interp.model_training import default_prompt
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 if not SHAKESPEARE.exists():

@@ -15,11 +15,10 @@ from safetensors.torch import load_file, save_file
 from interp.analysis.config import AnalysisConfig
 from interp.capture import run_capture
 from interp.cli.main import main as interp_main
-from interp.demo import STEPS, DemoConfig, demo_config, run_demo
+from interp.config import DemoConfig, ModelConfig, ModelTrainConfig, ScorecardConfig, demo_config
+from interp.demo import STEPS, run_demo
 from interp.evaluate import run_eval
-from interp.model import ModelConfig, load_model
-from interp.model_training import ModelTrainConfig
-from interp.scorecard.run import ScorecardConfig
+from interp.model import load_model
 from sae.config import TrainConfig as SAETrainConfig
 from sae.data import ActivationDataset
 

@@ -20,14 +20,10 @@ from safetensors.torch import load_file, save_file
 
 import sae.architectures as architectures
 import sae.train
-from sae.architectures.batchtopk import BatchTopKConfig
-from sae.architectures.gated import GatedConfig
-from sae.architectures.jumprelu import JumpReLUConfig
-from sae.architectures.relu import ReLUConfig, ReLUSAE
-from sae.architectures.topk import TopKConfig
+from sae.architectures.relu import ReLUSAE
 from sae.checkpoint import latest_checkpoint
 from sae.cli import main as sae_main
-from sae.config import TrainConfig
+from sae.config import BatchTopKConfig, GatedConfig, JumpReLUConfig, ReLUConfig, TopKConfig, TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import Ranks, resolve_device
 from sae.train import train_sae

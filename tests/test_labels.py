@@ -18,9 +18,10 @@ import torch
 from interp.analysis import artifact as artifact_module
 from interp.analysis.artifact import Analysis, read_fingerprint
 from interp.analysis.config import AnalysisConfig
+from interp.config import LabelConfig
 from interp.labels.evidence import held_out_sequences
 from interp.labels.files import LABELS_FILE, read_labels
-from interp.labels.labeller import LabelConfig, Labeller, label_analysis, run_labels
+from interp.labels.labeller import Labeller, label_analysis, run_labels
 from interp.labels.llm import LLMConfig, LLMLabeller
 from interp.labels.rules import auroc, pearson, show_token
 from interp.planted import planted_analysis, zipf_tokens

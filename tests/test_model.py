@@ -12,18 +12,11 @@ import torch
 import torch.nn.functional as F
 
 from interp.cli.main import main as interp_main
+from interp.config import MODEL_TRAIN_TOKENS, STDLIB_PROMPT, ModelConfig, ModelTrainConfig
 from interp.corpus import cut_at_line_breaks, load_corpus
 from interp.hooks import hook_shapes
-from interp.model import CONFIG_FILE, WEIGHTS_FILE, ModelConfig, build_native_model, generate, load_model, sample_text
-from interp.model_training import (
-    DEFAULT_TOKENS,
-    STDLIB_PROMPT,
-    ModelTrainConfig,
-    default_prompt,
-    evaluate,
-    next_token_loss,
-    train_model,
-)
+from interp.model import CONFIG_FILE, WEIGHTS_FILE, build_native_model, generate, load_model, sample_text
+from interp.model_training import default_prompt, evaluate, next_token_loss, train_model
 from interp.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
 from interp.training_record import RECORD_FILE, TENSORS_FILE, TrainingRecord
 
@@ -199,7 +192,7 @@ def test_budget_options_are_validated():
         ModelTrainConfig(tokens=0).validate()
     with pytest.raises(ValueError, match=r"ModelTrainConfig.autocast must be one of \['auto', 'none', 'bfloat16'\]"):
         ModelTrainConfig(autocast="fp8").validate()
-    assert ModelTrainConfig().budget() == (DEFAULT_TOKENS, None)  # budgets default to tokens, the same everywhere
+    assert ModelTrainConfig().budget() == (MODEL_TRAIN_TOKENS, None)  # budgets default to tokens, the same everywhere
     with pytest.raises(ValueError, match=r"d_model \(30\) must be divisible by n_heads \(4\)"):
         build_native_model(ModelConfig(d_model=30, n_heads=4))
 

@@ -180,7 +180,7 @@ def test_from_dict_refuses_unknown_and_missing_fields():
 
 
 def test_real_architecture_config_parses_to_a_valid_config():
-    from sae.architectures.topk import TopKConfig
+    from sae.config import TopKConfig
 
     parser, opts = parser_for(TopKConfig, sweep=True, skip=("d_in",))
     members = expand_sweep(opts.values(parser.parse_args(["--d-sae", "64", "--k", "4,8", "--aux-k", "none"])))
@@ -192,11 +192,8 @@ def test_every_option_of_every_config_has_help():
     """The configs are the command line: every field they render says what it is."""
     import sae.architectures as architectures
     from interp.analysis.config import AnalysisConfig
-    from interp.labels.labeller import LabelConfig
-    from interp.model import ModelConfig
-    from interp.model_training import ModelTrainConfig
-    from sae.config import TrainConfig
-    from sae.synthetic import SyntheticConfig
+    from interp.config import LabelConfig, ModelConfig, ModelTrainConfig
+    from sae.config import SyntheticConfig, TrainConfig
 
     configs = [TrainConfig, SyntheticConfig, AnalysisConfig, LabelConfig, ModelConfig, ModelTrainConfig]
     configs += [architectures.get_architecture(name).config_class for name in architectures.ARCHITECTURES]

@@ -13,8 +13,9 @@ import torch
 from interp.analysis.artifact import Analysis
 from interp.analysis.config import AnalysisConfig
 from interp.analysis.run import analyze
+from interp.config import LabelConfig
 from interp.labels.files import save_labels
-from interp.labels.labeller import LabelConfig, label_analysis
+from interp.labels.labeller import label_analysis
 from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
 from interp.search import FeatureHit, FeatureIndex, format_hits
 
@@ -201,7 +202,8 @@ def test_queries_and_filters_are_validated(index_dir):
 
 
 def test_text_query_matches_the_models_forward_pass(tmp_path):
-    from interp.model import ModelConfig, build_native_model, load_model, save_model
+    from interp.config import ModelConfig
+    from interp.model import build_native_model, load_model, save_model
     from interp.tokenizer import train_tokenizer
     from sae.architectures import build_sae
     from sae.io import save_sae

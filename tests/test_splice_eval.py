@@ -236,7 +236,8 @@ def test_hook_name_comes_from_the_sae_metadata():
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     """A saved native model (random weights) whose training record names a small JSONL corpus."""
-    from interp.model import ModelConfig, build_native_model, save_model
+    from interp.config import ModelConfig
+    from interp.model import build_native_model, save_model
     from interp.tokenizer import train_tokenizer
 
     root = tmp_path_factory.mktemp("eval")

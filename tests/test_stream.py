@@ -16,8 +16,9 @@ from safetensors.torch import load_file
 import interp.hooks
 import interp.stream
 from interp.cli.main import main as interp_main
+from interp.config import ModelConfig
 from interp.corpus import cut_at_line_breaks
-from interp.model import ModelConfig, build_native_model, save_model
+from interp.model import build_native_model, save_model
 from interp.tokenizer import train_tokenizer
 from sae.cli import main as sae_main
 

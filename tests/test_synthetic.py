@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from sae.synthetic import SyntheticActivations, SyntheticConfig, match_table, max_cosines, mmcs, recovered_fraction
+from sae.config import SyntheticConfig
+from sae.synthetic import SyntheticActivations, match_table, max_cosines, mmcs, recovered_fraction
 
 
 def test_dictionary_containing_the_ground_truth_has_mmcs_one():

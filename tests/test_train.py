@@ -20,10 +20,10 @@ import torch
 from safetensors.torch import load_file
 
 import sae.architectures as architectures
-from sae.architectures.topk import TopKConfig, TopKSAE
+from sae.architectures.topk import TopKSAE
 from sae.checkpoint import config_differences, latest_checkpoint
 from sae.cli import main as sae_main
-from sae.config import TrainConfig
+from sae.config import TopKConfig, TrainConfig
 from sae.data import ActivationDataset
 from sae.files import folder_lock
 from sae.schedule import lr_factor
@@ -585,7 +585,8 @@ def test_every_architecture_trains_and_its_saved_file_is_the_returned_sae(tmp_pa
 
 
 def test_relu_resampling_runs_and_resume_restores_the_random_state(tmp_path, monkeypatch):
-    from sae.architectures.relu import ReLUConfig, ReLUSAE
+    from sae.architectures.relu import ReLUSAE
+    from sae.config import ReLUConfig
 
     class SilentTail(ReLUSAE):
         """ReLU whose latents 48.. never count as fired, so they are dead and get resampled."""

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
-from torch import Tensor
-
 
 @dataclass
 class AnalysisConfig:
@@ -101,13 +98,6 @@ class AnalysisConfig:
     def histogram_bins(self) -> int:
         """Bins in all: underflow, the log-spaced ones, overflow."""
         return (self.histogram_high_exp - self.histogram_low_exp) * self.bins_per_octave + 2
-
-
-def histogram_edges(cfg: AnalysisConfig) -> Tensor:
-    """Edges [n_log_bins + 1] of the log-spaced bins 1..n (bin 0 is below edges[0], bin n+1 above edges[-1])."""
-    steps = (cfg.histogram_high_exp - cfg.histogram_low_exp) * cfg.bins_per_octave
-    exps = cfg.histogram_low_exp + torch.arange(steps + 1, dtype=torch.float64) / cfg.bins_per_octave
-    return torch.pow(2.0, exps)
 
 
 def ablation_batch_size(context_length: int, vocab: int) -> int:

@@ -9,11 +9,18 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from interp.analysis.config import AnalysisConfig, histogram_edges
+from interp.analysis.config import AnalysisConfig
 from interp.analysis.tables import BestPerGroup, PairTotals, hash_keys, rank_in_group, top_per_row
 
 NO_CELL = -(2**62)  # top octave of a feature that never fired
 KEY_EMPTY = 2**62  # hash key of an empty interval slot (larger than any real key)
+
+
+def histogram_edges(cfg: AnalysisConfig) -> Tensor:
+    """Edges [n_log_bins + 1] of the log-spaced bins 1..n (bin 0 is below edges[0], bin n+1 above edges[-1])."""
+    steps = (cfg.histogram_high_exp - cfg.histogram_low_exp) * cfg.bins_per_octave
+    exps = cfg.histogram_low_exp + torch.arange(steps + 1, dtype=torch.float64) / cfg.bins_per_octave
+    return torch.pow(2.0, exps)
 
 
 def activation_levels(values: Tensor, bins_per_octave: int) -> Tensor:

@@ -6,12 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from interp.capture import DEFAULT_BATCH_SIZE, run_capture
 from interp.cli.options import add_corpus, add_model
-from interp.evaluate import DEFAULT_BATCH_SIZE as EVAL_BATCH_SIZE
-from interp.evaluate import DEFAULT_TOKENS as EVAL_TOKENS
-from interp.evaluate import format_table, run_eval
-from interp.stream import AUTOCAST_DTYPES, train_from_model
+from interp.config import EVAL_BATCH_SIZE, EVAL_TOKENS, FORWARD_BATCH_SIZE, MODEL_AUTOCAST
 from sae.cli import add_process_options, add_training_options, apply_process_options
 from sae.config import TrainConfig
 from sae.options import add_device, add_json, add_passthrough_command, add_sae, emit_json, peek_options
@@ -43,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     capture.add_argument("--tokens", type=int, required=True, help="number of tokens to capture")
     capture.add_argument("--out", type=Path, required=True, help="output folder; one dataset per hook inside")
     capture.add_argument("--dtype", default="float32", help="storage dtype: float32 (default), float16 or bfloat16")
-    capture.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass")
+    capture.add_argument("--batch-size", type=int, default=FORWARD_BATCH_SIZE, help="context windows per forward pass")
     capture.add_argument(
         "--shard-tokens",
         type=int,
@@ -101,6 +97,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_capture_command(args: argparse.Namespace) -> int:
+    from interp.capture import run_capture
+
     paths = run_capture(
         args.model,
         args.hooks,
@@ -121,6 +119,8 @@ def run_capture_command(args: argparse.Namespace) -> int:
 
 
 def run_eval_command(args: argparse.Namespace) -> int:
+    from interp.evaluate import format_table, run_eval
+
     result = run_eval(
         args.model,
         args.sae,
@@ -166,12 +166,12 @@ def run_train_sae(argv: list[str]) -> int:
         help="passes over the corpus at most, reshuffled each pass; 0: as many as --tokens needs (default 1)",
     )
     stream.add_argument(
-        "--forward-batch", type=int, default=DEFAULT_BATCH_SIZE, help="context windows per forward pass"
+        "--forward-batch", type=int, default=FORWARD_BATCH_SIZE, help="context windows per forward pass"
     )
     stream.add_argument(
         "--model-autocast",
         default="none",
-        choices=list(AUTOCAST_DTYPES),
+        choices=list(MODEL_AUTOCAST),
         help="autocast dtype of the model's forward pass (default none)",
     )
     parser.add_argument("--out", required=True, help="run folder: SAE(s), checkpoints, log.jsonl, train_config.json")
@@ -184,6 +184,8 @@ def run_train_sae(argv: list[str]) -> int:
     train_options, sae_options, _ = add_training_options(parser, arch, argv)
     args = parser.parse_args(argv)
     apply_process_options(args)
+    from interp.stream import train_from_model  # after the parse: --help imports no torch
+
     trained, names = train_from_model(
         args.model,
         args.hooks,

@@ -6,21 +6,16 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-
-from interp.analysis.artifact import NEURONS_DIR, Analysis
 from interp.analysis.config import AnalysisConfig
-from interp.analysis.run import run_analysis
 from interp.cli.options import add_corpus, add_model
-from interp.labels.files import read_labels
-from interp.labels.labeller import LabelConfig, run_labels
-from interp.labels.llm import CACHE_DIR, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LLMConfig, LLMLabeller
-from interp.neurons import DRIVERS_LISTED, label_scores, labels_of, neuron_summaries, score_comparison
-from interp.pipeline import model_corpus
-from interp.search import QUERY_KINDS, SCORE_NAMES, FeatureIndex, format_hits, run_query
+from interp.config import CACHE_DIR, DRIVERS_LISTED, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, QUERY_KINDS, LabelConfig
 from sae.cli import add_process_options
 from sae.options import DataclassOptions, add_device, add_json, add_sae, emit_json
+
+if TYPE_CHECKING:
+    from interp.labels.llm import LLMLabeller
 
 
 def add_analysis(parser: argparse.ArgumentParser, *, name: str = "--analysis") -> None:
@@ -52,7 +47,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "detection AUROC and correlation.",
     )
     add_analysis(label)
-    label.add_argument("--no-neurons", action="store_true", help=f"do not label the neurons in {NEURONS_DIR}/")
+    label.add_argument(
+        "--no-neurons", action="store_true", help="label the features only, not the MLP neurons of the analysis"
+    )
     add_process_options(label)
     label_options = DataclassOptions(label.add_argument_group("labels"), LabelConfig)
     add_llm_options(label)
@@ -135,6 +132,8 @@ def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
     """The labeller the options ask for (None without --llm); the API key only from the environment."""
     if not args.llm:
         return None
+    from interp.labels.llm import LLMConfig, LLMLabeller
+
     base_url, model = args.llm_base_url or os.environ.get(ENV_BASE_URL), args.llm_model or os.environ.get(ENV_MODEL)
     if not base_url or not model:
         raise ValueError(
@@ -155,6 +154,9 @@ def llm_from_args(args: argparse.Namespace) -> LLMLabeller | None:
 
 
 def run_analyze(args: argparse.Namespace, options: DataclassOptions) -> int:
+    from interp.analysis.run import run_analysis
+    from interp.pipeline import model_corpus
+
     cfg = AnalysisConfig(**options.values(args))
     analysis = run_analysis(
         args.model,
@@ -175,6 +177,11 @@ def run_analyze(args: argparse.Namespace, options: DataclassOptions) -> int:
 
 
 def run_label(args: argparse.Namespace, options: DataclassOptions) -> int:
+    import numpy as np
+
+    from interp.labels.files import read_labels
+    from interp.labels.labeller import run_labels
+
     cfg = LabelConfig(**options.values(args))
     written = run_labels(args.analysis, cfg, neurons=not args.no_neurons, llm=llm_from_args(args))
     for name, path in written.items():
@@ -186,6 +193,9 @@ def run_label(args: argparse.Namespace, options: DataclassOptions) -> int:
 
 
 def run_neurons(args: argparse.Namespace) -> int:
+    from interp.analysis.artifact import Analysis
+    from interp.neurons import label_scores, labels_of, neuron_summaries, score_comparison
+
     analysis = Analysis.load(args.analysis)
     summaries = neuron_summaries(analysis, drivers=args.drivers)[: args.top]
     feature_labels, neuron_labels = labels_of(analysis), labels_of(analysis.neurons)
@@ -233,6 +243,8 @@ def format_evidence(score: float | None, positives: int | None) -> str:
 
 
 def run_search(args: argparse.Namespace) -> int:
+    from interp.search import SCORE_NAMES, FeatureIndex, format_hits, run_query
+
     if args.top <= 0:
         raise ValueError(f"--top must be positive, got {args.top}.")
     index = FeatureIndex.load(args.index)

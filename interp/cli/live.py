@@ -9,9 +9,6 @@ import shutil
 import textwrap
 
 from interp.cli.options import add_model
-from interp.intervene import check_edits, clamp, clean_text, steered_text
-from interp.pipeline import open_model_and_sae
-from interp.serve import LiveModel, check_report, serve
 from sae.options import add_device, add_json, add_sae, emit_json
 
 
@@ -69,6 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_steer(args: argparse.Namespace) -> int:
+    from interp.intervene import check_edits, clamp, clean_text, steered_text
+    from interp.pipeline import open_model_and_sae
+
     if args.tokens <= 0:
         raise ValueError(f"--tokens must be positive, got {args.tokens}.")
     if args.temperature < 0:
@@ -105,6 +105,9 @@ def side_by_side(left: tuple[str, str], right: tuple[str, str], *, prompt: str) 
 
 
 def run_serve(args: argparse.Namespace) -> int:
+    from interp.pipeline import open_model_and_sae
+    from interp.serve import LiveModel, check_report, serve
+
     if not 0 <= args.port < 65536:
         raise ValueError(f"--port must be in 0..65535, got {args.port}.")
     report_meta = check_report(args.report)

@@ -1,6 +1,10 @@
 """`interp` command line (`python -m interp` is the same): the command families in the order
 `interp --help` lists them. Each family module registers its commands; the process-wide options
-(`--threads`, the allocator) are applied here, once, before a command runs."""
+(`--threads`, the allocator) are applied here, once, before a command runs.
+
+Building the parser imports no torch: the options come from torch-free configs (interp.config,
+interp.analysis.config, sae.config) and each command imports the library when it runs, so `--help`
+answers at once (tests/test_cli_help.py)."""
 
 from __future__ import annotations
 

@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 
 from interp.cli.options import add_corpus, add_model
-from interp.hooks import hook_shapes
-from interp.model import ModelConfig, load_model, sample_text
-from interp.model_training import ModelTrainConfig, initial_model, train_model
-from interp.training_record import TrainingRecord
+from interp.config import ModelConfig, ModelTrainConfig
 from sae.cli import add_process_options
 from sae.options import DataclassOptions, add_device
 
@@ -55,6 +52,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_train(args: argparse.Namespace, train_options: DataclassOptions, model_options: DataclassOptions) -> int:
+    from interp.model_training import train_model
+    from interp.training_record import TrainingRecord
+
     cfg = ModelTrainConfig(**train_options.values(args), corpus=args.corpus, device=args.device or "cpu")
     train_model(cfg, ModelConfig(**model_options.values(args)), args.out, overwrite=args.overwrite)
     summary = TrainingRecord.load(args.out).summary
@@ -73,12 +73,16 @@ def run_train(args: argparse.Namespace, train_options: DataclassOptions, model_o
 
 
 def run_init(args: argparse.Namespace) -> int:
+    from interp.model_training import initial_model
+
     initial_model(args.like, args.out, overwrite=args.overwrite)
     print(f"saved {args.out}: {args.like} at initialisation (same config, seed and tokenizer, no training)")
     return 0
 
 
 def run_sample(args: argparse.Namespace) -> int:
+    from interp.model import load_model, sample_text
+
     loaded = load_model(args.model, device=args.device)
     text = sample_text(
         loaded.bridge,
@@ -94,6 +98,9 @@ def run_sample(args: argparse.Namespace) -> int:
 
 
 def run_hooks(args: argparse.Namespace) -> int:
+    from interp.hooks import hook_shapes
+    from interp.model import load_model
+
     loaded = load_model(args.model, device=args.device)
     shapes = hook_shapes(loaded)
     width = max(len(name) for name in shapes)

@@ -7,10 +7,7 @@ import argparse
 from pathlib import Path
 
 from interp.cli.features import add_analysis
-from interp.corpus import BUILTIN_CORPORA
-from interp.demo import PRESETS, DemoConfig, demo_config, run_demo
-from interp.neuronpedia import DEFAULT_CREATOR, FEATURES_PER_BATCH, export_neuronpedia
-from interp.report.write import write_report
+from interp.config import BUILTIN_CORPORA, DEFAULT_CREATOR, FEATURES_PER_BATCH, PRESETS, DemoConfig, demo_config
 from sae.cli import add_process_options
 
 
@@ -75,12 +72,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_report(args: argparse.Namespace) -> int:
+    from interp.report.write import write_report
+
     timings = write_report(args.analysis, args.out, scorecard=args.scorecard)
     print(f"report written in {timings['total_s']:.1f} s: {Path(args.out).resolve() / 'index.html'}")
     return 0
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from interp.neuronpedia import export_neuronpedia
+
     folder = export_neuronpedia(
         args.analysis,
         args.out,
@@ -94,6 +95,8 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
+    from interp.demo import run_demo
+
     if args.capture_tokens <= 0:
         raise ValueError(f"--capture-tokens must be positive, got {args.capture_tokens}.")
     name = args.preset if args.corpus == "stdlib" else f"{args.preset}-{args.corpus}"

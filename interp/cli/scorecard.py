@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from interp.cli.options import add_corpus, add_model
+from interp.config import ScorecardConfig
 from interp.scorecard.concepts import SUITES
-from interp.scorecard.run import ScorecardConfig, ScorecardInputs, run_scorecard
 from sae.options import add_sae
 
 DEFAULTS = ScorecardConfig()
@@ -67,6 +67,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from interp.scorecard.run import ScorecardInputs, run_scorecard
+
     cfg = ScorecardConfig(
         tokens=args.tokens,
         split=args.split,

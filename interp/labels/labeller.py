@@ -13,53 +13,11 @@ from typing import Any
 import numpy as np
 
 from interp.analysis.artifact import Analysis
+from interp.config import LabelConfig
 from interp.labels.evidence import Evidence, Examples
 from interp.labels.files import save_labels
 from interp.labels.rules import Rule, auroc, pearson, show_list, show_token
 from sae.progress import progress_bar
-
-
-@dataclass
-class LabelConfig:
-    """How rules are built; every field is an `interp label` option of the same name."""
-
-    coverage: float = field(default=0.8, metadata={"help": "share of the activation mass the token set must hold"})
-    max_tokens: int = field(default=6, metadata={"help": "largest token set a label names"})
-    context_offsets: int = field(
-        default=2, metadata={"help": "preceding positions searched for a fixed token at the peak"}
-    )
-    context_min_share: float = field(
-        default=0.6, metadata={"help": "share of build top examples a preceding token must appear in"}
-    )
-    min_lift: float = field(default=2.0, metadata={"help": "a fact must be this many times its base rate"})
-    predicts_tokens: int = field(
-        default=10, metadata={"help": "promoted tokens an actual next token is checked against"}
-    )
-    predicts_min_agreement: float = field(
-        default=0.3, metadata={"help": "share of firings followed by a promoted token to say 'predicts'"}
-    )
-    class_min_share: float = field(default=0.8, metadata={"help": "share of peaks in a character class to name it"})
-    context_wide_share: float = field(
-        default=0.3, metadata={"help": "mean share of its sequences' tokens a context-wide feature is active on"}
-    )
-    context_tokens: int = field(default=3, metadata={"help": "tokens named by a context rule"})
-
-    def validate(self) -> None:
-        for name in (
-            "coverage",
-            "context_min_share",
-            "predicts_min_agreement",
-            "class_min_share",
-            "context_wide_share",
-        ):
-            if not 0 < getattr(self, name) <= 1:
-                raise ValueError(f"label option {name} must be in (0, 1], got {getattr(self, name)}.")
-        for name in ("max_tokens", "predicts_tokens", "context_tokens", "min_lift"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"label option {name} must be positive, got {getattr(self, name)}.")
-        if self.context_offsets < 0:
-            raise ValueError(f"label option context_offsets must be >= 0, got {self.context_offsets}.")
-
 
 # ---- scores --------------------------------------------------------------------------------------
 

@@ -33,14 +33,13 @@ from typing import Any
 import numpy as np
 
 from interp.analysis.artifact import Analysis
+from interp.config import CACHE_DIR, ENV_API_KEY, ENV_BASE_URL
 from interp.labels.evidence import Evidence
 from interp.labels.labeller import Label
 from interp.labels.rules import auroc
 from sae.files import read_json, write_json
 from sae.progress import progress_bar
 
-ENV_BASE_URL, ENV_MODEL, ENV_API_KEY = "MONOSEMANTIC_LLM_BASE_URL", "MONOSEMANTIC_LLM_MODEL", "MONOSEMANTIC_LLM_API_KEY"
-CACHE_DIR = "llm_cache"  # inside the analysis folder unless given
 MAX_REPLY_BYTES = 4 << 20  # a chat completion of a short phrase or a list of numbers is a few kB
 
 

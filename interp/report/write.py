@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 from interp.analysis.artifact import Analysis
+from interp.config import DRIVERS_LISTED
 from interp.labels.files import read_labels
-from interp.neurons import DRIVERS_LISTED, neurons_driven
+from interp.neurons import neurons_driven
 from interp.report.data import ReportData, report_meta, training_data
 from interp.report.html import ASSETS, PLOTLY, script_json, write_page
 from interp.report.neurons import write_neuron_pages

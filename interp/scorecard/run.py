@@ -21,48 +21,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from interp.corpus import SPLITS, labelled_token_sequences, load_corpus
+from interp.config import ScorecardConfig
+from interp.corpus import labelled_token_sequences, load_corpus
 from interp.hooks import mlp_neuron_layer
 from interp.model import load_model, weights_fingerprint
 from interp.pipeline import model_spec_id, open_model_and_sae
 from interp.scorecard import FORMAT, FORMAT_VERSION, SCORECARD_FILE
-from interp.scorecard.concepts import SUITES, ConceptSuite, default_sources
+from interp.scorecard.concepts import ConceptSuite
 from interp.scorecard.measures import logit_consistency, max_correlation, median, value_histogram
 from interp.scorecard.score import HEADLINE, HEADLINE_WHY, compare, score_dictionary
 from interp.scorecard.splitting import feature_splitting
 from interp.scorecard.units import ScoredTokens, promoted_tokens, unit_activations
 from sae.files import check_output_folder, write_json
 from sae.io import load_sae
-
-
-@dataclass
-class ScorecardConfig:
-    tokens: int = 2**16  # token positions read (whole windows; BOS positions are not scored)
-    split: str = "heldout"
-    seed: int = 0  # the corpus order, as `interp capture --seed`
-    suite: str = "auto"  # which built-in concepts: auto (by corpus), python, text, shakespeare (comma-separated)
-    concepts: tuple[str, ...] = ()  # user concepts NAME=REGEX
-    min_positives: int = 10  # a concept is scored when both token halves hold at least this many positives
-    examples: int = 20  # top examples per unit for logit consistency
-    promoted: int = 10  # the unit's most promoted tokens for logit consistency
-    batch_size: int = 32  # windows per forward pass
-
-    def validate(self) -> None:
-        """Check every setting, the suite and the user concepts included."""
-        if self.tokens <= 0:
-            raise ValueError(f"--tokens must be positive, got {self.tokens}.")
-        if self.split not in SPLITS:
-            raise ValueError(f"--split {self.split!r} is not one of {list(SPLITS)}.")
-        for name in ("min_positives", "examples", "promoted", "batch_size"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"the scorecard's {name} must be positive, got {getattr(self, name)}.")
-        self.suite_for("stdlib")
-
-    def suite_for(self, corpus: str) -> ConceptSuite:
-        parts = [s.strip() for s in self.suite.split(",") if s.strip()]
-        if not parts or any(p not in SUITES for p in parts) or ("auto" in parts and len(parts) > 1):
-            raise ValueError(f"--suite {self.suite!r}: give auto, or a comma-separated list of {list(SUITES[1:])}.")
-        return ConceptSuite(default_sources(corpus) if parts == ["auto"] else parts, self.concepts)
 
 
 @dataclass

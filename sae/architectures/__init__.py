@@ -1,4 +1,4 @@
-"""SAE architectures, one file each, registered by name (see `base.register`)."""
+"""SAE architectures, one file each, registered by name (see `base.register`); their configs are in sae.config."""
 
 from sae.architectures.base import (
     ARCHITECTURES,

@@ -1,4 +1,5 @@
-"""What every SAE architecture shares: the config, the parameters, the training contract, the registry.
+"""What every SAE architecture shares: the parameters, the training contract, the registry (the configs,
+which the command line renders without torch, are in sae.config).
 
 Shapes: x [n, d_in] activations; f [n, d_sae] feature activations; x_hat [n, d_in].
 Parameter names follow SAELens so saved files interoperate:
@@ -11,39 +12,14 @@ dimensions and averaged over tokens, E_x ||x - x_hat||^2; sparsity terms are per
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sae.options import from_dict
-
-
-@dataclass
-class SAEConfig:
-    """Fields every architecture has. Subclasses add their own (k, l1_coefficient, ...)."""
-
-    d_in: int = field(metadata={"help": "Input width (the activation size per token)."})
-    d_sae: int = field(metadata={"help": "Number of latents."})
-    apply_b_dec_to_input: bool = field(
-        default=True, metadata={"help": "The encoder sees x - b_dec (pre-encoder bias subtraction)."}
-    )
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
-        """Build from a dict, refusing unknown keys and wrong types by name (a typo never passes silently)."""
-        return from_dict(cls, d, cls.__name__)
-
-    def validate(self) -> None:
-        """Raise ValueError naming the field when a value is out of range."""
-        if self.d_in <= 0 or self.d_sae <= 0:
-            raise ValueError(f"d_in and d_sae must be positive, got d_in={self.d_in}, d_sae={self.d_sae}")
+from sae.config import SAE_CONFIGS, SAEConfig
 
 
 @dataclass
@@ -206,8 +182,10 @@ ARCHITECTURES: dict[str, type[SAE]] = {}
 
 
 def register(cls: type[SAE]) -> type[SAE]:
-    """Class decorator: make an architecture available by its `arch` name."""
+    """Class decorator: make an architecture available by its `arch` name (and its config by the same
+    name in sae.config.SAE_CONFIGS, which the command line reads without importing torch)."""
     ARCHITECTURES[cls.arch] = cls
+    SAE_CONFIGS[cls.arch] = cls.config_class
     return cls
 
 

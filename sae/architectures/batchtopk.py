@@ -12,33 +12,16 @@ and `inference_form()` is a JumpReLU SAE with that threshold for every latent.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from sae.architectures.base import SAE, TrainState, TrainStep, register, squared_error
-from sae.architectures.jumprelu import JumpReLUConfig, JumpReLUSAE
-from sae.architectures.topk import TopKConfig, auxk_loss, code_statistics
+from sae.architectures.jumprelu import JumpReLUSAE
+from sae.architectures.topk import auxk_loss, code_statistics
+from sae.config import BatchTopKConfig, JumpReLUConfig
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
 from sae.topk_select import topk_indices
-
-
-@dataclass
-class BatchTopKConfig(TopKConfig):
-    """BatchTopK: the k * n largest activations of a batch of n tokens are kept."""
-
-    k: int = field(default=32, metadata={"help": "Mean latents per token (k * batch size kept over the batch)."})
-    threshold_momentum: float = field(
-        default=0.99,
-        metadata={"help": "m in the running threshold average theta <- m theta + (1 - m) min_kept."},
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 <= self.threshold_momentum < 1:
-            raise ValueError(f"threshold_momentum must be in [0, 1), got {self.threshold_momentum}")
 
 
 def batch_topk_indices(pre_acts: Tensor, k: int, candidates_per_token: int = 4) -> tuple[Tensor, Tensor]:

@@ -14,28 +14,12 @@ Tensor names follow SAELens (W_enc, b_gate, r_mag, b_mag, W_dec, b_dec); there i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register
-
-
-@dataclass
-class GatedConfig(SAEConfig):
-    """Gated: a gate path decides which latents fire, a magnitude path how strongly."""
-
-    l1_coefficient: float = field(default=1.0, metadata={"help": "Weight of the gate sparsity term."})
-    decoder_init_norm: float = field(default=1.0, metadata={"help": "Norm of the initial decoder rows."})
-
-    def validate(self) -> None:
-        super().validate()
-        if self.l1_coefficient < 0:
-            raise ValueError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
-        if self.decoder_init_norm <= 0:
-            raise ValueError(f"decoder_init_norm must be positive, got {self.decoder_init_norm}")
+from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.config import GatedConfig
 
 
 @register

@@ -18,43 +18,12 @@ Decoder rows are kept unit norm.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor, nn
 
-from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register
-
-
-@dataclass
-class JumpReLUConfig(SAEConfig):
-    """JumpReLU: a latent fires above its learned threshold theta. The defaults suit inputs scaled to
-    E||x||^2 = d_in (the trainer's activation normalisation), where a random unit encoder direction
-    gives pre-activations of about unit scale: theta starts where it prunes a fair share and the
-    kernel is wide enough for it to move within a short run."""
-
-    l0_coefficient: float = field(default=1.0, metadata={"help": "Weight of the sparsity term."})
-    l0_target: float | None = field(
-        default=None, metadata={"help": "When set, penalise (L0 / l0_target - 1)^2 instead of L0."}
-    )
-    bandwidth: float = field(
-        default=0.5,
-        metadata={"help": "Width eps of the straight-through rectangle kernel (in pre-activation units)."},
-    )
-    initial_threshold: float = field(default=0.5, metadata={"help": "Theta of every latent at initialisation."})
-
-    def validate(self) -> None:
-        super().validate()
-        if self.l0_coefficient < 0:
-            raise ValueError(f"l0_coefficient must be >= 0, got {self.l0_coefficient}")
-        if self.l0_target is not None and not 0 < self.l0_target <= self.d_sae:
-            raise ValueError(f"l0_target must be in (0, d_sae], got l0_target={self.l0_target} with d_sae={self.d_sae}")
-        if self.bandwidth <= 0:
-            raise ValueError(f"bandwidth must be positive, got {self.bandwidth}")
-        if self.initial_threshold <= 0:
-            raise ValueError(
-                f"initial_threshold must be positive (theta = exp(log_threshold)), got {self.initial_threshold}"
-            )
+from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.config import JumpReLUConfig
 
 
 def rectangle(u: Tensor) -> Tensor:

@@ -11,47 +11,13 @@ decoder, JumpReLU inference form) is the BatchTopK SAE's.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from torch import Tensor
 
 from sae.architectures.base import TrainState, TrainStep, register, squared_error
-from sae.architectures.batchtopk import BatchTopKConfig, BatchTopKSAE
+from sae.architectures.batchtopk import BatchTopKSAE
 from sae.architectures.topk import auxk_loss, code_statistics
+from sae.config import MatryoshkaConfig
 from sae.kernels import sparse_decode
-
-
-@dataclass
-class MatryoshkaConfig(BatchTopKConfig):
-    """Matryoshka: BatchTopK whose nested prefixes of the dictionary each reconstruct on their own."""
-
-    prefixes: list[int] | None = field(
-        default=None,
-        metadata={
-            "help": "The nested dictionary sizes, strictly increasing and ending at d_sae "
-            "(none: [d_sae // 16, d_sae // 4, d_sae], dropping sizes below 1)."
-        },
-    )
-
-    def validate(self) -> None:
-        super().validate()
-        if self.prefixes is None:
-            return
-        sizes = list(self.prefixes)
-        if not sizes or any(not isinstance(m, int) or m <= 0 for m in sizes):
-            raise ValueError(f"prefixes must be a non-empty list of positive integers, got {self.prefixes}")
-        if any(b <= a for a, b in zip(sizes, sizes[1:])):
-            raise ValueError(f"prefixes must be strictly increasing, got {sizes}")
-        if sizes[-1] != self.d_sae:
-            raise ValueError(
-                f"prefixes must end at d_sae={self.d_sae} (the whole dictionary), got {sizes}; append {self.d_sae}"
-            )
-
-    @property
-    def resolved_prefixes(self) -> list[int]:
-        if self.prefixes is not None:
-            return list(self.prefixes)
-        return sorted({m for m in (self.d_sae // 16, self.d_sae // 4, self.d_sae) if m >= 1})
 
 
 @register

@@ -12,42 +12,14 @@ latent is pointed at an input the SAE reconstructs badly (`resample_dead`).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register
+from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.config import ReLUConfig
 
 RESAMPLED_ENCODER_SCALE = 0.2  # new encoder column norm, relative to the mean alive encoder norm
-
-
-@dataclass
-class ReLUConfig(SAEConfig):
-    """ReLU with an L1 penalty weighted by decoder norms."""
-
-    l1_coefficient: float = field(default=5.0, metadata={"help": "Lambda after warm-up."})
-    l1_warmup_fraction: float = field(
-        default=0.05, metadata={"help": "Fraction of total steps over which lambda rises linearly from 0."}
-    )
-    decoder_init_norm: float = field(default=0.1, metadata={"help": "Norm of the initial decoder rows."})
-
-    def validate(self) -> None:
-        super().validate()
-        if self.l1_coefficient < 0:
-            raise ValueError(f"l1_coefficient must be >= 0, got {self.l1_coefficient}")
-        if not 0 <= self.l1_warmup_fraction <= 1:
-            raise ValueError(f"l1_warmup_fraction must be in [0, 1], got {self.l1_warmup_fraction}")
-        if self.decoder_init_norm <= 0:
-            raise ValueError(f"decoder_init_norm must be positive, got {self.decoder_init_norm}")
-
-    def l1_coefficient_at(self, step: int, total_steps: int) -> float:
-        """lambda at a 0-based step: l1_coefficient * min(1, step / (l1_warmup_fraction * total_steps))."""
-        warmup_steps = self.l1_warmup_fraction * total_steps
-        if warmup_steps <= 0:
-            return self.l1_coefficient
-        return self.l1_coefficient * min(1.0, step / warmup_steps)
 
 
 def reset_adam_state(optimizer: torch.optim.Optimizer | None, param: Tensor, index: tuple) -> None:

@@ -17,37 +17,14 @@ then computed again in the weights' dtype, so only near-ties at the k-th value c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, SAEConfig, TrainState, TrainStep, register, squared_error
+from sae.architectures.base import SAE, TrainState, TrainStep, register, squared_error
+from sae.config import TopKConfig
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
 from sae.topk_select import topk_indices
-
-
-@dataclass
-class TopKConfig(SAEConfig):
-    """TopK: each token keeps its k largest latents; AuxK reconstructs the error from dead latents."""
-
-    k: int = field(default=32, metadata={"help": "Latents kept per token."})
-    aux_k: int | None = field(default=None, metadata={"help": "Dead latents used by AuxK (none: d_in // 2)."})
-    aux_coefficient: float = field(default=1 / 32, metadata={"help": "Weight of the AuxK loss."})
-
-    def validate(self) -> None:
-        super().validate()
-        if not 0 < self.k <= self.d_sae:
-            raise ValueError(f"k must be in 1..d_sae, got k={self.k} with d_sae={self.d_sae}; lower k or widen d_sae")
-        if self.aux_k is not None and self.aux_k <= 0:
-            raise ValueError(f"aux_k must be positive (or null for d_in // 2), got aux_k={self.aux_k}")
-        if self.aux_coefficient < 0:
-            raise ValueError(f"aux_coefficient must be >= 0, got {self.aux_coefficient}")
-
-    @property
-    def resolved_aux_k(self) -> int:
-        return self.aux_k if self.aux_k is not None else max(1, self.d_in // 2)
 
 
 def auxk_loss(sae: SAE, x: Tensor, pre_acts: Tensor, x_hat: Tensor, dead_mask: Tensor | None, aux_k: int) -> Tensor:
