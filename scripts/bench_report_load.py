@@ -1,11 +1,13 @@
-"""Cold load time of a report's pages with the Plotly build the report ships (the cartesian build)
-against the same report with Plotly's full build (the plotly.min.js of the installed plotly package).
+"""Cold load time of a report's pages as shipped (Plotly's cartesian build, loaded once the page's
+text has been painted) against the same report with Plotly loaded first, as a blocking script in
+<head>: the full build (the plotly.min.js of the installed plotly package) and the cartesian one.
 
-Both copies are made in a temporary folder from one report; they differ only in the bytes of
-plotly-cartesian.min.js. Each load starts a fresh headless Chromium with an empty profile (nothing
-cached), opens a page from disk and polls until every chart of the page has drawn; the time is the
-page's own clock (performance.now(), from the start of navigation) at that moment. The variants
-alternate, load after load, so that the machine's noise falls on both.
+The three copies are made in a temporary folder from one report; they differ only in the bytes of
+plotly-cartesian.min.js and in how the pages load it. Each load starts a fresh headless Chromium with
+an empty profile (nothing cached), opens a page from disk and polls until every chart has drawn. Two
+times, on the page's own clock from the start of navigation: its first contentful paint (the text
+shown) and the moment every chart had drawn. The variants alternate, load after load, so that the
+machine's noise falls on all of them.
 
     .venv/bin/python scripts/bench_report_load.py [--report reports/demo] [--repeats 5]
 
@@ -31,11 +33,10 @@ from interp.report.html import PLOTLY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-# every chart of the page drawn (and the page's rows or title there: the charts come last)
-READY = (
-    "(() => { const plots = Array.from(document.querySelectorAll('.plot'));"
-    " return plots.length > 0 && plots.every(p => p._fullLayout) ? performance.now() : 0; })()"
-)
+CHARTS_DRAWN = "Array.from(document.querySelectorAll('.plot')).every(d => d._fullLayout)"
+FIRST_PAINT = "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime"
+DEFERRED = f'<body data-plotly="{PLOTLY}">'
+BLOCKING = f'<script src="{PLOTLY}"></script>\n<script src="report.js"></script>\n'
 
 
 def first_firing_feature(report: Path) -> int:
@@ -44,9 +45,18 @@ def first_firing_feature(report: Path) -> int:
     return next(f["id"] for f in features if f["fire_count"])
 
 
-def cold_load_ms(url: str, profile: Path, timeout_s: float = 60.0) -> float:
-    """Milliseconds from navigation start until every chart of the page at `url` has drawn, in a fresh
-    Chromium with an empty profile."""
+def load_blocking(folder: Path) -> None:
+    """Rewrite the pages in `folder` to load Plotly first, as a blocking script in <head>."""
+    for page in folder.glob("*.html"):
+        text = page.read_text()
+        if DEFERRED in text:
+            text = text.replace(DEFERRED, "<body>").replace('<script src="report.js"></script>\n', BLOCKING)
+            page.write_text(text)
+
+
+def cold_load_ms(url: str, profile: Path, timeout_s: float = 60.0) -> tuple[float, float]:
+    """(first contentful paint, every chart drawn) in ms from navigation start, for the page at `url` in a
+    fresh Chromium with an empty profile."""
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -66,9 +76,9 @@ def cold_load_ms(url: str, profile: Path, timeout_s: float = 60.0) -> float:
         driver.get(url)
         end = time.time() + timeout_s
         while time.time() < end:
-            ready = driver.execute_script("return " + READY)
-            if ready:
-                return float(ready)
+            now, painted, charts = driver.execute_script(f"return [performance.now(), {FIRST_PAINT}, {CHARTS_DRAWN}]")
+            if painted and charts:
+                return painted, now
             time.sleep(0.01)
         raise TimeoutError(f"{url}: the charts did not draw within {timeout_s:.0f} s")
     finally:
@@ -88,29 +98,41 @@ def main() -> int:
     full_build = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 
     with tempfile.TemporaryDirectory() as tmp:
-        copies = {"cartesian": Path(tmp) / "cartesian", "full": Path(tmp) / "full"}
+        copies = {
+            "full build, blocking": Path(tmp) / "full",
+            "cartesian, blocking": Path(tmp) / "cartesian",
+            "cartesian, after paint (shipped)": Path(tmp) / "shipped",
+        }
         for folder in copies.values():
             shutil.copytree(args.report, folder)
-        shutil.copyfile(full_build, copies["full"] / PLOTLY)
+        shutil.copyfile(full_build, copies["full build, blocking"] / PLOTLY)
+        load_blocking(copies["full build, blocking"])
+        load_blocking(copies["cartesian, blocking"])
         pages = {"index": "index.html", "feature": f"feature.html#{first_firing_feature(args.report)}"}
-        sizes = {name: (folder / PLOTLY).stat().st_size for name, folder in copies.items()}
+        megabytes = {
+            name: path.stat().st_size / 1e6
+            for name, path in (("cartesian", args.report / PLOTLY), ("full", full_build))
+        }
         print(
-            f"report {args.report}; Plotly: cartesian {sizes['cartesian'] / 1e6:.2f} MB, "
-            f"full {sizes['full'] / 1e6:.2f} MB (plotly {plotly.__version__}); {args.repeats} cold loads each"
+            f"report {args.report}; Plotly: cartesian {megabytes['cartesian']:.2f} MB, full {megabytes['full']:.2f} MB "
+            f"(plotly {plotly.__version__}); {args.repeats} cold loads each"
         )
-        times: dict[tuple[str, str], list[float]] = {(p, b): [] for p in pages for b in copies}
+        times: dict[tuple[str, str], list[tuple[float, float]]] = {(p, v): [] for p in pages for v in copies}
         for _ in range(args.repeats):
             for page, target in pages.items():
-                for build, folder in copies.items():
+                for variant, folder in copies.items():
                     name, _, fragment = target.partition("#")
                     url = (folder / name).as_uri() + (f"#{fragment}" if fragment else "")
-                    times[page, build].append(cold_load_ms(url, Path(tmp) / "profile"))
+                    times[page, variant].append(cold_load_ms(url, Path(tmp) / "profile"))
+        baseline = "full build, blocking"
         for page in pages:
-            full, cartesian = (statistics.median(times[page, b]) for b in ("full", "cartesian"))
-            print(
-                f"{page:8} charts drawn after: full build {full:7.0f} ms, cartesian {cartesian:7.0f} ms "
-                f"(medians); full / cartesian = {full / cartesian:.2f}x"
-            )
+            base_text, base_charts = (statistics.median(t[i] for t in times[page, baseline]) for i in (0, 1))
+            for variant in copies:
+                text, charts = (statistics.median(t[i] for t in times[page, variant]) for i in (0, 1))
+                print(
+                    f"{page:8} {variant:32} text painted {text:6.0f} ms ({base_text / text:4.2f}x)   "
+                    f"charts {charts:6.0f} ms ({base_charts / charts:4.2f}x)   medians; x: {baseline} / this"
+                )
     return 0
 
 

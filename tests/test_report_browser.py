@@ -587,7 +587,7 @@ def test_plotly_is_the_cartesian_build_and_only_where_pages_plot(hostile_report)
     assert bundle.startswith("/**\n* plotly.js (cartesian - minified)")
     plotting = {"index", "feature", "model", "neurons"}
     for page in hostile_report.glob("*.html"):
-        loads = f'<script src="{PLOTLY}"></script>' in page.read_text()
+        loads = f'<body data-plotly="{PLOTLY}">' in page.read_text()
         assert loads == (page.stem in plotting), page.name
     assert not list(hostile_report.glob("plotly.min.js"))  # the full build is not shipped
 
@@ -609,3 +609,17 @@ def test_every_chart_is_a_trace_type_of_the_shipped_build(browser, hostile_repor
         registered = browser.execute_script("return Object.keys(Plotly.PlotSchema.get().traces)")
         assert types and set(types) <= set(registered), (page, types)
         assert_clean(browser, logs)
+
+
+def test_the_text_does_not_wait_for_plotly_and_charts_draw_when_it_arrives(browser, hostile_report, tmp_path):
+    report = tmp_path / "report"
+    shutil.copytree(hostile_report, report)
+    (report / PLOTLY).rename(report / "later.js")  # Plotly has not arrived when the page runs
+    open_page(browser, (report / "index.html").as_uri() + "#few=0")
+    wait_for(browser, "document.querySelectorAll('#feature-rows .frow').length > 0")
+    assert browser.execute_script("return window.Plotly === undefined && monoReport.pendingPlots.length") == 1
+    browser.execute_script(
+        "var s = document.createElement('script'); s.src = 'later.js'; s.onload = monoReport.plotlyLoaded;"
+        "document.head.appendChild(s);"
+    )
+    wait_for(browser, "document.getElementById('density-plot')._fullLayout && monoReport.pendingPlots.length === 0")

@@ -1,6 +1,7 @@
 """The one HTML shell every report page shares, and the safe ways data reaches a page.
 
-A page is its title, the scripts it loads in <head> (Plotly first, on the pages that plot), data
+A page is its title, the scripts it loads in <head> (report.js first; on the pages that plot, report.js
+loads Plotly once the page's text has been painted, and draws the charts when it arrives), data
 inline as JSON script elements (`<script id="report-NAME" type="application/json">`, read with
 `monoReport.readJSON("report-NAME")`), and its own script `NAME.js` at the end of <body>.
 
@@ -42,19 +43,19 @@ def render_page(
     name: str, title: str, *, scripts: tuple[str, ...] = (), data: dict[str, Any] | None = None, plots: bool = False
 ) -> str:
     """The HTML of page `name` (its script is `name`.js): `scripts` load in <head> after report.js
-    (and Plotly, with `plots`), `data` inline as JSON elements with ids `report-<key>`."""
+    (and Plotly, after the text is painted, with `plots`), `data` inline as JSON elements with ids `report-<key>`."""
     inline = "".join(
         f'<script id="report-{key}" type="application/json">{script_json(value)}</script>\n'
         for key, value in (data or {}).items()
     )
-    head_scripts = ((PLOTLY,) if plots else ()) + ("report.js", *scripts)
-    loaded = "".join(f'<script src="{html.escape(src)}"></script>\n' for src in head_scripts)
+    loaded = "".join(f'<script src="{html.escape(src)}"></script>\n' for src in ("report.js", *scripts))
+    body = f'<body data-plotly="{PLOTLY}">' if plots else "<body>"
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n"
         '<link rel="icon" href="data:,">\n<link rel="stylesheet" href="report.css">\n'
-        f'{inline}{loaded}</head>\n<body>\n<div id="app"></div>\n'
+        f'{inline}{loaded}</head>\n{body}\n<div id="app"></div>\n'
         f'<script src="{html.escape(name)}.js"></script>\n</body>\n</html>\n'
     )
 

@@ -85,7 +85,7 @@
         if (v >= x[0] - 0.2 && v <= x[x.length - 1] + 0.2) { tickvals.push(v); ticktext.push(R.fmt(m * Math.pow(10, e))); }
       });
     }
-    Plotly.newPlot(div, [{type: "bar", x: x, y: y, text: text, width: Math.log10(2) / bpo * 0.92, marker: {color: "#f08c4f"},
+    R.newPlot(div, [{type: "bar", x: x, y: y, text: text, width: Math.log10(2) / bpo * 0.92, marker: {color: "#f08c4f"},
       textposition: "none", hovertemplate: "activation %{text}<br>%{y} firings<extra></extra>"}],
       R.plotLayout({xaxis: {title: {text: "activation (log scale)"}, tickvals: tickvals, ticktext: ticktext, zeroline: false},
         yaxis: {title: {text: "firings"}}}), R.plotConfig);
@@ -95,7 +95,7 @@
     var lo = logits.range[0], hi = logits.range[1], n = logits.hist.length, w = (hi - lo) / n;
     var x = logits.hist.map(function (_, k) { return lo + (k + 0.5) * w; });
     var colors = x.map(function (v) { return v >= 0 ? "#5b8def" : "#e06666"; });
-    Plotly.newPlot(div, [{type: "bar", x: x, y: logits.hist, marker: {color: colors},
+    R.newPlot(div, [{type: "bar", x: x, y: logits.hist, marker: {color: colors},
       hovertemplate: "logit effect %{x:.3g}<br>%{y} tokens<extra></extra>"}],
       R.plotLayout({xaxis: {title: {text: "direct logit effect"}}, yaxis: {title: {text: "tokens"}, type: "log"}}), R.plotConfig);
   }

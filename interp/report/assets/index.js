@@ -215,7 +215,7 @@
   update();
 
   var logs = rows.filter(function (r) { return r.density > 0; }).map(function (r) { return Math.log10(r.density); });
-  Plotly.newPlot("density-plot", [{type: "histogram", x: logs, nbinsx: 60, marker: {color: "#f08c4f"},
+  R.newPlot("density-plot", [{type: "histogram", x: logs, nbinsx: 60, marker: {color: "#f08c4f"},
     hovertemplate: "log10 density %{x}<br>%{y} features<extra></extra>"}],
     R.plotLayout({xaxis: {title: {text: "log10(density)"}, zeroline: false}, yaxis: {title: {text: "features"}}}), R.plotConfig);
 })();

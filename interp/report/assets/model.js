@@ -36,7 +36,7 @@
 
   var curves = el("div", {class: "plot", id: "loss-plot", style: "height: 300px"});
   main.appendChild(el("section", {class: "panel"}, [el("h2", {}, ["Loss ", el("span", {class: "sub", text: "— cross-entropy (nats/token) against training tokens"})]), curves]));
-  Plotly.newPlot(curves, [
+  R.newPlot(curves, [
     {type: "scatter", mode: "lines", name: "train", x: training.train.tokens, y: training.train.loss, line: {color: "#f08c4f", width: 1.5}},
     {type: "scatter", mode: "lines+markers", name: "held-out", x: training.heldout.tokens, y: training.heldout.loss, line: {color: "#1c64d8", width: 2}},
   ], R.plotLayout({showlegend: true, legend: {orientation: "h", x: 0, y: 1.12}, margin: {l: 48, r: 12, t: 30, b: 40}, xaxis: {title: {text: "tokens"}, zeroline: false}, yaxis: {title: {text: "loss"}}}), R.plotConfig);
@@ -53,7 +53,7 @@
       traces.push({type: "scatter", mode: "lines", name: R.plotText(name), x: [0, last], y: [compressors[name], compressors[name]],
         line: {color: colours[k % 2], dash: dashes[k % 2], width: 1.5}, hoverinfo: "skip"});
     });
-    Plotly.newPlot(bpb, traces, R.plotLayout({showlegend: true, legend: {orientation: "h", x: 0, y: 1.14},
+    R.newPlot(bpb, traces, R.plotLayout({showlegend: true, legend: {orientation: "h", x: 0, y: 1.14},
       margin: {l: 48, r: 12, t: 30, b: 40}, xaxis: {title: {text: "tokens"}, zeroline: false},
       yaxis: {title: {text: "bits per byte"}, range: [0, Math.min(8, Math.max.apply(null, training.heldout.bits_per_byte.slice(1).concat([3])))]}}), R.plotConfig);
   }
@@ -91,7 +91,7 @@
           el("div", {}, [el("div", {class: "muted", text: "trained"}), fin])]),
       ]));
       [[init, hm.init[layer]], [fin, layerFinal]].forEach(function (pair) {
-        Plotly.newPlot(pair[0], [{type: "heatmap", z: ordered(pair[1]), y: labels, customdata: ordered(pair[1].map(function () { return order; })),
+        R.newPlot(pair[0], [{type: "heatmap", z: ordered(pair[1]), y: labels, customdata: ordered(pair[1].map(function () { return order; })),
           colorscale: scale, zmin: hm.zmin[layer], zmax: hm.zmax[layer],
           hovertemplate: "token %{y}<br>neuron %{customdata}<br>activation %{z:.3g}<extra></extra>"}],
           R.plotLayout({margin: {l: 120, r: 12, t: 8, b: 36}, xaxis: {title: {text: "neurons (sorted)"}, showticklabels: false},

@@ -107,14 +107,14 @@
   update();
 
   var bins = {start: 0, end: 1.0001, size: 0.025};
-  Plotly.newPlot("score-plot", [
+  R.newPlot("score-plot", [
     {type: "histogram", x: scores.features, name: "features", histnorm: "probability", xbins: bins, opacity: 0.65, marker: {color: "#f08c4f"},
      hovertemplate: "features: AUROC %{x}<br>%{y:.1%} of them<extra></extra>"},
     {type: "histogram", x: scores.neurons, name: "neurons", histnorm: "probability", xbins: bins, opacity: 0.65, marker: {color: "#5b8def"},
      hovertemplate: "neurons: AUROC %{x}<br>%{y:.1%} of them<extra></extra>"},
   ], R.plotLayout({barmode: "overlay", showlegend: true, legend: {x: 0.02, y: 0.98},
     xaxis: {title: {text: "label score (held-out detection AUROC)"}, range: [0, 1.02]}, yaxis: {title: {text: "share"}, tickformat: ".0%"}}), R.plotConfig);
-  Plotly.newPlot("neff-plot", [{type: "histogram", x: neurons.map(function (n) { return n.neff; }), nbinsx: 50, marker: {color: "#5b8def"},
+  R.newPlot("neff-plot", [{type: "histogram", x: neurons.map(function (n) { return n.neff; }), nbinsx: 50, marker: {color: "#5b8def"},
     hovertemplate: "%{x} effective features<br>%{y} neurons<extra></extra>"}],
     R.plotLayout({xaxis: {title: {text: "effective number of driving features"}}, yaxis: {title: {text: "neurons"}}}), R.plotConfig);
 })();

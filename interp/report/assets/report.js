@@ -198,6 +198,29 @@ monoReport.stat = function (value, key, title) {
     monoReport.el("div", {class: "v", text: value}), monoReport.el("div", {class: "k", text: key})]);
 };
 
+// Plotly starts loading once the page's text has been painted, on the pages that plot (<body data-plotly>),
+// so that the text does not wait for it: a chart asked for before it has loaded is drawn when it loads.
+monoReport.pendingPlots = [];
+monoReport.newPlot = function (div, data, layout, config) {
+  if (window.Plotly) Plotly.newPlot(div, data, layout, config);
+  else monoReport.pendingPlots.push([div, data, layout, config]);
+};
+monoReport.plotlyLoaded = function () {
+  monoReport.pendingPlots.splice(0).forEach(function (a) { Plotly.newPlot(a[0], a[1], a[2], a[3]); });
+};
+document.addEventListener("DOMContentLoaded", function () {
+  var src = document.body.dataset.plotly;
+  if (!src) return;
+  requestAnimationFrame(function () {  // the frame with the page's text, then Plotly
+    setTimeout(function () {
+      var script = document.createElement("script");
+      script.src = src;
+      script.onload = monoReport.plotlyLoaded;
+      document.head.appendChild(script);
+    }, 0);
+  });
+});
+
 monoReport.plotConfig = {displaylogo: false, responsive: true, modeBarButtonsToRemove: ["select2d", "lasso2d"]};
 monoReport.plotLayout = function (extra) {
   var base = {margin: {l: 48, r: 12, t: 8, b: 40}, paper_bgcolor: "#fff", plot_bgcolor: "#fff",

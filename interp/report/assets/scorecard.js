@@ -105,7 +105,7 @@
         var h = spec[1], div = el("div", {class: "plot", style: "height: 260px"});
         plots.appendChild(div);
         var centres = h.edges.slice(0, -1).map(function (e, k) { return (e + h.edges[k + 1]) / 2; });
-        Plotly.newPlot(div, [
+        R.newPlot(div, [
           {type: "bar", name: "in concept", x: centres, y: h.positive, marker: {color: "#e8702a"}},
           {type: "bar", name: "not in concept", x: centres, y: h.negative, marker: {color: "#9aa3b5"}},
         ], R.plotLayout({barmode: "stack", showlegend: true, legend: {orientation: "h", x: 0, y: 1.15},
@@ -140,7 +140,7 @@
   if (traces.length) {
     var upl = el("div", {class: "plot", style: "height: 240px"});
     uni.appendChild(upl);
-    Plotly.newPlot(upl, traces, R.plotLayout({barmode: "overlay", showlegend: true, margin: {l: 48, r: 12, t: 20, b: 40},
+    R.newPlot(upl, traces, R.plotLayout({barmode: "overlay", showlegend: true, margin: {l: 48, r: 12, t: 20, b: 40},
       xaxis: {title: {text: "max correlation"}, range: [0, 1]}, yaxis: {title: {text: "units"}}}), R.plotConfig);
   }
   var lc = card.logit_consistency || {};
