@@ -1,4 +1,5 @@
-"""What the analysis pass collects: `AnalysisConfig`, whose fields are the `interp analyze` options."""
+"""What the analysis pass collects: `AnalysisConfig`, whose fields are the `interp analyze` options. It imports
+no torch, so that the command line renders it without torch."""
 
 from __future__ import annotations
 
