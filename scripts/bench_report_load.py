@@ -33,7 +33,7 @@ from interp.report.html import PLOTLY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-CHARTS_DRAWN = "Array.from(document.querySelectorAll('.plot')).every(d => d._fullLayout)"
+CHARTS_DRAWN = "(p => p.length > 0 && p.every(d => d._fullLayout))(Array.from(document.querySelectorAll('.plot')))"
 FIRST_PAINT = "(performance.getEntriesByName('first-contentful-paint')[0] || {}).startTime"
 DEFERRED = f'<body data-plotly="{PLOTLY}">'
 BLOCKING = f'<script src="{PLOTLY}"></script>\n<script src="report.js"></script>\n'

@@ -623,3 +623,12 @@ def test_the_text_does_not_wait_for_plotly_and_charts_draw_when_it_arrives(brows
         "document.head.appendChild(s);"
     )
     wait_for(browser, "document.getElementById('density-plot')._fullLayout && monoReport.pendingPlots.length === 0")
+
+
+def test_the_score_column_shows_its_positives_whole(browser, hostile_report):
+    open_page(browser, (hostile_report / "index.html").as_uri() + "#few=0")
+    wait_for(browser, "document.querySelectorAll('#feature-rows .frow').length > 0")
+    cells = "Array.from(document.querySelectorAll('#feature-rows .frow > div:nth-child(3)')).filter(d => d.textContent)"
+    shown = browser.execute_script(f"return {cells}.map(d => [d.textContent, d.scrollWidth <= d.clientWidth])")
+    assert shown and any(" · 200" in text for text, _ in shown)
+    assert all(whole for _, whole in shown), [text for text, whole in shown if not whole]
