@@ -38,8 +38,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from interp.capture import FORWARD_BATCH_SIZE
-from interp.config import MODEL_AUTOCAST
+from interp.config import FORWARD_BATCH_SIZE, MODEL_AUTOCAST
 from interp.corpus import batched_windows, load_corpus
 from interp.hooks import ActivationHooks, CapturePlan, plan_capture
 from interp.model import load_model, model_device, weights_fingerprint

@@ -62,8 +62,8 @@ class Tokenizer:
                 strings.append("")
             elif byte_level and all(ch in _byte_of_char() for ch in piece):
                 strings.append(bytes(_byte_of_char()[ch] for ch in piece).decode("utf-8", errors="backslashreplace"))
-            elif not byte_level and _fallback_byte(piece) is not None:
-                strings.append(bytes([_fallback_byte(piece)]).decode("utf-8", errors="backslashreplace"))
+            elif not byte_level and (byte := _fallback_byte(piece)) is not None:
+                strings.append(bytes([byte]).decode("utf-8", errors="backslashreplace"))
             else:
                 strings.append(self.backend.decode([i], skip_special_tokens=False))
         return strings
@@ -81,8 +81,8 @@ class Tokenizer:
                 out.append(b"")
             elif byte_level and all(ch in table for ch in piece):
                 out.append(bytes(table[ch] for ch in piece))
-            elif not byte_level and _fallback_byte(piece) is not None:
-                out.append(bytes([_fallback_byte(piece)]))
+            elif not byte_level and (byte := _fallback_byte(piece)) is not None:
+                out.append(bytes([byte]))
             else:
                 out.append(self.backend.decode([i], skip_special_tokens=False).encode("utf-8"))
         return out

@@ -10,8 +10,9 @@ L0 on held-out batches (the batches after the last one trained on), with every s
 the wall-clock and CPU seconds of training (generating the planted batches included).
 
 Options come from three dataclasses: SyntheticConfig (the planted set; its seed is --data-seed),
-TrainConfig (the trainer) and the architecture's config. BENCH_TRAIN, BENCH_TRAIN_BY_ARCH and
-BENCH_SAE hold the defaults tuned for the default planted set; any option overrides them.
+TrainConfig (the trainer) and the architecture's config, all in sae.config, where BENCH_TRAIN,
+BENCH_TRAIN_BY_ARCH and BENCH_SAE hold the defaults tuned for the default planted set; any option
+overrides them.
 """
 
 from __future__ import annotations
@@ -21,8 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import sae.architectures as architectures
-from sae.config import EVAL_TOKENS, SyntheticConfig, TrainConfig
+from sae.config import EVAL_TOKENS, SAEConfig, SyntheticConfig, TrainConfig
 from sae.metrics import evaluate_sae
 from sae.synthetic import SyntheticActivations, match_table, max_cosines
 from sae.train import train_sae
@@ -32,7 +32,7 @@ RECOVERY_THRESHOLDS = (0.9, 0.99)
 
 def run_benchmark(
     arch: str,
-    sae_cfg: architectures.SAEConfig,
+    sae_cfg: SAEConfig,
     train_cfg: TrainConfig,
     data_cfg: SyntheticConfig,
     *,

@@ -388,7 +388,7 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         parser.add_argument_group("training"),
         TrainConfig,
         defaults=train_defaults,
-        source="sae.bench_synthetic.BENCH_TRAIN",
+        source="sae.config.BENCH_TRAIN",
         help={
             "batch_size": "Samples per optimizer step, each drawn fresh from the planted set.",
             "steps": "Optimizer steps, each on a fresh batch of samples.",
@@ -402,7 +402,7 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         parser.add_argument_group(f"{known.arch} SAE"),
         config_class,
         defaults=BENCH_SAE.get(known.arch, {}),
-        source="sae.bench_synthetic.BENCH_SAE",
+        source="sae.config.BENCH_SAE",
         skip=("d_in",),
     )
     args = parser.parse_args(argv)

@@ -8,8 +8,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sae.architectures import SAE, SAEConfig, TrainState, get_architecture
-from sae.config import TrainConfig
+from sae.architectures import SAE, TrainState, get_architecture
+from sae.config import SAEConfig, TrainConfig
 from sae.distributed import SINGLE_PROCESS, Ranks
 from sae.hardware import fast_adam, resolve_selection_dtype
 from sae.schedule import default_lr, lr_factor

@@ -47,9 +47,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sae.architectures import SAE, SAEConfig
+from sae.architectures import SAE
 from sae.checkpoint import CHECKPOINT_DIR, CHECKPOINT_FORMAT, latest_checkpoint, load_checkpoint, save_checkpoint
-from sae.config import TRAIN_CONFIG, TrainConfig
+from sae.config import TRAIN_CONFIG, SAEConfig, TrainConfig
 from sae.data import ActivationDataset
 from sae.distributed import SINGLE_PROCESS, Ranks, resolve_device
 from sae.feed import BatchFeed

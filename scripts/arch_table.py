@@ -40,8 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sae.architectures import ARCHITECTURES, SAE, SAEConfig, get_architecture
-from sae.config import TrainConfig
+from sae.architectures import ARCHITECTURES, SAE, get_architecture
+from sae.config import SAEConfig, TrainConfig
 from sae.data import ActivationDataset
 from sae.hardware import tune_allocator
 from sae.metrics import evaluate_sae

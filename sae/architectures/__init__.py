@@ -3,7 +3,6 @@
 from sae.architectures.base import (
     ARCHITECTURES,
     SAE,
-    SAEConfig,
     TrainState,
     TrainStep,
     build_sae,
@@ -16,4 +15,4 @@ ARCHITECTURE_MODULES: list[str] = ["relu", "topk", "batchtopk", "jumprelu", "gat
 for _name in ARCHITECTURE_MODULES:
     __import__(f"sae.architectures.{_name}")
 
-__all__ = ["ARCHITECTURES", "SAE", "SAEConfig", "TrainState", "TrainStep", "build_sae", "get_architecture", "register"]
+__all__ = ["ARCHITECTURES", "SAE", "TrainState", "TrainStep", "build_sae", "get_architecture", "register"]

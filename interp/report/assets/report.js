@@ -122,11 +122,12 @@ monoReport.tokenString = function (id) {
 };
 
 // Whether token `id` is a byte fragment: part of a multi-byte UTF-8 character, shown as \xNN, which
-// literal text can also hold; the analysis lists them (meta.fragment_ids).
+// literal text can also hold; the analysis lists them (meta.fragment_ids). The set is built once meta is there.
 monoReport.isFragment = function (id) {
+  if (!monoReport.meta) return false;
   if (!monoReport.fragments) {
     monoReport.fragments = {};
-    ((monoReport.meta || {}).fragment_ids || []).forEach(function (i) { monoReport.fragments[i] = true; });
+    (monoReport.meta.fragment_ids || []).forEach(function (i) { monoReport.fragments[i] = true; });
   }
   return monoReport.fragments[id] === true;
 };
