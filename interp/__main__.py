@@ -1,5 +1,5 @@
 import sys
 
-from interp.cli.main import main
+from interp.app.cli.main import main
 
 sys.exit(main())

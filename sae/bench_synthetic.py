@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sae.config import EVAL_TOKENS, SAEConfig, SyntheticConfig, TrainConfig
+from sae.config import BenchConfig, SAEConfig, SyntheticConfig, TrainConfig
 from sae.metrics import evaluate_sae
 from sae.synthetic import SyntheticActivations, match_table, max_cosines
 from sae.train import train_sae
@@ -36,7 +36,7 @@ def run_benchmark(
     train_cfg: TrainConfig,
     data_cfg: SyntheticConfig,
     *,
-    eval_tokens: int = EVAL_TOKENS,
+    eval_tokens: int = BenchConfig.eval_tokens,
     out: str | Path | None = None,
     with_match_table: bool = False,
     progress: bool = True,

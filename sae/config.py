@@ -1,6 +1,7 @@
 """The configs of SAEs, typed dataclasses whose fields are the `sae` command line's options
 (sae.options renders them): the training config (serialised to `train_config.json`), each
-architecture's config (serialised to the SAE's cfg.json) and the planted-feature benchmark's.
+architecture's config (serialised to the SAE's cfg.json) with the registry of architectures, and the
+configs of `sae eval`, `sae convert` and the planted-feature benchmark.
 
 This module imports no torch, so that the command line builds its parsers, and prints --help, without it.
 """
@@ -11,7 +12,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from sae.options import check_choices, from_dict
+from sae.schema import check_choices, device_field, from_dict, sae_dir_field, seed_field
 
 TRAIN_CONFIG = "train_config.json"  # in every run folder: the run's TrainConfig, architecture and sweep
 MAX_DEAD_WINDOW_TOKENS = 10_000_000  # the window of Gao et al. (2024), for runs of billions of tokens
@@ -46,14 +47,8 @@ class TrainConfig:
     grad_clip_norm: float | None = field(
         default=None, metadata={"help": "Clip each SAE's gradient to this global L2 norm; none: no clipping."}
     )
-    seed: int = field(default=0, metadata={"help": "Seed of the SAE initialisation and of the data shuffle."})
-    device: str = field(
-        default="auto",
-        metadata={
-            "help": "torch device: auto (cuda when present, else cpu), cpu, cuda or cuda:N; under torchrun each rank "
-            "takes cuda:LOCAL_RANK."
-        },
-    )
+    seed: int = seed_field("the SAE initialisation and of the data shuffle")
+    device: str = device_field("auto")  # under torchrun each rank takes cuda:LOCAL_RANK
     dtype: Literal["float32", "float64", "bfloat16"] = field(
         default="float32", metadata={"help": "Parameter and activation dtype."}
     )
@@ -306,7 +301,7 @@ class MatryoshkaConfig(BatchTopKConfig):
         return sorted({m for m in (self.d_sae // 16, self.d_sae // 4, self.d_sae) if m >= 1})
 
 
-# Architecture name -> its config class; sae.architectures.register adds architectures registered later.
+# The registry: architecture name -> its config class. The architecture itself is sae/architectures/<name>.py.
 SAE_CONFIGS: dict[str, type[SAEConfig]] = {
     "relu": ReLUConfig,
     "topk": TopKConfig,
@@ -345,7 +340,10 @@ class SyntheticConfig:
     )
     magnitude_max: float = field(default=1.5, metadata={"help": "Largest coefficient of an active feature."})
     noise_std: float = field(default=0.0, metadata={"help": "Isotropic Gaussian noise per dimension."})
-    seed: int = field(default=0, metadata={"help": "Seed of the features, correlations and batch stream."})
+    seed: int = field(
+        default=0,
+        metadata={"option": "--data-seed", "help": "Seed of the planted features, correlations and batch stream."},
+    )
 
     def validate(self) -> None:
         if self.d <= 0 or self.num_features <= 0:
@@ -368,7 +366,21 @@ class SyntheticConfig:
             )
 
 
-EVAL_TOKENS = 65536
+@dataclass(kw_only=True)
+class BenchConfig:
+    """What `sae bench-synthetic` reports and keeps, besides the planted set, the trainer and the SAE."""
+
+    eval_tokens: int = field(default=65536, metadata={"help": "Held-out samples for FVU and L0."})
+    out: str | None = field(default=None, metadata={"help": "Also save the trained SAE (and the run's log) here."})
+    match_table: bool = field(
+        default=False,
+        metadata={"help": "Include the per-feature match table (best latent and cosine of every planted feature)."},
+    )
+
+    def validate(self) -> None:
+        if self.eval_tokens <= 0:
+            raise ValueError(f"--eval-tokens must be positive, got {self.eval_tokens}")
+
 
 # Trainer settings of the benchmark: one CPU thread, a fresh batch per step, no checkpoints.
 BENCH_TRAIN: dict[str, Any] = {
@@ -399,3 +411,70 @@ BENCH_TRAIN_BY_ARCH: dict[str, dict[str, Any]] = {
     "relu": {"lr": 4e-3},
     "gated": {"lr": 2e-3},
 }
+
+
+# --- the commands that read SAEs and activation datasets ----------------------------------------------
+def acts_field(**metadata: Any) -> Any:
+    """--acts DIR: an activation dataset folder."""
+    return field(metadata={"metavar": "DIR", "help": "Activation dataset folder (manifest.json + shards).", **metadata})
+
+
+def verify_field() -> Any:
+    """--verify / --no-verify: the sha256 check of each shard as it is first read."""
+    return field(
+        default=True,
+        metadata={
+            "help": "Check each shard's sha256 as it is first read (--no-verify: huge datasets on trusted storage)."
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class TrainRunConfig:
+    """What `sae train` reads and writes, besides the trainer and the SAE configs."""
+
+    acts: str = acts_field()
+    verify: bool = verify_field()
+    out: str = field(metadata={"help": "Run folder: the trained SAE(s), checkpoints, log.jsonl, train_config.json."})
+    config: str | None = field(
+        default=None, metadata={"help": "JSON file of defaults (the layout of train_config.json); flags override it."}
+    )
+    resume: str | None = field(
+        default=None, metadata={"metavar": "DIR", "help": "Continue the run in DIR from its last checkpoint."}
+    )
+    d_in: int | None = field(
+        default=None, metadata={"help": "Input width; none: the dataset's. Must match the dataset."}
+    )
+    nproc: int | None = field(
+        default=None,
+        metadata={
+            "help": "Data-parallel processes on this machine, started through torchrun (gloo on CPU, nccl with one GPU "
+            "each on CUDA); --batch-size stays the global batch."
+        },
+    )
+
+
+@dataclass(kw_only=True)
+class EvalConfig:
+    """`sae eval`: reconstruction metrics of an SAE on an activation dataset."""
+
+    acts: str = acts_field()
+    verify: bool = verify_field()
+    sae: str = sae_dir_field()
+    tokens: int | None = field(default=None, metadata={"help": "Evaluate the first N tokens; none: all."})
+    batch_size: int = field(default=4096, metadata={"help": "Tokens per forward pass."})
+    device: str | None = device_field(unset="cuda when available, else cpu")
+
+
+SAE_LAYOUTS = Literal["saelens", "sparsify"]
+
+
+@dataclass(kw_only=True)
+class ConvertConfig:
+    """`sae convert`: an SAE folder rewritten in the other layout."""
+
+    src_format: SAE_LAYOUTS = field(metadata={"option": "--from", "help": "Layout of SRC."})
+    src: str = field(metadata={"positional": True, "metavar": "SRC", "help": "SAE folder to read."})
+    dst_format: SAE_LAYOUTS = field(metadata={"option": "--to", "help": "Layout to write."})
+    dst: str = field(metadata={"positional": True, "metavar": "DST", "help": "Folder to write."})
+    force: bool = field(default=False, metadata={"help": "Overwrite an SAE already in DST."})

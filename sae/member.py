@@ -155,6 +155,3 @@ class SweepMember:
             "dead_fraction": self.dead_mask().double().mean().item(),
             "dead_window_tokens": self.dead_window,
         }
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameter numbers from glibc's malloc.h

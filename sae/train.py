@@ -57,8 +57,8 @@ from sae.files import check_output_folder, folder_lock, write_json
 from sae.hardware import check_training_memory
 from sae.io import save_sae
 from sae.member import SweepMember
-from sae.options import sweep_names
 from sae.progress import progress_bar
+from sae.sweep import sweep_names
 
 LOG_FILE = "log.jsonl"
 

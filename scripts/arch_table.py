@@ -16,7 +16,7 @@ For each architecture, in turn:
    saved inference form (BatchTopK and Matryoshka as JumpReLU): FVU, L0, dead fraction = share of
    latents that never fired on the held-out rows;
 3. with a model (`--model`, default artifacts/demo/model when it exists): the splice evaluation of
-   `interp eval` (`interp.evaluate.evaluate_splice`) on `--ce-tokens` tokens of held-out text of
+   `interp eval` (`interp.interventions.evaluate.evaluate_splice`) on `--ce-tokens` tokens of held-out text of
    the model's corpus: CE loss recovered and delta CE = CE_sae - CE_clean (nats per token).
 
 Training tokens/s is steps * batch size over the wall-clock seconds of the `train_sae` call
@@ -45,8 +45,9 @@ from sae.config import SAEConfig, TrainConfig
 from sae.data import ActivationDataset
 from sae.hardware import tune_allocator
 from sae.metrics import evaluate_sae
-from sae.options import field_specs, parse_text
+from sae.options import parse_text
 from sae.schedule import default_lr
+from sae.schema import field_specs
 from sae.train import train_sae
 
 ARCHS = ("relu", "topk", "batchtopk", "jumprelu", "gated", "matryoshka")
@@ -117,7 +118,7 @@ def sae_config(arch: str, d_in: int, d_sae: int, k: int, overrides: dict[str, An
 
 def measure_splice(sae: SAE, loaded: Any, hook_name: str, token_batches: list[Tensor]) -> dict[str, float]:
     """`interp eval`'s metrics of `sae` spliced at hook_name over the token batches [batch, ctx]."""
-    from interp.evaluate import evaluate_splice
+    from interp.interventions.evaluate import evaluate_splice
 
     device = next(loaded.bridge.parameters()).device
     result = evaluate_splice(loaded.bridge, sae.to(device), hook_name, token_batches, progress=False)
@@ -127,9 +128,9 @@ def measure_splice(sae: SAE, loaded: Any, hook_name: str, token_batches: list[Te
 
 def heldout_text(model: Path, corpus: str | None, tokens: int, batch_size: int = 16) -> tuple[Any, list[Tensor], str]:
     """(loaded model, token batches [batch, ctx] of held-out text, corpus spec) for the splice evaluation."""
-    from interp.corpus import batched_windows, load_corpus, token_sequences
-    from interp.model import load_model
-    from interp.pipeline import model_corpus
+    from interp.activations.sources import model_corpus
+    from interp.model.corpus import batched_windows, load_corpus, token_sequences
+    from interp.model.transformer import load_model
 
     loaded = load_model(model)
     spec = corpus or model_corpus(str(model))

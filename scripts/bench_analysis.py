@@ -51,8 +51,8 @@ def load_inputs(args: argparse.Namespace):
 
     import torch
 
-    from interp.corpus import load_corpus, token_sequences
-    from interp.model import load_model
+    from interp.model.corpus import load_corpus, token_sequences
+    from interp.model.transformer import load_model
     from sae.io import load_sae
 
     model = load_model(args.model)
@@ -75,10 +75,11 @@ def child(args: argparse.Namespace) -> None:
     """One measured run; prints one JSON line."""
     import torch
 
-    from interp.analysis.config import AnalysisConfig
-    from interp.analysis.decoder import decoder_statistics, logit_map
-    from interp.analysis.run import analyze
-    from interp.report.write import write_report
+    from interp.app.config import ReportConfig
+    from interp.app.report.write import write_report
+    from interp.features.analysis.config import AnalysisConfig
+    from interp.features.analysis.decoder import decoder_statistics, logit_map
+    from interp.features.analysis.run import analyze
     from sae.hardware import tune_allocator
 
     torch.set_num_threads(args.threads or torch.get_num_threads())
@@ -98,7 +99,8 @@ def child(args: argparse.Namespace) -> None:
         t = time.perf_counter()
         analysis.save(Path(tmp) / "analysis")
         saved = time.perf_counter()
-        report = write_report(Path(tmp) / "analysis", Path(tmp) / "report", progress=False)
+        report_cfg = ReportConfig(analysis=str(Path(tmp) / "analysis"), out=str(Path(tmp) / "report"))
+        report = write_report(report_cfg, progress=False)
         reported = time.perf_counter()
         size = sum(p.stat().st_size for p in (Path(tmp) / "report").rglob("*") if p.is_file())
     print(

@@ -10,7 +10,7 @@ Timed, in --repeats interleaved rounds after a warm-up (one bare pass and one sm
 round after the previous one's files are deleted, flushed (os.sync) and left half a second:
   bare (stop at hook)   the forward pass ended right after the last hooked activation, exactly as
                         capture runs it (same hooks, same early stop, same batches); nothing is kept;
-  capture to disk       interp.capture.capture_to_disk into a fresh folder: probe pass, hooks,
+  capture to disk       interp.activations.capture.capture_to_disk into a fresh folder: probe pass, hooks,
                         flattening, NaN/Inf check, shards streamed, hashed, fsync-ed and renamed,
                         manifests (deleting the folder afterwards is not timed);
   bare (stop_at_layer)  with --stop-at-layer: the forward pass with stop_at_layer = deepest hooked
@@ -39,8 +39,8 @@ from pathlib import Path
 
 import torch
 
-from interp.capture import capture_to_disk
-from interp.hooks import ActivationHooks, plan_capture
+from interp.activations.capture import capture_to_disk
+from interp.activations.hooks import ActivationHooks, plan_capture
 
 DEMO_MODEL = Path("artifacts/demo/model")
 DEFAULT_MODEL = dict(
@@ -62,7 +62,7 @@ def load_bridge(spec: str | None):
     if spec is None and DEMO_MODEL.is_dir():
         spec = str(DEMO_MODEL)
     if spec is not None:
-        from interp.model import load_model
+        from interp.model.transformer import load_model
 
         loaded = load_model(spec)
         return loaded.bridge, loaded.context_length, loaded.bridge.cfg.d_vocab, spec

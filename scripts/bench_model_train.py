@@ -24,11 +24,11 @@ from pathlib import Path
 
 import torch
 
-from interp.config import ModelConfig, ModelTrainConfig
-from interp.corpus import load_corpus
-from interp.model_training import first_chars, train_model
-from interp.tokenizer import TOKENIZER_FILE, train_tokenizer
-from interp.training_record import TrainingRecord
+from interp.model.config import ModelConfig, ModelTrainConfig
+from interp.model.corpus import load_corpus
+from interp.model.record import TrainingRecord
+from interp.model.tokenizer import TOKENIZER_FILE, train_tokenizer
+from interp.model.training import first_chars, train_model
 
 OLD_LR = 3e-3  # the learning rate of the float32 loop; today's default, 1.5e-3, gives a lower loss per token
 

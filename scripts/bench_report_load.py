@@ -29,7 +29,7 @@ import plotly
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from interp.report.html import PLOTLY
+from interp.app.report.html import PLOTLY
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"

@@ -1,4 +1,4 @@
-"""Query latency of `interp.search.FeatureIndex` on a 16k-feature index.
+"""Query latency of `interp.features.search.FeatureIndex` on a 16k-feature index.
 
 Builds, in a temporary folder, an analysis artifact of realistic shape: a 16,384-feature TopK SAE on
 the model's `blocks.0.mlp.hook_post`, its statistics from the analysis pass over planted token-detector
@@ -23,24 +23,26 @@ from pathlib import Path
 
 import torch
 
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.decoder import logit_map
-from interp.config import LabelConfig
-from interp.labels.files import save_labels
-from interp.labels.labeller import Label
-from interp.labels.rules import show_token
-from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
-from interp.search import FeatureIndex
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.decoder import logit_map
+from interp.features.labels.config import LabelConfig
+from interp.features.labels.files import save_labels
+from interp.features.labels.labeller import Label
+from interp.features.labels.rules import show_token
+from interp.features.search import FeatureIndex
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the planted analysis is a test fixture
+from planted import planted_analysis, token_detector_batches, zipf_tokens  # noqa: E402
 
 HOOK = "blocks.0.mlp.hook_post"
 TARGET_MS = 50.0
 
 
 def demo_or_fresh_model(model_dir: Path | None, scratch: Path) -> Path:
-    from interp.config import ModelConfig
-    from interp.corpus import stdlib_files
-    from interp.model import build_native_model, save_model
-    from interp.tokenizer import train_tokenizer
+    from interp.model.config import ModelConfig
+    from interp.model.corpus import stdlib_files
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import build_native_model, save_model
 
     if model_dir is not None and (model_dir / "config.json").is_file():
         return model_dir
@@ -51,7 +53,7 @@ def demo_or_fresh_model(model_dir: Path | None, scratch: Path) -> Path:
 
 
 def build_index(folder: Path, model_dir: Path, features: int, seed: int) -> None:
-    from interp.model import load_model
+    from interp.model.transformer import load_model
     from sae.architectures import build_sae
     from sae.io import load_sae, save_sae
 

@@ -8,7 +8,7 @@ Steps:
    by default; every SAE sees the same batches), saved to OUT/saes/k<k>/;
 2. `sae eval` on the activation dataset: FVU, L0 (DESIGN.md definitions; `sae.metrics.evaluate_sae`);
 3. `interp eval` on held-out text of the model's corpus: delta CE = CE_sae - CE_clean, CE loss
-   recovered, KL score (`interp.evaluate.evaluate_splice`);
+   recovered, KL score (`interp.interventions.evaluate.evaluate_splice`);
 4. OUT/frontier.json (one row per SAE), OUT/frontier.html (plotly, its JS inlined: opens offline),
    and OUT/frontier.png when the kaleido image exporter is importable.
 
@@ -32,10 +32,10 @@ import plotly.graph_objects as go
 import torch
 from plotly.subplots import make_subplots
 
-from interp.corpus import batched_windows, load_corpus, token_sequences
-from interp.evaluate import evaluate_splice
-from interp.model import load_model
-from interp.pipeline import model_corpus
+from interp.activations.sources import model_corpus
+from interp.interventions.evaluate import evaluate_splice
+from interp.model.corpus import batched_windows, load_corpus, token_sequences
+from interp.model.transformer import load_model
 from sae.architectures import get_architecture
 from sae.config import TrainConfig
 from sae.data import ActivationDataset

@@ -13,12 +13,12 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from interp.analysis.artifact import Analysis
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.decoder import LogitMap, decoder_statistics, logit_map
-from interp.analysis.run import analyze, resolve_ignored_tokens
-from interp.analysis.statistics import FeatureStatistics
-from interp.analysis.tables import hash_keys, rank_in_group
+from interp.features.analysis.artifact import Analysis
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.decoder import LogitMap, decoder_statistics, logit_map
+from interp.features.analysis.run import analyze, resolve_ignored_tokens
+from interp.features.analysis.statistics import FeatureStatistics
+from interp.features.analysis.tables import hash_keys, rank_in_group
 
 F, V, T = 24, 50, 16
 BOS, IGNORED = 0, 7
@@ -285,8 +285,8 @@ def tiny_model():
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    from interp.model import LoadedModel
-    from interp.tokenizer import train_tokenizer
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import LoadedModel
 
     text = [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)]
     tokenizer = train_tokenizer(text, vocab_size=300, show_progress=False)

@@ -1,6 +1,6 @@
 """The shape of the code: no import cycles (imports inside functions counted), `sae` never imports
-`interp`, the report never imports model code, command-line code apart from library code, and no
-module over 500 lines."""
+`interp`, interp's rooms import only the rooms below them, the report never imports model code,
+command-line code apart from library code, and no module over 500 lines."""
 
 import ast
 import pathlib
@@ -9,8 +9,17 @@ import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PACKAGES = ("interp", "sae")
-CLI_MODULES = {"sae.cli", "sae.options"}  # besides interp.cli.*: the sae command line and its renderer
-MODEL_CODE = {"interp.model", "interp.compat", "interp.hooks", "interp.pipeline", "interp.model_training"}
+CLI_MODULES = {"sae.cli", "sae.options", "sae.command"}  # besides interp.app.cli.*: the sae command line and its kit
+# interp's rooms, bottom to top: a module imports only modules of its own room or of rooms below it
+ROOMS = ("interp.model", "interp.activations", "interp.interventions", "interp.features", "interp.app")
+ROOM_OF_TOP_LEVEL = {"interp": None, "interp.__main__": "interp.app"}  # the package itself, and `python -m interp`
+MODEL_CODE = {
+    "interp.model.transformer",
+    "interp.model.compat",
+    "interp.activations.hooks",
+    "interp.activations.sources",
+    "interp.model.training",
+}
 
 
 def module_files() -> dict[str, pathlib.Path]:
@@ -117,9 +126,48 @@ def test_sae_source_never_imports_interp():
     assert not offenders, "\n".join(offenders)
 
 
+def room(module: str) -> str | None:
+    if module in ROOM_OF_TOP_LEVEL:
+        return ROOM_OF_TOP_LEVEL[module]
+    return next((r for r in ROOMS if module == r or module.startswith(r + ".")), "outside")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'A imports B' for every import of a module from a room above the importer's."""
+    rank = {r: i for i, r in enumerate(ROOMS)}
+    found = []
+    for module, targets in graph.items():
+        if not module.startswith("interp") or room(module) is None:
+            continue
+        for target in targets:
+            if target.startswith("interp") and room(target) is not None and rank[room(target)] > rank[room(module)]:
+                found.append(f"{module} ({room(module)}) imports {target} ({room(target)})")
+    return sorted(found)
+
+
+def test_every_interp_module_lives_in_a_room():
+    outside = [m for m in module_files() if m.startswith("interp") and room(m) == "outside"]
+    assert not outside, outside
+
+
+def test_no_room_imports_a_room_above_it():
+    assert upward_imports(import_graph()) == []
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    graph = {
+        "interp.model.corpus": {"interp.features.scorecard.concepts"},  # the model room reaching up
+        "interp.features.scorecard.concepts": set(),
+        "interp.app.demo": {"interp.model.corpus"},  # downward: allowed
+    }
+    assert upward_imports(graph) == [
+        "interp.model.corpus (interp.model) imports interp.features.scorecard.concepts (interp.features)"
+    ]
+
+
 def test_the_report_never_imports_model_code():
     graph, files = import_graph(), module_files()
-    for module in (m for m in graph if m.startswith("interp.report")):
+    for module in (m for m in graph if m.startswith("interp.app.report")):
         closure = reachable(graph, module) | {module}
         assert not closure & MODEL_CODE, f"{module} reaches {sorted(closure & MODEL_CODE)}"
         external = set().union(*(external_imports_of(files[m]) for m in closure))
@@ -130,7 +178,7 @@ def test_command_line_code_lives_in_the_cli_modules():
     offenders = [
         name
         for name, path in module_files().items()
-        if "argparse" in external_imports_of(path) and not (name.startswith("interp.cli") or name in CLI_MODULES)
+        if "argparse" in external_imports_of(path) and not (name.startswith("interp.app.cli") or name in CLI_MODULES)
     ]
     assert not offenders, f"argparse outside the command-line modules: {offenders}"
 

@@ -17,13 +17,13 @@ import torch
 import transformer_lens.model_bridge.sources.native  # noqa: F401  (registers boot_native)
 from transformer_lens.model_bridge import TransformerBridge
 
-from interp.capture import capture_to_disk, check_dtype
-from interp.cli.main import main as interp_main
-from interp.config import ModelConfig
-from interp.corpus import cut_at_line_breaks, load_corpus, token_sequences
-from interp.hooks import check_hook_names, plan_capture, stop_layer
-from interp.model import build_native_model, load_model, save_model
-from interp.tokenizer import Tokenizer, train_tokenizer
+from interp.activations.capture import capture_to_disk, check_dtype
+from interp.activations.hooks import check_hook_names, hook_settings, plan_capture, stop_layer
+from interp.app.cli.main import main as interp_main
+from interp.model.config import ModelConfig
+from interp.model.corpus import cut_at_line_breaks, load_corpus, token_sequences
+from interp.model.tokenizer import Tokenizer, train_tokenizer
+from interp.model.transformer import build_native_model, load_model, save_model
 from sae.data import ActivationDataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -173,9 +173,10 @@ def test_gated_hook_is_turned_on_and_an_unsupported_one_refused(tmp_path):
         tokens_per_shard=CTX,
         progress=False,
     )
-    assert torch.equal(
-        read_all(tmp_path / "blocks.1.hook_mlp_in")["acts"], cached_rows(bridge, windows, "blocks.1.hook_mlp_in")
-    )
+    assert not bridge.cfg.use_hook_mlp_in  # the capture turned the setting on for its pass only
+    with hook_settings(bridge, ["blocks.1.hook_mlp_in"]):
+        reference = cached_rows(bridge, windows, "blocks.1.hook_mlp_in")
+    assert torch.equal(read_all(tmp_path / "blocks.1.hook_mlp_in")["acts"], reference)
     with pytest.raises(ValueError, match="'blocks.0.attn.hook_result' needs the model setting use_attn_result"):
         plan_capture(bridge, ["blocks.0.attn.hook_result"], CTX)
     with pytest.raises(ValueError, match="'embed.hook_in' carries torch.int64 values \\(token ids\\)"):
@@ -291,7 +292,7 @@ def cli_args(model_dir: Path, out: Path, *extra: str, tokens: int = 40 * CTX - 5
         "3",
         "--shard-tokens",
         str(4 * CTX),
-        "--seed",
+        "--corpus-seed",
         "3",
         *extra,
     ]
@@ -320,14 +321,14 @@ def test_cli_capture_writes_the_corpus_windows_and_their_activations(model_dir, 
 
 SLOW_CLI_CAPTURE = textwrap.dedent("""
     import sys, time
-    import interp.pipeline
-    from interp.cli.main import main
-    fast = interp.pipeline.token_sequences
+    import interp.activations.sources
+    from interp.app.cli.main import main
+    fast = interp.activations.sources.token_sequences
     def slow(*args, **kwargs):  # the corpus arrives slowly, so the parent can kill the capture midway
         for window in fast(*args, **kwargs):
             time.sleep(0.05)
             yield window
-    interp.pipeline.token_sequences = slow
+    interp.activations.sources.token_sequences = slow
     sys.exit(main(sys.argv[1:]))
 """)
 
@@ -568,7 +569,7 @@ def test_cli_reports_bad_dtype_unknown_hook_and_empty_corpus_as_errors(model_dir
 def test_background_writes_keep_order_and_report_the_failing_hook():
     """Every submitted batch is written, in order; a failed write is raised in the caller naming the
     hook and dataset, and the writes after it are dropped."""
-    from interp.capture import _BackgroundWrites
+    from interp.activations.capture import _BackgroundWrites
 
     class Recorder:
         path = Path("recorder")

@@ -11,7 +11,7 @@ import sys
 # help of the commands whose options depend on --arch), each one's --help, and what it imported.
 WALK = r"""
 import argparse, contextlib, io, json, sys
-from interp.cli.main import build_parser as interp_parser, main as interp_main
+from interp.app.cli.main import build_parser as interp_parser, main as interp_main
 from sae.cli import build_parser as sae_parser, main as sae_main
 
 def commands(parser, prefix=()):
@@ -50,7 +50,9 @@ def test_every_help_answers_without_torch():
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
     commands = {(r["cli"], " ".join(r["argv"])) for r in report}
-    assert len(report) >= 30 and ("interp.cli.main", "model train") in commands and ("sae.cli", "convert") in commands
+    assert (
+        len(report) >= 30 and ("interp.app.cli.main", "model train") in commands and ("sae.cli", "convert") in commands
+    )
     for r in report:
         assert r["code"] == 0 and r["usage"], r
         assert r["heavy"] == [], f"{r['cli']} {' '.join(r['argv'])} --help imported {r['heavy']}"

@@ -10,12 +10,12 @@ import random
 import pytest
 import torch
 
-from interp.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
-from interp.config import ModelConfig
-from interp.corpus import load_corpus
-from interp.model import build_native_model
-from interp.model_training import _first_windows, evaluate
-from interp.tokenizer import train_tokenizer
+from interp.model.compression import bits_per_byte, compressor_bits_per_byte, predicted_bytes
+from interp.model.config import ModelConfig
+from interp.model.corpus import load_corpus
+from interp.model.tokenizer import train_tokenizer
+from interp.model.training import _first_windows, evaluate
+from interp.model.transformer import build_native_model
 
 
 @pytest.fixture(scope="module")

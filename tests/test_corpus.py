@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.config import SHAKESPEARE_PROMPT
-from interp.corpus import (
+from interp.model.config import SHAKESPEARE_PROMPT
+from interp.model.corpus import (
     HELDOUT_EVERY,
     TEXT_PIECE_CHARS,
     cut_at_line_breaks,
@@ -20,7 +20,7 @@ from interp.corpus import (
     stdlib_files,
     token_sequences,
 )
-from interp.model_training import default_prompt
+from interp.model.training import default_prompt
 
 SHAKESPEARE = Path(__file__).resolve().parents[2] / "shared" / "data" / "tinyshakespeare.txt"
 if not SHAKESPEARE.exists():
@@ -223,7 +223,7 @@ def test_packing_is_reproducible_by_seed_and_differs_across_seeds():
 
 
 def test_packing_with_a_real_tokenizer_on_shakespeare():
-    from interp.tokenizer import train_tokenizer
+    from interp.model.tokenizer import train_tokenizer
 
     text = SHAKESPEARE.read_text()[:60_000]
     tokenizer = train_tokenizer([text], vocab_size=400, show_progress=False)

@@ -12,13 +12,18 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from interp.analysis.config import AnalysisConfig
-from interp.capture import run_capture
-from interp.cli.main import main as interp_main
-from interp.config import DemoConfig, ModelConfig, ModelTrainConfig, ScorecardConfig, demo_config
-from interp.demo import STEPS, run_demo
-from interp.evaluate import run_eval
-from interp.model import load_model
+from interp.activations.capture import run_capture
+from interp.activations.config import CaptureConfig
+from interp.app.cli.main import main as interp_main
+from interp.app.config import DemoConfig, demo_config
+from interp.app.demo import STEPS, run_demo
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.scorecard.concepts import concept_suite
+from interp.features.scorecard.config import ScorecardConfig
+from interp.interventions.config import EvalConfig
+from interp.interventions.evaluate import run_eval
+from interp.model.config import ModelConfig, ModelTrainConfig
+from interp.model.transformer import load_model
 from sae.config import TrainConfig as SAETrainConfig
 from sae.data import ActivationDataset
 
@@ -106,7 +111,7 @@ def test_an_sae_is_refused_against_a_model_whose_weights_changed(built, tmp_path
     state["tok_embed.weight"][0, 0] += 1.0  # another model in the same folder
     save_file(state, weights)
     with pytest.raises(ValueError, match="was trained on the activations of other weights"):
-        run_eval(str(cfg.model_dir), str(cfg.sae_dir), tokens=64, progress=False)
+        run_eval(EvalConfig(model=str(cfg.model_dir), sae=str(cfg.sae_dir), tokens=64), progress=False)
 
 
 def test_presets_budget_in_tokens():
@@ -157,7 +162,10 @@ def test_capture_holding_too_few_tokens_is_continued_to_the_same_bytes(tmp_path)
     assert run_demo(cfg) == ALL_STEPS
     cfg.capture_tokens = 2000  # the datasets now hold too few tokens: the step runs again and continues them
     assert run_demo(cfg) == ALL_STEPS[1:]
-    fresh = run_capture(cfg.model_dir, cfg.hooks, "stdlib", 2000, tmp_path / "fresh", progress=False)
+    fresh = run_capture(
+        CaptureConfig(model=str(cfg.model_dir), hooks=list(cfg.hooks), tokens=2000, out=str(tmp_path / "fresh")),
+        progress=False,
+    )
     for hook in HOOK_WIDTHS:
         continued, reference = (
             ActivationDataset(cfg.activations_dir / hook, verify=True),
@@ -179,8 +187,8 @@ def test_rebuilt_step_rebuilds_every_later_step(built, tmp_path, capsys):
 
 
 def test_steer_command_prints_clean_and_steered(built, tmp_path, capsys):
-    from interp.intervene import clamp, clean_text, steered_text
-    from interp.pipeline import open_model_and_sae
+    from interp.activations.sources import open_model_and_sae
+    from interp.interventions.intervene import clamp, clean_text, steered_text
 
     common = [
         "steer",
@@ -245,8 +253,8 @@ def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):
 
 
 def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_concepts(built, tmp_path, capsys):
-    from interp.pipeline import open_model_and_sae
-    from interp.scorecard.run import scored_tokens
+    from interp.activations.sources import open_model_and_sae
+    from interp.features.scorecard.run import scored_tokens
 
     out = tmp_path / "card"
     args = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--tokens", "640"]
@@ -260,15 +268,14 @@ def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_conce
     assert record["control"] is None and record["universality"]["features"] is None
     assert record["tokens"] == 640 and record["split"] == "heldout"
     # the same windows as `interp capture --split heldout --seed 0 --tokens 640`
-    captured = run_capture(
-        built.model_dir, [built.sae_hook], "stdlib", 640, tmp_path / "acts", split="heldout", progress=False
+    capture = CaptureConfig(
+        model=str(built.model_dir), hooks=[built.sae_hook], split="heldout", tokens=640, out=str(tmp_path / "acts")
     )
+    captured = run_capture(capture, progress=False)
     dataset = ActivationDataset(captured[built.sae_hook])
     ids = torch.cat([dataset.shard(i)["tokens"].long() for i in range(dataset.num_shards)])
     opened = open_model_and_sae(built.model_dir, built.sae_dir)
-    tokens = scored_tokens(
-        opened.model, ScorecardConfig(tokens=640).suite_for("stdlib"), "stdlib", ScorecardConfig(tokens=640)
-    )
+    tokens = scored_tokens(opened.model, concept_suite("auto", [], "stdlib"), "stdlib", ScorecardConfig(tokens=640))
     assert torch.equal(tokens.windows.flatten(), ids)
     bad = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--out", str(tmp_path / "bad")]
     assert interp_main([*bad, "--concept", "x=("]) == 2
@@ -279,21 +286,22 @@ def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_conce
 
 
 def test_one_pass_per_model_serves_every_concept(built, tmp_path, monkeypatch):
-    import interp.scorecard.run as scorecard_run
-    from interp.scorecard.run import ScorecardInputs, run_scorecard
+    import interp.features.scorecard.run as scorecard_run
+    from interp.features.scorecard.config import ScorecardInputs
+    from interp.features.scorecard.run import run_scorecard
 
     passes = []
     real = scorecard_run.unit_activations
     monkeypatch.setattr(scorecard_run, "unit_activations", lambda *a, **k: passes.append(a[0]) or real(*a, **k))
     inputs = ScorecardInputs(
-        str(built.model_dir),
-        str(built.sae_dir),
-        "stdlib",
+        model=str(built.model_dir),
+        sae=str(built.sae_dir),
+        corpus="stdlib",
         control_model=str(built.control_dir / "model"),
         control_sae=str(built.control_dir / "sae"),
         universality_sae=str(built.seed_sae_dir),
         width_saes=[str(p) for p in built.width_sae_dirs],
     )
-    concepts = tuple(f"c{i}=[a-z]{{{i + 1}}}" for i in range(12))
+    concepts = [f"c{i}=[a-z]{{{i + 1}}}" for i in range(12)]
     record = run_scorecard(inputs, ScorecardConfig(tokens=512, concepts=concepts), tmp_path / "card", progress=False)
     assert len(record["concepts"]) > 60 and len(passes) == 2  # the trained model once, the control once

@@ -1,4 +1,4 @@
-"""Interventions (interp.intervene) and the ablation effects of the analysis: the spliced SAE with its
+"""Interventions (interp.interventions.intervene) and the ablation effects of the analysis: the spliced SAE with its
 error term is the clean model bit for bit; ablation, clamping and scaling against a hand-built hook;
 positions; generation; per-token log-prob changes."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 from tiny_live import D_SAE, HOOK, N_CTX, tiny_opened
 
-from interp.analysis.ablation import ablation_effects
-from interp.intervene import (
+from interp.interventions.ablation import ablation_effects
+from interp.interventions.intervene import (
     ablate,
     check_edits,
     clamp,

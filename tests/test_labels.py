@@ -14,18 +14,18 @@ import time
 import numpy as np
 import pytest
 import torch
+from planted import planted_analysis, zipf_tokens
 
-from interp.analysis import artifact as artifact_module
-from interp.analysis.artifact import Analysis, read_fingerprint
-from interp.analysis.config import AnalysisConfig
-from interp.config import LabelConfig
-from interp.labels.evidence import held_out_sequences
-from interp.labels.files import LABELS_FILE, read_labels
-from interp.labels.labeller import Labeller, label_analysis, run_labels
-from interp.labels.llm import LLMConfig, LLMLabeller
-from interp.labels.rules import auroc, pearson, show_token
-from interp.planted import planted_analysis, zipf_tokens
-from interp.search import FeatureIndex
+from interp.features.analysis import artifact as artifact_module
+from interp.features.analysis.artifact import Analysis, read_fingerprint
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.labels.config import LabelConfig
+from interp.features.labels.evidence import held_out_sequences
+from interp.features.labels.files import LABELS_FILE, read_labels
+from interp.features.labels.labeller import Labeller, label_analysis, run_labels
+from interp.features.labels.llm import LLMConfig, LLMLabeller
+from interp.features.labels.rules import auroc, pearson, show_token
+from interp.features.search import FeatureIndex
 
 N_SEQ, T, V = 300, 32, 64
 VOCAB = ["<bos>"] + [f" w{i}" for i in range(1, 50)] + [str(d) for d in range(10)] + ["(", ")", ":", ","]
@@ -229,8 +229,8 @@ def test_split_is_by_sequence_and_balanced(planted):
 
 
 def test_cli_writes_labels_the_report_can_read(planted, tmp_path):
-    from interp.cli.main import main
-    from interp.labels.files import read_labels as report_read_labels
+    from interp.app.cli.main import main
+    from interp.features.labels.files import read_labels as report_read_labels
 
     analysis, labels, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -385,7 +385,7 @@ def chat_server():
 
 
 def test_llm_labeller_explains_scores_and_caches(planted, tmp_path, chat_server, monkeypatch):
-    from interp.cli.main import main
+    from interp.app.cli.main import main
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -445,44 +445,18 @@ def test_llm_key_never_follows_a_redirect_and_replies_are_bounded(planted, tmp_p
 
 
 def test_llm_errors_are_clear(planted, tmp_path, chat_server, monkeypatch):
-    from interp.cli.features import llm_from_args
-    from interp.cli.main import build_parser
+    from interp.app.cli.features import llm_labeller
+    from interp.features.labels.config import LLMOptions
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
     monkeypatch.delenv("MONOSEMANTIC_LLM_BASE_URL", raising=False)
     monkeypatch.delenv("MONOSEMANTIC_LLM_MODEL", raising=False)
     with pytest.raises(ValueError, match="--llm-base-url"):
-        llm_from_args(build_parser().parse_args(["label", "--analysis", "x", "--llm"]))
-    bad_route = build_parser().parse_args(
-        [
-            "label",
-            "--analysis",
-            "x",
-            "--llm",
-            "--llm-base-url",
-            chat_server + "/nope",
-            "--llm-model",
-            "m",
-            "--llm-features",
-            "1",
-        ]
-    )
+        llm_labeller(LLMOptions(llm=True))
+    bad_route = LLMOptions(llm=True, llm_base_url=chat_server + "/nope", llm_model="m", llm_features=1)
     with pytest.raises(ValueError, match="HTTP 404"):
-        run_labels(tmp_path / "a", neurons=False, llm=llm_from_args(bad_route), progress=False)
-    unreachable = build_parser().parse_args(
-        [
-            "label",
-            "--analysis",
-            "x",
-            "--llm",
-            "--llm-base-url",
-            "http://127.0.0.1:9/v1",
-            "--llm-model",
-            "m",
-            "--llm-features",
-            "1",
-        ]
-    )
+        run_labels(tmp_path / "a", neurons=False, llm=llm_labeller(bad_route), progress=False)
+    unreachable = LLMOptions(llm=True, llm_base_url="http://127.0.0.1:9/v1", llm_model="m", llm_features=1)
     with pytest.raises(ValueError, match="cannot reach"):
-        run_labels(tmp_path / "a", neurons=False, llm=llm_from_args(unreachable), progress=False)
+        run_labels(tmp_path / "a", neurons=False, llm=llm_labeller(unreachable), progress=False)

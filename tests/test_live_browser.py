@@ -10,11 +10,12 @@ import pytest
 from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
 from tiny_live import DOCUMENTS, HOOK, tiny_opened
 
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.run import analyze
-from interp.corpus import token_sequences
-from interp.report.write import write_report
-from interp.serve import LiveModel, ReportServer
+from interp.app.config import ReportConfig
+from interp.app.report.write import write_report
+from interp.app.serve import LiveModel, ReportServer
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.run import analyze
+from interp.model.corpus import token_sequences
 
 N_CTX = 128  # room for the hostile lines
 
@@ -27,7 +28,7 @@ def live_report(tmp_path_factory):
     cfg = AnalysisConfig(tokens=64 * N_CTX, batch_size=16, top_k=4, intervals=3, interval_samples=2)
     analysis = analyze(opened.model, opened.sae, HOOK, windows, cfg, progress=False)
     analysis.save(root / "analysis")
-    write_report(root / "analysis", root / "report", progress=False)
+    write_report(ReportConfig(analysis=str(root / "analysis"), out=str(root / "report")), progress=False)
     server = ReportServer(root / "report", LiveModel(opened), "127.0.0.1", 0)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield root / "report", f"http://127.0.0.1:{server.server_address[1]}/"

@@ -11,14 +11,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from interp.cli.main import main as interp_main
-from interp.config import MODEL_TRAIN_TOKENS, STDLIB_PROMPT, ModelConfig, ModelTrainConfig
-from interp.corpus import cut_at_line_breaks, load_corpus
-from interp.hooks import hook_shapes
-from interp.model import CONFIG_FILE, WEIGHTS_FILE, build_native_model, generate, load_model, sample_text
-from interp.model_training import default_prompt, evaluate, next_token_loss, train_model
-from interp.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
-from interp.training_record import RECORD_FILE, TENSORS_FILE, TrainingRecord
+from interp.activations.hooks import hook_shapes
+from interp.app.cli.main import main as interp_main
+from interp.model.config import MODEL_TRAIN_TOKENS, STDLIB_PROMPT, ModelConfig, ModelTrainConfig
+from interp.model.corpus import cut_at_line_breaks, load_corpus
+from interp.model.record import RECORD_FILE, TENSORS_FILE, TrainingRecord
+from interp.model.tokenizer import TOKENIZER_FILE, Tokenizer, train_tokenizer
+from interp.model.training import default_prompt, evaluate, next_token_loss, train_model
+from interp.model.transformer import CONFIG_FILE, WEIGHTS_FILE, build_native_model, generate, load_model, sample_text
 
 SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
 TINY = ModelConfig(n_layers=1, d_model=32, n_heads=2, d_mlp=64, context_length=32)
@@ -289,7 +289,7 @@ def offline(monkeypatch):
 
 
 def test_a_model_name_goes_the_hugging_face_way(monkeypatch, offline):
-    import interp.model as model_module
+    import interp.model.transformer as model_module
 
     calls = []
     monkeypatch.setattr(model_module, "_load_hugging_face", lambda name, device: calls.append((name, device)) or "hf")

@@ -10,11 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.run import analyze
-from interp.cli.main import main as interp_main
-from interp.hooks import hook_layer
-from interp.neuronpedia import export_neuronpedia, histogram_centres, neuronpedia_id
+from interp.activations.hooks import hook_layer
+from interp.app.cli.main import main as interp_main
+from interp.app.config import ExportConfig
+from interp.app.neuronpedia import export_neuronpedia, histogram_centres, neuronpedia_id
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.run import analyze
 
 T = 16
 # Columns of Neuronpedia's tables (apps/webapp/prisma/schema.prisma) that the export may fill.
@@ -114,8 +115,8 @@ def analysis_dir(tmp_path_factory):
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    from interp.model import LoadedModel
-    from interp.tokenizer import train_tokenizer
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import LoadedModel
 
     tokenizer = train_tokenizer(
         [f"def f{i}(x):\n    return x * {i} + {i % 7}\n" for i in range(300)], vocab_size=300, show_progress=False
@@ -172,7 +173,10 @@ def read_gz(path: Path) -> list[dict]:
 
 def test_export_layout_columns_and_known_answers(analysis_dir, tmp_path):
     folder, analysis, token_ids, counts, sae = analysis_dir
-    out = export_neuronpedia(folder, tmp_path / "np", source_set="Planted Detectors", features_per_batch=3)
+    cfg = ExportConfig(
+        analysis=str(folder), out=str(tmp_path / "np"), source_set="Planted Detectors", features_per_batch=3
+    )
+    out = export_neuronpedia(cfg)
     assert out == tmp_path / "np" / "tiny-model" / "0-planted-detectors"
     assert sorted(p.name for p in out.iterdir()) == [
         "activations",

@@ -9,14 +9,15 @@ import math
 
 import pytest
 import torch
+from planted import planted_analysis
 
-from interp.analysis.artifact import Analysis
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.neuron_pass import NeuronPass
-from interp.analysis.run import analyze
-from interp.labels.files import read_labels
-from interp.labels.labeller import run_labels
-from interp.neurons import (
+from interp.features.analysis.artifact import Analysis
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.neuron_pass import NeuronPass
+from interp.features.analysis.run import analyze
+from interp.features.labels.files import read_labels
+from interp.features.labels.labeller import run_labels
+from interp.features.neurons import (
     driver_mass,
     driver_shares,
     effective_number,
@@ -24,7 +25,6 @@ from interp.neurons import (
     neurons_driven,
     score_comparison,
 )
-from interp.planted import planted_analysis
 
 T, CYCLE, N_SEQ = 25, 12, 60  # tokens 1..12 cycle over positions 1..24: each twice per sequence
 VOCAB = ["<bos>"] + [f" t{i}" for i in range(1, CYCLE + 1)]
@@ -185,7 +185,7 @@ def test_peak_drivers_follow_their_examples_across_batches():
 
 
 def test_neuron_labels_and_the_comparison(planted, tmp_path):
-    from interp.cli.main import main
+    from interp.app.cli.main import main
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -201,7 +201,7 @@ def test_neuron_labels_and_the_comparison(planted, tmp_path):
 
 
 def test_neurons_cli_json(planted, tmp_path, capsys):
-    from interp.cli.main import main
+    from interp.app.cli.main import main
 
     analysis, _, _, _ = planted
     analysis.save(tmp_path / "a")
@@ -238,8 +238,8 @@ def test_neurons_sub_artifact_through_a_model(tmp_path):
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    from interp.model import LoadedModel
-    from interp.tokenizer import train_tokenizer
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import LoadedModel
     from sae.architectures import build_sae
 
     text = [f"def f{i}(x):\n    return x * {i}\n" for i in range(100)]

@@ -1,7 +1,7 @@
 """The report's neuron pages in headless Chromium from file://: the neuron index (sorted by
 polysemanticity, both plots drawn, sorting and filtering), a neuron page whose sentence, drivers and
-example groups match `interp.neurons`, links both ways between neuron and feature pages by one share, the index's
-label-score column, and hostile token strings shown as text with nothing run."""
+example groups match `interp.features.neurons`, links both ways between neuron and feature pages by one
+share, the index's label-score column, and hostile token strings shown as text with nothing run."""
 
 from __future__ import annotations
 
@@ -10,12 +10,13 @@ import json
 import pytest
 import torch
 from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
+from planted import planted_analysis, token_detector_batches, zipf_tokens
 
-from interp.analysis.config import AnalysisConfig
-from interp.labels.labeller import run_labels
-from interp.neurons import neuron_summaries
-from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
-from interp.report.write import write_report
+from interp.app.config import ReportConfig
+from interp.app.report.write import write_report
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.labels.labeller import run_labels
+from interp.features.neurons import neuron_summaries
 
 F, N, V, T, N_SEQ = 24, 8, 48, 24, 90
 
@@ -24,7 +25,7 @@ F, N, V, T, N_SEQ = 24, 8, 48, 24, 90
 def neuron_report(tmp_path_factory):
     """A planted SAE on 8 neurons (24 token-detector features, each writing to a few neurons), its
     labels and neuron labels, and the report; some token strings are hostile HTML."""
-    from interp.analysis.artifact import Analysis
+    from interp.features.analysis.artifact import Analysis
 
     root = tmp_path_factory.mktemp("neurons-report")
     vocab = ["<bos>"] + [f" w{i}" for i in range(1, V)]
@@ -47,7 +48,7 @@ def neuron_report(tmp_path_factory):
     )
     analysis.save(root / "analysis")
     run_labels(root / "analysis", progress=False)
-    write_report(root / "analysis", root / "report", progress=False)
+    write_report(ReportConfig(analysis=str(root / "analysis"), out=str(root / "report")), progress=False)
     return root / "report", Analysis.load(root / "analysis")
 
 
@@ -151,7 +152,7 @@ def test_neuron_page_and_links_both_ways(browser, neuron_report, shots):
 
 
 def test_index_shows_label_scores(browser, neuron_report):
-    from interp.report.data import auroc_lower_bound
+    from interp.app.report.data import auroc_lower_bound
 
     report, analysis = neuron_report
     labels = json.loads((report.parent / "analysis" / "labels.json").read_text())["features"]

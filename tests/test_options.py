@@ -8,7 +8,9 @@ from typing import Literal
 
 import pytest
 
-from sae.options import DataclassOptions, expand_sweep, field_specs, from_dict, sweep_names, sweep_values
+from sae.options import DataclassOptions
+from sae.schema import field_specs, from_dict, sweep_values
+from sae.sweep import expand_sweep, sweep_names
 
 
 @dataclass
@@ -191,8 +193,9 @@ def test_real_architecture_config_parses_to_a_valid_config():
 def test_every_option_of_every_config_has_help():
     """The configs are the command line: every field they render says what it is."""
     import sae.architectures as architectures
-    from interp.analysis.config import AnalysisConfig
-    from interp.config import LabelConfig, ModelConfig, ModelTrainConfig
+    from interp.features.analysis.config import AnalysisConfig
+    from interp.features.labels.config import LabelConfig
+    from interp.model.config import ModelConfig, ModelTrainConfig
     from sae.config import SyntheticConfig, TrainConfig
 
     configs = [TrainConfig, SyntheticConfig, AnalysisConfig, LabelConfig, ModelConfig, ModelTrainConfig]
@@ -203,7 +206,7 @@ def test_every_option_of_every_config_has_help():
 
 def test_process_options_are_checked_before_any_work(tmp_path, capsys):
     """--threads is validated by the entry point before the command runs: nothing is read or written."""
-    from interp.cli.main import main as interp_main
+    from interp.app.cli.main import main as interp_main
     from sae.cli import main as sae_main
 
     out = tmp_path / "out"
@@ -217,7 +220,7 @@ def test_process_options_are_checked_before_any_work(tmp_path, capsys):
 
 def test_help_never_says_default_none(capsys):
     """A field whose default is None says in its own help what none means; the renderer adds nothing."""
-    from interp.cli.main import main as interp_main
+    from interp.app.cli.main import main as interp_main
     from sae.cli import main as sae_main
 
     for run, argv in (

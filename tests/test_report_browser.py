@@ -17,13 +17,14 @@ import pytest
 import torch
 from browser_pages import HOSTILE_LINES, assert_clean, open_page, wait_for
 
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.run import analyze
-from interp.labels.files import read_labels
-from interp.report import write as report_write
-from interp.report.data import heatmap_order, sig_array
-from interp.report.html import PLOTLY, script_json, write_page
-from interp.report.write import copy_static, write_report
+from interp.app.config import ReportConfig
+from interp.app.report import write as report_write
+from interp.app.report.data import heatmap_order, sig_array
+from interp.app.report.html import PLOTLY, script_json, write_page
+from interp.app.report.write import copy_static, write_report
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.run import analyze
+from interp.features.labels.files import read_labels
 
 T = 32
 
@@ -71,7 +72,7 @@ def test_labels_file_forms_and_errors(tmp_path):
 
 def test_report_of_a_missing_analysis_is_refused(tmp_path):
     with pytest.raises(FileNotFoundError, match="interp analyze"):
-        write_report(tmp_path / "nothing", tmp_path / "report", progress=False)
+        write_report(ReportConfig(analysis=str(tmp_path / "nothing"), out=str(tmp_path / "report")), progress=False)
 
 
 # ---- a report built from hostile text ------------------------------------------------------------
@@ -84,10 +85,10 @@ def hostile_report(tmp_path_factory) -> Path:
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    from interp.corpus import token_sequences
-    from interp.model import LoadedModel
-    from interp.tokenizer import train_tokenizer
-    from interp.training_record import Sample, TrainingRecord
+    from interp.model.corpus import token_sequences
+    from interp.model.record import Sample, TrainingRecord
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import LoadedModel
     from sae.architectures import build_sae
 
     root = tmp_path_factory.mktemp("hostile")
@@ -164,7 +165,7 @@ def hostile_report(tmp_path_factory) -> Path:
         "mlp_post.final": torch.randn(1, 3, 64),
     }
     record.save(folder)
-    write_report(folder, root / "report", progress=False)
+    write_report(ReportConfig(analysis=str(folder), out=str(root / "report")), progress=False)
     return root / "report"
 
 
@@ -200,7 +201,7 @@ def test_a_failed_rewrite_keeps_the_old_report_whole_and_leaves_no_temp_folder(h
 
     monkeypatch.setattr(report_write, "write_page", disk_full)  # after the data files, before the pages
     with pytest.raises(OSError, match="No space left"):
-        write_report(hostile_report.parent / "analysis", out, progress=False)
+        write_report(ReportConfig(analysis=str(hostile_report.parent / "analysis"), out=str(out)), progress=False)
     assert {str(p.relative_to(out)): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report"]  # no build folder, the abandoned one gone
 
@@ -434,7 +435,7 @@ def open_blank_page(browser, folder: Path) -> None:
 
 
 def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
-    from interp.labels.rules import show_token
+    from interp.features.labels.rules import show_token
 
     open_blank_page(browser, tmp_path)
     label = f"fires on {show_token(chr(10) + ' ' * 7)}, {show_token(chr(10) + ' ' * 11)} and {show_token('a`b')} (+3)"
@@ -444,7 +445,7 @@ def test_labels_show_whitespace_as_the_chips_do(browser, tmp_path):
 
 
 def test_auroc_lower_bound_is_hanley_mcneil():
-    from interp.report.data import auroc_lower_bound
+    from interp.app.report.data import auroc_lower_bound
 
     # A = 0.9 from 50 positives and 50 negatives, by hand: shrunk to A' = 45.5/51 = 0.892157,
     # Q1 = A'/(2 - A') = 0.805310, Q2 = 2A'^2/(1 + A') = 0.841309, SE = 0.033335, bound A' - 1.96 SE
@@ -502,7 +503,7 @@ def test_control_characters_are_drawn_as_control_pictures(browser, tmp_path):
 def repeated_text_report(tmp_path_factory):
     """Feature 0 peaks at 10 on the same window of text in sequences 0-5 (the only firings in the
     octave [8, 16)) and fires below 8 on random text elsewhere; feature 1 fires on random text only."""
-    from interp.planted import planted_analysis, zipf_tokens
+    from planted import planted_analysis, zipf_tokens
 
     g = torch.Generator().manual_seed(11)
     n_seq, T_, F = 30, 24, 2
@@ -519,12 +520,12 @@ def repeated_text_report(tmp_path_factory):
     analysis = planted_analysis(batches, vocab, cfg, W_dec=torch.randn(F, 8, generator=g), expected_sequences=n_seq)
     root = tmp_path_factory.mktemp("repeats")
     analysis.save(root / "analysis")
-    write_report(root / "analysis", root / "report", progress=False)
+    write_report(ReportConfig(analysis=str(root / "analysis"), out=str(root / "report")), progress=False)
     return analysis, root / "report"
 
 
 def test_top_examples_show_repeated_text_once_and_the_octaves_do_not_repeat_them(repeated_text_report):
-    from interp.report.data import ReportData
+    from interp.app.report.data import ReportData
 
     analysis, _ = repeated_text_report
     record = ReportData(analysis, {}).feature(0)

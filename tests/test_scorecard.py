@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from interp.corpus import labelled_token_sequences, load_corpus, token_sequences
-from interp.scorecard.concepts import ConceptSuite, parse_user_concept, python_marks, text_marks
-from interp.scorecard.measures import (
+from interp.features.scorecard.concepts import ConceptSuite, parse_user_concept, python_marks, text_marks
+from interp.features.scorecard.measures import (
     detection,
     histogram,
     logit_consistency,
@@ -20,8 +19,9 @@ from interp.scorecard.measures import (
     sparse_probes,
     threshold_scores,
 )
-from interp.scorecard.score import compare, score_dictionary
-from interp.tokenizer import train_tokenizer
+from interp.features.scorecard.score import compare, score_dictionary
+from interp.model.corpus import labelled_token_sequences, load_corpus, token_sequences
+from interp.model.tokenizer import train_tokenizer
 
 SOURCE = '''"""Module doc."""
 import os
@@ -234,7 +234,7 @@ def test_a_planted_case_where_neurons_equal_the_concept_shows_neurons_winning():
 
 
 def test_shakespeare_concepts_read_the_layout_of_the_plays():
-    from interp.scorecard.concepts import shakespeare_marks
+    from interp.features.scorecard.concepts import shakespeare_marks
 
     text = "KING RICHARD III:\nThou art the king, and thy crown liveth.\n\nFirst Citizen:\nSpeak, speak.\n"
     got = {name.removeprefix("shakespeare."): spans(m, text) for name, m in shakespeare_marks(text).items()}

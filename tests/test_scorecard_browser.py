@@ -8,7 +8,7 @@ import pytest
 from browser_pages import assert_clean, open_page, wait_for
 from test_demo import tiny_demo
 
-from interp.demo import run_demo
+from interp.app.demo import run_demo
 
 HOSTILE = "<script>window.pwned(1)</script><img src onerror\\x3dalert(1)>"  # no "=": NAME=REGEX splits there
 

@@ -9,15 +9,15 @@ import json
 
 import pytest
 import torch
+from planted import planted_analysis, token_detector_batches, zipf_tokens
 
-from interp.analysis.artifact import Analysis
-from interp.analysis.config import AnalysisConfig
-from interp.analysis.run import analyze
-from interp.config import LabelConfig
-from interp.labels.files import save_labels
-from interp.labels.labeller import label_analysis
-from interp.planted import planted_analysis, token_detector_batches, zipf_tokens
-from interp.search import FeatureHit, FeatureIndex, format_hits
+from interp.features.analysis.artifact import Analysis
+from interp.features.analysis.config import AnalysisConfig
+from interp.features.analysis.run import analyze
+from interp.features.labels.config import LabelConfig
+from interp.features.labels.files import save_labels
+from interp.features.labels.labeller import label_analysis
+from interp.features.search import FeatureHit, FeatureIndex, format_hits
 
 N_SEQ, T, V, F, D = 120, 24, 40, 10, 12
 VOCAB = ["<bos>"] + [f" t{i}" for i in range(1, V)]
@@ -133,7 +133,7 @@ def test_filters(index_dir):
 
 
 def test_records_table_and_cli(index_dir, capsys):
-    from interp.cli.main import main
+    from interp.app.cli.main import main
 
     folder, _, _, _, _ = index_dir
     hit = FeatureIndex.load(folder).by_token(" t5")[0]
@@ -202,9 +202,9 @@ def test_queries_and_filters_are_validated(index_dir):
 
 
 def test_text_query_matches_the_models_forward_pass(tmp_path):
-    from interp.config import ModelConfig
-    from interp.model import build_native_model, load_model, save_model
-    from interp.tokenizer import train_tokenizer
+    from interp.model.config import ModelConfig
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import build_native_model, load_model, save_model
     from sae.architectures import build_sae
     from sae.io import save_sae
 

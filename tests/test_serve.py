@@ -1,4 +1,4 @@
-"""`interp serve` (interp.serve): the JSON API's contract, its answers to bad input, the report folder
+"""`interp serve` (interp.app.serve): the JSON API's contract, its answers to bad input, the report folder
 and nothing else, the Host check, and several requests at once."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from tiny_live import D_SAE, tiny_opened
 
-from interp.intervene import clamp, clean_text, steered_text
-from interp.serve import MAX_BODY, LiveModel, ReportServer, check_report
+from interp.app.serve import MAX_BODY, LiveModel, ReportServer, check_report
+from interp.interventions.intervene import clamp, clean_text, steered_text
 
 
 @pytest.fixture(scope="module")

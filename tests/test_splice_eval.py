@@ -1,4 +1,5 @@
-"""Splicing an SAE into a model (interp.splice) and the CE / KL metrics of interp.evaluate."""
+"""The one splice of a dictionary into a model (interp.interventions.splice) and the CE / KL metrics of
+interp.interventions.evaluate."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import re
 import pytest
 import torch
 
-from interp.corpus import batched_windows
-from interp.evaluate import (
+from interp.activations.hooks import sae_hook_name
+from interp.interventions.evaluate import (
     SpliceMetrics,
     evaluate_splice,
     kl_from_clean,
     next_token_cross_entropy,
     next_token_log_probs,
+    spliced_runs,
 )
-from interp.hooks import sae_hook_name
-from interp.splice import SAESplice, run_clean, run_with_sae, run_zero_ablated, spliced_runs
+from interp.interventions.splice import Splice, spliced
+from interp.model.corpus import batched_windows
 from sae.architectures import build_sae
 
 D_MODEL, D_MLP, D_VOCAB, N_CTX = 64, 128, 300, 32
@@ -46,6 +48,12 @@ def bridge():
         )
     )
     return model.eval()
+
+
+def run_with(bridge, tokens, sae, hook, **options):
+    """Logits of one pass with `sae` spliced in at `hook` (None: zero-ablated)."""
+    with spliced(bridge, sae, at=hook, **options):
+        return bridge(tokens)
 
 
 @pytest.fixture
@@ -179,30 +187,78 @@ def test_error_term_reproduces_clean_logits(bridge, tokens):
     with torch.no_grad():
         sae.b_dec.copy_(torch.randn(D_MODEL))
     with torch.no_grad():
-        clean = run_clean(bridge, tokens)
-        spliced = run_with_sae(bridge, tokens, sae, RESID)
-        with_error = run_with_sae(bridge, tokens, sae, RESID, with_error=True)
-        ablated = run_zero_ablated(bridge, tokens, RESID)
-    assert (spliced - clean).abs().max() > 1e-2  # the reconstruction alone changes the output
+        clean = bridge(tokens)
+        with_sae = run_with(bridge, tokens, sae, RESID)
+        with_error = run_with(bridge, tokens, sae, RESID, with_error=True)
+        ablated = run_with(bridge, tokens, None, RESID)
+    assert (with_sae - clean).abs().max() > 1e-2  # the reconstruction alone changes the output
     assert (ablated - clean).abs().max() > 1e-2
     assert (with_error - clean).abs().max() <= 1e-5
-    # the spliced run through spliced_runs is the same computation as run_with_sae
+    # the spliced run through spliced_runs is the same computation as the splice alone
     runs = spliced_runs(bridge, tokens, sae, RESID)
-    assert torch.allclose(runs.sae, spliced, atol=1e-6) and torch.allclose(runs.clean, clean, atol=1e-6)
+    assert torch.allclose(runs.sae, with_sae, atol=1e-6) and torch.allclose(runs.clean, clean, atol=1e-6)
     assert runs.record.x.shape == (tokens.numel(), D_MODEL) and runs.record.f.shape == (tokens.numel(), 256)
 
 
 def test_splice_hooks_are_removed_after_the_run(bridge, tokens):
     with torch.no_grad():
-        before = run_clean(bridge, tokens)
-        run_with_sae(bridge, tokens, zero_sae(D_MODEL), RESID)
-        after = run_clean(bridge, tokens)
+        before = bridge(tokens)
+        run_with(bridge, tokens, zero_sae(D_MODEL), RESID)
+        after = bridge(tokens)
     assert torch.equal(before, after)
+
+
+def test_the_splice_turns_on_the_settings_its_hooks_need_and_restores_them(bridge, tokens):
+    """blocks.0.hook_mlp_in fires only with use_hook_mlp_in; the splice turns it on for its block only."""
+    hook = "blocks.0.hook_mlp_in"
+    assert not bridge.cfg.use_hook_mlp_in
+    with torch.no_grad():
+        clean = bridge(tokens)
+        with spliced(bridge, identity_sae(D_MODEL), at=hook, record=True) as splice:
+            assert bridge.cfg.use_hook_mlp_in
+            through = bridge(tokens)
+    assert splice.last is not None and splice.last.x.shape == (tokens.numel(), D_MODEL)
+    assert not bridge.cfg.use_hook_mlp_in  # the model is left as it was found
+    torch.testing.assert_close(through, clean, atol=1e-5, rtol=0)  # the identity SAE changes nothing
+
+
+def test_a_dictionary_that_reads_one_hook_and_writes_another(bridge, tokens):
+    """A planted transcoder: its features are the MLP's input rows (relu of +x and -x), its decoder a fixed
+    random map to the MLP's output width. The splice must encode what it read at the input hook, write the
+    prediction at the output hook, record the clean output as x, and (with the error term) change nothing."""
+    reads, writes = "blocks.0.ln2.hook_out", "blocks.0.hook_mlp_out"
+    transcoder = identity_sae(D_MODEL)
+    out_map = torch.randn(D_MODEL, D_MODEL, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    with torch.no_grad():
+        transcoder.W_dec.copy_(torch.cat([out_map, -out_map]).float())
+    with torch.no_grad():
+        _, cache = bridge.run_with_cache(tokens)
+        with spliced(bridge, transcoder, at=reads, writes=writes, record=True) as splice:
+            replaced = bridge(tokens)
+        with spliced(bridge, transcoder, at=reads, writes=writes, with_error=True):
+            exact = bridge(tokens)
+        clean = bridge(tokens)
+    source = cache[reads].reshape(-1, D_MODEL).double()
+    record = splice.last
+    torch.testing.assert_close(record.source.double(), source)
+    torch.testing.assert_close(record.x.double(), cache[writes].reshape(-1, D_MODEL).double())
+    torch.testing.assert_close(record.x_hat.double(), source @ out_map, atol=1e-4, rtol=1e-4)
+    assert (replaced - clean).abs().max() > 1e-2
+    assert torch.equal(exact, clean)
+
+
+def test_a_dictionary_must_match_the_width_of_the_hook_it_writes(bridge, tokens):
+    wide = build_sae("topk", d_in=D_MODEL, d_sae=32, k=4)
+    wide.cfg.d_out = D_MLP + 1  # reads the MLP's input (64 wide), claims to write 129 values per token
+    message = r"d_out=129.*blocks\.0\.mlp\.hook_post.*per-token size 128"
+    splice = spliced(bridge, wide, at="blocks.0.ln2.hook_out", writes=MLP_POST)
+    with pytest.raises(ValueError, match=message), torch.no_grad(), splice:
+        bridge(tokens)
 
 
 def test_error_term_keeps_the_gradient_through_the_reconstruction(bridge, tokens):
     sae = build_sae("relu", d_in=D_MODEL, d_sae=96)
-    logits = run_with_sae(bridge, tokens, sae, RESID, with_error=True)
+    logits = run_with(bridge, tokens, sae, RESID, with_error=True)
     logits.logsumexp(-1).sum().backward()
     assert sae.W_dec.grad is not None and sae.W_dec.grad.abs().sum() > 0
 
@@ -210,15 +266,15 @@ def test_error_term_keeps_the_gradient_through_the_reconstruction(bridge, tokens
 def test_wrong_width_names_the_hook_and_both_sizes(bridge, tokens):
     sae = build_sae("topk", d_in=D_MODEL + 1, d_sae=32, k=4)
     with pytest.raises(ValueError, match=r"d_in=65.*blocks\.0\.hook_resid_post.*per-token size 64"), torch.no_grad():
-        run_with_sae(bridge, tokens, sae, RESID)
-    splice = SAESplice(sae, MLP_POST)
+        run_with(bridge, tokens, sae, RESID)
+    splice = Splice(sae, MLP_POST, MLP_POST)
     with pytest.raises(ValueError, match=r"d_in=65.*blocks\.0\.mlp\.hook_post.*128"):
-        splice(torch.randn(2, 3, D_MLP))
+        splice.write(torch.randn(2, 3, D_MLP))
 
 
 def test_unknown_hook_is_refused_with_the_valid_names(bridge, tokens):
     with pytest.raises(ValueError, match=r"unknown hook name 'blocks\.0\.hook_resid_pots'.*did you mean"):
-        run_with_sae(bridge, tokens, identity_sae(D_MODEL), "blocks.0.hook_resid_pots")
+        run_with(bridge, tokens, identity_sae(D_MODEL), "blocks.0.hook_resid_pots")
 
 
 def test_hook_name_comes_from_the_sae_metadata():
@@ -236,9 +292,9 @@ def test_hook_name_comes_from_the_sae_metadata():
 @pytest.fixture(scope="module")
 def model_folder(tmp_path_factory):
     """A saved native model (random weights) whose training record names a small JSONL corpus."""
-    from interp.config import ModelConfig
-    from interp.model import build_native_model, save_model
-    from interp.tokenizer import train_tokenizer
+    from interp.model.config import ModelConfig
+    from interp.model.tokenizer import train_tokenizer
+    from interp.model.transformer import build_native_model, save_model
 
     root = tmp_path_factory.mktemp("eval")
     text = root / "corpus.jsonl"
@@ -268,7 +324,7 @@ def model_folder(tmp_path_factory):
 
 
 def test_interp_eval_cli_on_a_saved_model_and_sae(model_folder, tmp_path, capsys):
-    from interp.cli.main import main
+    from interp.app.cli.main import main
     from sae.io import save_sae
 
     sae = identity_sae(32)
@@ -302,7 +358,7 @@ def test_interp_eval_cli_on_a_saved_model_and_sae(model_folder, tmp_path, capsys
 
 
 def test_interp_eval_cli_refuses_an_sae_of_another_width(model_folder, tmp_path, capsys):
-    from interp.cli.main import main
+    from interp.app.cli.main import main
     from sae.io import save_sae
 
     save_sae(build_sae("topk", d_in=48, d_sae=64, k=4), tmp_path / "sae")

@@ -13,13 +13,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-import interp.hooks
-import interp.stream
-from interp.cli.main import main as interp_main
-from interp.config import ModelConfig
-from interp.corpus import cut_at_line_breaks
-from interp.model import build_native_model, save_model
-from interp.tokenizer import train_tokenizer
+import interp.activations.hooks
+import interp.activations.stream
+from interp.app.cli.main import main as interp_main
+from interp.model.config import ModelConfig
+from interp.model.corpus import cut_at_line_breaks
+from interp.model.tokenizer import train_tokenizer
+from interp.model.transformer import build_native_model, save_model
 from sae.cli import main as sae_main
 
 SHAKESPEARE = "/work/shared/data/tinyshakespeare.txt"
@@ -60,13 +60,13 @@ def model_dir(tmp_path_factory) -> Path:
 def forward_windows(monkeypatch) -> list[int]:
     """Counts the token windows every forward pass runs (one entry per pass)."""
     counts: list[int] = []
-    plain = interp.hooks.ActivationHooks.run
+    plain = interp.activations.hooks.ActivationHooks.run
 
     def counted(self, tokens):
         counts.append(tokens.shape[0])
         return plain(self, tokens)
 
-    monkeypatch.setattr(interp.hooks.ActivationHooks, "run", counted)
+    monkeypatch.setattr(interp.activations.hooks.ActivationHooks, "run", counted)
     return counts
 
 
@@ -110,7 +110,7 @@ def test_streaming_equals_capture_then_train_and_shares_one_forward_pass(model_d
                 SHAKESPEARE,
                 "--tokens",
                 str(TOKENS),
-                "--seed",
+                "--corpus-seed",
                 "3",
                 "--batch-size",
                 "4",
@@ -160,17 +160,17 @@ def test_a_resumed_stream_seeks_and_ends_with_the_uninterrupted_weights(
         )
 
     assert interp_main(args(tmp_path / "full")) == 0
-    plain_next = interp.stream.ModelActivationStream.__next__
+    plain_next = interp.activations.stream.ModelActivationStream.__next__
 
     def dies_at_batch_7(self):
         if self.batch == 7:
             raise KeyboardInterrupt
         return plain_next(self)
 
-    monkeypatch.setattr(interp.stream.ModelActivationStream, "__next__", dies_at_batch_7)
+    monkeypatch.setattr(interp.activations.stream.ModelActivationStream, "__next__", dies_at_batch_7)
     with pytest.raises(KeyboardInterrupt):
         interp_main(args(tmp_path / "cut"))
-    monkeypatch.setattr(interp.stream.ModelActivationStream, "__next__", plain_next)
+    monkeypatch.setattr(interp.activations.stream.ModelActivationStream, "__next__", plain_next)
     state = json.loads((tmp_path / "cut" / "checkpoint" / "step-00000006" / "state.json").read_text())
     assert state["data_position"]["stream"]["batch"] == 6
     forward_windows.clear()
@@ -311,12 +311,13 @@ def test_hub_model_name_and_hub_dataset_stream_offline(offline, tmp_path, forwar
     ],
 )
 def test_train_from_model_refuses_bad_arguments_before_loading_anything(tmp_path, overrides, message):
+    from interp.activations.config import StreamConfig
     from sae.config import TrainConfig
 
-    kwargs = {"tokens": 64, "forward_batch": 2, "model_autocast": "none", **overrides}
+    fields = {"tokens": 64, "forward_batch": 2, "model_autocast": "none", **overrides}
+    cfg = StreamConfig(
+        model=str(tmp_path / "no-model"), hooks=["blocks.0.hook_resid_post"], out=str(tmp_path / "out"), **fields
+    )
     with pytest.raises(ValueError, match=message):
-        interp.stream.train_from_model(
-            str(tmp_path / "no-model"), ["blocks.0.hook_resid_post"], "topk", {"d_sae": [8], "k": [2]},
-            TrainConfig(), tmp_path / "out", **kwargs,
-        )  # fmt: skip
+        interp.activations.stream.train_from_model(cfg, "topk", {"d_sae": [8], "k": [2]}, TrainConfig())
     assert not (tmp_path / "out").exists()

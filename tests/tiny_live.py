@@ -7,8 +7,8 @@ from pathlib import Path
 
 import torch
 
-from interp.model import LoadedModel
-from interp.pipeline import ModelAndSAE
+from interp.activations.sources import ModelAndSAE
+from interp.model.transformer import LoadedModel
 
 HOOK = "blocks.0.mlp.hook_post"
 D_MLP, D_SAE, N_CTX = 64, 96, 32
@@ -21,7 +21,7 @@ def tiny_opened(n_layers: int = 2, context_length: int = N_CTX) -> ModelAndSAE:
     import transformer_lens.model_bridge.sources.native  # noqa: F401
     from transformer_lens.model_bridge.bridge import TransformerBridge
 
-    from interp.tokenizer import train_tokenizer
+    from interp.model.tokenizer import train_tokenizer
     from sae.architectures import build_sae
 
     tokenizer = train_tokenizer(DOCUMENTS, vocab_size=300, show_progress=False)
@@ -44,7 +44,4 @@ def tiny_opened(n_layers: int = 2, context_length: int = N_CTX) -> ModelAndSAE:
     sae = build_sae("topk", d_in=D_MLP, d_sae=D_SAE, k=6)
     with torch.no_grad():  # decoder rows large enough that a clamp moves the model
         sae.W_dec.mul_(4.0)
-    from interp.hooks import enable_hooks
-
-    enable_hooks(bridge, [HOOK])
     return ModelAndSAE(model=model, model_spec="tiny", sae=sae, sae_path=Path("tiny-sae"), hook=HOOK)

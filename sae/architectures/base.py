@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sae.config import SAE_CONFIGS, SAEConfig
+from sae.config import SAEConfig
 
 
 @dataclass
@@ -178,39 +178,12 @@ def normalize_rows_(W: nn.Parameter) -> None:
         W.div_(W.norm(dim=1, keepdim=True).clamp_min(1e-30))
 
 
-ARCHITECTURES: dict[str, type[SAE]] = {}
-
-
-def register(cls: type[SAE]) -> type[SAE]:
-    """Class decorator: make an architecture available by its `arch` name (and its config by the same
-    name in sae.config.SAE_CONFIGS, which the command line reads without importing torch)."""
-    ARCHITECTURES[cls.arch] = cls
-    SAE_CONFIGS[cls.arch] = cls.config_class
-    return cls
-
-
-def get_architecture(name: str) -> type[SAE]:
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; registered: {', '.join(sorted(ARCHITECTURES))}")
-    return ARCHITECTURES[name]
-
-
-def build_sae(arch: str, **fields: Any) -> SAE:
-    """build_sae("topk", d_in=256, d_sae=4096, k=32)."""
-    cls = get_architecture(arch)
-    return cls(cls.config_class.from_dict(fields))
-
-
 __all__ = [
-    "ARCHITECTURES",
     "SAE",
     "SAEConfig",
     "TrainState",
     "TrainStep",
-    "build_sae",
-    "get_architecture",
     "normalize_rows_",
-    "register",
     "remove_parallel_gradient",
     "squared_error",
 ]

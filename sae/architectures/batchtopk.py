@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, TrainState, TrainStep, register, squared_error
+from sae.architectures.base import SAE, TrainState, TrainStep, squared_error
 from sae.architectures.jumprelu import JumpReLUSAE
 from sae.architectures.topk import auxk_loss, code_statistics
 from sae.config import BatchTopKConfig, JumpReLUConfig
@@ -63,7 +63,6 @@ def _kept_first(indices: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     return indices.gather(1, order), keep.gather(1, order)
 
 
-@register
 class BatchTopKSAE(SAE):
     arch = "batchtopk"
     config_class = BatchTopKConfig

@@ -18,11 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.architectures.base import SAE, TrainState, TrainStep
 from sae.config import GatedConfig
 
 
-@register
 class GatedSAE(SAE):
     arch = "gated"
     config_class = GatedConfig

@@ -22,7 +22,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.architectures.base import SAE, TrainState, TrainStep
 from sae.config import JumpReLUConfig
 
 
@@ -72,7 +72,6 @@ def step(pre: Tensor, threshold: Tensor, bandwidth: float) -> Tensor:
     return _Step.apply(pre, threshold, bandwidth)
 
 
-@register
 class JumpReLUSAE(SAE):
     arch = "jumprelu"
     config_class = JumpReLUConfig

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from sae.architectures.base import TrainState, TrainStep, register, squared_error
+from sae.architectures.base import TrainState, TrainStep, squared_error
 from sae.architectures.batchtopk import BatchTopKSAE
 from sae.architectures.topk import auxk_loss, code_statistics
 from sae.config import MatryoshkaConfig
 from sae.kernels import sparse_decode
 
 
-@register
 class MatryoshkaSAE(BatchTopKSAE):
     arch = "matryoshka"
     config_class = MatryoshkaConfig

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, TrainState, TrainStep, register
+from sae.architectures.base import SAE, TrainState, TrainStep
 from sae.config import ReLUConfig
 
 RESAMPLED_ENCODER_SCALE = 0.2  # new encoder column norm, relative to the mean alive encoder norm
@@ -33,7 +33,6 @@ def reset_adam_state(optimizer: torch.optim.Optimizer | None, param: Tensor, ind
             moment[index] = 0
 
 
-@register
 class ReLUSAE(SAE):
     arch = "relu"
     config_class = ReLUConfig

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sae.architectures.base import SAE, TrainState, TrainStep, register, squared_error
+from sae.architectures.base import SAE, TrainState, TrainStep, squared_error
 from sae.config import TopKConfig
 from sae.kernels import CodeLayout, densify, encoder_preacts, gather_preacts, sparse_decode
 from sae.topk_select import topk_indices
@@ -57,7 +57,6 @@ def code_statistics(values: Tensor, indices: Tensor, d_sae: int) -> tuple[Tensor
     return fired, active.sum(1).to(values.dtype).mean()
 
 
-@register
 class TopKSAE(SAE):
     arch = "topk"
     config_class = TopKConfig

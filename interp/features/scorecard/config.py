@@ -1,0 +1,101 @@
+"""The scorecard's configs (`interp scorecard`): what it reads, by spec (`ScorecardInputs`), and how it
+scores (`ScorecardConfig`). Imports no torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from interp.features.scorecard.concepts import concept_suite
+from interp.model.config import SPLITS, corpus_field, corpus_seed_field, model_field, split_field
+from sae.schema import sae_dir_field
+
+
+@dataclass(kw_only=True)
+class ScorecardInputs:
+    """What a scorecard reads, by spec. Everything but model, sae and corpus is optional."""
+
+    model: str = model_field()
+    sae: str = sae_dir_field()
+    corpus: str = corpus_field()
+    control_model: str | None = field(
+        default=None, metadata={"metavar": "SPEC", "help": "the model at initialisation (`interp model init`)"}
+    )
+    control_sae: str | None = field(
+        default=None, metadata={"metavar": "DIR", "help": "an SAE trained like --sae on --control-model"}
+    )
+    universality_sae: str | None = field(
+        default=None, metadata={"metavar": "DIR", "help": "an SAE trained like --sae with another seed"}
+    )
+    universality_model: str | None = field(
+        default=None, metadata={"metavar": "SPEC", "help": "a model trained like --model with another seed"}
+    )
+    width_saes: list[str] = field(
+        default_factory=list,
+        metadata={
+            "option": "--width-sae",
+            "repeat": True,
+            "metavar": "DIR",
+            "help": "an SAE of another width on the same hook; repeat",
+        },
+    )
+
+    def validate(self) -> None:
+        if (self.control_model is None) != (self.control_sae is None):
+            raise ValueError("--control-model and --control-sae go together; pass both or neither.")
+        saes = [("--sae", self.sae), ("--control-sae", self.control_sae), ("--universality-sae", self.universality_sae)]
+        for flag, path in saes + [("--width-sae", p) for p in self.width_saes]:
+            if path is not None and not (Path(path) / "cfg.json").is_file():
+                raise ValueError(f"{flag} {path}: no SAE there (no cfg.json); pass a folder an SAE was saved to.")
+
+
+@dataclass(kw_only=True)
+class ScorecardConfig:
+    """How the scorecard reads and scores; every field an `interp scorecard` option."""
+
+    tokens: int = field(
+        default=2**16, metadata={"help": "token positions read (whole windows; BOS positions are not scored)"}
+    )
+    split: str = split_field("heldout")
+    seed: int = corpus_seed_field()  # the corpus order, as `interp capture --corpus-seed`
+    suite: str = field(
+        default="auto",
+        metadata={
+            "help": "built-in concepts: auto (python and text for Python source, text and shakespeare for the plays, "
+            "text otherwise) or a comma-separated list of python, text, shakespeare"
+        },
+    )
+    concepts: list[str] = field(
+        default_factory=list,
+        metadata={
+            "option": "--concept",
+            "repeat": True,
+            "metavar": "NAME=REGEX",
+            "help": "a concept of your own: a token is positive when one of its characters lies in a match "
+            "(repeatable)",
+        },
+    )
+    min_positives: int = field(default=10, metadata={"help": "positives each half needs for a concept to be scored"})
+    examples: int = field(default=20, metadata={"help": "top examples per unit for logit consistency"})
+    promoted: int = field(default=10, metadata={"help": "the unit's most promoted tokens for logit consistency"})
+    batch_size: int = field(default=32, metadata={"help": "windows per forward pass"})
+
+    def validate(self) -> None:
+        """Check every setting, the suite and the user concepts included."""
+        if self.tokens <= 0:
+            raise ValueError(f"--tokens must be positive, got {self.tokens}.")
+        if self.split not in SPLITS:
+            raise ValueError(f"--split {self.split!r} is not one of {list(SPLITS)}.")
+        for name in ("min_positives", "examples", "promoted", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"the scorecard's {name} must be positive, got {getattr(self, name)}.")
+        concept_suite(self.suite, self.concepts, "stdlib")
+
+
+@dataclass(kw_only=True)
+class ScorecardRun:
+    """`interp scorecard`: what it reads, how it scores, and the folder scorecard.json goes into."""
+
+    inputs: ScorecardInputs = field(metadata={"help": "what the scorecard reads"})
+    settings: ScorecardConfig = field(default_factory=ScorecardConfig, metadata={"help": "how it reads and scores"})
+    out: str = field(metadata={"help": "folder to write scorecard.json into"})
