@@ -4,7 +4,7 @@
 
 The data is `sae.synthetic.SyntheticActivations` (default: d 256, 512 ground-truth features, ~5
 active per sample), streamed fresh batch by batch; the SAE is trained by `sae.train.train_sae`, the
-code path of `sae train`. Reported (DESIGN.md, "Metrics"): MMCS (mean over ground-truth features
+code path of `sae train`. Reported (the README's "Metrics"): MMCS (mean over ground-truth features
 of the best cosine with a decoder row), the fraction recovered at cos > 0.9 and > 0.99, and FVU and
 L0 on held-out batches (the batches after the last one trained on), with every setting used and
 the wall-clock and CPU seconds of training (generating the planted batches included).

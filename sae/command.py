@@ -35,6 +35,7 @@ class JsonOutput:
     json: str | None = field(
         default=None,
         metadata={
+            "option": "--json",
             "metavar": "FILE",
             "const": STDOUT,
             "check": json_target,
@@ -47,7 +48,16 @@ class JsonOutput:
 class ProcessOptions:
     """Process-wide settings the entry point applies before a command runs."""
 
-    threads: int | None = field(default=None, metadata={"help": "torch CPU threads; none: torch's choice"})
+    threads: int | None = field(
+        default=None, metadata={"option": "--threads", "help": "torch CPU threads; none: torch's choice"}
+    )
+
+
+@dataclass
+class ArchChoice:
+    """Which architecture a training command trains; its config's fields become options once it is known."""
+
+    arch: str = field(metadata={"option": "--arch", "help": "SAE architecture; registered: " + ", ".join(SAE_CONFIGS)})
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -123,12 +133,7 @@ def add_training_options(
     lists sweep when `sweep`), for every command that trains SAEs (`sae train`, `sae bench-synthetic`,
     `interp train-sae`). Without an architecture --arch is a required option, so the parse prints the
     help or the error that it is missing."""
-    parser.add_argument(
-        "--arch",
-        default=arch,
-        required=arch is None,
-        help=f"SAE architecture; registered: {', '.join(sorted(SAE_CONFIGS))}.",
-    )
+    DataclassOptions(parser, ArchChoice, defaults=None if arch is None else {"arch": arch})
     train_options = DataclassOptions(
         parser.add_argument_group("training"), TrainConfig, defaults=train_defaults, source=source, help=train_help
     )

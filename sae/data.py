@@ -26,7 +26,7 @@ class ActivationDataset:
 
     Opening checks the manifest (format_version, fields, dtype, unique plain shard names) and every
     shard's header (keys, shapes, dtypes, byte offsets, file size) against it. Each shard's sha256 is
-    checked against the manifest when the shard is first read (about 1.7 GB/s on one core), so a
+    checked against the manifest when the shard is first read (the README gives its speed), so a
     flipped byte, a swapped shard or a lying header is named before a single row of it is used;
     `verify=False` (`--no-verify`) skips the hashes, for huge datasets on trusted storage.
     Nothing is loaded: shards are memory-mapped and read row by row as batches need them.

@@ -1,6 +1,6 @@
 """Reconstruction metrics of an SAE, streamed over batches in float64, and the `sae eval` command.
 
-Definitions (DESIGN.md, "Metrics"); x [n, d_in] activations, x_hat [n, d_in] reconstruction,
+Definitions (the README's "Metrics"); x [n, d_in] activations, x_hat [n, d_in] reconstruction,
 f [n, d_sae] feature activations, sums over every evaluated token t and dimension i:
 
 - FVU = sum (x - x_hat)^2 / sum (x - mu)^2, mu [d_in] the per-dimension mean over the evaluated

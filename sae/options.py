@@ -22,7 +22,8 @@ from sae.schema import MISSING, FieldSpec, check_value, field_specs, sweep_value
 
 def parse_scalar(text: str, spec: FieldSpec) -> Any:
     """Command-line text -> one value of the field's scalar kind (raises ValueError naming the option)."""
-    if spec.kind is not str or spec.is_list:  # a text value keeps its spaces (`interp search token " def"`)
+    comma_item = spec.is_list and not spec.metadata.get("repeat")
+    if spec.kind is not str or comma_item:  # a text value keeps its spaces (`interp search token " def"`)
         text = text.strip()
     if spec.optional and text.lower() == "none":
         return None
@@ -124,7 +125,8 @@ class DataclassOptions:
         if default not in (MISSING, None, [None], []):  # a field whose default is None says in its help what none means
             kwargs["help"] += f" (default: {_show(default, self.sweep)})"
         if spec.kind is bool and not spec.is_list and not spec.optional:
-            parser.add_argument(spec.option, action=argparse.BooleanOptionalAction, **kwargs)
+            action = parser.add_argument(spec.option, action=argparse.BooleanOptionalAction, **kwargs)
+            action.field_spec = spec  # the config field behind the option (tests/test_cli_help.py walks them)
             return
         list_like = (spec.is_list and not spec.metadata.get("repeat")) or self._sweepable(spec)
         kwargs["metavar"] = spec.metadata.get("metavar") or spec.kind.__name__.upper()
@@ -135,9 +137,10 @@ class DataclassOptions:
         if "const" in spec.metadata:
             kwargs.update(nargs="?", const=spec.metadata["const"])
         if spec.metadata.get("positional"):
-            parser.add_argument(self.prefix + spec.name, **kwargs)
+            action = parser.add_argument(self.prefix + spec.name, **kwargs)
         else:
-            parser.add_argument(spec.option, **kwargs)
+            action = parser.add_argument(spec.option, **kwargs)
+        action.field_spec = spec
 
     def values(self, namespace: argparse.Namespace) -> dict[str, Any]:
         """Parsed values by field name (a nested config built whole); with sweep=True, each a list of

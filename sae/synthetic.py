@@ -11,7 +11,7 @@ Correlations use a Gaussian copula: z = sqrt(rho) U g + sqrt(1 - rho) e with g ~
 and U [N, r] of unit rows, so z_i ~ N(0, 1) and corr(z_i, z_j) = rho <U_i, U_j>; feature i is
 active when z_i < Phi^-1(p_i), which keeps every marginal firing probability at p_i.
 
-Recovery (DESIGN.md): MMCS(G, D) = mean over ground-truth features g of max over dictionary rows d
+Recovery (the README's "Metrics"): MMCS(G, D) = mean over ground-truth features g of max over dictionary rows d
 of cos(g, d); a feature counts as recovered at threshold t when that max exceeds t.
 """
 

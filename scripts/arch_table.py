@@ -12,7 +12,7 @@ For each architecture, in turn:
    windows when it is a multiple of the context length) are never trained on. Sparsity: `--k` is k
    of topk, batchtopk and matryoshka and the l0_target of jumprelu; relu and gated have no L0 knob
    and train at their config's L1 default (`--set relu.l1_coefficient=...` overrides any field);
-2. held-out reconstruction metrics (`sae.metrics.evaluate_sae`, DESIGN.md definitions) of the
+2. held-out reconstruction metrics (`sae.metrics.evaluate_sae`, the README's "Metrics" definitions) of the
    saved inference form (BatchTopK and Matryoshka as JumpReLU): FVU, L0, dead fraction = share of
    latents that never fired on the held-out rows;
 3. with a model (`--model`, default artifacts/demo/model when it exists): the splice evaluation of

@@ -7,7 +7,7 @@ For each activation source (synthetic from a fixed seed; and a saved dataset wit
 its default selection_dtype, and also with float32 selection where the default is bfloat16), each
 peer in its own environment (`--peer-python`) through `scripts/peers/<peer>_peer.py`, which drives
 that library's own training loop. Reported per trainer: tokens/s after `warmup` steps, held-out
-FVU = sum (x - x_hat)^2 / sum (x - mean x)^2 (DESIGN.md) after the same number of steps, held-out L0,
+FVU = sum (x - x_hat)^2 / sum (x - mean x)^2 (the README's "Metrics") after the same number of steps, held-out L0,
 and this trainer's speed ratio to each peer. Also: fp32 (and, where bfloat16 selection is the
 default, bf16) matmul GFLOP/s measured here, and the fraction of the peak in the dtype of each
 trainer's encoder product that the encoder forward (2 d_in d_sae FLOPs per token) represents.

@@ -6,7 +6,7 @@
 Steps:
 1. train one SAE per k on the activation dataset (`sae.train.train_sae`, one pass over the data
    by default; every SAE sees the same batches), saved to OUT/saes/k<k>/;
-2. `sae eval` on the activation dataset: FVU, L0 (DESIGN.md definitions; `sae.metrics.evaluate_sae`);
+2. `sae eval` on the activation dataset: FVU, L0 (the README's "Metrics" definitions; `sae.metrics.evaluate_sae`);
 3. `interp eval` on held-out text of the model's corpus: delta CE = CE_sae - CE_clean, CE loss
    recovered, KL score (`interp.interventions.evaluate.evaluate_splice`);
 4. OUT/frontier.json (one row per SAE), OUT/frontier.html (plotly, its JS inlined: opens offline),

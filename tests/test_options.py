@@ -8,6 +8,7 @@ from typing import Literal
 
 import pytest
 
+from sae.command import json_target
 from sae.options import DataclassOptions
 from sae.schema import field_specs, from_dict, sweep_values
 from sae.sweep import expand_sweep, sweep_names
@@ -190,16 +191,35 @@ def test_real_architecture_config_parses_to_a_valid_config():
     assert [(c.d_sae, c.k, c.aux_k) for c in configs] == [(64, 4, None), (64, 8, None)]
 
 
+CONFIG_MODULES = (
+    "sae.config",
+    "sae.command",
+    "interp.model.config",
+    "interp.activations.config",
+    "interp.interventions.config",
+    "interp.features.config",
+    "interp.features.analysis.config",
+    "interp.features.labels.config",
+    "interp.features.scorecard.config",
+    "interp.app.config",
+)
+
+
 def test_every_option_of_every_config_has_help():
     """The configs are the command line: every field they render says what it is."""
-    import sae.architectures as architectures
-    from interp.features.analysis.config import AnalysisConfig
-    from interp.features.labels.config import LabelConfig
-    from interp.model.config import ModelConfig, ModelTrainConfig
-    from sae.config import SyntheticConfig, TrainConfig
+    import dataclasses
+    import importlib
 
-    configs = [TrainConfig, SyntheticConfig, AnalysisConfig, LabelConfig, ModelConfig, ModelTrainConfig]
-    configs += [architectures.get_architecture(name).config_class for name in architectures.ARCHITECTURES]
+    import sae.architectures as architectures
+
+    configs = {
+        value
+        for name in CONFIG_MODULES
+        for value in vars(importlib.import_module(name)).values()
+        if isinstance(value, type) and dataclasses.is_dataclass(value) and value.__name__ != "DemoConfig"
+    }  # DemoConfig: every step's settings, which `interp demo` builds from DemoOptions, never rendered
+    configs |= {architectures.get_architecture(name).config_class for name in architectures.ARCHITECTURES}
+    assert len(configs) > 30
     missing = [f"{cls.__name__}.{spec.name}" for cls in configs for spec in field_specs(cls) if not spec.help.strip()]
     assert not missing, missing
 
@@ -252,3 +272,46 @@ def test_help_says_what_each_command_means_by_its_options(capsys):
     assert "(--d-sae, --k, ...) depend on the architecture" in bench
     assert "(--d-sae, --k, ...) depend on the architecture" in help_of(["train", "--help"])
     assert "Tokens per optimizer step" in help_of(["train", "--arch", "topk", "--help"])  # sae train keeps its own
+
+
+@dataclass
+class Inner:
+    depth: int = field(default=2, metadata={"help": "How deep."})
+
+
+@dataclass(kw_only=True)
+class Command:
+    where: str = field(metadata={"positional": True, "help": "Where."})
+    hooks: list[str] = field(metadata={"option": "--hook", "repeat": True, "help": "A hook; repeat."})
+    out: str | None = field(
+        default=None, metadata={"const": "-", "check": lambda v: v.upper(), "help": "Optional value."}
+    )
+    inner: Inner = field(default_factory=Inner, metadata={"help": "inner"})
+
+
+def test_repeated_positional_optional_valued_and_nested_fields():
+    parser, opts = parser_for(Command)
+    cfg = opts.build(parser.parse_args(["here", "--hook", "a", "--hook", "b,c", "--out", "--depth", "5"]))
+    assert cfg == Command(where="here", hooks=["a", "b,c"], out="-", inner=Inner(depth=5))  # const skips the check
+    cfg = opts.build(parser.parse_args(["there", "--hook", "a", "--out", "file"]))
+    assert cfg == Command(where="there", hooks=["a"], out="FILE", inner=Inner())  # a given value is checked
+    assert opts.build(parser.parse_args(["x", "--hook", " spaced "])).hooks == [" spaced "]  # text keeps its spaces
+
+
+def test_required_repeated_and_positional_fields_are_required(capsys):
+    parser, _ = parser_for(Command)
+    for argv in (["here"], ["--hook", "a"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+    assert "required" in capsys.readouterr().err
+
+
+def test_a_check_that_refuses_names_the_option(capsys):
+    @dataclass
+    class Checked:
+        json: str | None = field(default=None, metadata={"check": json_target, "help": "File."})
+
+    parser, _ = parser_for(Checked)
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--json", "."])
+    assert ". is a folder; give a file path such as result.json" in capsys.readouterr().err

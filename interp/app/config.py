@@ -184,8 +184,8 @@ class DemoOptions:
     preset: Literal["demo", "paper"] = field(
         default="demo",
         metadata={
-            "help": "demo: about 10 minutes on 2 cores; paper: about an hour (a longer model, 4096 latents on 50M "
-            "tokens)"
+            "help": "demo: the default sizes; paper: a longer model and 4096 latents on 50M tokens, with a second "
+            "model for the scorecard (the README gives the time of each)"
         },
     )
     corpus: str = corpus_field()
@@ -222,7 +222,7 @@ def demo_config(preset: str = "demo", corpus: str = "stdlib", **fields) -> DemoC
 
 
 def _paper() -> dict:
-    """About an hour on 2 cores: the model trains for most of it; 4096 latents (8x the neurons) on 50M tokens."""
+    """An 80M-token model, 4096 latents (8x the neurons) on 50M tokens, and a second model for the scorecard."""
     return {
         "train": ModelTrainConfig(corpus="stdlib", tokens=80_000_000),
         "sae_fields": {"d_sae": 4096, "k": 16},

@@ -21,6 +21,7 @@ def model_field(**metadata: Any) -> Any:
     """--model SPEC; required."""
     return field(
         metadata={
+            "option": "--model",
             "metavar": "SPEC",
             "help": "model folder (`interp model train`), local Hugging Face checkpoint folder, or Hugging Face "
             "model name",
@@ -32,14 +33,16 @@ def model_field(**metadata: Any) -> Any:
 def corpus_field(default: str | None = "stdlib") -> Any:
     """--corpus SPEC; None: the corpus the model folder records it was trained on."""
     unset = "; none: the model's training corpus" if default is None else ""
-    return field(default=default, metadata={"metavar": "SPEC", "help": f"corpus: {CORPUS_SPEC}{unset}"})
+    return field(
+        default=default, metadata={"option": "--corpus", "metavar": "SPEC", "help": f"corpus: {CORPUS_SPEC}{unset}"}
+    )
 
 
 def split_field(default: str) -> Any:
     """--split: the part of the corpus a command reads (train: what models and SAEs learn from)."""
     return field(
         default=default,
-        metadata={"help": "corpus split (heldout: text the model and SAE were not trained on)"},
+        metadata={"option": "--split", "help": "corpus split (heldout: text the model and SAE were not trained on)"},
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from interp.features.scorecard.concepts import concept_suite
-from interp.model.config import SPLITS, corpus_field, corpus_seed_field, model_field, split_field
+from interp.model.config import SPLITS, Split, corpus_field, corpus_seed_field, model_field, split_field
 from sae.schema import sae_dir_field
 
 
@@ -56,7 +56,7 @@ class ScorecardConfig:
     tokens: int = field(
         default=2**16, metadata={"help": "token positions read (whole windows; BOS positions are not scored)"}
     )
-    split: str = split_field("heldout")
+    split: Split = split_field("heldout")
     seed: int = corpus_seed_field()  # the corpus order, as `interp capture --corpus-seed`
     suite: str = field(
         default="auto",
