@@ -38,7 +38,8 @@ from typing import Any
 
 from sae.command import (
     STDOUT,
-    add_json,
+    JsonOutput,
+    add_command,
     add_passthrough_command,
     add_process_options,
     add_training_options,
@@ -72,16 +73,17 @@ def build_parser() -> argparse.ArgumentParser:
     add_passthrough_command(
         subparsers, "train", "Train an SAE, or a sweep of SAEs, on an activation dataset.", run_train
     )
-    p = subparsers.add_parser(
+    add_command(
+        subparsers,
         "eval",
+        EvalConfig,
+        run_eval,
         help="reconstruction metrics of an SAE on an activation dataset",
         description="Stream an activation dataset through an SAE and report FVU, explained "
         "variance, nmse, L0, L1, cosine, norm ratio, dead and dense fractions.",
+        json=True,
+        allocator="keep",
     )
-    eval_options = DataclassOptions(p, EvalConfig)
-    add_json(p)
-    add_process_options(p)
-    p.set_defaults(run=lambda args: run_eval(eval_options.build(args), args))
 
     add_passthrough_command(
         subparsers,
@@ -89,10 +91,14 @@ def build_parser() -> argparse.ArgumentParser:
         "Train an SAE on planted ground-truth features and report MMCS and recovery.",
         run_bench,
     )
-    parser = subparsers.add_parser("convert", help="convert an SAE between the SAELens and sparsify layouts")
-    convert_options = DataclassOptions(parser, ConvertConfig)
-    add_process_options(parser)
-    parser.set_defaults(run=lambda args: run_convert(convert_options.build(args)))
+    add_command(
+        subparsers,
+        "convert",
+        ConvertConfig,
+        run_convert,
+        help="convert an SAE between the SAELens and sparsify layouts",
+        allocator="keep",
+    )
     return top
 
 
@@ -227,7 +233,7 @@ def _without_nproc(argv: list[str]) -> list[str]:
 
 
 # --- sae eval ----------------------------------------------------------------------------
-def run_eval(cfg: EvalConfig, args: argparse.Namespace) -> int:
+def run_eval(cfg: EvalConfig, output: JsonOutput) -> int:
     import torch
 
     from sae.data import ActivationDataset
@@ -251,14 +257,14 @@ def run_eval(cfg: EvalConfig, args: argparse.Namespace) -> int:
     tokens = dataset.num_tokens if cfg.tokens is None else min(cfg.tokens, dataset.num_tokens)
     result = evaluate_sae(sae, dataset.sequential(cfg.batch_size, max_tokens=tokens), max_tokens=tokens)
     result = {**result, "acts": str(cfg.acts), "sae": str(cfg.sae), "hook_name": dataset.hook_name}
-    if not emit_json(args, result):
+    if not emit_json(output, result):
         print(format_table(result))
     return 0
 
 
 # --- sae bench-synthetic -----------------------------------------------------------------
-def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespace]:
-    """`sae bench-synthetic` arguments -> (keyword arguments of `run_benchmark`, the parsed arguments)."""
+def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], JsonOutput]:
+    """`sae bench-synthetic` arguments -> (keyword arguments of `run_benchmark`, where the JSON goes)."""
     arch = peek_options(argv, "--arch").arch
     parser = argparse.ArgumentParser(
         prog="sae bench-synthetic",
@@ -270,7 +276,7 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         else "The SAE's own options (--d-sae, --k, ...) depend on the architecture: `sae bench-synthetic --arch topk "
         "--help` lists those of topk.",
     )
-    add_json(parser)
+    output_options = DataclassOptions(parser, JsonOutput)
     bench_options = DataclassOptions(parser, BenchConfig)
     add_process_options(parser)
     data_options = DataclassOptions(parser.add_argument_group("planted set"), SyntheticConfig)
@@ -300,21 +306,21 @@ def parse_bench_args(argv: list[str]) -> tuple[dict[str, Any], argparse.Namespac
         "eval_tokens": bench.eval_tokens,
         "out": bench.out,
         "with_match_table": bench.match_table,
-    }, args
+    }, output_options.build(args)
 
 
 def run_bench(argv: list[str]) -> int:
-    request, args = parse_bench_args(argv)
+    request, output = parse_bench_args(argv)
     from sae.bench_synthetic import run_benchmark  # after the parse: --help imports no torch
 
     result = run_benchmark(**request)
-    if args.json is None:
+    if output.json is None:
         print(json.dumps(result, indent=1))
         return 0
-    if args.json != STDOUT:  # the full result goes to the file, a one-line summary here
+    if output.json != STDOUT:  # the full result goes to the file, a one-line summary here
         keys = ("arch", "mmcs", "recovered_0.9", "recovered_0.99", "fvu", "l0", "train_seconds", "train_cpu_seconds")
         print(json.dumps({k: result[k] for k in keys}))
-    emit_json(args, result)
+    emit_json(output, result)
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,10 +61,6 @@ class ArchChoice:
     arch: str = field(metadata={"option": "--arch", "help": "SAE architecture; registered: " + ", ".join(SAE_CONFIGS)})
 
 
-def add_json(parser: argparse.ArgumentParser) -> None:
-    DataclassOptions(parser, JsonOutput)
-
-
 def add_process_options(parser: argparse.ArgumentParser, *, allocator: str = "keep") -> None:
     """--threads, and the glibc allocator policy the command runs under (sae.hardware.tune_allocator:
     "keep" for training and most work, "release" for a long analysis pass)."""
@@ -85,19 +82,45 @@ def apply_process_options(args: argparse.Namespace) -> None:
     tune_allocator(args.allocator)
 
 
-def emit_json(args: argparse.Namespace, result: Any) -> bool:
+def emit_json(output: JsonOutput, result: Any) -> bool:
     """Write `result` where --json says; True when it went to standard output (print nothing else).
     NaN and infinity are written as JavaScript reads them (NaN, Infinity)."""
-    if args.json is None:
+    if output.json is None:
         return False
     text = json.dumps(result, indent=1, ensure_ascii=False)
-    if args.json == STDOUT:
+    if output.json == STDOUT:
         print(text)
         return True
-    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-    write_text(args.json, text + "\n")
-    print(f"wrote {args.json}")
+    Path(output.json).parent.mkdir(parents=True, exist_ok=True)
+    write_text(output.json, text + "\n")
+    print(f"wrote {output.json}")
     return False
+
+
+def add_command(
+    subparsers: argparse._SubParsersAction,
+    name: str,
+    config: type,
+    run: Callable[..., int],
+    *,
+    help: str,
+    description: str | None = None,
+    json: bool = False,
+    allocator: str | None = None,
+) -> argparse.ArgumentParser:
+    """A command whose options are the fields of the dataclass `config`: `run(cfg)` gets the config the
+    arguments give (`run(cfg, output)` with the JsonOutput too when `json`). allocator: the command takes
+    --threads and runs under this glibc allocator policy (`add_process_options`)."""
+    parser = subparsers.add_parser(name, help=help, description=description)
+    options = DataclassOptions(parser, config)
+    output = DataclassOptions(parser, JsonOutput) if json else None
+    if allocator is not None:
+        add_process_options(parser, allocator=allocator)
+    if output is None:
+        parser.set_defaults(run=lambda args: run(options.build(args)))
+    else:
+        parser.set_defaults(run=lambda args: run(options.build(args), output.build(args)))
+    return parser
 
 
 def peek_options(argv: list[str], *names: str) -> argparse.Namespace:

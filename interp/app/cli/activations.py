@@ -8,7 +8,8 @@ import argparse
 from interp.activations.config import CaptureConfig, StreamConfig
 from interp.interventions.config import EvalConfig
 from sae.command import (
-    add_json,
+    JsonOutput,
+    add_command,
     add_passthrough_command,
     add_process_options,
     add_training_options,
@@ -20,35 +21,35 @@ from sae.options import DataclassOptions
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    capture = subparsers.add_parser(
+    add_command(
+        subparsers,
         "capture",
+        CaptureConfig,
+        run_capture_command,
         help="write a model's activations at hooks to activation datasets",
         description="Run a model over a corpus and write the activations at each --hook to OUT/<hook>/ "
         "(manifest.json + safetensors shards). One forward pass serves all hooks and stops "
         "after the deepest one.",
+        allocator="keep",
     )
-    capture_options = DataclassOptions(capture, CaptureConfig)
-    add_process_options(capture)
-    capture.set_defaults(run=lambda args: run_capture_command(capture_options.build(args)))
-
     add_passthrough_command(
         subparsers,
         "train-sae",
         "train SAEs on a model's activations as it runs (no activations on disk)",
         run_train_sae,
     )
-
-    evaluate = subparsers.add_parser(
+    add_command(
+        subparsers,
         "eval",
+        EvalConfig,
+        run_eval_command,
         help="CE loss recovered, delta CE, KL score and reconstruction metrics of an SAE spliced into a model",
         description="Run the model on held-out corpus text three ways (clean, with the SAE's reconstruction at its "
         "hook, with the hook zero-ablated) and report CE loss recovered, delta CE, KL score and the "
         "reconstruction metrics of the hooked activations.",
+        json=True,
+        allocator="keep",
     )
-    eval_options = DataclassOptions(evaluate, EvalConfig)
-    add_json(evaluate)
-    add_process_options(evaluate)
-    evaluate.set_defaults(run=lambda args: run_eval_command(eval_options.build(args), args))
 
 
 def run_capture_command(cfg: CaptureConfig) -> int:
@@ -59,11 +60,11 @@ def run_capture_command(cfg: CaptureConfig) -> int:
     return 0
 
 
-def run_eval_command(cfg: EvalConfig, args: argparse.Namespace) -> int:
+def run_eval_command(cfg: EvalConfig, output: JsonOutput) -> int:
     from interp.interventions.evaluate import format_table, run_eval
 
     result = run_eval(cfg)
-    if not emit_json(args, result):
+    if not emit_json(output, result):
         print(format_table(result))
     return 0
 

@@ -11,53 +11,53 @@ from typing import TYPE_CHECKING
 from interp.features.analysis.config import AnalyzeConfig
 from interp.features.config import NeuronsConfig, SearchConfig
 from interp.features.labels.config import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, LabelRunConfig, LLMOptions
-from sae.command import add_json, add_process_options, emit_json
-from sae.options import DataclassOptions
+from sae.command import JsonOutput, add_command, emit_json
 
 if TYPE_CHECKING:
     from interp.features.labels.llm import LLMLabeller
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    analyze = subparsers.add_parser(
-        "analyze", help="one pass over held-out tokens: every feature's statistics, saved for reports"
+    add_command(
+        subparsers,
+        "analyze",
+        AnalyzeConfig,
+        run_analyze,
+        help="one pass over held-out tokens: every feature's statistics, saved for reports",
+        allocator="release",
     )
-    analyze_options = DataclassOptions(analyze, AnalyzeConfig)
-    add_process_options(analyze, allocator="release")
-    analyze.set_defaults(run=lambda args: run_analyze(analyze_options.build(args)))
-
-    label = subparsers.add_parser(
+    add_command(
+        subparsers,
         "label",
+        LabelRunConfig,
+        run_label,
         help="label every feature (and MLP neuron) of an analysis, scored on held-out examples",
-        description="Writes labels.json beside the analysis (and neurons/labels.json): "
-        "for each feature a rule built from the analysis and its held-out "
-        "detection AUROC and correlation.",
+        description="Writes labels.json beside the analysis (and neurons/labels.json): for each feature a rule "
+        "built from the analysis and its held-out detection AUROC and correlation.",
+        allocator="keep",
     )
-    label_options = DataclassOptions(label, LabelRunConfig)
-    add_process_options(label)
-    label.set_defaults(run=lambda args: run_label(label_options.build(args)))
-
-    neurons = subparsers.add_parser(
+    add_command(
+        subparsers,
         "neurons",
+        NeuronsConfig,
+        run_neurons,
         help="the most polysemantic MLP neurons and the features they split into",
-        description="Reads an analysis of an SAE on MLP neurons (and its labels, when "
-        "`interp label` has run): neurons ranked by the effective number of "
-        "features driving them, and label scores of neurons against features.",
+        description="Reads an analysis of an SAE on MLP neurons (and its labels, when `interp label` has run): "
+        "neurons ranked by the effective number of features driving them, and label scores of neurons against "
+        "features.",
+        json=True,
     )
-    neurons_options = DataclassOptions(neurons, NeuronsConfig)
-    add_json(neurons)
-    neurons.set_defaults(run=lambda args: run_neurons(neurons_options.build(args), args))
-
-    search = subparsers.add_parser(
+    add_command(
+        subparsers,
         "search",
+        SearchConfig,
+        run_search,
         help="find features by text, token, label, logit effect or direction",
-        description="Queries an analysis folder (and its labels.json). Kinds: text (runs the "
-        "model on the query), token (a token string exactly as in the vocabulary, "
-        "or #ID), label (regex), logit (features promoting a token), nearest (a feature id).",
+        description="Queries an analysis folder (and its labels.json). Kinds: text (runs the model on the query), "
+        "token (a token string exactly as in the vocabulary, or #ID), label (regex), logit (features promoting a "
+        "token), nearest (a feature id).",
+        json=True,
     )
-    search_options = DataclassOptions(search, SearchConfig)
-    add_json(search)
-    search.set_defaults(run=lambda args: run_search(search_options.build(args), args))
 
 
 def llm_labeller(options: LLMOptions) -> LLMLabeller | None:
@@ -113,7 +113,7 @@ def run_label(cfg: LabelRunConfig) -> int:
     return 0
 
 
-def run_neurons(cfg: NeuronsConfig, args: argparse.Namespace) -> int:
+def run_neurons(cfg: NeuronsConfig, output: JsonOutput) -> int:
     from interp.features.analysis.artifact import Analysis
     from interp.features.neurons import label_scores, labels_of, neuron_summaries, score_comparison
 
@@ -132,7 +132,7 @@ def run_neurons(cfg: NeuronsConfig, args: argparse.Namespace) -> int:
     }
     comparison = comparisons["all labels, held-out AUROC"]
     result = {"neurons": [s.to_dict() for s in summaries], "label_scores": comparison, "comparisons": comparisons}
-    if emit_json(args, result):
+    if emit_json(output, result):
         return 0
     for s in summaries:
         own = f"  own label: {s.label} ({format_evidence(s.label_score, s.label_positives)})" if s.label else ""
@@ -163,14 +163,14 @@ def format_evidence(score: float | None, positives: int | None) -> str:
     return f"score {score:.3f}" + ("" if positives is None else f" on {positives} held-out positives")
 
 
-def run_search(cfg: SearchConfig, args: argparse.Namespace) -> int:
+def run_search(cfg: SearchConfig, output: JsonOutput) -> int:
     from interp.features.search import SCORE_NAMES, FeatureIndex, format_hits, run_query
 
     cfg.validate()
     index = FeatureIndex.load(cfg.index)
     filters = dict(min_density=cfg.min_density, max_density=cfg.max_density, min_label_score=cfg.min_label_score)
     results = run_query(index, cfg.kind, cfg.query, top=cfg.top, suppress=cfg.suppress, rank=cfg.rank, **filters)
-    if emit_json(args, [r.to_dict() for r in results]):
+    if emit_json(output, [r.to_dict() for r in results]):
         return 0
     if cfg.kind == "text":
         for r in results:

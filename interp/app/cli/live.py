@@ -10,34 +10,34 @@ import textwrap
 
 from interp.app.config import ServeConfig
 from interp.interventions.config import SteerConfig
-from sae.command import add_json, emit_json
-from sae.options import DataclassOptions
+from sae.command import JsonOutput, add_command, emit_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    steer = subparsers.add_parser(
+    add_command(
+        subparsers,
         "steer",
+        SteerConfig,
+        run_steer,
         help="continue a prompt with features clamped, beside the clean continuation",
         description="Splices the SAE into the model with its error term (so that, with nothing changed, the model "
         "is exactly the clean one), sets each --feature ID to VALUE at every position, and prints the clean "
         "and the steered continuations side by side. VALUE 0 ablates the feature.",
+        json=True,
     )
-    steer_options = DataclassOptions(steer, SteerConfig)
-    add_json(steer)
-    steer.set_defaults(run=lambda args: run_steer(steer_options.build(args), args))
-
-    serve = subparsers.add_parser(
+    add_command(
+        subparsers,
         "serve",
+        ServeConfig,
+        run_serve,
         help="serve a report with live panels: a prompt view and feature steering",
         description="Serves the report folder unchanged over HTTP and answers its live panels from the model and "
         "the SAE: /api/activations (the top features of each token of a text) and /api/generate (a continuation "
         "with features clamped).",
     )
-    serve_options = DataclassOptions(serve, ServeConfig)
-    serve.set_defaults(run=lambda args: run_serve(serve_options.build(args)))
 
 
-def run_steer(cfg: SteerConfig, args: argparse.Namespace) -> int:
+def run_steer(cfg: SteerConfig, output: JsonOutput) -> int:
     from interp.activations.sources import open_model_and_sae
     from interp.interventions.intervene import check_edits, clamp, clean_text, steered_text
 
@@ -49,7 +49,7 @@ def run_steer(cfg: SteerConfig, args: argparse.Namespace) -> int:
     clean = clean_text(opened, cfg.prompt, cfg.tokens, **options)
     steered = steered_text(opened, cfg.prompt, edits, cfg.tokens, **options)
     result = {"prompt": cfg.prompt, "steer": {str(i): v for i, v in cfg.clamps}, "clean": clean, "steered": steered}
-    if emit_json(args, result):
+    if emit_json(output, result):
         return 0
     what = ", ".join(f"feature {i} = {v:g}" for i, v in cfg.clamps)
     print(side_by_side(("clean", clean), (f"steered ({what})", steered), prompt=cfg.prompt))

@@ -6,7 +6,7 @@ import argparse
 
 from interp.activations.config import HooksConfig
 from interp.model.config import InitConfig, ModelConfig, ModelFolder, ModelTrainConfig, SampleConfig
-from sae.command import add_process_options
+from sae.command import add_command, add_process_options
 from sae.options import DataclassOptions
 
 MODEL_FIELDS_SET_ELSEWHERE = ("d_vocab", "act_fn", "normalization_type", "seed")  # tokenizer, fixed, --seed
@@ -25,19 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         run=lambda args: run_train(folder.build(args), train_options.build(args), model_options.build(args))
     )
 
-    init = commands.add_parser(
-        "init", help="save a trained model folder as it was at initialisation (the random-weights control)"
+    add_command(
+        commands,
+        "init",
+        InitConfig,
+        run_init,
+        help="save a trained model folder as it was at initialisation (the random-weights control)",
     )
-    init_options = DataclassOptions(init, InitConfig)
-    init.set_defaults(run=lambda args: run_init(init_options.build(args)))
-
-    sample = commands.add_parser("sample", help="continue a prompt with a model")
-    sample_options = DataclassOptions(sample, SampleConfig)
-    sample.set_defaults(run=lambda args: run_sample(sample_options.build(args)))
-
-    hooks = subparsers.add_parser("hooks", help="list every hook name of a model with its activation shape")
-    hooks_options = DataclassOptions(hooks, HooksConfig)
-    hooks.set_defaults(run=lambda args: run_hooks(hooks_options.build(args)))
+    add_command(commands, "sample", SampleConfig, run_sample, help="continue a prompt with a model")
+    add_command(
+        subparsers, "hooks", HooksConfig, run_hooks, help="list every hook name of a model with its activation shape"
+    )
 
 
 def run_train(folder: ModelFolder, cfg: ModelTrainConfig, model_cfg: ModelConfig) -> int:

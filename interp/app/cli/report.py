@@ -7,34 +7,31 @@ import argparse
 from pathlib import Path
 
 from interp.app.config import DemoOptions, ExportConfig, ReportConfig
-from sae.command import add_process_options
-from sae.options import DataclassOptions
+from sae.command import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    report = subparsers.add_parser("report", help="write the HTML feature dashboards of an analysis")
-    report_options = DataclassOptions(report, ReportConfig)
-    report.set_defaults(run=lambda args: run_report(report_options.build(args)))
-
-    export = subparsers.add_parser(
+    add_command(subparsers, "report", ReportConfig, run_report, help="write the HTML feature dashboards of an analysis")
+    add_command(
+        subparsers,
         "export-neuronpedia",
+        ExportConfig,
+        run_export,
         help="write an analysis in Neuronpedia's data-export layout",
-        description="Write the features of an analysis (with labels.json, if present) as "
-        "Neuronpedia export files: OUT/<model id>/<layer>-<source set>/.",
+        description="Write the features of an analysis (with labels.json, if present) as Neuronpedia export files: "
+        "OUT/<model id>/<layer>-<source set>/.",
     )
-    export_options = DataclassOptions(export, ExportConfig)
-    export.set_defaults(run=lambda args: run_export(export_options.build(args)))
-
-    demo = subparsers.add_parser(
+    add_command(
+        subparsers,
         "demo",
+        DemoOptions,
+        run_demo_command,
         help="run the end-to-end pipeline on a built-in corpus",
         description="corpus -> tokenizer -> model -> activations -> SAE -> feature analysis -> HTML report, "
         "reusing every artifact that already exists and is complete. Budgets are token counts, so the same "
         "command builds the same artifacts on any machine.",
+        allocator="keep",
     )
-    demo_options = DataclassOptions(demo, DemoOptions)
-    add_process_options(demo)
-    demo.set_defaults(run=lambda args: run_demo_command(demo_options.build(args)))
 
 
 def run_report(cfg: ReportConfig) -> int:

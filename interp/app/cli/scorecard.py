@@ -5,12 +5,15 @@ from __future__ import annotations
 import argparse
 
 from interp.features.scorecard.config import ScorecardRun
-from sae.options import DataclassOptions
+from sae.command import add_command
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    card = subparsers.add_parser(
+    add_command(
+        subparsers,
         "scorecard",
+        ScorecardRun,
+        run,
         help="score SAE features against neurons on concepts with exact ground truth, with a random-init control",
         description="Reads the token windows `interp capture` writes for the same corpus, split, seed and token "
         "count, marks every token with concepts computed from the text alone (Python's tokenize, regular "
@@ -18,8 +21,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "threshold, precision and recall when it fires, and sparse probes. Units and thresholds are chosen on the "
         "first half of the windows and scored on the second. Writes OUT/scorecard.json.",
     )
-    options = DataclassOptions(card, ScorecardRun)
-    card.set_defaults(run=lambda args: run(options.build(args)))
 
 
 def run(cfg: ScorecardRun) -> int:
