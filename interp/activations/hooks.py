@@ -1,5 +1,7 @@
 """Hook names and hook capture: which hooks a forward pass must reach, the per-token shape each
-one carries, and forward hooks that keep their activations and end the pass after the last one.
+one carries, the bridge settings some hooks need (turned on for a block, restored after), the one
+flattener of activations into per-token rows, and forward hooks that keep their activations and end
+the pass after the last one. (Hooks that change an activation are interp.interventions.splice's.)
 
 Names follow TransformerLens (`blocks.3.mlp.hook_post`, `blocks.0.hook_resid_post`, `ln_final.hook_in`).
 Everything that reads a hook name's structure (its block, whether it is an MLP-neuron or a
