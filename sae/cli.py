@@ -1,6 +1,6 @@
-"""`sae` command line: train, evaluate, benchmark and convert SAEs. Every option of a config
-dataclass is rendered by sae.options (one definition per option); this module only adds the options
-that are not config fields and runs the library functions.
+"""`sae` command line: train, evaluate, benchmark and convert SAEs. Every option is a field of a config
+dataclass (sae.config, sae.command) rendered by sae.options (one definition per option); this module
+registers the commands and runs the library functions.
 
     sae train --acts DIR --arch topk --d-sae 4096 --k 32 --batch-size 4096 --steps S --out DIR
     sae train --acts DIR --arch topk --d-sae 4096 --k 16,32,64 --out DIR     # a sweep: DIR/k16, ...
@@ -12,7 +12,6 @@ that are not config fields and runs the library functions.
     sae bench-synthetic --arch topk [--json FILE]
     sae convert --from sparsify SRC --to saelens DST
 
-Every option comes from a config dataclass (sae.config, sae.command) rendered by sae.options.
 `sae train` and `sae bench-synthetic` parse in two phases: `--arch` (or the config file's "arch")
 picks the architecture, whose config fields then become options (`sae train --arch topk --help`
 lists them). Config files hold the layout of the `train_config.json` every run writes: {"acts",
@@ -220,16 +219,10 @@ def parse_train_args(argv: list[str]) -> tuple[dict[str, Any], int | None]:
 
 
 def _without_nproc(argv: list[str]) -> list[str]:
-    """The arguments each torchrun process gets: all but --nproc N."""
-    out, skip = [], False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--nproc":
-            skip = True
-        elif not arg.startswith("--nproc="):
-            out.append(arg)
-    return out
+    """The arguments each torchrun process gets: all but --nproc N, in order."""
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    parser.add_argument("--nproc")
+    return parser.parse_known_args(argv)[1]
 
 
 # --- sae eval ----------------------------------------------------------------------------

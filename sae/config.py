@@ -414,9 +414,9 @@ BENCH_TRAIN_BY_ARCH: dict[str, dict[str, Any]] = {
 
 
 # --- the commands that read SAEs and activation datasets ----------------------------------------------
-def acts_field(**metadata: Any) -> Any:
-    """--acts DIR: an activation dataset folder."""
-    return field(metadata={"metavar": "DIR", "help": "Activation dataset folder (manifest.json + shards).", **metadata})
+def acts_field() -> Any:
+    """--acts DIR: an activation dataset folder; required."""
+    return field(metadata={"metavar": "DIR", "help": "Activation dataset folder (manifest.json + shards)."})
 
 
 def verify_field() -> Any:
@@ -466,15 +466,15 @@ class EvalConfig:
     device: str | None = device_field(unset="cuda when available, else cpu")
 
 
-SAE_LAYOUTS = Literal["saelens", "sparsify"]
+SAELayout = Literal["saelens", "sparsify"]
 
 
 @dataclass(kw_only=True)
 class ConvertConfig:
     """`sae convert`: an SAE folder rewritten in the other layout."""
 
-    src_format: SAE_LAYOUTS = field(metadata={"option": "--from", "help": "Layout of SRC."})
+    src_format: SAELayout = field(metadata={"option": "--from", "help": "Layout of SRC."})
     src: str = field(metadata={"positional": True, "metavar": "SRC", "help": "SAE folder to read."})
-    dst_format: SAE_LAYOUTS = field(metadata={"option": "--to", "help": "Layout to write."})
+    dst_format: SAELayout = field(metadata={"option": "--to", "help": "Layout to write."})
     dst: str = field(metadata={"positional": True, "metavar": "DST", "help": "Folder to write."})
     force: bool = field(default=False, metadata={"help": "Overwrite an SAE already in DST."})

@@ -171,10 +171,10 @@ def from_dict(cls: type, values: Mapping[str, Any], where: str) -> Any:
 
 
 # --- fields several commands share, each defined once ---------------------------------------
-def sae_dir_field(**metadata: Any) -> Any:
+def sae_dir_field() -> Any:
     """--sae DIR: an SAE folder; required."""
     return dataclasses.field(
-        metadata={"option": "--sae", "metavar": "DIR", "help": "SAE folder (SAELens or sparsify layout)", **metadata}
+        metadata={"option": "--sae", "metavar": "DIR", "help": "SAE folder (SAELens or sparsify layout)"}
     )
 
 

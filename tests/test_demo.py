@@ -131,6 +131,8 @@ def test_bad_demo_settings_are_refused_before_any_work(tmp_path, capsys):
     out = tmp_path / "demo"
     assert interp_main(["demo", "--out", str(out), "--report", str(tmp_path / "r"), "--capture-tokens", "0"]) == 2
     assert "--capture-tokens must be positive" in capsys.readouterr().err
+    assert interp_main(["demo", "--out", str(out), "--report", str(tmp_path / "r"), "--corpus", "notes.txt"]) == 2
+    assert "--corpus 'notes.txt': the demo runs on a built-in corpus" in capsys.readouterr().err
     cfg = tiny_demo(out)
     cfg.sae_tokens = 10  # less than one SAE batch
     with pytest.raises(ValueError, match="sae_tokens"):

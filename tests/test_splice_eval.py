@@ -247,6 +247,13 @@ def test_a_dictionary_that_reads_one_hook_and_writes_another(bridge, tokens):
     assert torch.equal(exact, clean)
 
 
+def test_a_dictionary_that_would_write_before_it_reads_is_refused(bridge, tokens):
+    backwards = spliced(bridge, identity_sae(D_MODEL), at="blocks.0.hook_mlp_out", writes="blocks.0.ln2.hook_out")
+    message = r"'blocks\.0\.ln2\.hook_out' fired before 'blocks\.0\.hook_mlp_out'"
+    with pytest.raises(ValueError, match=message), torch.no_grad(), backwards:
+        bridge(tokens)
+
+
 def test_a_dictionary_must_match_the_width_of_the_hook_it_writes(bridge, tokens):
     wide = build_sae("topk", d_in=D_MODEL, d_sae=32, k=4)
     wide.cfg.d_out = D_MLP + 1  # reads the MLP's input (64 wide), claims to write 129 values per token

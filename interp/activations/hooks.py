@@ -143,12 +143,6 @@ def token_rows(activation: Tensor, position_dim: int = 1) -> Tensor:
     return moved.reshape(moved.shape[0] * moved.shape[1], -1)
 
 
-def from_token_rows(rows: Tensor, like: Tensor, position_dim: int = 1) -> Tensor:
-    """The inverse of `token_rows`: rows [batch * pos, d] back into the layout of `like`."""
-    moved = like.movedim(position_dim, 1)
-    return rows.reshape(moved.shape).movedim(1, position_dim)
-
-
 @dataclass(frozen=True)
 class CapturePlan:
     """What one forward pass captures, and where it stops."""

@@ -91,7 +91,7 @@ class LiveModel:
         """The text's tokens and the top features of each (activation > 0, strongest first)."""
         ids = self.token_ids(check_text(text, "text"))
         opened, bridge = self.opened, self.opened.model.bridge
-        with self.lock, spliced(bridge, opened.sae, at=opened.hook, with_error=True, record=True) as splice:
+        with self.lock, spliced(bridge, opened.sae, at=opened.hook, record=True) as splice:
             bridge(torch.tensor([ids], device=model_device(bridge)))
         f = splice.last.f[1:].float().cpu()  # [tokens, d_sae], BOS left out
         values, features = torch.topk(f, min(TOP_FEATURES, self.d_sae), dim=1)

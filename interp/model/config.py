@@ -17,7 +17,7 @@ CORPUS_SPEC = "stdlib, shakespeare, a text file or glob, a .jsonl file (field te
 
 
 # --- where a command's model and text come from -------------------------------------------------------
-def model_field(**metadata: Any) -> Any:
+def model_field() -> Any:
     """--model SPEC; required."""
     return field(
         metadata={
@@ -25,7 +25,6 @@ def model_field(**metadata: Any) -> Any:
             "metavar": "SPEC",
             "help": "model folder (`interp model train`), local Hugging Face checkpoint folder, or Hugging Face "
             "model name",
-            **metadata,
         }
     )
 
