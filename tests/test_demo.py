@@ -8,6 +8,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
@@ -28,7 +29,7 @@ from sae.config import TrainConfig as SAETrainConfig
 from sae.data import ActivationDataset
 
 HOOK_WIDTHS = {"blocks.0.mlp.hook_post": 64, "blocks.0.hook_resid_post": 32}
-ALL_STEPS = [step.name for step in STEPS if step.name != "model-seed"]  # the paper preset's second model
+ALL_STEPS = [step.name for step in STEPS if step.name != "second"]  # the paper preset's second model and SAE
 
 
 def tiny_demo(out: Path, capture_tokens: int = 1000, corpus: str = "stdlib") -> DemoConfig:
@@ -238,9 +239,13 @@ def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):
     assert record["tokens"] == 1024 and record["control"]["model"] == "random init"
     assert record["control"]["model_spec"] == str((built.control_dir / "model").resolve())
     names = [c["name"] for c in record["concepts"]]
-    assert names == [c["name"] for c in record["control"]["concepts"]]
     assert "python.keyword def" in names and "text.digits" in names
-    assert record["universality"]["features"]["other"] == str(built.seed_sae_dir.resolve())
+    scored = [c for c in record["concepts"] if c["scored"]]
+    assert scored and all(
+        set(c["sides"]) == {"features", "neurons", "control_features", "control_neurons"} for c in scored
+    )
+    assert record["universality"]["features"] is None and "second model" in record["universality"]["missing"]
+    assert [row["d_sae"] for row in record["frontier"]] == [48, 16, 32]
     assert record["splitting"]["widths"] == [16, 32, 48] and len(record["splitting"]["families"]) == 16
     # the control model is the trained model's initialisation: the same config, another set of weights
     control = json.loads((built.control_dir / "model" / "config.json").read_text())
@@ -256,7 +261,7 @@ def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):
 
 def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_concepts(built, tmp_path, capsys):
     from interp.activations.sources import open_model_and_sae
-    from interp.features.scorecard.run import scored_tokens
+    from interp.features.scorecard.run import _scored_tokens
 
     out = tmp_path / "card"
     args = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--tokens", "640"]
@@ -268,17 +273,20 @@ def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_conce
     assert rows["letter e"]["source"] == "regex" and rows["letter e"]["scored"] and "letter e" in printed
     assert rows["self"]["source"] == "regex" and rows["self"]["description"] == "matches /\\bself\\b/"
     assert record["control"] is None and record["universality"]["features"] is None
+    assert "context concepts:" in printed and "median skill" in printed
     assert record["tokens"] == 640 and record["split"] == "heldout"
-    # the same windows as `interp capture --split heldout --seed 0 --tokens 640`
+    # windows of `interp capture --split heldout --corpus-seed 0`, evenly spaced over the whole split
     capture = CaptureConfig(
-        model=str(built.model_dir), hooks=[built.sae_hook], split="heldout", tokens=640, out=str(tmp_path / "acts")
+        model=str(built.model_dir), hooks=[built.sae_hook], split="heldout", tokens=10**6, out=str(tmp_path / "acts")
     )
     captured = run_capture(capture, progress=False)
     dataset = ActivationDataset(captured[built.sae_hook])
-    ids = torch.cat([dataset.shard(i)["tokens"].long() for i in range(dataset.num_shards)])
+    ids = torch.cat([dataset.shard(i)["tokens"].long() for i in range(dataset.num_shards)]).view(-1, 32)
     opened = open_model_and_sae(built.model_dir, built.sae_dir)
-    tokens = scored_tokens(opened.model, concept_suite("auto", [], "stdlib"), "stdlib", ScorecardConfig(tokens=640))
-    assert torch.equal(tokens.windows.flatten(), ids)
+    tokens = _scored_tokens(opened.model, concept_suite("auto", [], "stdlib"), "stdlib", ScorecardConfig(tokens=640))
+    chosen = np.linspace(0, len(ids) - 1, 20).round().astype(np.int64)
+    assert torch.equal(tokens.windows, ids[chosen])
+    assert record["documents"] == tokens.documents > 10  # spread over the split, not a prefix of a few documents
     bad = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--out", str(tmp_path / "bad")]
     assert interp_main([*bad, "--concept", "x=("]) == 2
     assert "--concept x: '(' is not a valid regular expression" in capsys.readouterr().err
@@ -301,7 +309,6 @@ def test_one_pass_per_model_serves_every_concept(built, tmp_path, monkeypatch):
         corpus="stdlib",
         control_model=str(built.control_dir / "model"),
         control_sae=str(built.control_dir / "sae"),
-        universality_sae=str(built.seed_sae_dir),
         width_saes=[str(p) for p in built.width_sae_dirs],
     )
     concepts = [f"c{i}=[a-z]{{{i + 1}}}" for i in range(12)]

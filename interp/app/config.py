@@ -95,8 +95,8 @@ class DemoConfig:
     analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
     scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig(tokens=2**16))
     widths: tuple[int, ...] = (512, 1024)  # d_sae of the splitting SAEs beside the main one
-    universality_seed: int = 1  # seed of the second SAE (and, with universality_model, the second model)
-    universality_model: bool = False  # also train a second model (paper preset): neuron universality
+    universality_seed: int = 1  # seed of the second model (universality across models)
+    universality_model: bool = False  # also train a second model and its SAE (paper preset)
     labels: LabelConfig = field(default_factory=LabelConfig)
     report: Path | None = None  # report folder; None: OUT/report (`interp demo` writes reports/demo)
     progress: bool = True
@@ -123,8 +123,8 @@ class DemoConfig:
                 f"the demo's widths {list(self.widths)} must be positive and differ from the main SAE's d_sae "
                 f"({self.sae_fields.get('d_sae')}), which joins them."
             )
-        if self.universality_seed == self.sae_train.seed:
-            raise ValueError(f"the demo's universality_seed must differ from the SAE seed {self.sae_train.seed}.")
+        if self.universality_seed == self.train.seed:
+            raise ValueError(f"the demo's universality_seed must differ from the model's seed {self.train.seed}.")
         if self.sae_hook not in self.hooks:
             raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
 
@@ -151,10 +151,6 @@ class DemoConfig:
         return self.out / "control"
 
     @property
-    def seed_sae_dir(self) -> Path:
-        return self.out / f"sae-seed{self.universality_seed}"
-
-    @property
     def widths_dir(self) -> Path:
         """One SAE per width inside: sae-widths/d_sae<W>/ (one width: the folder itself)."""
         return self.out / "sae-widths"
@@ -165,8 +161,9 @@ class DemoConfig:
         return [self.widths_dir / name for name in names]
 
     @property
-    def seed_model_dir(self) -> Path:
-        return self.out / f"model-seed{self.universality_seed}"
+    def second_dir(self) -> Path:
+        """The second model and its SAE (paper preset): second/model and second/sae."""
+        return self.out / "second"
 
     @property
     def scorecard_dir(self) -> Path:

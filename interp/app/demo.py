@@ -2,9 +2,9 @@
 
     corpus (stdlib or shakespeare) -> tokenizer + model (`interp model train`)
     -> activations (`interp capture`) -> SAE streamed from the model (`interp train-sae`)
-    -> the scorecard's SAEs: a random-init control model (`interp model init`) and its SAE, the same
-       SAE with another seed, SAEs of two other widths (`interp train-sae`), and in the paper preset
-       a second model with another seed
+    -> the scorecard's SAEs: a random-init control model (`interp model init`) and its SAE, SAEs of
+       two other widths (`interp train-sae`), and in the paper preset a second model with another seed
+       and its SAE (universality across models)
     -> feature analysis (`interp analyze`) -> labels (`interp label`) -> scorecard (`interp scorecard`)
     -> HTML report (`interp report`)
 
@@ -154,17 +154,19 @@ def _control(cfg: DemoConfig) -> None:
     _stream_sae(cfg, model_dir, cfg.control_dir / "sae", _fields(cfg), cfg.sae_train.seed)
 
 
-def _seed_sae(cfg: DemoConfig) -> None:
-    _stream_sae(cfg, cfg.model_dir, cfg.seed_sae_dir, _fields(cfg), cfg.universality_seed)
-
-
 def _width_saes(cfg: DemoConfig) -> None:
     _stream_sae(cfg, cfg.model_dir, cfg.widths_dir, {**_fields(cfg), "d_sae": list(cfg.widths)}, cfg.sae_train.seed)
 
 
-def _train_seed_model(cfg: DemoConfig) -> None:
-    train = dataclasses.replace(cfg.train, seed=cfg.universality_seed, tokenizer=str(cfg.model_dir / TOKENIZER_FILE))
-    train_model(train, cfg.model, cfg.seed_model_dir, show_progress=cfg.progress, overwrite=True)
+def _second(cfg: DemoConfig) -> None:
+    """A second model trained like the first with another seed (its tokenizer shared), and its SAE."""
+    model_dir = cfg.second_dir / "model"
+    if not _model_is_complete_at(model_dir):
+        train = dataclasses.replace(
+            cfg.train, seed=cfg.universality_seed, tokenizer=str(cfg.model_dir / TOKENIZER_FILE)
+        )
+        train_model(train, cfg.model, model_dir, show_progress=cfg.progress, overwrite=True)
+    _stream_sae(cfg, model_dir, cfg.second_dir / "sae", _fields(cfg), cfg.sae_train.seed)
 
 
 def _analyze(cfg: DemoConfig) -> None:
@@ -198,8 +200,8 @@ def _scorecard(cfg: DemoConfig) -> None:
         corpus=cfg.corpus,
         control_model=str(cfg.control_dir / "model"),
         control_sae=str(cfg.control_dir / "sae"),
-        universality_sae=str(cfg.seed_sae_dir),
-        universality_model=str(cfg.seed_model_dir) if cfg.universality_model else None,
+        second_model=str(cfg.second_dir / "model") if cfg.universality_model else None,
+        second_sae=str(cfg.second_dir / "sae") if cfg.universality_model else None,
         width_saes=[str(folder) for folder in cfg.width_sae_dirs],
     )
     run_scorecard(inputs, cfg.scorecard, cfg.scorecard_dir, progress=cfg.progress)
@@ -215,13 +217,12 @@ STEPS: list[Step] = [
     Step("capture", lambda cfg: cfg.activations_dir, _capture_is_complete, _capture),
     Step("sae", lambda cfg: cfg.sae_dir, _sae_is_complete, _train_sae),
     Step("control", lambda cfg: cfg.control_dir, lambda cfg: _saes_are_complete(cfg.control_dir / "sae"), _control),
-    Step("sae-seed", lambda cfg: cfg.seed_sae_dir, lambda cfg: _saes_are_complete(cfg.seed_sae_dir), _seed_sae),
     Step("sae-widths", lambda cfg: cfg.widths_dir, lambda cfg: _saes_are_complete(*cfg.width_sae_dirs), _width_saes),
     Step(
-        "model-seed",
-        lambda cfg: cfg.seed_model_dir,
-        lambda cfg: _model_is_complete_at(cfg.seed_model_dir),
-        _train_seed_model,
+        "second",
+        lambda cfg: cfg.second_dir,
+        lambda cfg: _model_is_complete_at(cfg.second_dir / "model") and _saes_are_complete(cfg.second_dir / "sae"),
+        _second,
         enabled=lambda cfg: cfg.universality_model,
     ),
     Step("analysis", lambda cfg: cfg.analysis_dir, lambda cfg: (cfg.analysis_dir / ANALYSIS_FILE).is_file(), _analyze),

@@ -67,7 +67,8 @@ def python_concepts() -> list[Concept]:
         ("f-string", "inside an f-string literal"),
         ("number", "a number literal"),
     ]
-    keywords = [(f"keyword {word}", f"the keyword `{word}`") for word in keyword.kwlist]
+    keywords = [("keyword", "any keyword (the parent of the keywords below)")]
+    keywords += [(f"keyword {word}", f"the keyword `{word}`") for word in keyword.kwlist]
     rest = [
         ("builtin name", "a name that is a Python builtin (len, print, ValueError, ...)"),
         ("bracket depth 1+", "inside at least one (, [ or { (the brackets included)"),
@@ -293,6 +294,7 @@ def python_marks(text: str) -> tuple[dict[str, np.ndarray], bool]:
             elif kind == tokenize.NAME:
                 if keyword.iskeyword(tok.string):
                     mark(f"python.keyword {tok.string}", tok.start, tok.end)
+                    mark("python.keyword", tok.start, tok.end)
                 elif tok.string in BUILTIN_NAMES:
                     mark("python.builtin name", tok.start, tok.end)
             elif kind == tokenize.OP and not fstring and tok.string in OPENERS + CLOSERS:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from interp.features.scorecard.concepts import concept_suite
 from interp.model.config import SPLITS, Split, corpus_field, corpus_seed_field, model_field, split_field
-from sae.schema import sae_dir_field
+from sae.schema import sae_dir_field, seed_field
 
 
 @dataclass(kw_only=True)
@@ -24,11 +24,15 @@ class ScorecardInputs:
     control_sae: str | None = field(
         default=None, metadata={"metavar": "DIR", "help": "an SAE trained like --sae on --control-model"}
     )
-    universality_sae: str | None = field(
-        default=None, metadata={"metavar": "DIR", "help": "an SAE trained like --sae with another seed"}
+    second_model: str | None = field(
+        default=None,
+        metadata={
+            "metavar": "SPEC",
+            "help": "a model trained like --model with another seed (universality across models)",
+        },
     )
-    universality_model: str | None = field(
-        default=None, metadata={"metavar": "SPEC", "help": "a model trained like --model with another seed"}
+    second_sae: str | None = field(
+        default=None, metadata={"metavar": "DIR", "help": "an SAE trained like --sae on --second-model"}
     )
     width_saes: list[str] = field(
         default_factory=list,
@@ -43,7 +47,9 @@ class ScorecardInputs:
     def validate(self) -> None:
         if (self.control_model is None) != (self.control_sae is None):
             raise ValueError("--control-model and --control-sae go together; pass both or neither.")
-        saes = [("--sae", self.sae), ("--control-sae", self.control_sae), ("--universality-sae", self.universality_sae)]
+        if self.second_sae is not None and self.second_model is None:
+            raise ValueError("--second-sae needs --second-model, the model it was trained on.")
+        saes = [("--sae", self.sae), ("--control-sae", self.control_sae), ("--second-sae", self.second_sae)]
         for flag, path in saes + [("--width-sae", p) for p in self.width_saes]:
             if path is not None and not (Path(path) / "cfg.json").is_file():
                 raise ValueError(f"{flag} {path}: no SAE there (no cfg.json); pass a folder an SAE was saved to.")
@@ -54,10 +60,17 @@ class ScorecardConfig:
     """How the scorecard reads and scores; every field an `interp scorecard` option."""
 
     tokens: int = field(
-        default=2**16, metadata={"help": "token positions read (whole windows; BOS positions are not scored)"}
+        default=2**16,
+        metadata={
+            "help": "token positions read: whole windows evenly spaced over every document of the split "
+            "(BOS positions are not scored)"
+        },
     )
     split: Split = split_field("heldout")
-    seed: int = corpus_seed_field()  # the corpus order, as `interp capture --corpus-seed`
+    corpus_seed: int = corpus_seed_field()  # the corpus order, as `interp capture --corpus-seed`
+    folds: int = field(default=2, metadata={"help": "folds of whole documents: choose on the others, score on one"})
+    bootstrap: int = field(default=1000, metadata={"help": "document-bootstrap draws behind each interval"})
+    seed: int = seed_field("the folds' document assignment and the bootstrap draws")
     suite: str = field(
         default="auto",
         metadata={
@@ -75,7 +88,9 @@ class ScorecardConfig:
             "(repeatable)",
         },
     )
-    min_positives: int = field(default=10, metadata={"help": "positives each half needs for a concept to be scored"})
+    min_positives: int = field(
+        default=10, metadata={"help": "visible positives each fold needs for a concept to be scored"}
+    )
     examples: int = field(default=20, metadata={"help": "top examples per unit for logit consistency"})
     promoted: int = field(default=10, metadata={"help": "the unit's most promoted tokens for logit consistency"})
     batch_size: int = field(default=32, metadata={"help": "windows per forward pass"})
@@ -86,7 +101,11 @@ class ScorecardConfig:
             raise ValueError(f"--tokens must be positive, got {self.tokens}.")
         if self.split not in SPLITS:
             raise ValueError(f"--split {self.split!r} is not one of {list(SPLITS)}.")
-        for name in ("min_positives", "examples", "promoted", "batch_size"):
+        if self.folds < 2:
+            raise ValueError(
+                f"--folds must be at least 2 (choose on some documents, score on others), got {self.folds}."
+            )
+        for name in ("min_positives", "examples", "promoted", "batch_size", "bootstrap"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"the scorecard's {name} must be positive, got {getattr(self, name)}.")
         concept_suite(self.suite, self.concepts, "stdlib")

@@ -1,11 +1,15 @@
-"""`interp scorecard`: is the SAE more monosemantic than the neurons, against ground truth and a control?
+"""`interp scorecard`: is the SAE more monosemantic than the neurons, against ground truth, trivial
+baselines and a control, with intervals?
 
-    interp scorecard --model SPEC --sae DIR --corpus C [--split heldout] [--seed S] --tokens N
-                     [--concept NAME=REGEX ...] [--control-model SPEC --control-sae DIR]
-                     [--universality-sae DIR] [--universality-model SPEC] [--width-sae DIR ...] --out DIR
+    interp scorecard --model SPEC --sae DIR --corpus C [--split heldout] [--corpus-seed S] --tokens N
+                     [--folds K] [--bootstrap B] [--seed S] [--concept NAME=REGEX ...]
+                     [--control-model SPEC --control-sae DIR] [--second-model SPEC [--second-sae DIR]]
+                     [--width-sae DIR ...] --out DIR
 
-One pass of each model over the windows `interp capture` writes for the same corpus, split, seed and
-token count serves every concept and unit. The result is OUT/scorecard.json (format in interp.features.scorecard).
+One pass of each model over windows spread across every document of the split serves every concept
+and unit. Choices are cross-fitted over folds of whole documents (`crossfit`), every figure carries a
+paired document-bootstrap interval (`intervals`), and a verdict is stated only where its interval
+excludes a tie (`verdicts`). The result is OUT/scorecard.json (format in interp.features.scorecard).
 """
 
 from __future__ import annotations
@@ -13,41 +17,73 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
-import itertools
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from interp.activations.hooks import mlp_neuron_layer
 from interp.activations.sources import model_spec_id, open_model_and_sae
 from interp.features.scorecard import FORMAT, FORMAT_VERSION, SCORECARD_FILE
+from interp.features.scorecard.absorption import absorption
 from interp.features.scorecard.concepts import ConceptSuite, concept_suite
 from interp.features.scorecard.config import ScorecardConfig, ScorecardInputs
-from interp.features.scorecard.measures import logit_consistency, max_correlation, median, value_histogram
-from interp.features.scorecard.score import HEADLINE, HEADLINE_WHY, compare, score_dictionary
+from interp.features.scorecard.crossfit import baseline_counts, score_side
+from interp.features.scorecard.intervals import Resampler
+from interp.features.scorecard.measures import histogram, logit_consistency, max_correlation, median, value_histogram
+from interp.features.scorecard.purity import summarise, unit_measures
 from interp.features.scorecard.splitting import feature_splitting
-from interp.features.scorecard.units import ScoredTokens, promoted_tokens, unit_activations
-from interp.model.corpus import labelled_token_sequences, load_corpus
+from interp.features.scorecard.tokens import ScoredTokens, read_windows, scored_tokens
+from interp.features.scorecard.units import promoted_tokens, unit_activations
+from interp.features.scorecard.verdicts import Scored, concept_rows, summary
+from interp.interventions.evaluate import evaluate_splice
+from interp.model.corpus import load_corpus
 from interp.model.transformer import load_model, weights_fingerprint
 from sae.files import check_output_folder, write_json
 from sae.io import load_sae
 
+FRONTIER_TOKENS = 2**13  # tokens each dictionary is spliced into for the frontier's fidelity
+RULES = {
+    "positive token": "a token is positive when any of its characters lies in the concept's marks",
+    "masking": "a positive in a run that began at the first token of a window continuing a document is not "
+    "scored for that concept: its span opened before the window, out of the model's sight",
+    "folds": "documents are split into folds balanced by tokens; units, thresholds, families and probes are "
+    "chosen on the other folds' documents and scored on the fold's own, so every document is scored once",
+    "firing": "a unit fires on a token when its activation is >= the threshold chosen for the concept",
+    "intervals": "95% percentile intervals of a paired bootstrap over documents (every side resampled with "
+    "the same draw); a verdict is stated only where the difference's interval excludes 0",
+    "skill": "(F1 - best baseline F1) / (1 - best baseline F1), the best of token identity, previous + current "
+    "token and marking every token; a win needs the larger F1 and an F1 above the best baseline",
+    "probe": "logistic regression (class-balanced weights) on the k units of largest |AUROC - 1/2| on the "
+    "selection documents, its threshold tuned there for F1. SAEBench's k-sparse probing ranks by mean "
+    "difference (scale-dependent), trains on balanced samples and reports accuracy; ours ranks scale-free "
+    "and reports F1 on held-out documents",
+    "family": "a greedy OR of up to k units, each at its own best threshold (k = 1, 2, 4, 8); 'family' "
+    "takes the k with the best selection F1",
+}
 
-def scored_tokens(opened_model, suite: ConceptSuite, corpus: str, cfg: ScorecardConfig) -> ScoredTokens:
-    """The labelled windows a scorecard reads: those `interp capture` writes for the same corpus,
-    split, seed and token count (whole windows: tokens rounded up to the context length)."""
-    T = opened_model.context_length
-    sequences = labelled_token_sequences(
-        load_corpus(corpus, cfg.split), opened_model.tokenizer, T, suite.token_labels, seed=cfg.seed
+
+def _scored_tokens(opened_model, suite: ConceptSuite, corpus: str, cfg: ScorecardConfig) -> ScoredTokens:
+    windows, labels, starts = read_windows(
+        load_corpus(corpus, cfg.split),
+        opened_model.tokenizer,
+        opened_model.context_length,
+        suite.token_labels,
+        cfg.corpus_seed,
     )
-    pairs = list(itertools.islice(sequences, -(-cfg.tokens // T)))
-    if len(pairs) < 2:
-        raise ValueError(f"corpus {corpus!r} ({cfg.split}) gave {len(pairs)} window(s); a scorecard needs two or more.")
-    windows = torch.stack([w for w, _ in pairs])
-    labels = np.stack([lab for _, lab in pairs])
-    return ScoredTokens.from_windows(windows, labels, opened_model.bos_id)
+    return scored_tokens(
+        windows, labels, starts, opened_model.bos_id, tokens=cfg.tokens, folds=cfg.folds, fold_seed=cfg.seed
+    )
+
+
+def _scored_concepts(tokens: ScoredTokens, min_positives: int) -> torch.Tensor:
+    """[C] bool: concepts with at least min_positives visible positives and some negative in every fold."""
+    truth = tokens.labels & tokens.visible
+    ok = torch.ones(truth.shape[1], dtype=torch.bool)
+    for _, test in tokens.fold_masks():
+        positives = truth[test].sum(0)
+        ok &= (positives >= min_positives) & (positives < tokens.visible[test].sum(0))
+    return ok
 
 
 def _same_tokenizer(a, b, flag: str, spec: str) -> None:
@@ -64,27 +100,29 @@ def _activations(model, hook, saes, tokens: ScoredTokens, cfg: ScorecardConfig) 
     return neurons[tokens.kept], [f[tokens.kept] for f in features]
 
 
-def _side_rows(model, hook, sae, neurons, features, tokens: ScoredTokens, cfg: ScorecardConfig) -> tuple[dict, dict]:
-    """Concept rows and logit consistency of a model's neurons and an SAE's features."""
-    select, test = tokens.halves()
-    rows = {
-        name: score_dictionary(acts, tokens.labels, select, test, min_positives=cfg.min_positives)
-        for name, acts in (("features", features), ("neurons", neurons))
-    }
-    consistency = {}
-    for name, acts, directions in (
-        ("features", features, sae.W_dec),
-        ("neurons", neurons, torch.eye(neurons.shape[1])),
-    ):
-        promoted = promoted_tokens(model, hook, directions, cfg.promoted)
-        share = None if promoted is None else logit_consistency(acts, tokens.next_ids, promoted, examples=cfg.examples)
-        consistency[name] = None if share is None else {"median": median(share), "mean": _mean(share)}
-    return rows, consistency
+def _consistency(model, hook, acts, directions, tokens: ScoredTokens, cfg: ScorecardConfig) -> dict | None:
+    """Median and mean share of a side's top examples whose next token the unit promotes most."""
+    promoted = promoted_tokens(model, hook, directions, cfg.promoted)
+    if promoted is None:
+        return None
+    share = logit_consistency(acts, tokens.next_ids, promoted, examples=cfg.examples)
+    finite = share[torch.isfinite(share)].double()
+    return {"median": median(share), "mean": round(float(finite.mean()), 6) if finite.numel() else None}
 
 
-def _mean(x: torch.Tensor) -> float | None:
-    finite = x[torch.isfinite(x)].double()
-    return round(float(finite.mean()), 6) if finite.numel() else None
+def _fold0_histograms(acts: torch.Tensor, found, tokens: ScoredTokens, scored: torch.Tensor) -> list[dict | None]:
+    """Per concept: fold 0's k=1 unit's activations on fold 0's test tokens, split by the concept."""
+    _, test = tokens.fold_masks()[0]
+    out: list[dict | None] = []
+    for c in range(tokens.labels.shape[1]):
+        pick = found.chosen[0][c]
+        if not bool(scored[c]) or pick is None:
+            out.append(None)
+            continue
+        keep = test & tokens.visible[:, c]
+        unit = pick["units"][0]
+        out.append({"unit": unit, **histogram(acts[keep, unit], tokens.labels[keep, c])})
+    return out
 
 
 def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path, *, progress: bool = True) -> dict:
@@ -95,77 +133,107 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     out = check_output_folder(out, holds=(SCORECARD_FILE,), what="scorecard", overwrite=True)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
+    say = print if progress else (lambda *a, **k: None)
     opened = open_model_and_sae(inputs.model, inputs.sae)
     model, hook = opened.model, opened.hook
-    tokens = scored_tokens(model, suite, inputs.corpus, cfg)
-    say = print if progress else (lambda *a, **k: None)
-    say(f"scorecard: {len(tokens.ids):,} tokens, {len(suite.names)} concepts", flush=True)
-    extra_saes = [
-        load_sae(p, device=opened.sae.W_dec.device) for p in [inputs.universality_sae, *inputs.width_saes] if p
-    ]
-    neurons, (features, *extra_acts) = _activations(model, hook, [opened.sae, *extra_saes], tokens, cfg)
-    rows, consistency = _side_rows(model, hook, opened.sae, neurons, features, tokens, cfg)
-    unit_kind = "MLP neurons" if mlp_neuron_layer(hook) is not None else f"the {hook} basis dimensions"
-
+    tokens = _scored_tokens(model, suite, inputs.corpus, cfg)
+    names = suite.names
+    scored = _scored_concepts(tokens, cfg.min_positives)
+    vocab = len(model.tokenizer.token_strings())
+    say(
+        f"scorecard: {len(tokens.ids):,} tokens from {tokens.documents} documents in {tokens.folds} folds, "
+        f"{int(scored.sum())} of {len(names)} concepts scored",
+        flush=True,
+    )
+    width_saes = [load_sae(p, device=opened.sae.W_dec.device) for p in inputs.width_saes]
+    neurons, (features, *width_acts) = _activations(model, hook, [opened.sae, *width_saes], tokens, cfg)
+    acts = {"features": features, "neurons": neurons}
+    directions = {"features": opened.sae.W_dec, "neurons": torch.eye(neurons.shape[1])}
+    consistency = {side: _consistency(model, hook, acts[side], directions[side], tokens, cfg) for side in acts}
     control = None
     if inputs.control_model is not None:
         control_opened = open_model_and_sae(inputs.control_model, inputs.control_sae, hook=hook)
         _same_tokenizer(model, control_opened.model, "--control-model", inputs.control_model)
         c_model, c_sae = control_opened.model, control_opened.sae
         c_neurons, (c_features,) = _activations(c_model, hook, [c_sae], tokens, cfg)
-        control_rows, control_consistency = _side_rows(c_model, hook, c_sae, c_neurons, c_features, tokens, cfg)
-        rows["control_features"], rows["control_neurons"] = control_rows["features"], control_rows["neurons"]
-        consistency["control_features"] = control_consistency["features"]
-        consistency["control_neurons"] = control_consistency["neurons"]
+        acts["control_features"], acts["control_neurons"] = c_features, c_neurons
+        consistency["control_features"] = _consistency(c_model, hook, c_features, c_sae.W_dec, tokens, cfg)
+        consistency["control_neurons"] = _consistency(c_model, hook, c_neurons, directions["neurons"], tokens, cfg)
         control = {
             "model": "random init",
             "model_spec": model_spec_id(inputs.control_model),
             "sae": str(Path(inputs.control_sae).resolve()),
-            "concepts": _concept_rows(suite, control_rows, tokens),
         }
+    say(f"scorecard: activations read in {time.perf_counter() - started:.0f} s", flush=True)
+
+    resampler = Resampler(tokens.documents, draws=cfg.bootstrap, seed=cfg.seed)
+    sides = {side: score_side(values, tokens, scored) for side, values in acts.items()}
+    baselines = baseline_counts(tokens, scored, vocab)
+    table = Scored(sides, baselines, resampler, scored)
     say(f"scorecard: concepts scored in {time.perf_counter() - started:.0f} s", flush=True)
-    _, test = tokens.halves()
-    universality = _universality(inputs, cfg, model, hook, tokens, test, neurons, features, extra_acts)
+    truth = tokens.labels & tokens.visible
+    rows = concept_rows(names, suite.concepts, table, tokens, sides)
+    for side in ("features", "neurons"):
+        for row, hist in zip(rows, _fold0_histograms(acts[side], sides[side], tokens, scored), strict=True):
+            row[f"{side[:-1]}_histogram"] = hist
+    units = {
+        side: summarise(unit_measures(values, truth, tokens.ids, vocab, table.context)) for side, values in acts.items()
+    }
+    absorbed = {
+        side: absorption(found.fired, truth, tokens.document, names, scored, resampler) for side, found in sides.items()
+    }
+    universality = _universality(inputs, cfg, model, hook, tokens, neurons, features)
+    dictionaries = [opened.sae, *width_saes]
+    dictionary_paths = [opened.sae_path, *[Path(p) for p in inputs.width_saes]]
+    frontier = _frontier(
+        model,
+        hook,
+        dictionaries,
+        dictionary_paths,
+        [features, *width_acts],
+        sides["features"],
+        tokens,
+        scored,
+        baselines,
+        resampler,
+        cfg,
+    )
     splitting = None
     if inputs.width_saes:
-        offset = 1 if inputs.universality_sae else 0
         splitting = feature_splitting(
-            [opened.sae.W_dec.detach(), *[s.W_dec.detach() for s in extra_saes[offset:]]],
-            [features[test], *[a[test] for a in extra_acts[offset:]]],
-            tokens.ids[test],
+            [sae.W_dec.detach() for sae in dictionaries],
+            [features, *width_acts],
+            tokens.ids,
             model.tokenizer.token_strings(),
-            [str(opened.sae_path.resolve()), *[str(Path(p).resolve()) for p in inputs.width_saes]],
+            [str(p.resolve()) for p in dictionary_paths],
         )
         splitting["main_width"] = int(opened.sae.W_dec.shape[0])
+    unit_kind = "MLP neurons" if mlp_neuron_layer(hook) is not None else f"the {hook} basis dimensions"
     record = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "tokens": int(tokens.windows.numel()),
         "scored_tokens": len(tokens.ids),
+        "documents": tokens.documents,
+        "folds": tokens.folds,
+        "fold_tokens": torch.bincount(tokens.fold, minlength=tokens.folds).tolist(),
         "token_ids_sha256": hashlib.sha256(tokens.windows.to(torch.int64).numpy().tobytes()).hexdigest(),
-        "selection_tokens": int((~test).sum()),
-        "test_tokens": int(test.sum()),
         "split": cfg.split,
-        "seed": cfg.seed,
         "corpus": inputs.corpus,
         "model": {"spec": opened.model_spec, "weights": weights_fingerprint(model.bridge)},
         "sae": {"path": str(opened.sae_path.resolve()), "d_sae": int(opened.sae.W_dec.shape[0]), "hook": hook},
         "neurons": unit_kind,
         "config": dataclasses.asdict(cfg),
-        "headline": {"measure": HEADLINE, "why": HEADLINE_WHY},
-        "rules": {
-            "positive token": "a token is positive when any of its characters lies in the concept's marks",
-            "firing": "a unit fires on a token when its activation is > 0 (a neuron: its GELU input is positive)",
-            "selection": "best units, thresholds and probe units/weights are chosen on the first half of the "
-            "windows and scored on the second",
-            "probe": "logistic regression with class-balanced weights on the top-k units by |mean difference|",
-        },
-        "concepts": _concept_rows(suite, rows, tokens),
+        "rules": RULES,
+        "concepts": rows,
         "python_documents_not_tokenized": suite.python_failures,
-        "summary": compare(rows),
+        "summary": summary(table),
         "control": control,
+        "units": units,
+        "absorption": absorbed,
         "universality": universality,
+        "frontier": frontier,
         "splitting": splitting,
         "logit_consistency": {"examples": cfg.examples, "promoted": cfg.promoted, **consistency},
         "seconds": round(time.perf_counter() - started, 1),
@@ -175,57 +243,53 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     return record
 
 
-def _concept_rows(suite: ConceptSuite, rows: dict[str, list[dict | None]], tokens: ScoredTokens) -> list[dict]:
-    select, test = tokens.halves()
-    out = []
-    n_test = int(test.sum())
-    for c, concept in enumerate(suite.concepts):
-        positives = int(tokens.labels[test, c].sum())
+def _frontier(model, hook, saes, paths, acts, main_found, tokens, scored, baselines, resampler, cfg) -> list[dict]:
+    """Per dictionary on the hook (the SAE and its siblings): its width and k, CE loss recovered, FVU and L0
+    spliced into the first FRONTIER_TOKENS of the scored windows, and the headline medians on context
+    concepts (k=1 and family skill)."""
+    rows = []
+    windows = tokens.windows[: max(1, FRONTIER_TOKENS // tokens.windows.shape[1])]
+    batches = [windows[i : i + cfg.batch_size] for i in range(0, len(windows), cfg.batch_size)]
+    for i, (sae, path, values) in enumerate(zip(saes, paths, acts, strict=True)):
+        found = main_found if i == 0 else score_side(values, tokens, scored, probes=False)
+        fidelity = evaluate_splice(model.bridge, sae, hook, batches, progress=False)
         row = {
-            "name": concept.name,
-            "source": concept.source,
-            "description": concept.description,
-            "positives": positives,
-            "tokens": n_test,
-            "selection_positives": int(tokens.labels[select, c].sum()),
-            "all_tokens_f1": round(2 * positives / (positives + n_test), 6),  # F1 of marking every token
-            "scored": rows["features"][c] is not None,
+            "path": str(path.resolve()),
+            "d_sae": int(sae.W_dec.shape[0]),
+            "k": getattr(sae.cfg, "k", None),
+            "ce_loss_recovered": round(fidelity["ce_loss_recovered"], 6),
+            "fvu": round(fidelity["fvu"], 6),
+            "l0": round(fidelity["l0"], 3),
         }
-        for side in ("features", "neurons"):
-            found = rows[side][c]
-            singular = side[:-1]
-            row[f"best_{singular}"] = None if found is None else found["best"]
-            row[f"best_{singular}_by_auroc"] = None if found is None else found["best_by_auroc"]
-            row[f"{singular}_histogram"] = None if found is None else found["histogram"]
-        row["probe"] = None
-        if rows["features"][c] is not None:
-            row["probe"] = {side: rows[side][c]["probe"] for side in ("features", "neurons")}
-        out.append(row)
-    return out
+        context = summary(Scored({"features": found}, baselines, resampler, scored))["kinds"]["context"]["medians"]
+        if "features" in context:
+            row.update({f"{s}_skill": context["features"][s]["skill"] for s in ("k1", "family")})
+        rows.append(row)
+    return rows
 
 
-def _universality(inputs, cfg, model, hook, tokens, test, neurons, features, extra_acts) -> dict:
-    """Max correlation with the other seed's units, over the test tokens."""
-    out: dict = {"tokens": int(test.sum()), "features": None, "neurons": None}
-    if inputs.universality_sae:
-        best = max_correlation(features[test], extra_acts[0][test])
-        out["features"] = {
-            "other": str(Path(inputs.universality_sae).resolve()),
+def _universality(inputs, cfg, model, hook, tokens, neurons, features) -> dict:
+    """Max correlation of each unit with any unit of a second model trained with another seed (the
+    paper's pairing: two models, and for features an SAE on each), over the scored tokens."""
+    out: dict = {"tokens": len(tokens.ids), "features": None, "neurons": None}
+    if not inputs.second_model:
+        out["missing"] = "no second model (--second-model); the paper preset trains one"
+        return out
+    second = open_model_and_sae(inputs.second_model, inputs.second_sae, hook=hook) if inputs.second_sae else None
+    other = second.model if second else load_model(inputs.second_model)
+    _same_tokenizer(model, other, "--second-model", inputs.second_model)
+    other_neurons, other_features = _activations(other, hook, [second.sae] if second else [], tokens, cfg)
+    pairs = [("neurons", neurons, other_neurons)]
+    if second:
+        pairs.append(("features", features, other_features[0]))
+    for name, mine, theirs in pairs:
+        best = max_correlation(mine, theirs)
+        out[name] = {
+            "other": model_spec_id(inputs.second_model)
+            if name == "neurons"
+            else str(Path(inputs.second_sae).resolve()),
             "median": median(best),
             "alive": int(torch.isfinite(best).sum()),
             "histogram": value_histogram(best),
         }
-    if inputs.universality_model:
-        other = load_model(inputs.universality_model)
-        _same_tokenizer(model, other, "--universality-model", inputs.universality_model)
-        other_neurons, _ = _activations(other, hook, [], tokens, cfg)
-        best = max_correlation(neurons[test], other_neurons[test])
-        out["neurons"] = {
-            "other": model_spec_id(inputs.universality_model),
-            "median": median(best),
-            "alive": int(torch.isfinite(best).sum()),
-            "histogram": value_histogram(best),
-        }
-    else:
-        out["neurons_missing"] = "no second model (--universality-model); the paper preset trains one"
     return out

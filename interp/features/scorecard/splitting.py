@@ -1,5 +1,7 @@
 """Feature splitting: SAEs of several widths on the same activations, each feature of a wider SAE
-matched to its parent in the next narrower one by decoder cosine, with their co-activation."""
+matched to its parent in the next narrower one by decoder cosine, with their co-activation. A feature
+is a child only when that cosine is at least PARENT_COSINE; below it, it has no parent in the family
+trees (its best match is still reported)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import torch
 from torch import Tensor
 
 from interp.features.scorecard.measures import median
+
+PARENT_COSINE = 0.7
 
 
 @torch.no_grad()
@@ -53,7 +57,7 @@ def feature_splitting(
             "to": widths[i + 1],
             "median_cosine": median(link["cosine"]),
             "median_coactivation": median(link["coactivation"]),
-            "share_cosine_above_0.7": round(float((link["cosine"] > 0.7).double().mean()), 6),
+            "share_with_parent": round(float((link["cosine"] >= PARENT_COSINE).double().mean()), 6),
         }
         for i, link in enumerate(links)
     ]
@@ -62,7 +66,7 @@ def feature_splitting(
         if level >= len(links):
             return []
         link = links[level]
-        kids = (link["parent"] == feature).nonzero().flatten().tolist()
+        kids = ((link["parent"] == feature) & (link["cosine"] >= PARENT_COSINE)).nonzero().flatten().tolist()
         kids.sort(key=lambda j: -float(link["cosine"][j]))
         return [
             {
@@ -75,6 +79,7 @@ def feature_splitting(
         ]
 
     return {
+        "parent_cosine": PARENT_COSINE,
         "widths": widths,
         "saes": paths,
         "pairs": pairs,

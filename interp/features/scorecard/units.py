@@ -1,52 +1,17 @@
-"""One pass over labelled token windows: the concept labels, the next tokens, and the activations of
-a model's neurons (the SAE's hook) and of every SAE that reads it."""
+"""One pass over the scored windows: the activations of a model's neurons (the SAE's hook) and of every
+SAE that reads it, and the tokens each unit promotes through the unembedding."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from interp.activations.hooks import ActivationHooks, plan_capture
 from interp.features.analysis.decoder import logit_map
 from interp.model.transformer import LoadedModel, model_device
-
-
-@dataclass
-class ScoredTokens:
-    """The tokens a scorecard reads: the non-BOS positions of W windows, in window order."""
-
-    ids: Tensor  # [N] token ids
-    next_ids: Tensor  # [N] the next token's id, -1 at a window's last position
-    labels: Tensor  # [N, C] bool
-    window: Tensor  # [N] the window each token comes from
-    windows: Tensor  # [W, T] every window, BOS included
-    kept: Tensor  # [W*T] bool: which positions of the flattened windows are scored (not BOS)
-
-    @classmethod
-    def from_windows(cls, windows: Tensor, labels: np.ndarray, bos_id: int) -> ScoredTokens:
-        """windows [W, T] ids, labels [W, T, C] bool."""
-        W, T = windows.shape
-        following = torch.full_like(windows, -1)
-        following[:, :-1] = windows[:, 1:]
-        keep = (windows != bos_id).flatten()
-        return cls(
-            ids=windows.flatten()[keep],
-            next_ids=following.flatten()[keep],
-            labels=torch.from_numpy(labels.reshape(W * T, -1))[keep],
-            window=torch.arange(W).repeat_interleave(T)[keep],
-            windows=windows,
-            kept=keep,
-        )
-
-    def halves(self) -> tuple[Tensor, Tensor]:
-        """Masks [N] of the selection tokens (the first half of the windows) and the test tokens."""
-        select = self.window < (int(self.windows.shape[0]) + 1) // 2
-        return select, ~select
 
 
 @torch.no_grad()

@@ -1,0 +1,101 @@
+"""The paper's per-unit measures, over all units of a side (no unit is chosen, so no folds are needed).
+
+For a unit u with activation a (its positive part a+, so a neuron's small negative GELU outputs do not
+count) and a concept c with base rate b_c (the share of tokens in c):
+- mass share m_uc = sum(a+ on c's tokens) / sum(a+);
+- purity_u = max over c of (m_uc - b_c) / (1 - b_c): the share of the unit's activation mass on its
+  best concept above what that concept's base rate gives any unit (0: spread like the tokens, 1: all on
+  the concept). Read on all concepts and on context concepts only (those token identity does not solve);
+- token entropy: the entropy (bits) of the unit's activation mass over token ids (0: one token id);
+- Pearson r of a with the indicator of its best concept (the paper's statistic for its Arabic feature);
+- specificity by activation: the unit's firings cut into DECILES equal bins of its activation range (up to
+  its maximum), and the share of each bin's tokens in its best concept, averaged over the units.
+
+Masked positives (a span opened before the window) count as outside the concept here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from interp.features.scorecard.measures import median, value_histogram
+
+DECILES = 10
+MIN_FIRINGS = 20  # a unit firing on fewer tokens gets no per-unit measures
+
+
+@torch.no_grad()
+def unit_measures(acts: Tensor, truth: Tensor, ids: Tensor, vocab: int, context: Tensor) -> dict[str, Tensor]:
+    """Per unit [U] float64 (NaN for a unit firing on fewer than MIN_FIRINGS tokens): purity, context purity,
+    token entropy, Pearson r with its best concept, the best concept's index, and [U, DECILES] shares.
+
+    acts [N, U], truth [N, C] bool, ids [N] token ids, context [C] bool (the context concepts)."""
+    positive = acts.float().clamp(min=0)
+    y = truth.float()
+    base = y.mean(0).double()  # [C]
+    mass = positive.sum(0, dtype=torch.float64)  # [U]
+    share = (positive.T @ y).double() / mass.clamp(min=1e-30)[:, None]  # [U, C]
+    above = (share - base) / (1 - base).clamp(min=1e-12)
+    above[:, base >= 1] = -math.inf
+    purity, best = above.max(dim=1)
+    context_above = above.clone()
+    context_above[:, ~context] = -math.inf
+    context_purity = context_above.max(dim=1).values if bool(context.any()) else torch.full_like(purity, math.nan)
+
+    by_token = torch.zeros(vocab, acts.shape[1]).index_add_(0, ids, positive).double()
+    p = by_token / by_token.sum(0).clamp(min=1e-30)
+    entropy = -(p * torch.log2(p.clamp(min=1e-300))).sum(0)
+
+    N = acts.shape[0]
+    units = torch.arange(acts.shape[1])
+    mean_a = mass / N
+    var_a = (positive * positive).sum(0, dtype=torch.float64) / N - mean_a**2
+    rate = base[best]
+    covariance = mass * share[units, best] / N - mean_a * rate  # E[a y] - E[a] E[y]
+    r = covariance / (var_a * rate * (1 - rate)).clamp(min=1e-30).sqrt()
+    deciles = _specificity(positive, y.bool(), best)
+    alive = (positive > 0).sum(0) >= MIN_FIRINGS
+    out = {"purity": purity, "context_purity": context_purity, "token_entropy": entropy, "pearson_r": r}
+    for name in out:
+        out[name] = torch.where(alive, out[name].double(), math.nan)
+    out["best_concept"] = torch.where(alive, best, -1)
+    out["deciles"] = torch.where(alive[:, None], deciles, math.nan)
+    return out
+
+
+def _specificity(positive: Tensor, truth: Tensor, best: Tensor) -> Tensor:
+    """[U, DECILES]: per unit, the share of its firings in each equal bin of (0, max] that are in its best
+    concept (NaN for an empty bin). positive [N, U] >= 0, truth [N, C] bool, best [U] concept index.
+    The work is over the firing entries only."""
+    U = positive.shape[1]
+    token, unit = positive.nonzero(as_tuple=True)
+    value = positive[token, unit]
+    top = positive.max(dim=0).values.clamp(min=1e-30)
+    which = (value / top[unit] * DECILES).ceil().clamp(1, DECILES).long() - 1
+    slot = unit * DECILES + which
+    tokens = torch.bincount(slot, minlength=U * DECILES).double()
+    inside = torch.bincount(slot, weights=truth[token, best[unit]].double(), minlength=U * DECILES)
+    return (inside / tokens).reshape(U, DECILES)  # 0/0 -> NaN: an empty bin
+
+
+def summarise(measures: dict[str, Tensor]) -> dict:
+    """The record of one side: medians, the share of units with purity >= 0.8, histograms, mean deciles."""
+    out: dict = {"units": int(torch.isfinite(measures["purity"]).sum())}
+    for name in ("purity", "context_purity", "pearson_r"):
+        values = measures[name]
+        out[name] = {
+            "median": median(values),
+            "histogram": value_histogram(values, low=-0.2 if name == "pearson_r" else 0.0),
+        }
+    finite = measures["purity"][torch.isfinite(measures["purity"])]
+    out["purity"]["share_at_least_0.8"] = round(float((finite >= 0.8).double().mean()), 6) if finite.numel() else None
+    entropy = measures["token_entropy"]
+    top = float(entropy[torch.isfinite(entropy)].max()) if torch.isfinite(entropy).any() else 1.0
+    out["token_entropy"] = {"median": median(entropy), "histogram": value_histogram(entropy, high=max(top, 1.0))}
+    deciles = measures["deciles"]
+    mean = torch.nanmean(deciles, dim=0)
+    out["specificity_by_decile"] = [None if not math.isfinite(v) else round(float(v), 6) for v in mean]
+    return out
