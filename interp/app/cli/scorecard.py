@@ -52,9 +52,8 @@ def print_summary(record: dict) -> None:
         cells = " ".join(f"{_show(c['sides'][s]['k1']):>18}" for s in sides)
         print(f"{c['name'][:30]:30} {kind:8} {_show(c['best_baseline']):>18} {cells}")
     context = record["summary"]["kinds"]["context"]
-    print(
-        f"context concepts: {context['concepts']} (token identity solves F1 >= {record['summary']['token_solved_at']} on the rest)"
-    )
+    solved = record["summary"]["token_solved_at"]
+    print(f"context concepts: {context['concepts']} (token identity reaches F1 >= {solved} on the others)")
     for found in context["comparisons"]:
         print(
             f"  {found['scorer']:>6}: median skill {found['a']} {_show(found['median_skill_a'])} vs {found['b']} "
