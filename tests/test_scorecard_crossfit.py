@@ -235,3 +235,10 @@ def test_absorption_counts_child_positives_the_parent_unit_leaves_to_the_child_u
     assert found["child_positives"] == 40
     assert found["parent_miss_rate"]["value"] == pytest.approx(10 / 40)
     assert found["absorption_rate"]["value"] == pytest.approx(5 / 40)
+
+
+def test_skill_is_the_share_of_headroom_won_above_the_baseline_and_of_its_f1_lost_below():
+    from interp.features.scorecard.intervals import skill_of
+
+    got = skill_of(torch.tensor([0.9, 0.3, 0.6, 0.0, 1.0]), torch.tensor([0.6, 0.6, 0.6, 0.6, 1.0]))
+    assert got[:4].tolist() == pytest.approx([0.75, -0.5, 0.0, -1.0]) and got[4].isnan()

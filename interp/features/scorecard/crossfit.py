@@ -107,6 +107,7 @@ def score_side(acts: Tensor, tokens: ScoredTokens, concepts: Tensor, *, probes: 
     fired = torch.zeros(N, C, dtype=torch.bool)
     chosen_by_fold: list[list[dict | None]] = []
     which = concepts.nonzero().flatten()
+    by_unit = acts.T.float().contiguous()  # [U, N]: a unit's activations are one contiguous row
     for select, test in tokens.fold_masks():
         candidates, separation = _candidates(
             acts[select], (tokens.labels & tokens.visible)[select][:, which], tokens.visible[select][:, which]
@@ -114,13 +115,13 @@ def score_side(acts: Tensor, tokens: ScoredTokens, concepts: Tensor, *, probes: 
         chosen: list[dict | None] = [None] * C
         for i, c in enumerate(which.tolist()):
             units = torch.tensor(candidates[i])
-            columns = acts[:, units].float()  # [N, m]
             sel_c, test_c = select & tokens.visible[:, c], test & tokens.visible[:, c]
             truth = tokens.labels[sel_c, c]
-            f1, threshold = best_thresholds(columns[sel_c], truth)
+            rows = by_unit[units]  # [m, N]
+            f1, threshold = best_thresholds(rows[:, sel_c].T, truth)
             usable = f1.isfinite() & (f1 > 0)
-            units, threshold, columns = units[usable], threshold[usable], columns[:, usable]
-            order, f1s = _greedy_or(columns[sel_c] >= threshold, truth, FAMILY_KS[-1])
+            units, threshold, rows = units[usable], threshold[usable], rows[usable]
+            order, f1s = _greedy_or(rows[:, sel_c].T >= threshold, truth, FAMILY_KS[-1])
             family_k = 1
             if order:
                 family_k = max((k for k in FAMILY_KS if k <= len(order)), key=lambda k: f1s[k - 1])
@@ -131,7 +132,7 @@ def score_side(acts: Tensor, tokens: ScoredTokens, concepts: Tensor, *, probes: 
                     "family_k": family_k,
                 }
             y_test, docs = tokens.labels[test_c, c], tokens.document[test_c]
-            fires_test = columns[test_c][:, order] >= threshold[order]  # [n, len(order)]
+            fires_test = rows[order][:, test_c].T >= threshold[order]  # [n, len(order)]
             for name, k in [("k1", 1), *[(f"or{k}", k) for k in FAMILY_KS[1:]], ("family", family_k)]:
                 predicted = fires_test[:, :k].any(dim=1)
                 counts[name][:, c] += _counts(predicted, y_test, docs, D)

@@ -5,8 +5,9 @@ Every scorer's counts are [D, C, 3] (tp, fp, fn per document). A bootstrap resam
 with replacement; every scorer is re-summed with the same draw (paired), so a difference's interval
 holds what the documents share. F1 = 2 tp / (2 tp + fp + fn). Skill over the best trivial baseline
 (the best of token identity, previous + current token and marking every token, per concept and per
-resample) is (F1 - base) / (1 - base): 0 is no better than the baseline, 1 is perfect, negative is
-worse. A win needs the larger F1 *and* an F1 above the best baseline.
+resample) is (F1 - base) / (1 - base) at or above it (the share of the baseline's headroom won) and
+(F1 - base) / base below it (the share of the baseline's F1 lost): 1 is perfect, 0 the baseline, -1 no
+true positive. A win needs the larger F1 *and* an F1 above the best baseline.
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ def f1_of(counts: Tensor) -> Tensor:
 
 
 def skill_of(f1: Tensor, base: Tensor) -> Tensor:
-    """(f1 - base) / (1 - base), NaN where the baseline is perfect."""
-    return torch.where(base < 1, (f1 - base) / (1 - base).clamp(min=1e-12), math.nan)
+    """Skill in [-1, 1]: (f1 - base) / (1 - base) at or above the baseline (the share of its headroom won),
+    (f1 - base) / base below it (the share of its F1 lost). NaN where the baseline is perfect or zero."""
+    above = (f1 - base) / (1 - base).clamp(min=1e-12)
+    below = (f1 - base) / base.clamp(min=1e-12)
+    skill = torch.where(f1 >= base, above, below)
+    return torch.where((base < 1) & (base > 0), skill, math.nan)
 
 
 class Resampler:

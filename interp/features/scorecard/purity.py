@@ -8,8 +8,8 @@ count) and a concept c with base rate b_c (the share of tokens in c):
   the concept). Read on all concepts and on context concepts only (those token identity does not solve);
 - token entropy: the entropy (bits) of the unit's activation mass over token ids (0: one token id);
 - Pearson r of a with the indicator of its best concept (the paper's statistic for its Arabic feature);
-- specificity by activation: the unit's firings cut into DECILES equal bins of its activation range (up to
-  its maximum), and the share of each bin's tokens in its best concept, averaged over the units.
+- specificity by activation: the unit's firings cut into DECILES equal bins of (0, its maximum], and the
+  share of each bin's tokens in its best concept (NaN for an empty bin), averaged over the units.
 
 Masked positives (a span opened before the window) count as outside the concept here.
 """
@@ -33,10 +33,13 @@ def unit_measures(acts: Tensor, truth: Tensor, ids: Tensor, vocab: int, context:
     token entropy, Pearson r with its best concept, the best concept's index, and [U, DECILES] shares.
 
     acts [N, U], truth [N, C] bool, ids [N] token ids, context [C] bool (the context concepts)."""
+    N, U = acts.shape
     positive = acts.float().clamp(min=0)
+    token, unit = positive.nonzero(as_tuple=True)  # the firing entries: the per-unit sums run over these only
+    value = positive[token, unit].double()
+    mass = torch.bincount(unit, weights=value, minlength=U)  # [U]
     y = truth.float()
     base = y.mean(0).double()  # [C]
-    mass = positive.sum(0, dtype=torch.float64)  # [U]
     share = (positive.T @ y).double() / mass.clamp(min=1e-30)[:, None]  # [U, C]
     above = (share - base) / (1 - base).clamp(min=1e-12)
     above[:, base >= 1] = -math.inf
@@ -45,40 +48,28 @@ def unit_measures(acts: Tensor, truth: Tensor, ids: Tensor, vocab: int, context:
     context_above[:, ~context] = -math.inf
     context_purity = context_above.max(dim=1).values if bool(context.any()) else torch.full_like(purity, math.nan)
 
-    by_token = torch.zeros(vocab, acts.shape[1]).index_add_(0, ids, positive).double()
-    p = by_token / by_token.sum(0).clamp(min=1e-30)
+    by_token = torch.bincount(ids[token] * U + unit, weights=value, minlength=vocab * U).reshape(vocab, U)
+    p = by_token / mass.clamp(min=1e-30)
     entropy = -(p * torch.log2(p.clamp(min=1e-300))).sum(0)
 
-    N = acts.shape[0]
-    units = torch.arange(acts.shape[1])
     mean_a = mass / N
-    var_a = (positive * positive).sum(0, dtype=torch.float64) / N - mean_a**2
+    var_a = torch.bincount(unit, weights=value * value, minlength=U) / N - mean_a**2
     rate = base[best]
-    covariance = mass * share[units, best] / N - mean_a * rate  # E[a y] - E[a] E[y]
+    covariance = mass * share[torch.arange(U), best] / N - mean_a * rate  # E[a y] - E[a] E[y]
     r = covariance / (var_a * rate * (1 - rate)).clamp(min=1e-30).sqrt()
-    deciles = _specificity(positive, y.bool(), best)
-    alive = (positive > 0).sum(0) >= MIN_FIRINGS
+    top = torch.zeros(U, dtype=torch.float64).scatter_reduce_(0, unit, value, reduce="amax")
+    which = (value / top[unit].clamp(min=1e-30) * DECILES).ceil().clamp(1, DECILES).long() - 1
+    slot = unit * DECILES + which
+    in_bin = torch.bincount(slot, minlength=U * DECILES).double()
+    inside = torch.bincount(slot, weights=truth[token, best[unit]].double(), minlength=U * DECILES)
+    deciles = (inside / in_bin).reshape(U, DECILES)  # 0/0 -> NaN: an empty bin
+    alive = torch.bincount(unit, minlength=U) >= MIN_FIRINGS
     out = {"purity": purity, "context_purity": context_purity, "token_entropy": entropy, "pearson_r": r}
     for name in out:
         out[name] = torch.where(alive, out[name].double(), math.nan)
     out["best_concept"] = torch.where(alive, best, -1)
     out["deciles"] = torch.where(alive[:, None], deciles, math.nan)
     return out
-
-
-def _specificity(positive: Tensor, truth: Tensor, best: Tensor) -> Tensor:
-    """[U, DECILES]: per unit, the share of its firings in each equal bin of (0, max] that are in its best
-    concept (NaN for an empty bin). positive [N, U] >= 0, truth [N, C] bool, best [U] concept index.
-    The work is over the firing entries only."""
-    U = positive.shape[1]
-    token, unit = positive.nonzero(as_tuple=True)
-    value = positive[token, unit]
-    top = positive.max(dim=0).values.clamp(min=1e-30)
-    which = (value / top[unit] * DECILES).ceil().clamp(1, DECILES).long() - 1
-    slot = unit * DECILES + which
-    tokens = torch.bincount(slot, minlength=U * DECILES).double()
-    inside = torch.bincount(slot, weights=truth[token, best[unit]].double(), minlength=U * DECILES)
-    return (inside / tokens).reshape(U, DECILES)  # 0/0 -> NaN: an empty bin
 
 
 def summarise(measures: dict[str, Tensor]) -> dict:

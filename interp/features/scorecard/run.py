@@ -52,10 +52,11 @@ RULES = {
     "firing": "a unit fires on a token when its activation is >= the threshold chosen for the concept",
     "intervals": "95% percentile intervals of a paired bootstrap over documents (every side resampled with "
     "the same draw); a verdict is stated only where the difference's interval excludes 0",
-    "skill": "(F1 - best baseline F1) / (1 - best baseline F1), the best of token identity, previous + current "
-    "token and marking every token; a win needs the larger F1 and an F1 above the best baseline",
-    "probe": "logistic regression (class-balanced weights) on the k units of largest |AUROC - 1/2| on the "
-    "selection documents, its threshold tuned there for F1. SAEBench's k-sparse probing ranks by mean "
+    "skill": "against the best baseline F1 b (the best of token identity, previous + current token and marking "
+    "every token): (F1 - b) / (1 - b) at or above it, (F1 - b) / b below it; 1 perfect, 0 the baseline, -1 no "
+    "true positive. A win needs the larger F1 and an F1 above the best baseline",
+    "probe": "logistic regression (class-balanced weights) on the k units of largest |standardised mean "
+    "difference| on the selection documents, its threshold tuned there for F1. SAEBench's k-sparse probing ranks by mean "
     "difference (scale-dependent), trains on balanced samples and reports accuracy; ours ranks scale-free "
     "and reports F1 on held-out documents",
     "family": "a greedy OR of up to k units, each at its own best threshold (k = 1, 2, 4, 8); 'family' "
