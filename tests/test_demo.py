@@ -59,6 +59,7 @@ def tiny_demo(out: Path, capture_tokens: int = 1000, corpus: str = "stdlib") -> 
         analysis=AnalysisConfig(tokens=512),
         scorecard=ScorecardConfig(tokens=1024, min_positives=3),
         widths=(16, 32),
+        ks=(8,),
         progress=False,
     )
 
@@ -148,6 +149,18 @@ def test_demo_on_shakespeare_tells_the_seed_story(tmp_path):
     assert record["prompt"] == "To be, or not to be, that is the question:"
     assert record["config"]["corpus"]["spec"] == "shakespeare"
     assert (cfg.report_dir / "model.html").is_file()
+
+
+def test_demo_on_the_mix_corpus_scores_each_characters_source(tmp_path):
+    cfg = tiny_demo(tmp_path / "demo", corpus="mix")
+    cfg.scorecard.tokens = 2048
+    assert run_demo(cfg) == ALL_STEPS
+    record = json.loads((cfg.scorecard_dir / "scorecard.json").read_text())
+    rows = {c["name"]: c for c in record["concepts"]}
+    assert {"mix.python", "mix.english", "mix.base64", "mix.hex", "text.digits"} <= set(rows)
+    assert not any(name.startswith("python.") for name in rows)  # the pieces are not whole Python files
+    assert rows["mix.hex"]["scored"] and rows["mix.hex"]["positives"] > 0
+    assert (cfg.report_dir / "scorecard.html").is_file()
 
 
 def test_second_run_reuses_every_artifact(built, capsys):
@@ -245,7 +258,9 @@ def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):
         set(c["sides"]) == {"features", "neurons", "control_features", "control_neurons"} for c in scored
     )
     assert record["universality"]["features"] is None and "second model" in record["universality"]["missing"]
-    assert [row["d_sae"] for row in record["frontier"]] == [48, 16, 32]
+    assert [(row["d_sae"], row["k"]) for row in record["frontier"]] == [(48, 4), (16, 4), (32, 4), (48, 8)]
+    assert all(row["k1_skill"]["value"] is not None for row in record["frontier"])
+    assert record["splitting"]["widths"] == [16, 32, 48]  # the k = 8 sibling joins the frontier, not the families
     assert record["splitting"]["widths"] == [16, 32, 48] and len(record["splitting"]["families"]) == 16
     # the control model is the trained model's initialisation: the same config, another set of weights
     control = json.loads((built.control_dir / "model" / "config.json").read_text())
@@ -309,7 +324,7 @@ def test_one_pass_per_model_serves_every_concept(built, tmp_path, monkeypatch):
         corpus="stdlib",
         control_model=str(built.control_dir / "model"),
         control_sae=str(built.control_dir / "sae"),
-        width_saes=[str(p) for p in built.width_sae_dirs],
+        sibling_saes=[str(p) for p in built.width_sae_dirs],
     )
     concepts = [f"c{i}=[a-z]{{{i + 1}}}" for i in range(12)]
     record = run_scorecard(inputs, ScorecardConfig(tokens=512, concepts=concepts), tmp_path / "card", progress=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -154,3 +155,28 @@ def test_shakespeare_concepts_read_the_layout_of_the_plays():
     assert got["verse line start"] == ["T", "S"]
     assert got["thou/thee/thy/thine"] == ["Thou", "thy"] and got["-eth/-est word"] == ["liveth"]
     assert ConceptSuite(["shakespeare", "text"]).names[0] == "shakespeare.verse line start"
+
+
+def test_the_mix_corpus_marks_each_characters_source_exactly():
+    from interp.model.mix import MIX_SOURCES, mix_documents, source_marks
+
+    documents = mix_documents()
+    assert len(documents) > 100 and documents == mix_documents()
+    hex_line, base64_line = re.compile(r"[0-9a-f]{1,64}\n"), re.compile(r"[A-Za-z0-9+/=]{1,76}\n")
+    seen = set()
+    for text, spans in documents[:40]:
+        assert spans[0][0] == 0 and spans[-1][1] == len(text)
+        marks = source_marks(text)
+        assert sum(m.astype(int) for m in marks.values()).tolist() == [1] * len(text)  # one source per character
+        for start, end, source in spans:
+            seen.add(source)
+            assert marks[f"mix.{source}"][start:end].all()
+            piece = text[start:end]
+            if source == "hex":
+                assert all(hex_line.fullmatch(line) for line in piece.splitlines(keepends=True))
+            if source == "base64":
+                assert all(base64_line.fullmatch(line) for line in piece.splitlines(keepends=True))
+    assert seen == set(MIX_SOURCES)
+    assert not any(m.any() for m in source_marks("not a mix document").values())
+    suite = ConceptSuite(["mix"])
+    assert suite.names == [f"mix.{s}" for s in MIX_SOURCES]

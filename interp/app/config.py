@@ -95,6 +95,7 @@ class DemoConfig:
     analysis: AnalysisConfig = field(default_factory=lambda: AnalysisConfig(tokens=2**16))
     scorecard: ScorecardConfig = field(default_factory=lambda: ScorecardConfig(tokens=2**16))
     widths: tuple[int, ...] = (512, 1024)  # d_sae of the splitting SAEs beside the main one
+    ks: tuple[int, ...] = ()  # k of SAEs of the main width beside the main one (the frontier; paper preset)
     universality_seed: int = 1  # seed of the second model (universality across models)
     universality_model: bool = False  # also train a second model and its SAE (paper preset)
     labels: LabelConfig = field(default_factory=LabelConfig)
@@ -125,6 +126,11 @@ class DemoConfig:
             )
         if self.universality_seed == self.train.seed:
             raise ValueError(f"the demo's universality_seed must differ from the model's seed {self.train.seed}.")
+        if any(k <= 0 for k in self.ks) or self.sae_fields.get("k") in self.ks:
+            raise ValueError(
+                f"the demo's ks {list(self.ks)} must be positive and differ from the main SAE's k "
+                f"({self.sae_fields.get('k')}), which joins them."
+            )
         if self.sae_hook not in self.hooks:
             raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
 
@@ -159,6 +165,16 @@ class DemoConfig:
     def width_sae_dirs(self) -> list[Path]:
         names = sweep_names([{"d_sae": w} for w in self.widths])
         return [self.widths_dir / name for name in names]
+
+    @property
+    def ks_dir(self) -> Path:
+        """One SAE per k inside: sae-k/k<K>/ (one k: the folder itself)."""
+        return self.out / "sae-k"
+
+    @property
+    def k_sae_dirs(self) -> list[Path]:
+        names = sweep_names([{"k": k} for k in self.ks])
+        return [self.ks_dir / name for name in names]
 
     @property
     def second_dir(self) -> Path:
@@ -226,6 +242,7 @@ def _paper() -> dict:
         "sae_tokens": 50_000_000,
         "sae_train": SAETrainConfig(batch_size=4096, lr=1e-3, device="cpu", checkpoint_every=1000),
         "widths": (1024, 2048),
+        "ks": (32, 64),
         "universality_model": True,
     }
 

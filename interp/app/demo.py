@@ -1,10 +1,10 @@
 """`interp demo`: the whole pipeline on a built-in corpus, as a list of named steps.
 
-    corpus (stdlib or shakespeare) -> tokenizer + model (`interp model train`)
+    corpus (stdlib, shakespeare or mix) -> tokenizer + model (`interp model train`)
     -> activations (`interp capture`) -> SAE streamed from the model (`interp train-sae`)
     -> the scorecard's SAEs: a random-init control model (`interp model init`) and its SAE, SAEs of
-       two other widths (`interp train-sae`), and in the paper preset a second model with another seed
-       and its SAE (universality across models)
+       two other widths (`interp train-sae`), and in the paper preset SAEs of other k and a second
+       model with another seed and its SAE (universality across models)
     -> feature analysis (`interp analyze`) -> labels (`interp label`) -> scorecard (`interp scorecard`)
     -> HTML report (`interp report`)
 
@@ -158,6 +158,10 @@ def _width_saes(cfg: DemoConfig) -> None:
     _stream_sae(cfg, cfg.model_dir, cfg.widths_dir, {**_fields(cfg), "d_sae": list(cfg.widths)}, cfg.sae_train.seed)
 
 
+def _k_saes(cfg: DemoConfig) -> None:
+    _stream_sae(cfg, cfg.model_dir, cfg.ks_dir, {**_fields(cfg), "k": list(cfg.ks)}, cfg.sae_train.seed)
+
+
 def _second(cfg: DemoConfig) -> None:
     """A second model trained like the first with another seed (its tokenizer shared), and its SAE."""
     model_dir = cfg.second_dir / "model"
@@ -202,7 +206,7 @@ def _scorecard(cfg: DemoConfig) -> None:
         control_sae=str(cfg.control_dir / "sae"),
         second_model=str(cfg.second_dir / "model") if cfg.universality_model else None,
         second_sae=str(cfg.second_dir / "sae") if cfg.universality_model else None,
-        width_saes=[str(folder) for folder in cfg.width_sae_dirs],
+        sibling_saes=[str(folder) for folder in [*cfg.width_sae_dirs, *cfg.k_sae_dirs]],
     )
     run_scorecard(inputs, cfg.scorecard, cfg.scorecard_dir, progress=cfg.progress)
 
@@ -218,6 +222,13 @@ STEPS: list[Step] = [
     Step("sae", lambda cfg: cfg.sae_dir, _sae_is_complete, _train_sae),
     Step("control", lambda cfg: cfg.control_dir, lambda cfg: _saes_are_complete(cfg.control_dir / "sae"), _control),
     Step("sae-widths", lambda cfg: cfg.widths_dir, lambda cfg: _saes_are_complete(*cfg.width_sae_dirs), _width_saes),
+    Step(
+        "sae-k",
+        lambda cfg: cfg.ks_dir,
+        lambda cfg: _saes_are_complete(*cfg.k_sae_dirs),
+        _k_saes,
+        enabled=lambda cfg: bool(cfg.ks),
+    ),
     Step(
         "second",
         lambda cfg: cfg.second_dir,

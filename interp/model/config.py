@@ -10,10 +10,10 @@ from typing import Any, Literal
 from interp.model.tokenizer import DEFAULT_VOCAB_SIZE
 from sae.schema import check_choices, device_field, seed_field
 
-BUILTIN_CORPORA = ("stdlib", "shakespeare")
+BUILTIN_CORPORA = ("stdlib", "shakespeare", "mix")
 SPLITS = ("train", "heldout", "all")
 Split = Literal["train", "heldout", "all"]
-CORPUS_SPEC = "stdlib, shakespeare, a text file or glob, a .jsonl file (field text), or hf:NAME[:CONFIG[:SPLIT]]"
+CORPUS_SPEC = "stdlib, shakespeare, mix, a text file or glob, a .jsonl file (field text), or hf:NAME[:CONFIG[:SPLIT]]"
 
 
 # --- where a command's model and text come from -------------------------------------------------------

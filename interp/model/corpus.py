@@ -6,6 +6,8 @@ A corpus is an ordered stream of documents (str). Specs `load_corpus` understand
   folders), one document per file, in sorted path order. Every machine has it; nothing downloads.
 - `shakespeare` — tinyshakespeare (about 1.1 MB of Shakespeare's plays, public domain), shipped
   inside the package (`interp/model/corpora/`), read as a plain text file (below).
+- `mix` — documents that switch between standard-library Python, Shakespeare's English, and base64
+  and hex of compressed standard-library bytes (interp.model.mix); each character's source is known.
 - a path: a text file, a `.jsonl` file (one JSON object per line with a string `text` field), a
   folder (every file below it), or a glob (`data/**/*.txt`). A plain text file is a stream with no
   document structure of its own, so it is read as documents of at most `TEXT_PIECE_CHARS`
@@ -40,6 +42,7 @@ import torch
 from torch import Tensor
 
 from interp.model.config import BUILTIN_CORPORA, SPLITS
+from interp.model.mix import mix_documents
 
 HELDOUT_EVERY = 20
 SHAKESPEARE_FILE = "tinyshakespeare.txt"  # in the package folder interp/model/corpora
@@ -97,6 +100,11 @@ def load_corpus(
 
         def source() -> Iterator[str]:
             return (read_text_file(f) for f in files)
+
+    elif spec == "mix":
+
+        def source() -> Iterator[str]:
+            return (text for text, _ in mix_documents())
 
     elif spec.startswith("hf:"):
         source = _hf_source(spec, text_field)

@@ -11,6 +11,8 @@ characters (its tokenizer offsets) is marked. Four sources:
   words, whitespace runs, punctuation, inside quotes, inside parentheses, line start).
 - `shakespeare`: the layout of the plays (a verse line's start, the speaker lines) and two
   concepts of its language.
+- `mix`: which source each character of the `mix` corpus comes from (python, english, base64, hex),
+  from how the corpus was built (interp.model.mix).
 - `regex`: the user's `NAME=REGEX`; every character of a non-empty match is marked.
 """
 
@@ -27,8 +29,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SOURCES = ("python", "text", "shakespeare", "regex")
-SUITES = ("auto", "python", "text", "shakespeare")
+from interp.model.mix import MIX_SOURCES, source_marks
+
+SOURCES = ("python", "text", "shakespeare", "mix", "regex")
+SUITES = ("auto", "python", "text", "shakespeare", "mix")
 INDENT_LEVELS = ("0", "1", "2", "3+")
 BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("_")) - frozenset(keyword.kwlist)
 FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+ tokenizes f-strings into parts
@@ -99,6 +103,10 @@ def shakespeare_concepts() -> list[Concept]:
     ]
 
 
+def mix_concepts() -> list[Concept]:
+    return [Concept(f"mix.{name}", "mix", f"a character of the mix corpus's {name} pieces") for name in MIX_SOURCES]
+
+
 def parse_user_concept(text: str) -> tuple[str, re.Pattern]:
     """`NAME=REGEX` -> (NAME, compiled REGEX); ValueError naming --concept and the fix otherwise."""
     name, sep, pattern = text.partition("=")
@@ -123,7 +131,12 @@ class ConceptSuite:
             raise ValueError(f"unknown concept suite {unknown}; choose from {list(SOURCES[:-1])}.")
         self.sources = tuple(sources)
         self.user = [parse_user_concept(text) for text in user]
-        builders = {"python": python_concepts, "text": text_concepts, "shakespeare": shakespeare_concepts}
+        builders = {
+            "python": python_concepts,
+            "text": text_concepts,
+            "shakespeare": shakespeare_concepts,
+            "mix": mix_concepts,
+        }
         self.concepts = [c for source in self.sources for c in builders[source]()]
         self.concepts += [Concept(name, "regex", f"matches /{pattern.pattern}/") for name, pattern in self.user]
         names = [c.name for c in self.concepts]
@@ -147,6 +160,8 @@ class ConceptSuite:
             marks.update(text_marks(text))
         if "shakespeare" in self.sources:
             marks.update(shakespeare_marks(text))
+        if "mix" in self.sources:
+            marks.update(source_marks(text))
         for name, pattern in self.user:
             marks[name] = regex_marks(text, pattern)
         return np.stack([marks[name] for name in self.names]) if self.names else np.zeros((0, len(text)), bool)
@@ -161,11 +176,14 @@ class ConceptSuite:
 
 
 def default_sources(corpus_spec: str) -> tuple[str, ...]:
-    """The suite for a corpus: Python source gets python + text, the plays text + shakespeare."""
+    """The suite for a corpus: Python source gets python + text, the plays text + shakespeare, the mix
+    corpus mix + text (its Python pieces are not whole files, so the python concepts are left out)."""
     if corpus_spec == "stdlib" or corpus_spec.endswith(".py"):
         return ("python", "text")
     if corpus_spec == "shakespeare":
         return ("text", "shakespeare")
+    if corpus_spec == "mix":
+        return ("mix", "text")
     return ("text",)
 
 

@@ -34,13 +34,14 @@ class ScorecardInputs:
     second_sae: str | None = field(
         default=None, metadata={"metavar": "DIR", "help": "an SAE trained like --sae on --second-model"}
     )
-    width_saes: list[str] = field(
+    sibling_saes: list[str] = field(
         default_factory=list,
         metadata={
-            "option": "--width-sae",
+            "option": "--sibling-sae",
             "repeat": True,
             "metavar": "DIR",
-            "help": "an SAE of another width on the same hook; repeat",
+            "help": "an SAE on the same hook with another width or k (repeat): all join the frontier; those "
+            "of --sae's k and other widths make the splitting families",
         },
     )
 
@@ -50,7 +51,7 @@ class ScorecardInputs:
         if self.second_sae is not None and self.second_model is None:
             raise ValueError("--second-sae needs --second-model, the model it was trained on.")
         saes = [("--sae", self.sae), ("--control-sae", self.control_sae), ("--second-sae", self.second_sae)]
-        for flag, path in saes + [("--width-sae", p) for p in self.width_saes]:
+        for flag, path in saes + [("--sibling-sae", p) for p in self.sibling_saes]:
             if path is not None and not (Path(path) / "cfg.json").is_file():
                 raise ValueError(f"{flag} {path}: no SAE there (no cfg.json); pass a folder an SAE was saved to.")
 

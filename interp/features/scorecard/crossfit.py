@@ -121,7 +121,7 @@ def score_side(acts: Tensor, tokens: ScoredTokens, concepts: Tensor, *, probes: 
             f1, threshold = best_thresholds(rows[:, sel_c].T, truth)
             usable = f1.isfinite() & (f1 > 0)
             units, threshold, rows = units[usable], threshold[usable], rows[usable]
-            order, f1s = _greedy_or(rows[:, sel_c].T >= threshold, truth, FAMILY_KS[-1])
+            order, f1s = _greedy_or(threshold <= rows[:, sel_c].T, truth, FAMILY_KS[-1])
             family_k = 1
             if order:
                 family_k = max((k for k in FAMILY_KS if k <= len(order)), key=lambda k: f1s[k - 1])
@@ -132,7 +132,7 @@ def score_side(acts: Tensor, tokens: ScoredTokens, concepts: Tensor, *, probes: 
                     "family_k": family_k,
                 }
             y_test, docs = tokens.labels[test_c, c], tokens.document[test_c]
-            fires_test = rows[order][:, test_c].T >= threshold[order]  # [n, len(order)]
+            fires_test = threshold[order] <= rows[order][:, test_c].T  # [n, len(order)]
             for name, k in [("k1", 1), *[(f"or{k}", k) for k in FAMILY_KS[1:]], ("family", family_k)]:
                 predicted = fires_test[:, :k].any(dim=1)
                 counts[name][:, c] += _counts(predicted, y_test, docs, D)

@@ -4,7 +4,7 @@ baselines and a control, with intervals?
     interp scorecard --model SPEC --sae DIR --corpus C [--split heldout] [--corpus-seed S] --tokens N
                      [--folds K] [--bootstrap B] [--seed S] [--concept NAME=REGEX ...]
                      [--control-model SPEC --control-sae DIR] [--second-model SPEC [--second-sae DIR]]
-                     [--width-sae DIR ...] --out DIR
+                     [--sibling-sae DIR ...] --out DIR
 
 One pass of each model over windows spread across every document of the split serves every concept
 and unit. Choices are cross-fitted over folds of whole documents (`crossfit`), every figure carries a
@@ -56,9 +56,9 @@ RULES = {
     "every token): (F1 - b) / (1 - b) at or above it, (F1 - b) / b below it; 1 perfect, 0 the baseline, -1 no "
     "true positive. A win needs the larger F1 and an F1 above the best baseline",
     "probe": "logistic regression (class-balanced weights) on the k units of largest |standardised mean "
-    "difference| on the selection documents, its threshold tuned there for F1. SAEBench's k-sparse probing ranks by mean "
-    "difference (scale-dependent), trains on balanced samples and reports accuracy; ours ranks scale-free "
-    "and reports F1 on held-out documents",
+    "difference| on the selection documents, its threshold tuned there for F1. SAEBench's k-sparse probing "
+    "ranks by mean difference (scale-dependent), trains on balanced samples and reports accuracy; ours "
+    "ranks scale-free and reports F1 on held-out documents",
     "family": "a greedy OR of up to k units, each at its own best threshold (k = 1, 2, 4, 8); 'family' "
     "takes the k with the best selection F1",
 }
@@ -146,8 +146,8 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
         f"{int(scored.sum())} of {len(names)} concepts scored",
         flush=True,
     )
-    width_saes = [load_sae(p, device=opened.sae.W_dec.device) for p in inputs.width_saes]
-    neurons, (features, *width_acts) = _activations(model, hook, [opened.sae, *width_saes], tokens, cfg)
+    siblings = [load_sae(p, device=opened.sae.W_dec.device) for p in inputs.sibling_saes]
+    neurons, (features, *sibling_acts) = _activations(model, hook, [opened.sae, *siblings], tokens, cfg)
     acts = {"features": features, "neurons": neurons}
     directions = {"features": opened.sae.W_dec, "neurons": torch.eye(neurons.shape[1])}
     consistency = {side: _consistency(model, hook, acts[side], directions[side], tokens, cfg) for side in acts}
@@ -184,14 +184,14 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
         side: absorption(found.fired, truth, tokens.document, names, scored, resampler) for side, found in sides.items()
     }
     universality = _universality(inputs, cfg, model, hook, tokens, neurons, features)
-    dictionaries = [opened.sae, *width_saes]
-    dictionary_paths = [opened.sae_path, *[Path(p) for p in inputs.width_saes]]
+    dictionaries = [opened.sae, *siblings]
+    dictionary_paths = [opened.sae_path, *[Path(p) for p in inputs.sibling_saes]]
     frontier = _frontier(
         model,
         hook,
         dictionaries,
         dictionary_paths,
-        [features, *width_acts],
+        [features, *sibling_acts],
         sides["features"],
         tokens,
         scored,
@@ -199,16 +199,7 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
         resampler,
         cfg,
     )
-    splitting = None
-    if inputs.width_saes:
-        splitting = feature_splitting(
-            [sae.W_dec.detach() for sae in dictionaries],
-            [features, *width_acts],
-            tokens.ids,
-            model.tokenizer.token_strings(),
-            [str(p.resolve()) for p in dictionary_paths],
-        )
-        splitting["main_width"] = int(opened.sae.W_dec.shape[0])
+    splitting = _splitting(model, opened, dictionaries, dictionary_paths, [features, *sibling_acts], tokens)
     unit_kind = "MLP neurons" if mlp_neuron_layer(hook) is not None else f"the {hook} basis dimensions"
     record = {
         "format": FORMAT,
@@ -242,6 +233,27 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     write_json(out / SCORECARD_FILE, record)
     say(f"scorecard: {out / SCORECARD_FILE} in {record['seconds']:.0f} s", flush=True)
     return record
+
+
+def _splitting(model, opened, saes, paths, acts, tokens: ScoredTokens) -> dict | None:
+    """Feature splitting over the SAEs of the main SAE's k (one per width), when there are two widths or more."""
+    main_k = getattr(opened.sae.cfg, "k", None)
+    widths: dict[int, int] = {}
+    for i, sae in enumerate(saes):
+        if getattr(sae.cfg, "k", None) == main_k:
+            widths.setdefault(int(sae.W_dec.shape[0]), i)
+    if len(widths) < 2:
+        return None
+    chosen = list(widths.values())
+    splitting = feature_splitting(
+        [saes[i].W_dec.detach() for i in chosen],
+        [acts[i] for i in chosen],
+        tokens.ids,
+        model.tokenizer.token_strings(),
+        [str(paths[i].resolve()) for i in chosen],
+    )
+    splitting["main_width"] = int(opened.sae.W_dec.shape[0])
+    return splitting
 
 
 def _frontier(model, hook, saes, paths, acts, main_found, tokens, scored, baselines, resampler, cfg) -> list[dict]:
