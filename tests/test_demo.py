@@ -248,7 +248,7 @@ def test_serve_refuses_a_report_of_another_sae(built, tmp_path, capsys):
 
 def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):
     record = json.loads((built.scorecard_dir / "scorecard.json").read_text())
-    assert (record["format"], record["format_version"], record["split"]) == ("monosemantic-scorecard", 1, "heldout")
+    assert (record["format"], record["format_version"], record["split"]) == ("monosemantic-scorecard", 2, "heldout")
     assert record["tokens"] == 1024 and record["control"]["model"] == "random init"
     assert record["control"]["model_spec"] == str((built.control_dir / "model").resolve())
     names = [c["name"] for c in record["concepts"]]
@@ -329,3 +329,14 @@ def test_one_pass_per_model_serves_every_concept(built, tmp_path, monkeypatch):
     concepts = [f"c{i}=[a-z]{{{i + 1}}}" for i in range(12)]
     record = run_scorecard(inputs, ScorecardConfig(tokens=512, concepts=concepts), tmp_path / "card", progress=False)
     assert len(record["concepts"]) > 60 and len(passes) == 2  # the trained model once, the control once
+
+
+def test_report_refuses_a_scorecard_of_an_older_format(built, tmp_path, capsys):
+    old = tmp_path / "old"
+    old.mkdir()
+    record = json.loads((built.scorecard_dir / "scorecard.json").read_text())
+    (old / "scorecard.json").write_text(json.dumps({**record, "format_version": 1}))
+    args = ["report", "--analysis", str(built.analysis_dir), "--scorecard", str(old), "--out", str(tmp_path / "r")]
+    assert interp_main(args) == 2
+    assert "format version 1, this report reads version 2" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()

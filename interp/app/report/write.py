@@ -32,6 +32,7 @@ from interp.features.config import DRIVERS_LISTED
 from interp.features.labels.files import read_labels
 from interp.features.neurons import neurons_driven
 from interp.features.scorecard import FORMAT as SCORECARD_FORMAT
+from interp.features.scorecard import FORMAT_VERSION as SCORECARD_VERSION
 from interp.features.scorecard import SCORECARD_FILE
 from sae.files import TMP_SUFFIX, check_output_folder, read_json, temp_path, write_text
 from sae.progress import progress_bar
@@ -102,6 +103,11 @@ def _read_scorecard(folder: str | os.PathLike | None) -> dict | None:
     if record.get("format") != SCORECARD_FORMAT:
         raise ValueError(
             f"{path} is not a scorecard (format {record.get('format')!r}); rebuild it with `interp scorecard`."
+        )
+    if record.get("format_version") != SCORECARD_VERSION:
+        raise ValueError(
+            f"{path} is a scorecard of format version {record.get('format_version')}, this report reads version "
+            f"{SCORECARD_VERSION}; rebuild it with `interp scorecard`."
         )
     return record
 
