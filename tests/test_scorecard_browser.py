@@ -1,6 +1,6 @@
-"""The scorecard page in headless Chromium: the concept table, the specificity plots, universality,
-logit consistency and the family explorer draw with no console error, the top bar links the page,
-and a hostile concept name stays text."""
+"""The scorecard page in headless Chromium: the verdicts, the concept table, the specificity, purity and
+frontier plots, logit consistency and the family explorer draw with no console error, the unit
+measure picker redraws, the top bar links the page, and a hostile concept name stays text."""
 
 from __future__ import annotations
 
@@ -32,7 +32,14 @@ def test_scorecard_page_draws_and_keeps_hostile_text_inert(browser, demo, shots)
     assert (
         browser.execute_script("return document.querySelectorAll('#concept-table img, #concept-table svg').length") == 0
     )
-    wait_for(browser, "document.querySelectorAll('.js-plotly-plot').length >= 3")  # two specificity plots, universality
+    wait_for(
+        browser, "document.querySelectorAll('.js-plotly-plot').length >= 5"
+    )  # specificity, purity, deciles, frontier
+    assert browser.execute_script("return document.querySelectorAll('#verdicts table.verdicts tbody tr').length") > 0
+    browser.execute_script(
+        "var s = document.getElementById('unit-measure'); s.value = 'pearson_r'; s.dispatchEvent(new Event('change'));"
+    )
+    wait_for(browser, "document.querySelector('#purity .js-plotly-plot').textContent.indexOf('Pearson') >= 0")
     assert browser.execute_script("return document.querySelector('#family .member') !== null")
     browser.execute_script(
         "var i = document.getElementById('family-id'); i.value = '3';"

@@ -122,19 +122,27 @@
       el("td", {class: "num", text: f2(u.pearson_r.median)})]);
   });
   var purityPlot = el("div", {class: "plot", style: "height: 260px"}), decilePlot = el("div", {class: "plot", style: "height: 260px"});
+  var measures = {purity: "unit purity", context_purity: "unit purity, context concepts", token_entropy: "token entropy (bits)", pearson_r: "Pearson r with its best concept"};
+  var measurePick = el("select", {id: "unit-measure"}, Object.keys(measures).map(function (k) { return el("option", {value: k, text: measures[k]}); }));
   main.appendChild(el("section", {class: "panel", id: "purity"}, [
     el("h2", {}, ["Unit purity ", el("span", {class: "sub", text: "— every unit, no choice made: the share of its activation mass on its best concept above that concept's base rate"})]),
     el("table", {class: "grid"}, [el("thead", {}, [el("tr", {}, ["side", "units", "median purity", "purity ≥ 0.8", "median purity, context concepts",
       "median token entropy (bits)", "median Pearson r with its concept"].map(function (h) { return el("th", {text: h}); }))]), el("tbody", {}, purityRows)]),
+    el("p", {}, ["Distribution over units: ", measurePick]),
     el("div", {class: "pair"}, [purityPlot, decilePlot]),
   ]));
   var centresOf = function (h) { return h.edges.slice(0, -1).map(function (e, k) { return (e + h.edges[k + 1]) / 2; }); };
-  R.newPlot(purityPlot, present.filter(function (s) { return units[s]; }).map(function (s) {
-    var h = units[s].purity.histogram, total = h.counts.reduce(function (a, b) { return a + b; }, 0) || 1;
-    return {type: "scatter", mode: "lines", name: R.plotText(sideName[s]), x: centresOf(h), y: h.counts.map(function (n) { return n / total; }),
-      line: {color: sideColor[s], shape: "hvh"}};
-  }), R.plotLayout({showlegend: true, legend: {orientation: "h", x: 0, y: 1.15}, margin: {l: 48, r: 12, t: 30, b: 40},
-    xaxis: {title: {text: "unit purity"}, range: [0, 1]}, yaxis: {title: {text: "share of units"}}}), R.plotConfig);
+  var drawMeasure = function () {
+    var key = measurePick.value;
+    R.newPlot(purityPlot, present.filter(function (s) { return units[s]; }).map(function (s) {
+      var h = units[s][key].histogram, total = h.counts.reduce(function (a, b) { return a + b; }, 0) || 1;
+      return {type: "scatter", mode: "lines", name: R.plotText(sideName[s]), x: centresOf(h), y: h.counts.map(function (n) { return n / total; }),
+        line: {color: sideColor[s], shape: "hvh"}};
+    }), R.plotLayout({showlegend: true, legend: {orientation: "h", x: 0, y: 1.15}, margin: {l: 48, r: 12, t: 30, b: 40},
+      xaxis: {title: {text: measures[key]}}, yaxis: {title: {text: "share of units"}}}), R.plotConfig);
+  };
+  measurePick.addEventListener("change", drawMeasure);
+  drawMeasure();
   R.newPlot(decilePlot, present.filter(function (s) { return units[s]; }).map(function (s) {
     var d = units[s].specificity_by_decile;
     return {type: "scatter", mode: "lines+markers", name: R.plotText(sideName[s]), x: d.map(function (v, k) { return (k + 1) * 10; }), y: d,
