@@ -76,9 +76,9 @@ def _greedy_or(fires: Tensor, truth: Tensor, k_max: int) -> tuple[list[int], lis
     return chosen, f1s
 
 
-def _candidates(acts: Tensor, truth: Tensor, visible: Tensor) -> tuple[Tensor, Tensor]:
-    """Per concept, CANDIDATES units [C, CANDIDATES] (half by firing F1, half by |standardised difference|,
-    a unit in both halves once, the rest padded by the next by |difference|) and the |difference| [U, C]."""
+def _candidates(acts: Tensor, truth: Tensor, visible: Tensor) -> tuple[list[list[int]], Tensor]:
+    """Per concept, up to CANDIDATES unit ids (half the best by firing F1, the rest the best by |standardised
+    difference| not already in), and the |standardised difference| [U, C]. acts [n, U], truth/visible [n, C]."""
     separation = standardised_difference(acts, truth, visible.float()).abs().nan_to_num(0.0)  # [U, C]
     fires = (acts > 0).float()
     P = truth.sum(0).double()
