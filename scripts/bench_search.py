@@ -39,8 +39,8 @@ TARGET_MS = 50.0
 
 
 def demo_or_fresh_model(model_dir: Path | None, scratch: Path) -> Path:
+    from interp.model.builtin import stdlib_files
     from interp.model.config import ModelConfig
-    from interp.model.corpus import stdlib_files
     from interp.model.tokenizer import train_tokenizer
     from interp.model.transformer import build_native_model, save_model
 

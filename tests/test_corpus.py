@@ -9,15 +9,14 @@ from pathlib import Path
 import pytest
 import torch
 
+from interp.model.builtin import shakespeare_file, stdlib_files
 from interp.model.config import SHAKESPEARE_PROMPT
 from interp.model.corpus import (
     HELDOUT_EVERY,
     TEXT_PIECE_CHARS,
     cut_at_line_breaks,
     load_corpus,
-    shakespeare_file,
     shuffled,
-    stdlib_files,
     token_sequences,
 )
 from interp.model.training import default_prompt

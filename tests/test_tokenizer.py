@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from interp.model.corpus import cut_at_line_breaks, stdlib_files
+from interp.model.builtin import stdlib_files
+from interp.model.corpus import cut_at_line_breaks
 from interp.model.tokenizer import BOS_TOKEN, TOKENIZER_FILE, Tokenizer, train_tokenizer
 
 SHAKESPEARE = Path("/work/shared/data/tinyshakespeare.txt")

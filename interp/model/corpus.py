@@ -26,12 +26,9 @@ gives the same windows with per-token labels computed from each document's text.
 from __future__ import annotations
 
 import glob
-import importlib.resources
 import itertools
 import json
-import os
 import random
-import sysconfig
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,14 +38,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from interp.model.builtin import read_text_file, shakespeare_file, stdlib_files
 from interp.model.config import BUILTIN_CORPORA, SPLITS
 from interp.model.mix import mix_documents
 
 HELDOUT_EVERY = 20
-SHAKESPEARE_FILE = "tinyshakespeare.txt"  # in the package folder interp/model/corpora
 TEXT_PIECE_CHARS = 8192
-# Standard-library folders that are not library source: installed packages and test suites.
-STDLIB_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idle_test"})
 
 
 @dataclass(frozen=True)
@@ -115,42 +110,6 @@ def load_corpus(
             return _documents_of_files(paths, text_field)
 
     return Corpus(spec=spec, split=split, documents_of_source=source, heldout_every=heldout_every)
-
-
-def shakespeare_file() -> Path:
-    """The packaged tinyshakespeare text file."""
-    path = Path(str(importlib.resources.files("interp.model") / "corpora" / SHAKESPEARE_FILE))
-    if not path.is_file():
-        raise FileNotFoundError(f"the packaged corpus {path} is missing; reinstall monosemantic.")
-    return path
-
-
-def stdlib_files() -> list[Path]:
-    """The interpreter's standard-library `.py` files, sorted, without site-packages and tests."""
-    root = Path(sysconfig.get_paths()["stdlib"])
-    found = []
-    for folder, subfolders, names in os.walk(root):  # symlinked folders are listed, not entered
-        subfolders[:] = [name for name in subfolders if name not in STDLIB_EXCLUDED_DIRS]  # never walked
-        found.extend(Path(folder, name) for name in names if name.endswith(".py"))
-    files = sorted(path for path in found if path.is_file())
-    if not files:
-        raise ValueError(f"found no standard-library .py files under {root}; use a corpus path instead.")
-    return files
-
-
-def read_text_file(path: Path) -> str:
-    """The file's text as UTF-8; unreadable or non-UTF-8 files raise ValueError naming the path."""
-    try:
-        data = path.read_bytes()
-    except OSError as err:
-        raise ValueError(f"cannot read corpus file {path}: {err.strerror or err}.") from err
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ValueError(
-            f"corpus file {path} is not UTF-8 text (byte {err.start} cannot be decoded); "
-            "convert it to UTF-8 or leave it out of the corpus."
-        ) from err
 
 
 def cut_at_line_breaks(text: str, max_chars: int = TEXT_PIECE_CHARS) -> Iterator[str]:

@@ -24,6 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from interp.model.builtin import read_text_file, shakespeare_file, stdlib_files
+
 MIX_SOURCES = ("python", "english", "base64", "hex")
 SEGMENTS = 8
 SEGMENT_CHARS = 600
@@ -50,8 +52,6 @@ def _encoded_lines(data: bytes, kind: str) -> str:
 
 
 def _source_pieces() -> dict[str, list[str]]:
-    from interp.model.corpus import read_text_file, shakespeare_file, stdlib_files
-
     files = stdlib_files()
     python = "".join(read_text_file(f) for f in files[::SOURCE_EVERY])
     english = read_text_file(shakespeare_file())
