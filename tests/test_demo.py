@@ -142,6 +142,26 @@ def test_bad_demo_settings_are_refused_before_any_work(tmp_path, capsys):
     assert not out.exists() and not (tmp_path / "r").exists()
 
 
+def test_demo_refuses_report_and_output_paths_it_would_overwrite_before_any_work(tmp_path, capsys):
+    out, mine = tmp_path / "demo", tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    (tmp_path / "file.txt").write_text("keep me too")
+    cases = [
+        (["--report", str(mine)], "holds files that are not a report"),
+        (["--report", str(tmp_path / "file.txt")], "is a file, not a folder"),
+        (["--report", str(out)], "would hold the artifacts in --out"),
+        (["--report", str(tmp_path)], "would hold the artifacts in --out"),
+    ]
+    for flags, message in cases:
+        assert interp_main(["demo", "--out", str(out), *flags]) == 2
+        assert message in capsys.readouterr().err
+    assert interp_main(["demo", "--out", str(tmp_path / "file.txt"), "--report", str(tmp_path / "r")]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert not out.exists() and not (tmp_path / "r").exists()
+    assert (mine / "notes.txt").read_text() == "keep me" and (tmp_path / "file.txt").read_text() == "keep me too"
+
+
 def test_demo_on_shakespeare_tells_the_seed_story(tmp_path):
     cfg = tiny_demo(tmp_path / "demo", corpus="shakespeare")
     assert run_demo(cfg) == ALL_STEPS
@@ -329,6 +349,18 @@ def test_one_pass_per_model_serves_every_concept(built, tmp_path, monkeypatch):
     concepts = [f"c{i}=[a-z]{{{i + 1}}}" for i in range(12)]
     record = run_scorecard(inputs, ScorecardConfig(tokens=512, concepts=concepts), tmp_path / "card", progress=False)
     assert len(record["concepts"]) > 60 and len(passes) == 2  # the trained model once, the control once
+
+
+def test_report_replaces_only_a_report(built, tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert interp_main(["report", "--analysis", str(built.analysis_dir), "--out", str(mine)]) == 2
+    assert "holds files that are not a report" in capsys.readouterr().err
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    copy = tmp_path / "report"
+    shutil.copytree(built.report_dir, copy)
+    assert interp_main(["report", "--analysis", str(built.analysis_dir), "--out", str(copy)]) == 0  # a report: replaced
 
 
 def test_report_refuses_a_scorecard_of_an_older_format(built, tmp_path, capsys):

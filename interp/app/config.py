@@ -18,17 +18,36 @@ from sae.config import TrainConfig as SAETrainConfig
 from sae.schema import device_field, sae_dir_field
 from sae.sweep import sweep_names
 
+REPORT_FILES = ("index.html", "report.js", "data/meta.js")  # what every report holds: how one is recognised
+
+
+def check_report_folder(path: Path, option: str = "--out") -> None:
+    """A report may be written to `path` only when it is missing, an empty folder, or a report (it holds
+    REPORT_FILES): writing replaces the whole folder, so anything else is refused before any work."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a folder; give a folder path for the report.")
+    if any(path.iterdir()) and not all((path / name).is_file() for name in REPORT_FILES):
+        raise ValueError(
+            f"{option} {path} holds files that are not a report written by `interp report`, and writing the report "
+            "replaces the whole folder; choose a new or empty folder, or move those files away first."
+        )
+
 
 @dataclass(kw_only=True)
 class ReportConfig:
     """`interp report`: the HTML feature dashboards of an analysis."""
 
     analysis: str = analysis_field()
-    out: str = field(metadata={"help": "report folder to write (e.g. reports/NAME)"})
+    out: str = field(metadata={"help": "report folder to write (e.g. reports/NAME); only a report is replaced"})
     scorecard: str | None = field(
         default=None,
         metadata={"metavar": "DIR", "help": "a scorecard folder (`interp scorecard --out DIR`) to include"},
     )
+
+    def validate(self) -> None:
+        check_report_folder(Path(self.out))
 
 
 @dataclass(kw_only=True)
@@ -132,6 +151,15 @@ class DemoConfig:
                 f"the demo's ks {list(self.ks)} must be positive and differ from the main SAE's k "
                 f"({self.sae_fields.get('k')}), which joins them."
             )
+        out, report = self.out.resolve(), self.report_dir.resolve()
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"--out {self.out} is a file, not a folder; give a folder for the demo's artifacts.")
+        if report == out or out.is_relative_to(report):
+            raise ValueError(
+                f"--report {self.report_dir} would hold the artifacts in --out {self.out}, and writing the report "
+                "replaces its folder; give the report a folder of its own."
+            )
+        check_report_folder(self.report_dir, "--report")
         if self.sae_hook not in self.hooks:
             raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
 

@@ -54,7 +54,9 @@ def write_report(cfg: ReportConfig, *, progress: bool = True) -> dict[str, float
     `cfg.scorecard`, when given) into `cfg.out`. Returns timings in seconds.
 
     The report is written into a hidden folder beside `out` and renamed into place when complete, so
-    a killed or failed write never leaves a report whose links fail (the old one stays until then)."""
+    a killed or failed write never leaves a report whose links fail (the old one stays until then).
+    Only a report is replaced: a folder holding anything else is refused before any work."""
+    cfg.validate()
     out = check_output_folder(cfg.out)
     _remove_abandoned_builds(out)
     building = temp_path(out)
