@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,8 +77,9 @@ def apply_process_options(args: argparse.Namespace) -> None:
     from sae.hardware import tune_allocator
 
     if args.threads is not None:
-        if args.threads <= 0:
-            raise ValueError(f"--threads must be positive, got {args.threads}")
+        cpus = os.cpu_count() or 1
+        if not 1 <= args.threads <= cpus:
+            raise ValueError(f"--threads must be between 1 and this machine's {cpus} CPUs, got {args.threads}")
         torch.set_num_threads(args.threads)
     tune_allocator(args.allocator)
 

@@ -158,6 +158,11 @@ def test_demo_refuses_report_and_output_paths_it_would_overwrite_before_any_work
         assert message in capsys.readouterr().err
     assert interp_main(["demo", "--out", str(tmp_path / "file.txt"), "--report", str(tmp_path / "r")]) == 2
     assert "is a file, not a folder" in capsys.readouterr().err
+    report = ["--report", str(tmp_path / "r")]
+    assert interp_main(["demo", "--out", str(out), *report, "--capture-tokens", "1"]) == 2
+    assert "less than one window of 128 tokens" in capsys.readouterr().err
+    assert interp_main(["demo", "--out", str(out), *report, "--capture-tokens", "1000000000000"]) == 2
+    assert "GiB for its activations" in capsys.readouterr().err
     assert not out.exists() and not (tmp_path / "r").exists()
     assert (mine / "notes.txt").read_text() == "keep me" and (tmp_path / "file.txt").read_text() == "keep me too"
 

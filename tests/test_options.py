@@ -231,10 +231,12 @@ def test_process_options_are_checked_before_any_work(tmp_path, capsys):
 
     out = tmp_path / "out"
     assert sae_main(["eval", "--acts", str(tmp_path / "none"), "--sae", str(tmp_path / "none"), "--threads", "0"]) == 2
-    assert "--threads must be positive, got 0" in capsys.readouterr().err
+    assert "--threads must be between 1 and this machine's" in capsys.readouterr().err
     args = ["capture", "--model", str(tmp_path / "none"), "--hook", "h", "--tokens", "8", "--out", str(out)]
     assert interp_main([*args, "--threads", "-1"]) == 2
-    assert "--threads must be positive, got -1" in capsys.readouterr().err
+    assert "got -1" in capsys.readouterr().err
+    assert interp_main(["demo", "--out", str(out), "--threads", "100000"]) == 2  # once a crash in the tokenizer
+    assert "got 100000" in capsys.readouterr().err
     assert not out.exists()
 
 

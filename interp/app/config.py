@@ -5,6 +5,7 @@ no torch."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +135,7 @@ class DemoConfig:
         for name in ("capture_tokens", "sae_tokens"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"the demo's {name} must be positive, got {getattr(self, name)}.")
+        self._check_capture_fits()
         if self.sae_tokens < self.sae_train.batch_size:
             raise ValueError(
                 f"the demo's sae_tokens ({self.sae_tokens}) is less than one SAE batch ({self.sae_train.batch_size})."
@@ -162,6 +164,25 @@ class DemoConfig:
         check_report_folder(self.report_dir, "--report")
         if self.sae_hook not in self.hooks:
             raise ValueError(f"the demo's sae_hook {self.sae_hook!r} is not one of its hooks {list(self.hooks)}.")
+
+    def _check_capture_fits(self) -> None:
+        """--capture-tokens: at least one window, and no more than the disk under --out holds."""
+        if self.capture_tokens < self.model.context_length:
+            raise ValueError(
+                f"--capture-tokens {self.capture_tokens} is less than one window of {self.model.context_length} "
+                "tokens; capture at least one."
+            )
+        width = sum(self.model.d_mlp if ".mlp." in hook else self.model.d_model for hook in self.hooks)
+        needed = self.capture_tokens * width * int(self.capture_dtype.removeprefix("b")[len("float") :]) // 8
+        existing = self.out.resolve()
+        while not existing.exists():
+            existing = existing.parent
+        free = shutil.disk_usage(existing).free
+        if needed > free:
+            raise ValueError(
+                f"--capture-tokens {self.capture_tokens} needs {needed / 2**30:.1f} GiB for its activations and "
+                f"{existing} has {free / 2**30:.1f} GiB free; capture fewer tokens or choose another --out."
+            )
 
     @property
     def model_dir(self) -> Path:
