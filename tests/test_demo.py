@@ -377,3 +377,23 @@ def test_report_refuses_a_scorecard_of_an_older_format(built, tmp_path, capsys):
     assert interp_main(args) == 2
     assert "format version 1, this report reads version 2" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()
+
+
+def test_model_init_never_overwrites_its_source_or_mixes_files(built, tmp_path, capsys):
+    like = str(built.model_dir)
+    before = {p.name: p.read_bytes() for p in built.model_dir.iterdir() if p.is_file()}
+    assert interp_main(["model", "init", "--like", like, "--out", like, "--overwrite"]) == 2
+    assert "is --like itself" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in built.model_dir.iterdir() if p.is_file()} == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    assert interp_main(["model", "init", "--like", like, "--out", str(mine), "--overwrite"]) == 2
+    assert "holds files that are not a model folder" in capsys.readouterr().err
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    trained = tmp_path / "trained"
+    shutil.copytree(built.model_dir, trained)  # a trained model folder: replaced whole, its record gone
+    assert interp_main(["model", "init", "--like", like, "--out", str(trained), "--overwrite"]) == 0
+    assert sorted(p.name for p in trained.iterdir()) == sorted(p.name for p in (built.control_dir / "model").iterdir())
+    config = json.loads((trained / "config.json").read_text())
+    assert config["training"]["initialisation_of"] == str(built.model_dir.resolve())

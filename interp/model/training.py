@@ -20,6 +20,8 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import os
+import shutil
 import sys
 import time
 from collections.abc import Iterator
@@ -45,7 +47,7 @@ from interp.model.transformer import (
     sample_text,
     save_model,
 )
-from sae.files import check_output_folder, read_json
+from sae.files import check_output_folder, read_json, temp_path
 from sae.hardware import fast_adam, native_bfloat16_matmul
 from sae.progress import progress_bar
 
@@ -193,14 +195,30 @@ def train_model(
 
 def initial_model(cfg: InitConfig) -> Path:
     """Save, into `cfg.out`, the model folder `cfg.like` as it was at initialisation (step 0: the same
-    config, seed and tokenizer, untrained): the random-weights control of a scorecard."""
+    config, seed and tokenizer, untrained): the random-weights control of a scorecard.
+
+    `cfg.out` must be missing, empty, or (with overwrite) a model folder other than `cfg.like`; it is
+    built beside and renamed into place whole, so no file of a model it replaces is left in it."""
     like, out = Path(cfg.like), Path(cfg.out)
+    if out.resolve() == like.resolve():
+        raise ValueError(f"--out {out} is --like itself; the initialisation goes into a folder of its own.")
     config = read_json(like / CONFIG_FILE)
     check_output_folder(out, option="--out", holds=(CONFIG_FILE, WEIGHTS_FILE), what="model", overwrite=cfg.overwrite)
+    if out.is_dir() and any(out.iterdir()) and not all((out / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)):
+        raise ValueError(f"--out {out} holds files that are not a model folder; choose a new or empty folder.")
     model_cfg = ModelConfig(**config["model"])
     tokenizer = Tokenizer.load(like)
     training = {"initialisation_of": str(like.resolve()), "corpus": (config.get("training") or {}).get("corpus")}
-    return save_model(build_native_model(model_cfg), model_cfg, tokenizer, out, training=training)
+    building = temp_path(out)
+    shutil.rmtree(building, ignore_errors=True)
+    try:
+        save_model(build_native_model(model_cfg), model_cfg, tokenizer, building, training=training)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(building, out)
+    finally:
+        shutil.rmtree(building, ignore_errors=True)
+    return out
 
 
 def default_prompt(spec: str, heldout: Corpus) -> str:
