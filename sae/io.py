@@ -18,6 +18,7 @@ encoder (same features, unit-norm decoder rows). Loading never unpickles: JSON a
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -50,6 +51,18 @@ def _write_atomically(folder: Path, tensors: dict[str, Tensor], weights_name: st
     tensors = {name: t.detach().cpu().contiguous() for name, t in tensors.items()}
     write_safetensors(folder / weights_name, tensors)
     write_json(folder / CFG_FILE, cfg)
+
+
+def weights_fingerprint(path: str | os.PathLike) -> str:
+    """The first 16 hex digits of the SHA-256 of an SAE folder's weights file: which SAE it is, not
+    only its shape."""
+    layout, folder = detect_layout(path)
+    weights = folder / (SAELENS_WEIGHTS if layout == "saelens" else SPARSIFY_WEIGHTS)
+    digest = hashlib.sha256()
+    with open(weights, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
 
 
 def _dtype_name(dtype: torch.dtype) -> str:

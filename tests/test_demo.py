@@ -269,6 +269,10 @@ def test_serve_refuses_a_report_of_another_sae(built, tmp_path, capsys):
     assert "shows 49 features but the SAE" in capsys.readouterr().err
     assert interp_main(["serve", "--report", str(tmp_path), "--model", "x", "--sae", "y"]) == 2
     assert "holds no report" in capsys.readouterr().err
+    same_width = built.k_sae_dirs[0]  # 48 features like the report's SAE, k 8 instead of 4: another SAE
+    args = ["serve", "--report", str(built.report_dir), "--model", str(built.model_dir), "--sae", str(same_width)]
+    assert interp_main([*args, "--port", "0"]) == 2
+    assert "was built from another SAE" in capsys.readouterr().err
 
 
 def test_demo_builds_the_scorecard_with_its_control_and_links_it(built):

@@ -76,6 +76,7 @@ def side_by_side(left: tuple[str, str], right: tuple[str, str], *, prompt: str) 
 def run_serve(cfg: ServeConfig) -> int:
     from interp.activations.sources import open_model_and_sae
     from interp.app.serve import LiveModel, check_report, serve
+    from sae.io import weights_fingerprint as sae_weights_fingerprint
 
     cfg.validate()
     report_meta = check_report(cfg.report)
@@ -85,6 +86,13 @@ def run_serve(cfg: ServeConfig) -> int:
         raise ValueError(
             f"the report in {cfg.report} shows {report_meta.get('d_sae')} features but the SAE in {cfg.sae} has "
             f"{live.d_sae}; pass the SAE the report was built from ({report_meta.get('sae_path')})."
+        )
+    recorded = report_meta.get("sae_weights")
+    if recorded is None or recorded != sae_weights_fingerprint(cfg.sae):
+        raise ValueError(
+            f"the report in {cfg.report} was built from another SAE (weights {recorded}) than the one in {cfg.sae} "
+            f"(weights {sae_weights_fingerprint(cfg.sae)}); pass the SAE it was built from "
+            f"({report_meta.get('sae_path')}) or rebuild the report."
         )
     serve(cfg.report, live, host=cfg.host, port=cfg.port)
     return 0

@@ -250,6 +250,7 @@ def report_meta(analysis: Analysis) -> dict[str, Any]:
         "d_in": m.get("sae", {}).get("d_in"),
         "d_sae": analysis.d_sae,
         "sae_path": m.get("sae", {}).get("path"),
+        "sae_weights": m.get("sae", {}).get("weights"),
         "corpus": m.get("corpus", {}).get("spec"),
         "split": m.get("corpus", {}).get("split"),
         "tokens": int(m.get("tokens_analysed", 0)),

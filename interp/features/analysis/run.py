@@ -23,6 +23,7 @@ from interp.interventions.ablation import ablation_effects
 from interp.model.corpus import batched_windows, load_corpus
 from interp.model.transformer import model_device, weights_fingerprint
 from sae.files import check_output_folder
+from sae.io import weights_fingerprint as sae_weights_fingerprint
 from sae.progress import progress_bar
 
 
@@ -168,7 +169,7 @@ def run_analysis(cfg: AnalyzeConfig, *, progress: bool = True) -> Analysis:
     sequences = corpus_windows(corpus, opened.model, seed=cfg.analysis.seed)
     meta = {
         "model": {"spec": opened.model_spec, "weights": weights_fingerprint(opened.model.bridge)},
-        "sae": {"path": str(opened.sae_path.resolve())},
+        "sae": {"path": str(opened.sae_path.resolve()), "weights": sae_weights_fingerprint(opened.sae_path)},
         "corpus": corpus.describe(),
     }
     analysis = analyze(opened.model, opened.sae, opened.hook, sequences, cfg.analysis, meta=meta, progress=progress)
