@@ -334,6 +334,8 @@ def test_scorecard_command_reads_the_windows_capture_writes_and_takes_user_conce
     bad = ["scorecard", "--model", str(built.model_dir), "--sae", str(built.sae_dir), "--out", str(tmp_path / "bad")]
     assert interp_main([*bad, "--concept", "x=("]) == 2
     assert "--concept x: '(' is not a valid regular expression" in capsys.readouterr().err
+    assert interp_main([*bad, "--concept", "w=(\\w+)+!", "--regex-seconds", "0.5"]) == 2
+    assert "--concept w: /(\\w+)+!/ took more than 0.5 s" in capsys.readouterr().err
     assert interp_main([*bad, "--control-model", str(built.model_dir)]) == 2
     assert "--control-model and --control-sae go together" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()  # refused before any work

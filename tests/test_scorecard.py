@@ -180,3 +180,14 @@ def test_the_mix_corpus_marks_each_characters_source_exactly():
     assert not any(m.any() for m in source_marks("not a mix document").values())
     suite = ConceptSuite(["mix"])
     assert suite.names == [f"mix.{s}" for s in MIX_SOURCES]
+
+
+def test_a_regex_that_backtracks_without_end_is_named_not_left_to_hang():
+    import time
+
+    suite = ConceptSuite([], ["w=(\\w+)+!"], regex_seconds=0.5)
+    start = time.perf_counter()
+    with pytest.raises(ValueError, match=r"--concept w: .* took more than 0.5 s on one document"):
+        suite.char_marks("a" * 40 + "\n")
+    assert time.perf_counter() - start < 10
+    assert ConceptSuite([], ["b=b"]).char_marks("abc")[0].tolist() == [False, True, False]

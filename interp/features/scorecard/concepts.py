@@ -13,7 +13,9 @@ characters (its tokenizer offsets) is marked. Four sources:
   concepts of its language.
 - `mix`: which source each character of the `mix` corpus comes from (python, english, base64, hex),
   from how the corpus was built (interp.model.mix).
-- `regex`: the user's `NAME=REGEX`; every character of a non-empty match is marked.
+- `regex`: the user's `NAME=REGEX`; every character of a non-empty match is marked. Each document's
+  matching runs in a child process with a time limit, so a pattern that backtracks without end is
+  named instead of hanging the command.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import ast
 import builtins
 import io
 import keyword
+import multiprocessing
 import re
 import tokenize
 from collections.abc import Sequence
@@ -34,6 +37,7 @@ from interp.model.mix import MIX_SOURCES, source_marks
 SOURCES = ("python", "text", "shakespeare", "mix", "regex")
 SUITES = ("auto", "python", "text", "shakespeare", "mix")
 INDENT_LEVELS = ("0", "1", "2", "3+")
+REGEX_SECONDS = 10.0  # the time a user concept's regular expression may take on one document
 BUILTIN_NAMES = frozenset(name for name in dir(builtins) if not name.startswith("_")) - frozenset(keyword.kwlist)
 FSTRING_START = getattr(tokenize, "FSTRING_START", None)  # Python 3.12+ tokenizes f-strings into parts
 FSTRING_END = getattr(tokenize, "FSTRING_END", None)
@@ -125,7 +129,7 @@ def parse_user_concept(text: str) -> tuple[str, re.Pattern]:
 class ConceptSuite:
     """The concepts scored on one corpus, and their marks on any document."""
 
-    def __init__(self, sources: Sequence[str], user: Sequence[str] = ()):
+    def __init__(self, sources: Sequence[str], user: Sequence[str] = (), *, regex_seconds: float = REGEX_SECONDS):
         unknown = [s for s in sources if s not in SOURCES[:-1]]
         if unknown:
             raise ValueError(f"unknown concept suite {unknown}; choose from {list(SOURCES[:-1])}.")
@@ -144,6 +148,7 @@ class ConceptSuite:
         if repeated:
             raise ValueError(f"--concept: the names {repeated} are given twice; give each concept its own name.")
         self.python_failures = 0  # documents whose tokenizing stopped at an error
+        self.regex_seconds = regex_seconds  # the time a user concept may take on one document
 
     @property
     def names(self) -> list[str]:
@@ -163,7 +168,7 @@ class ConceptSuite:
         if "mix" in self.sources:
             marks.update(source_marks(text))
         for name, pattern in self.user:
-            marks[name] = regex_marks(text, pattern)
+            marks[name] = bounded_regex_marks(text, name, pattern, self.regex_seconds)
         return np.stack([marks[name] for name in self.names]) if self.names else np.zeros((0, len(text)), bool)
 
     def token_labels(self, text: str, offsets: Sequence[tuple[int, int]]) -> np.ndarray:
@@ -192,6 +197,36 @@ def regex_marks(text: str, pattern: re.Pattern | str) -> np.ndarray:
     for match in re.finditer(pattern, text):
         marks[match.start() : match.end()] = True
     return marks
+
+
+def _send_regex_marks(connection, text: str, pattern: str) -> None:
+    connection.send(regex_marks(text, pattern))
+    connection.close()
+
+
+def bounded_regex_marks(text: str, name: str, pattern: re.Pattern, seconds: float) -> np.ndarray:
+    """`regex_marks` in a child process given `seconds`: Python's `re` cannot be interrupted, and a
+    pattern that backtracks catastrophically would hang the command. ValueError naming the concept when
+    it runs out of time."""
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    receive, send = context.Pipe(duplex=False)
+    child = context.Process(target=_send_regex_marks, args=(send, text, pattern.pattern), daemon=True)
+    child.start()
+    send.close()
+    try:
+        if not receive.poll(seconds):
+            raise ValueError(
+                f"--concept {name}: /{pattern.pattern}/ took more than {seconds:g} s on one document of "
+                f"{len(text):,} characters (nested repetition such as (\\w+)+ backtracks without end); write it "
+                "without nested repetition."
+            )
+        return receive.recv()
+    finally:
+        if child.is_alive():
+            child.kill()
+        child.join()
+        receive.close()
 
 
 def text_marks(text: str) -> dict[str, np.ndarray]:
@@ -358,10 +393,12 @@ def _docstring_spans(text: str, lines: _Lines) -> list[tuple[int, int]]:
     return spans
 
 
-def concept_suite(suite: str, concepts: Sequence[str], corpus: str) -> ConceptSuite:
+def concept_suite(
+    suite: str, concepts: Sequence[str], corpus: str, *, regex_seconds: float = REGEX_SECONDS
+) -> ConceptSuite:
     """The ConceptSuite `--suite` and `--concept` ask for on a corpus: "auto" (the corpus's default
     sources, `default_sources`) or a comma-separated list of SUITES, plus the user's NAME=REGEX concepts."""
     parts = [s.strip() for s in suite.split(",") if s.strip()]
     if not parts or any(p not in SUITES for p in parts) or ("auto" in parts and len(parts) > 1):
         raise ValueError(f"--suite {suite!r}: give auto, or a comma-separated list of {list(SUITES[1:])}.")
-    return ConceptSuite(default_sources(corpus) if parts == ["auto"] else parts, concepts)
+    return ConceptSuite(default_sources(corpus) if parts == ["auto"] else parts, concepts, regex_seconds=regex_seconds)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from interp.features.scorecard.concepts import concept_suite
+from interp.features.scorecard.concepts import REGEX_SECONDS, concept_suite
 from interp.model.config import SPLITS, Split, corpus_field, corpus_seed_field, model_field, split_field
 from sae.schema import sae_dir_field, seed_field
 
@@ -89,6 +89,9 @@ class ScorecardConfig:
             "(repeatable)",
         },
     )
+    regex_seconds: float = field(
+        default=REGEX_SECONDS, metadata={"help": "seconds a --concept regex may take on one document"}
+    )
     min_positives: int = field(
         default=10, metadata={"help": "visible positives each fold needs for a concept to be scored"}
     )
@@ -106,6 +109,8 @@ class ScorecardConfig:
             raise ValueError(
                 f"--folds must be at least 2 (choose on some documents, score on others), got {self.folds}."
             )
+        if not self.regex_seconds > 0:
+            raise ValueError(f"--regex-seconds must be positive, got {self.regex_seconds}.")
         for name in ("min_positives", "examples", "promoted", "batch_size", "bootstrap"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"the scorecard's {name} must be positive, got {getattr(self, name)}.")

@@ -130,9 +130,8 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     """Build the scorecard and write OUT/scorecard.json; return it."""
     inputs.validate()
     cfg.validate()
-    suite = concept_suite(cfg.suite, cfg.concepts, inputs.corpus)
+    suite = concept_suite(cfg.suite, cfg.concepts, inputs.corpus, regex_seconds=cfg.regex_seconds)
     out = check_output_folder(out, holds=(SCORECARD_FILE,), what="scorecard", overwrite=True)
-    out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     say = print if progress else (lambda *a, **k: None)
     opened = open_model_and_sae(inputs.model, inputs.sae)
@@ -230,6 +229,7 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
         "logit_consistency": {"examples": cfg.examples, "promoted": cfg.promoted, **consistency},
         "seconds": round(time.perf_counter() - started, 1),
     }
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / SCORECARD_FILE, record)
     say(f"scorecard: {out / SCORECARD_FILE} in {record['seconds']:.0f} s", flush=True)
     return record
