@@ -269,6 +269,10 @@ def test_serve_refuses_a_report_of_another_sae(built, tmp_path, capsys):
     assert "shows 49 features but the SAE" in capsys.readouterr().err
     assert interp_main(["serve", "--report", str(tmp_path), "--model", "x", "--sae", "y"]) == 2
     assert "holds no report" in capsys.readouterr().err
+    meta.write_text("monoReport.meta = [1, 2];")  # valid JSON, but not a meta object
+    args = ["serve", "--report", str(report), "--model", str(built.model_dir), "--sae", str(built.sae_dir)]
+    assert interp_main([*args, "--port", "0"]) == 2
+    assert "holds a JSON list, not the object of a report's meta file" in capsys.readouterr().err
     same_width = built.k_sae_dirs[0]  # 48 features like the report's SAE, k 8 instead of 4: another SAE
     args = ["serve", "--report", str(built.report_dir), "--model", str(built.model_dir), "--sae", str(same_width)]
     assert interp_main([*args, "--port", "0"]) == 2

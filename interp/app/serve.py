@@ -177,11 +177,17 @@ def check_report(folder: str | Path) -> dict[str, Any]:
     try:
         if not text.startswith(prefix):
             raise json.JSONDecodeError("no meta assignment", text, 0)
-        return json.loads(text[len(prefix) :].rstrip(";"))
+        meta = json.loads(text[len(prefix) :].rstrip(";"))
     except json.JSONDecodeError as err:
         raise ValueError(
             f"{path} is not a report's meta file ({err}); rebuild the report with `interp report`."
         ) from err
+    if not isinstance(meta, dict):
+        raise ValueError(
+            f"{path} holds a JSON {type(meta).__name__}, not the object of a report's meta file; rebuild the "
+            "report with `interp report`."
+        )
+    return meta
 
 
 class ReportServer(ThreadingHTTPServer):
