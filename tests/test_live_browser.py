@@ -110,16 +110,19 @@ def test_steering_panel_changes_the_text(browser, live_report, shots):
     assert changed
 
 
-def test_live_panels_from_file_say_how_to_start_the_server(browser, live_report):
+def test_live_panels_from_file_say_how_to_start_the_server(browser, live_report, tmp_path):
+    import shutil
+
     report, _ = live_report
-    for page, panel in (("prompt.html", "prompt-body"), ("feature.html#0", "steering")):
-        logs = open_page(browser, (report / page).as_uri().replace("%23", "#"))
-        text = wait_for(
-            browser,
-            f"document.querySelector('#{panel} .command') && document.querySelector('#{panel} .command').textContent",
-        )
-        assert text.startswith("interp serve --report " + str(report))
-        assert_clean(browser, logs)
+    quoted = tmp_path / "it's a report"  # a space and a quote: the command must still run when pasted
+    shutil.copytree(report, quoted)
+    for folder, shown in ((report, str(report)), (quoted, "'" + str(quoted).replace("'", "'\\''") + "'")):
+        for page, panel in (("prompt.html", "prompt-body"), ("feature.html#0", "steering")):
+            logs = open_page(browser, (folder / page).as_uri().replace("%23", "#"))
+            command = f"document.querySelector('#{panel} .command')"
+            text = wait_for(browser, f"{command} && {command}.textContent")
+            assert text.startswith("interp serve --report " + shown + " --model ")
+            assert_clean(browser, logs)
 
 
 def test_the_info_endpoint_describes_the_served_sae(live_report):

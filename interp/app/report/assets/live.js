@@ -32,6 +32,12 @@
     });
   }
 
+  // A word for a POSIX shell: as it is when it holds only safe characters, else in single quotes.
+  function shellWord(s) {
+    s = String(s);
+    return /^[A-Za-z0-9_.\/:@%+=,-]+$/.test(s) ? s : "'" + s.replace(/'/g, "'\\''") + "'";
+  }
+
   // The folder this page lies in, as the shell command should name it.
   function reportFolder() {
     var path = decodeURIComponent(window.location.pathname);
@@ -47,8 +53,8 @@
     // What a live panel shows where no server answers: the command that starts one for this report.
     howToStart: function (what) {
       var meta = R.meta || {};
-      var command = "interp serve --report " + reportFolder() + " --model " + (meta.model_spec || "MODEL") +
-        " --sae " + (meta.sae_path || "SAE");
+      var command = "interp serve --report " + shellWord(reportFolder()) + " --model " +
+        (meta.model_spec ? shellWord(meta.model_spec) : "MODEL") + " --sae " + (meta.sae_path ? shellWord(meta.sae_path) : "SAE");
       return el("div", {class: "live-off"}, [
         el("p", {text: what + " needs the live server. Start it, then open the address it prints:"}),
         el("pre", {class: "command", text: command}),
