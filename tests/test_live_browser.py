@@ -133,3 +133,21 @@ def test_the_info_endpoint_describes_the_served_sae(live_report):
     with urllib.request.urlopen(url + "api/info") as response:
         info = json.loads(response.read())
     assert info["d_sae"] == 96 and info["hook"] == HOOK and info["limits"]["context_tokens"] == N_CTX
+
+
+def test_a_live_panel_whose_server_went_away_says_how_to_start_it(browser, live_report):
+    report, _ = live_report
+    server = ReportServer(report, LiveModel(tiny_opened(context_length=N_CTX)), "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    logs = open_page(browser, f"http://127.0.0.1:{server.server_address[1]}/prompt.html")
+    wait_for(browser, "document.getElementById('prompt-run')")
+    server.shutdown()
+    server.server_close()
+    browser.execute_script("document.getElementById('prompt-run').click()")
+    text = wait_for(
+        browser,
+        "(document.getElementById('prompt-status').textContent.indexOf('does not answer') >= 0) && "
+        "document.getElementById('prompt-status').textContent",
+    )
+    assert "start it again: interp serve --report REPORT --model" in text
+    assert not [entry for entry in logs if entry["level"] == "SEVERE"]  # the page itself loaded cleanly

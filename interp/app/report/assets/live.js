@@ -22,13 +22,16 @@
       .then(finish, function () { finish(null); });
   }
 
-  // fetch JSON; rejects with the server's message on a 4xx/5xx answer.
+  // fetch JSON; rejects with the server's message on a 4xx/5xx answer, and with the command that starts
+  // the server again when none answers.
   function call(url, options) {
     return fetch(url, options).then(function (r) {
       return r.json().then(function (body) {
         if (!r.ok) throw new Error(body && body.error ? body.error : "HTTP " + r.status);
         return body;
       });
+    }, function () {
+      throw new Error("The live server does not answer; start it again: " + startCommand());
     });
   }
 
@@ -44,6 +47,13 @@
     return window.location.protocol === "file:" ? path.slice(0, path.lastIndexOf("/")) || "." : "REPORT";
   }
 
+  // The shell command that serves this report with its model and SAE.
+  function startCommand() {
+    var meta = R.meta || {};
+    return "interp serve --report " + shellWord(reportFolder()) + " --model " +
+      (meta.model_spec ? shellWord(meta.model_spec) : "MODEL") + " --sae " + (meta.sae_path ? shellWord(meta.sae_path) : "SAE");
+  }
+
   R.live = {
     whenLive: whenLive,
     activations: function (text) { return call("api/activations?text=" + encodeURIComponent(text)); },
@@ -52,12 +62,9 @@
     },
     // What a live panel shows where no server answers: the command that starts one for this report.
     howToStart: function (what) {
-      var meta = R.meta || {};
-      var command = "interp serve --report " + shellWord(reportFolder()) + " --model " +
-        (meta.model_spec ? shellWord(meta.model_spec) : "MODEL") + " --sae " + (meta.sae_path ? shellWord(meta.sae_path) : "SAE");
       return el("div", {class: "live-off"}, [
         el("p", {text: what + " needs the live server. Start it, then open the address it prints:"}),
-        el("pre", {class: "command", text: command}),
+        el("pre", {class: "command", text: startCommand()}),
       ]);
     },
   };
