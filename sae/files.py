@@ -120,12 +120,20 @@ def check_output_folder(
     holds: Sequence[str] = (),
     what: str = "artifact",
     overwrite: bool = False,
+    replaces_whole: bool = False,
 ) -> Path:
     """Check an output folder before any work: it must not be a file, and when it already holds
-    every file in `holds` (a complete `what`) it is refused unless overwrite. Returns the path."""
+    every file in `holds` (a complete `what`) it is refused unless overwrite. replaces_whole: the write
+    replaces the whole folder, so a non-empty folder that is not a `what` (does not hold every file in
+    `holds`) is refused too. Returns the path."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option} {path} is a file, not a folder; give a folder path (it is created if missing).")
+    if replaces_whole and path.is_dir() and any(path.iterdir()) and not all((path / n).is_file() for n in holds):
+        raise ValueError(
+            f"{option} {path} holds files that are not a {what}, and writing the {what} replaces the whole folder; "
+            "choose a new or empty folder, or move those files away first."
+        )
     if holds and not overwrite and all((path / name).is_file() for name in holds):
         raise ValueError(
             f"{option} {path} already holds a complete {what}; pass --overwrite to replace it (what was built on it "

@@ -399,7 +399,7 @@ def test_model_init_never_overwrites_its_source_or_mixes_files(built, tmp_path, 
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
     assert interp_main(["model", "init", "--like", like, "--out", str(mine), "--overwrite"]) == 2
-    assert "holds files that are not a model folder" in capsys.readouterr().err
+    assert "holds files that are not a model, and writing the model replaces" in capsys.readouterr().err
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     trained = tmp_path / "trained"
     shutil.copytree(built.model_dir, trained)  # a trained model folder: replaced whole, its record gone

@@ -16,6 +16,7 @@ from interp.features.labels.config import LabelConfig
 from interp.features.scorecard.config import ScorecardConfig
 from interp.model.config import BUILTIN_CORPORA, ModelConfig, ModelTrainConfig, corpus_field, model_field
 from sae.config import TrainConfig as SAETrainConfig
+from sae.files import check_output_folder
 from sae.schema import device_field, sae_dir_field
 from sae.sweep import sweep_names
 
@@ -25,15 +26,7 @@ REPORT_FILES = ("index.html", "report.js", "data/meta.js")  # what every report 
 def check_report_folder(path: Path, option: str = "--out") -> None:
     """A report may be written to `path` only when it is missing, an empty folder, or a report (it holds
     REPORT_FILES): writing replaces the whole folder, so anything else is refused before any work."""
-    if not path.exists():
-        return
-    if not path.is_dir():
-        raise ValueError(f"{option} {path} is a file, not a folder; give a folder path for the report.")
-    if any(path.iterdir()) and not all((path / name).is_file() for name in REPORT_FILES):
-        raise ValueError(
-            f"{option} {path} holds files that are not a report written by `interp report`, and writing the report "
-            "replaces the whole folder; choose a new or empty folder, or move those files away first."
-        )
+    check_output_folder(path, option=option, holds=REPORT_FILES, what="report", overwrite=True, replaces_whole=True)
 
 
 @dataclass(kw_only=True)

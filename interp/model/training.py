@@ -203,9 +203,9 @@ def initial_model(cfg: InitConfig) -> Path:
     if out.resolve() == like.resolve():
         raise ValueError(f"--out {out} is --like itself; the initialisation goes into a folder of its own.")
     config = read_json(like / CONFIG_FILE)
-    check_output_folder(out, option="--out", holds=(CONFIG_FILE, WEIGHTS_FILE), what="model", overwrite=cfg.overwrite)
-    if out.is_dir() and any(out.iterdir()) and not all((out / name).is_file() for name in (CONFIG_FILE, WEIGHTS_FILE)):
-        raise ValueError(f"--out {out} holds files that are not a model folder; choose a new or empty folder.")
+    check_output_folder(
+        out, holds=(CONFIG_FILE, WEIGHTS_FILE), what="model", overwrite=cfg.overwrite, replaces_whole=True
+    )
     model_cfg = ModelConfig(**config["model"])
     tokenizer = Tokenizer.load(like)
     training = {"initialisation_of": str(like.resolve()), "corpus": (config.get("training") or {}).get("corpus")}

@@ -34,7 +34,7 @@ from interp.features.neurons import neurons_driven
 from interp.features.scorecard import FORMAT as SCORECARD_FORMAT
 from interp.features.scorecard import FORMAT_VERSION as SCORECARD_VERSION
 from interp.features.scorecard import SCORECARD_FILE
-from sae.files import TMP_SUFFIX, check_output_folder, read_json, temp_path, write_text
+from sae.files import TMP_SUFFIX, read_json, temp_path, write_text
 from sae.progress import progress_bar
 
 STATIC_FILES = ("report.css", "report.js", "live.js", "index.js", "feature.js", "prompt.js", "model.js", "scorecard.js")
@@ -57,7 +57,7 @@ def write_report(cfg: ReportConfig, *, progress: bool = True) -> dict[str, float
     a killed or failed write never leaves a report whose links fail (the old one stays until then).
     Only a report is replaced: a folder holding anything else is refused before any work."""
     cfg.validate()
-    out = check_output_folder(cfg.out)
+    out = Path(cfg.out)
     _remove_abandoned_builds(out)
     building = temp_path(out)
     try:

@@ -76,7 +76,8 @@ class ScorecardConfig:
         default="auto",
         metadata={
             "help": "built-in concepts: auto (python and text for Python source, text and shakespeare for the plays, "
-            "text otherwise) or a comma-separated list of python, text, shakespeare"
+            "mix and text for the mix corpus, text otherwise) or a comma-separated list of python, text, "
+            "shakespeare, mix"
         },
     )
     concepts: list[str] = field(

@@ -22,7 +22,7 @@ visible (token, concept) pairs.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ class SideScores:
 
     counts: dict[str, Tensor]  # scorer -> [D, C, 3]
     fired: Tensor  # [N, C] bool: the k=1 unit's prediction on each token (chosen without its document)
-    chosen: list[list[dict | None]] = field(default_factory=list)  # [fold][concept] -> the fold's k=1 unit and family
+    chosen: list[list[dict | None]]  # [fold][concept] -> the fold's k=1 unit and family
 
 
 def _counts(predicted: Tensor, truth: Tensor, document: Tensor, D: int) -> Tensor:

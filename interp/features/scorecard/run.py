@@ -172,7 +172,7 @@ def run_scorecard(inputs: ScorecardInputs, cfg: ScorecardConfig, out: str | Path
     table = Scored(sides, baselines, resampler, scored)
     say(f"scorecard: concepts scored in {time.perf_counter() - started:.0f} s", flush=True)
     truth = tokens.labels & tokens.visible
-    rows = concept_rows(names, suite.concepts, table, tokens, sides)
+    rows = concept_rows(suite.concepts, table, tokens, sides)
     for side in ("features", "neurons"):
         for row, hist in zip(rows, _fold0_histograms(acts[side], sides[side], tokens, scored), strict=True):
             row[f"{side[:-1]}_histogram"] = hist

@@ -43,7 +43,7 @@ class Scored:
         return {"context": self.context, "token identity": self.token_identity, "all": self.scored}
 
 
-def concept_rows(names, concepts, scored_obj: Scored, tokens, sides: dict[str, SideScores]) -> list[dict]:
+def concept_rows(concepts, scored_obj: Scored, tokens, sides: dict[str, SideScores]) -> list[dict]:
     """One row per concept: its counts, kind, baselines, and every side's scorers with intervals."""
     truth = tokens.labels & tokens.visible
     masked = tokens.labels & ~tokens.visible
