@@ -71,7 +71,7 @@ class ScorecardConfig:
     corpus_seed: int = corpus_seed_field()  # the corpus order, as `interp capture --corpus-seed`
     folds: int = field(default=2, metadata={"help": "folds of whole documents: choose on the others, score on one"})
     bootstrap: int = field(default=1000, metadata={"help": "document-bootstrap draws behind each interval"})
-    seed: int = seed_field("the folds' document assignment and the bootstrap draws")
+    seed: int = seed_field("the bootstrap draws (and the order of equal-sized documents in the folds)")
     suite: str = field(
         default="auto",
         metadata={

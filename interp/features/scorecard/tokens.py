@@ -59,8 +59,9 @@ def carried_runs(labels: np.ndarray, continues: np.ndarray) -> np.ndarray:
 
 
 def fold_of_documents(sizes: np.ndarray, folds: int, seed: int) -> np.ndarray:
-    """[D] fold of each document: documents in a seeded random order, each to the fold with the fewest
-    tokens so far (sizes [D] token counts), so folds hold whole documents and similar token counts."""
+    """[D] fold of each document: largest first, each to the fold with the fewest tokens so far (sizes [D]
+    token counts), so folds hold whole documents and similar token counts. The seed orders documents of
+    equal size only: on documents of distinct sizes the folds are the same for every seed."""
     order = np.random.default_rng(seed).permutation(len(sizes))
     order = order[np.argsort(-sizes[order], kind="stable")]  # largest first, ties in the seeded order
     totals = np.zeros(folds, dtype=np.int64)
